@@ -1,0 +1,553 @@
+//! Streaming export: a volume's checked extent map drives the copy into a sink.
+//!
+//! The logical disk is cut into 4 MiB chunks (the content digest's chunks). The
+//! coordinating thread walks the map and turns each chunk into a job listing its pieces:
+//! device ranges, holes, decoded ranges. A chunk that is all holes never leaves the
+//! coordinator: its digest is a constant and nothing is read or written for it. Workers
+//! (one per core) read a job's device ranges into a page-aligned buffer, hash the chunk,
+//! and write the data straight to its place in the output when the sink is seekable.
+//! Streams (stdout), and the plain `sha256sum` digest, take the chunks back in order on the
+//! coordinator. Memory is bounded by the number of buffers, whatever the disk size.
+//!
+//! With digests off and a seekable sink, device ranges go from file to file with
+//! `copy_file_range`, never through user space.
+
+use crate::digest::{chunk_hash, ContentDigest, StreamDigest, CHUNK_SIZE};
+use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::extent::{CheckedMap, Device, Location, VolumeSource};
+use crate::io::{copy_range, AlignedBuf, OutputFile};
+use crate::progress::Progress;
+use crate::qcow2_out::{Qcow2Layout, CLUSTER_SIZE};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+
+
+/// Output image format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The logical disk byte for byte; a sparse file, or zeros in a stream.
+    Raw,
+    /// qcow2 v3, 64 KiB clusters, holes unallocated.
+    Qcow2,
+}
+
+/// Where the export goes.
+pub enum Target {
+    /// A file, written under a temporary name beside it and renamed into place on success.
+    File(PathBuf),
+    /// A stream (stdout); bytes are written in order.
+    Stream(Box<dyn Write + Send>),
+}
+
+pub struct ExportOptions {
+    pub format: Format,
+    /// Compute the chunked content digest.
+    pub content_digest: bool,
+    /// Compute a plain SHA-256 of the output stream too.
+    pub stream_sha256: bool,
+    /// Worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+/// What an export did.
+#[derive(Debug, Clone)]
+pub struct ExportSummary {
+    /// Logical size of the disk.
+    pub size: u64,
+    /// Bytes of the output (file or stream).
+    pub output_size: u64,
+    /// Bytes read from devices (data) or decoded.
+    pub data_bytes: u64,
+    /// The content digest (`sha256-4m:...`), when asked for.
+    pub content_digest: Option<String>,
+    /// Hex SHA-256 of the output stream, when asked for.
+    pub stream_sha256: Option<String>,
+}
+
+/// One piece of a chunk, at `at` bytes into the chunk.
+enum Piece {
+    Device { device: Arc<Device>, offset: u64, at: usize, len: usize },
+    Hole { at: usize, len: usize },
+    Decoded { bytes: Arc<Vec<u8>>, from: usize, at: usize, len: usize },
+}
+
+impl Piece {
+    fn is_hole(&self) -> bool {
+        matches!(self, Piece::Hole { .. })
+    }
+}
+
+/// A 4 MiB chunk of the logical disk and where its bytes come from.
+struct Job {
+    seq: u64,
+    start: u64,
+    len: usize,
+    pieces: Vec<Piece>,
+}
+
+/// A chunk whose bytes are ready.
+struct Done {
+    seq: u64,
+    start: u64,
+    len: usize,
+    /// The chunk's bytes (absent for an all-hole chunk, or when the worker already wrote
+    /// them and nobody needs them in order).
+    buf: Option<AlignedBuf>,
+    hash: Option<[u8; 32]>,
+    data_bytes: u64,
+}
+
+/// What workers share: the output file (when seekable) and the qcow2 layout (when qcow2).
+/// A stream stays with the coordinator, the only thread that writes to it.
+struct Sink {
+    file: Option<OutputFile>,
+    layout: Option<Qcow2Layout>,
+}
+
+/// Output byte ranges of a chunk, in output order: (output offset, offset in chunk, len).
+/// Raw: the chunk's non-hole pieces at their own offsets (holes stay holes). qcow2: the
+/// allocated clusters at their host offsets (pieces are not consulted).
+fn output_runs(layout: Option<&Qcow2Layout>, job_start: u64, len: usize, pieces: &[Piece]) -> Vec<(u64, usize, usize)> {
+    let mut runs: Vec<(u64, usize, usize)> = Vec::new();
+    let mut add = |out: u64, at: usize, n: usize| match runs.last_mut() {
+        Some(last) if last.0 + last.2 as u64 == out && last.1 + last.2 == at => last.2 += n,
+        _ => runs.push((out, at, n)),
+    };
+    match layout {
+        None => {
+            for p in pieces {
+                match *p {
+                    Piece::Device { at, len, .. } | Piece::Decoded { at, len, .. } => add(job_start + at as u64, at, len),
+                    Piece::Hole { .. } => {}
+                }
+            }
+        }
+        Some(layout) => {
+            let cs = CLUSTER_SIZE as usize;
+            for k in 0..len.div_ceil(cs) {
+                let cluster = (job_start / CLUSTER_SIZE) + k as u64;
+                if layout.is_allocated(cluster) {
+                    add(layout.host_offset(cluster), k * cs, cs);
+                }
+            }
+        }
+    }
+    runs
+}
+
+/// Exports `source` to `target`.
+pub fn export(
+    source: &mut dyn VolumeSource,
+    target: Target,
+    options: &ExportOptions,
+    progress: &mut dyn Progress,
+) -> Result<ExportSummary> {
+    let size = source.size();
+    let what = source.describe();
+    let layout = match options.format {
+        Format::Raw => None,
+        Format::Qcow2 => Some(plan_qcow2(source, size).context(&what)?),
+    };
+    let (sink, stream, final_path) = match target {
+        Target::File(path) => (Sink { file: Some(OutputFile::create_beside(&path)?), layout }, None, Some(path)),
+        Target::Stream(w) => (Sink { file: None, layout }, Some(w), None),
+    };
+    let (summary, file) = run(source, sink, stream, options, progress, size)?;
+    if let (Some(file), Some(path)) = (file, final_path) {
+        file.commit(&path)?;
+    }
+    // On error the temporary file is removed when `OutputFile` drops uncommitted.
+    Ok(summary)
+}
+
+/// First pass for qcow2 output: which clusters hold data.
+fn plan_qcow2(source: &mut dyn VolumeSource, size: u64) -> Result<Qcow2Layout> {
+    let mut layout = Qcow2Layout::new(size);
+    let mut map = CheckedMap::new(source);
+    while let Some(e) = map.next_extent()? {
+        if !e.location.is_hole() {
+            layout.mark(e.offset, e.length);
+        }
+    }
+    layout.finish()?;
+    Ok(layout)
+}
+
+fn run(
+    source: &mut dyn VolumeSource,
+    sink: Sink,
+    mut stream: Option<Box<dyn Write + Send>>,
+    options: &ExportOptions,
+    progress: &mut dyn Progress,
+    size: u64,
+) -> Result<(ExportSummary, Option<OutputFile>)> {
+    let workers = match options.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()).min(8),
+        n => n,
+    };
+    // Chunks go back to the coordinator in order when a stream or the stream digest
+    // needs them.
+    let ordered = stream.is_some() || options.stream_sha256;
+    // Without digests, a raw file is fed by copy_file_range: no buffers at all.
+    let direct = sink.file.is_some() && sink.layout.is_none() && !options.content_digest && !options.stream_sha256;
+    let in_flight = workers * 2 + 2;
+
+    let mut stream_digest = options.stream_sha256.then(StreamDigest::default);
+    let content = options.content_digest.then(ContentDigest::new);
+
+    // The output's head: qcow2 metadata (raw has none), then its full size.
+    let output_size = match &sink.layout {
+        Some(layout) => {
+            let mut pos = 0u64;
+            layout.write_metadata(&mut |b| {
+                if let Some(f) = &sink.file {
+                    f.write_at(b, pos)?;
+                }
+                if let Some(w) = &mut stream {
+                    w.write_all(b).map_err(|e| Error::io("writing the qcow2 header", e))?;
+                }
+                if let Some(d) = &mut stream_digest {
+                    d.update(b);
+                }
+                pos += b.len() as u64;
+                Ok(())
+            })?;
+            layout.file_size()
+        }
+        None => size,
+    };
+    if let Some(f) = &sink.file {
+        f.set_len(output_size)?;
+    }
+
+    progress.start(size);
+    let buffers = Mutex::new(Vec::<AlignedBuf>::new());
+    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(in_flight);
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = mpsc::channel::<Result<Done>>();
+
+    let mut coord = Coordinator {
+        layout: sink.layout.as_ref(),
+        stream,
+        content,
+        stream_digest,
+        progress: &mut *progress,
+        pending: BTreeMap::new(),
+        next_emit: 0,
+        in_flight: 0,
+        data_bytes: 0,
+        buffers: &buffers,
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let done_tx = done_tx.clone();
+            let (sink, job_rx, buffers) = (&sink, &job_rx, &buffers);
+            let opts = (options.content_digest, ordered, direct);
+            scope.spawn(move || worker(sink, job_rx, &done_tx, buffers, opts));
+        }
+        drop(done_tx);
+        let r = coord.drive(source, size, &job_tx, &done_rx, in_flight);
+        drop(job_tx);
+        // Drain what workers still send so they can exit.
+        for _ in done_rx.iter() {}
+        r
+    })?;
+    let Coordinator { mut stream, content, stream_digest, data_bytes, .. } = coord;
+    if let Some(w) = &mut stream {
+        w.flush().map_err(|e| Error::io("flushing the output", e))?;
+    }
+    progress.finish();
+    let summary = ExportSummary {
+        size,
+        output_size,
+        data_bytes,
+        content_digest: content.map(ContentDigest::finish),
+        stream_sha256: stream_digest.map(StreamDigest::finish),
+    };
+    Ok((summary, sink.file))
+}
+
+/// The coordinator's state: it plans jobs and emits finished chunks in order.
+struct Coordinator<'a> {
+    layout: Option<&'a Qcow2Layout>,
+    stream: Option<Box<dyn Write + Send>>,
+    content: Option<ContentDigest>,
+    stream_digest: Option<StreamDigest>,
+    progress: &'a mut dyn Progress,
+    pending: BTreeMap<u64, Done>,
+    next_emit: u64,
+    in_flight: usize,
+    data_bytes: u64,
+    buffers: &'a Mutex<Vec<AlignedBuf>>,
+}
+
+impl Coordinator<'_> {
+    fn drive(
+        &mut self,
+        source: &mut dyn VolumeSource,
+        size: u64,
+        job_tx: &SyncSender<Job>,
+        done_rx: &Receiver<Result<Done>>,
+        in_flight_max: usize,
+    ) -> Result<()> {
+        let what = source.describe();
+        let mut map = CheckedMap::new(source);
+        let mut carry: Option<crate::extent::Extent> = None;
+        let mut decoded: Option<(crate::extent::Encoded, Arc<Vec<u8>>)> = None;
+        let mut seq = 0u64;
+        let mut start = 0u64;
+        while start < size {
+            let len = (size - start).min(CHUNK_SIZE) as usize;
+            let end = start + len as u64;
+            let mut pieces = Vec::new();
+            // Collect the pieces of [start, end).
+            loop {
+                let e = match carry.take() {
+                    Some(e) => e,
+                    None => match map.next_extent().context(&what)? {
+                        Some(e) => e,
+                        None => {
+                            return Err(Error::new(
+                                ErrorKind::Plugin,
+                                format!("{what}: the extent map ended at {start} before the volume's end"),
+                            ))
+                        }
+                    },
+                };
+                let piece_end = e.end().min(end);
+                let at = (e.offset - start) as usize;
+                let n = (piece_end - e.offset) as usize;
+                let piece = match e.location {
+                    Location::Zero | Location::Unallocated => Piece::Hole { at, len: n },
+                    Location::Data { device, offset } => {
+                        Piece::Device { device: map.source().device(device)?, offset, at, len: n }
+                    }
+                    Location::Encoded(x) => {
+                        let bytes = match &decoded {
+                            Some((k, b)) if *k == x => Arc::clone(b),
+                            _ => {
+                                let b = Arc::new(read_decoded(map.source(), &x).context(&what)?);
+                                decoded = Some((x, Arc::clone(&b)));
+                                b
+                            }
+                        };
+                        Piece::Decoded { bytes, from: x.skip as usize, at, len: n }
+                    }
+                };
+                pieces.push(piece);
+                if e.end() > end {
+                    // The rest of this extent belongs to the next chunk.
+                    let consumed = end - e.offset;
+                    let mut rest = e;
+                    rest.offset = end;
+                    rest.length -= consumed;
+                    rest.location = match e.location {
+                        Location::Data { device, offset } => Location::Data { device, offset: offset + consumed },
+                        Location::Encoded(mut x) => {
+                            x.skip += consumed as u32;
+                            Location::Encoded(x)
+                        }
+                        other => other,
+                    };
+                    carry = Some(rest);
+                    break;
+                }
+                if e.end() == end {
+                    break;
+                }
+            }
+            let job = Job { seq, start, len, pieces };
+            seq += 1;
+            if job.pieces.iter().all(Piece::is_hole) {
+                self.accept(Done { seq: job.seq, start, len, buf: None, hash: None, data_bytes: 0 })?;
+            } else {
+                while self.in_flight >= in_flight_max {
+                    self.wait(done_rx)?;
+                }
+                self.in_flight += 1;
+                job_tx
+                    .send(job)
+                    .map_err(|_| Error::new(ErrorKind::Io, "export workers stopped unexpectedly"))?;
+            }
+            // Take whatever is already finished without waiting.
+            while let Ok(d) = done_rx.try_recv() {
+                self.in_flight -= 1;
+                self.accept(d?)?;
+            }
+            start = end;
+        }
+        while self.in_flight > 0 {
+            self.wait(done_rx)?;
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self, done_rx: &Receiver<Result<Done>>) -> Result<()> {
+        let d = done_rx
+            .recv()
+            .map_err(|_| Error::new(ErrorKind::Io, "export workers stopped unexpectedly"))??;
+        self.in_flight -= 1;
+        self.accept(d)
+    }
+
+    /// Takes a finished chunk and emits every chunk that is now next in order.
+    fn accept(&mut self, d: Done) -> Result<()> {
+        self.pending.insert(d.seq, d);
+        while let Some(d) = self.pending.remove(&self.next_emit) {
+            self.emit(d)?;
+            self.next_emit += 1;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, d: Done) -> Result<()> {
+        if let Some(c) = self.content.as_mut() {
+            match &d.hash {
+                Some(h) => c.push(h),
+                None => c.push_zero(d.len as u64),
+            }
+        }
+        self.data_bytes += d.data_bytes;
+        match (self.layout, &d.buf) {
+            // raw: the chunk as it is, zeros for an all-hole chunk.
+            (None, Some(b)) => self.out(&b[..d.len])?,
+            (None, None) => {
+                if let Some(sd) = self.stream_digest.as_mut() {
+                    sd.update_zeros(d.len as u64);
+                }
+                if let Some(w) = self.stream.as_deref_mut() {
+                    write_zeros(w, d.len as u64).map_err(|e| Error::io("writing the output stream", e))?;
+                }
+            }
+            // qcow2: the allocated clusters; they follow each other in the file.
+            (Some(layout), Some(b)) => {
+                for (_, at, n) in output_runs(Some(layout), d.start, d.len, &[]) {
+                    self.out(&b[at..at + n])?;
+                }
+            }
+            (Some(_), None) => {}
+        }
+        if let Some(b) = d.buf {
+            self.buffers.lock().unwrap().push(b);
+        }
+        self.progress.advance(d.len as u64);
+        Ok(())
+    }
+
+    /// Output bytes in stream order: to the stream digest and to the stream, if any.
+    fn out(&mut self, bytes: &[u8]) -> Result<()> {
+        if let Some(sd) = self.stream_digest.as_mut() {
+            sd.update(bytes);
+        }
+        if let Some(w) = self.stream.as_deref_mut() {
+            w.write_all(bytes).map_err(|e| Error::io("writing the output stream", e))?;
+        }
+        Ok(())
+    }
+}
+
+fn write_zeros(w: &mut dyn Write, mut len: u64) -> std::io::Result<()> {
+    static ZEROS: [u8; 1 << 20] = [0; 1 << 20];
+    while len > 0 {
+        let n = len.min(ZEROS.len() as u64) as usize;
+        w.write_all(&ZEROS[..n])?;
+        len -= n as u64;
+    }
+    Ok(())
+}
+
+/// Reads an encoded unit from its device and has the plugin decode it.
+fn read_decoded(source: &mut dyn VolumeSource, x: &crate::extent::Encoded) -> Result<Vec<u8>> {
+    let dev = source.device(x.device)?;
+    let stored = (u64::from(x.stored_length)).min(dev.size - x.offset) as usize;
+    let mut buf = vec![0u8; stored];
+    crate::io::read_exact_at(&dev, &mut buf, x.offset)?;
+    let out = source.decode(x.codec, &buf, x.decoded_length)?;
+    if out.len() != x.decoded_length as usize {
+        return Err(Error::new(
+            ErrorKind::Plugin,
+            format!("{} decoded {} bytes where it promised {}", source.describe(), out.len(), x.decoded_length),
+        ));
+    }
+    Ok(out)
+}
+
+fn worker(
+    sink: &Sink,
+    jobs: &Mutex<Receiver<Job>>,
+    done: &Sender<Result<Done>>,
+    buffers: &Mutex<Vec<AlignedBuf>>,
+    (hash, ordered, direct): (bool, bool, bool),
+) {
+    loop {
+        let job = match jobs.lock().unwrap().recv() {
+            Ok(j) => j,
+            Err(_) => return,
+        };
+        let r = process(sink, job, buffers, hash, ordered, direct);
+        let failed = r.is_err();
+        if done.send(r).is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn process(sink: &Sink, job: Job, buffers: &Mutex<Vec<AlignedBuf>>, hash: bool, ordered: bool, direct: bool) -> Result<Done> {
+    let data_bytes: u64 = job
+        .pieces
+        .iter()
+        .map(|p| match p {
+            Piece::Device { len, .. } | Piece::Decoded { len, .. } => *len as u64,
+            Piece::Hole { .. } => 0,
+        })
+        .sum();
+    if direct {
+        // Raw file, no digests: device ranges go file to file in the kernel.
+        let out = sink.file.as_ref().expect("direct export needs a file");
+        for p in &job.pieces {
+            match p {
+                Piece::Device { device, offset, at, len } => {
+                    copy_range(device, *offset, out, job.start + *at as u64, *len as u64)?;
+                }
+                Piece::Decoded { bytes, from, at, len } => out.write_at(&bytes[*from..*from + *len], job.start + *at as u64)?,
+                Piece::Hole { .. } => {}
+            }
+        }
+        return Ok(Done { seq: job.seq, start: job.start, len: job.len, buf: None, hash: None, data_bytes });
+    }
+
+    let mut buf = buffers.lock().unwrap().pop().unwrap_or_else(|| AlignedBuf::new(CHUNK_SIZE as usize));
+    // qcow2 writes whole clusters: the tail past the disk's end must be zeros too.
+    let fill_to = if sink.layout.is_some() { job.len.next_multiple_of(CLUSTER_SIZE as usize) } else { job.len };
+    for p in &job.pieces {
+        match p {
+            Piece::Device { device, offset, at, len } => crate::io::read_exact_at(device, &mut buf[*at..*at + *len], *offset)?,
+            Piece::Hole { at, len } => buf[*at..*at + *len].fill(0),
+            Piece::Decoded { bytes, from, at, len } => buf[*at..*at + *len].copy_from_slice(&bytes[*from..*from + *len]),
+        }
+    }
+    buf[job.len..fill_to].fill(0);
+    let h = hash.then(|| chunk_hash(&buf[..job.len]));
+    if let Some(out) = &sink.file {
+        for (o, at, n) in output_runs(sink.layout.as_ref(), job.start, job.len, &job.pieces) {
+            out.write_at(&buf[at..at + n], o)?;
+        }
+    }
+    let buf = if ordered {
+        Some(buf)
+    } else {
+        buffers.lock().unwrap().push(buf);
+        None
+    };
+    Ok(Done { seq: job.seq, start: job.start, len: job.len, buf, hash: h, data_bytes })
+}
+
+/// The sidecar file beside an output that holds its content digest.
+pub fn digest_sidecar(output: &Path) -> PathBuf {
+    let mut s = output.as_os_str().to_owned();
+    s.push(".digest");
+    PathBuf::from(s)
+}

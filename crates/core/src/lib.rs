@@ -1,0 +1,15 @@
+//! snapport's engine: extent maps, the streaming export, output formats and digests.
+//!
+//! The engine knows nothing of plugins or terminals: a volume comes in as a
+//! [`extent::VolumeSource`], progress goes out through [`progress::Progress`], and every
+//! failure is an [`Error`] with a kind and context.
+
+pub mod digest;
+pub mod error;
+pub mod export;
+pub mod extent;
+pub mod io;
+pub mod progress;
+pub mod qcow2_out;
+
+pub use error::{Error, ErrorKind, Result, ResultExt};

@@ -1,0 +1,249 @@
+//! What a pool grants its plugin, and the host functions that enforce it. A plugin sees
+//! files and devices only through these functions: paths are resolved (symbolic links
+//! included) and must land inside a granted folder or be a granted device; a read-only
+//! grant refuses every write; `read-at` is capped.
+
+use crate::bindings::snapport::backend::types::{Access, BackendError, FileEntry, LogLevel};
+use snapport_core::extent::Device;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The most a plugin reads per `read-at` call (metadata only; bulk data moves host-side).
+pub const MAX_READ_AT: u32 = 1 << 20;
+/// The most entries `list-files` returns.
+const MAX_LIST: usize = 100_000;
+
+/// A pool's grants, from the operator's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    /// Folders whose files the plugin may list and open.
+    pub folders: Vec<PathBuf>,
+    /// Single files or block devices, by the name the plugin uses.
+    pub devices: BTreeMap<String, PathBuf>,
+    /// Plugin settings (strings), passed through as they are.
+    pub settings: BTreeMap<String, String>,
+    /// Whether anything may be opened read-write.
+    pub writable: bool,
+}
+
+/// Receives the plugin's log lines: (plugin, level, message).
+pub type Logger = Arc<dyn Fn(&str, LogLevel, &str) + Send + Sync>;
+
+/// The per-instance state behind the host functions: the devices this plugin opened.
+pub struct GrantedDevices {
+    grants: Arc<Grants>,
+    /// Canonical forms of the granted folders, for containment checks.
+    folders: Vec<PathBuf>,
+    devices: Vec<(Arc<Device>, Access, PathBuf)>,
+    by_inode: HashMap<(u64, u64, bool), u32>,
+    pub(crate) plugin: String,
+    pub(crate) logger: Option<Logger>,
+}
+
+fn denied(msg: String) -> BackendError {
+    BackendError::PermissionDenied(msg)
+}
+
+fn io_err(what: String, e: std::io::Error) -> BackendError {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => BackendError::NotFound(format!("{what}: {e}")),
+        std::io::ErrorKind::PermissionDenied => BackendError::PermissionDenied(format!("{what}: {e}")),
+        _ => BackendError::Io(format!("{what}: {e}")),
+    }
+}
+
+impl GrantedDevices {
+    pub fn new(grants: Arc<Grants>, plugin: String, logger: Option<Logger>) -> GrantedDevices {
+        let folders = grants.folders.iter().filter_map(|f| f.canonicalize().ok()).collect();
+        GrantedDevices { grants, folders, devices: Vec::new(), by_inode: HashMap::new(), plugin, logger }
+    }
+
+    pub fn grants(&self) -> &Grants {
+        &self.grants
+    }
+
+    /// The device the plugin calls `id`.
+    pub fn get(&self, id: u32) -> Option<Arc<Device>> {
+        self.devices.get(id as usize).map(|(d, _, _)| Arc::clone(d))
+    }
+
+    fn entry(&self, id: u32) -> Result<&(Arc<Device>, Access, PathBuf), BackendError> {
+        self.devices
+            .get(id as usize)
+            .ok_or_else(|| BackendError::InvalidArgument(format!("device {id} was never opened")))
+    }
+
+    pub fn setting(&self, key: &str) -> Option<String> {
+        self.grants.settings.get(key).cloned()
+    }
+
+    pub fn granted_devices(&self) -> Vec<FileEntry> {
+        self.grants
+            .devices
+            .iter()
+            .map(|(name, path)| FileEntry { name: name.clone(), size: size_of_path(path).unwrap_or(0) })
+            .collect()
+    }
+
+    pub fn list_files(&self) -> Result<Vec<FileEntry>, BackendError> {
+        if self.folders.is_empty() {
+            return Err(denied("this pool grants no folder".into()));
+        }
+        let mut out = Vec::new();
+        for folder in &self.folders {
+            let entries = std::fs::read_dir(folder).map_err(|e| io_err(format!("listing {}", folder.display()), e))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with('.') {
+                    continue; // temporary files of exports in progress, hidden files
+                }
+                if let Ok(meta) = std::fs::metadata(entry.path()) {
+                    if meta.is_file() {
+                        out.push(FileEntry { name, size: meta.len() });
+                    }
+                }
+                if out.len() >= MAX_LIST {
+                    break;
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn resolve(&self, name: &str, relative_to: Option<u32>) -> Result<PathBuf, BackendError> {
+        if relative_to.is_none() {
+            if let Some(p) = self.grants.devices.get(name) {
+                return Ok(p.clone());
+            }
+        }
+        let base = match relative_to {
+            Some(id) => self.entry(id)?.2.parent().map(Path::to_path_buf).unwrap_or_default(),
+            None => self
+                .folders
+                .first()
+                .cloned()
+                .ok_or_else(|| denied(format!("{name}: this pool grants no folder and no device of that name")))?,
+        };
+        let joined = base.join(name);
+        let canonical = joined
+            .canonicalize()
+            .map_err(|e| io_err(format!("{name} (as {})", joined.display()), e))?;
+        let inside = self.folders.iter().any(|f| canonical.starts_with(f))
+            || self.grants.devices.values().any(|d| d.canonicalize().is_ok_and(|d| d == canonical));
+        if !inside {
+            return Err(denied(format!(
+                "{name} resolves to {}, outside the folders this pool grants",
+                canonical.display()
+            )));
+        }
+        Ok(canonical)
+    }
+
+    pub fn open(&mut self, name: &str, relative_to: Option<u32>, access: Access) -> Result<u32, BackendError> {
+        let write = access == Access::ReadWrite;
+        if write && !self.grants.writable {
+            return Err(denied(format!("{name}: this pool is granted read-only")));
+        }
+        let path = self.resolve(name, relative_to)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(&path)
+            .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
+        self.add(file, path, access)
+    }
+
+    fn add(&mut self, mut file: File, path: PathBuf, access: Access) -> Result<u32, BackendError> {
+        let meta = file.metadata().map_err(|e| io_err(format!("{}", path.display()), e))?;
+        let key = (meta.dev(), meta.ino(), access == Access::ReadWrite);
+        if let Some(&id) = self.by_inode.get(&key) {
+            return Ok(id);
+        }
+        let size = file.seek(SeekFrom::End(0)).map_err(|e| io_err(format!("sizing {}", path.display()), e))?;
+        let id = u32::try_from(self.devices.len()).map_err(|_| BackendError::Io("too many devices".into()))?;
+        let device = Device { id, name: path.display().to_string(), file, size };
+        self.devices.push((Arc::new(device), access, path));
+        self.by_inode.insert(key, id);
+        Ok(id)
+    }
+
+    pub fn device_size(&self, id: u32) -> Result<u64, BackendError> {
+        Ok(self.entry(id)?.0.size)
+    }
+
+    pub fn read_at(&self, id: u32, offset: u64, length: u32) -> Result<Vec<u8>, BackendError> {
+        let dev = &self.entry(id)?.0;
+        let n = u64::from(length.min(MAX_READ_AT)).min(dev.size.saturating_sub(offset)) as usize;
+        let mut buf = vec![0u8; n];
+        dev.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|e| io_err(format!("reading {n} bytes at {offset} of {}", dev.name), e))?;
+        Ok(buf)
+    }
+
+    fn writable_entry(&self, id: u32) -> Result<&Arc<Device>, BackendError> {
+        let (dev, access, _) = self.entry(id)?;
+        if *access != Access::ReadWrite {
+            return Err(denied(format!("{} is open read-only", dev.name)));
+        }
+        Ok(dev)
+    }
+
+    pub fn write_at(&self, id: u32, offset: u64, data: &[u8]) -> Result<(), BackendError> {
+        let dev = self.writable_entry(id)?;
+        dev.file
+            .write_all_at(data, offset)
+            .map_err(|e| io_err(format!("writing {} bytes at {offset} of {}", data.len(), dev.name), e))
+    }
+
+    pub fn set_size(&mut self, id: u32, size: u64) -> Result<(), BackendError> {
+        let dev = self.writable_entry(id)?;
+        dev.file.set_len(size).map_err(|e| io_err(format!("sizing {}", dev.name), e))?;
+        let (old, access, path) = &self.devices[id as usize];
+        let file = old.file.try_clone().map_err(|e| io_err(format!("{}", old.name), e))?;
+        let updated = Device { id, name: old.name.clone(), file, size };
+        self.devices[id as usize] = (Arc::new(updated), *access, path.clone());
+        Ok(())
+    }
+
+    pub fn flush(&self, id: u32) -> Result<(), BackendError> {
+        let dev = &self.entry(id)?.0;
+        dev.file.sync_all().map_err(|e| io_err(format!("syncing {}", dev.name), e))
+    }
+
+    pub fn create_file(&mut self, name: &str) -> Result<u32, BackendError> {
+        if !self.grants.writable {
+            return Err(denied(format!("{name}: this pool is granted read-only")));
+        }
+        if name.is_empty() || name.starts_with('.') || name.contains('/') {
+            return Err(BackendError::InvalidArgument(format!("{name:?} is not a plain file name")));
+        }
+        let folder = self.folders.first().cloned().ok_or_else(|| denied("this pool grants no folder".into()))?;
+        let path = folder.join(name);
+        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                BackendError::Conflict(format!("{} exists already", path.display()))
+            } else {
+                io_err(format!("creating {}", path.display()), e)
+            }
+        })?;
+        self.add(file, path, Access::ReadWrite)
+    }
+
+    pub fn log(&self, level: LogLevel, message: &str) {
+        if let Some(l) = &self.logger {
+            // Cap what a plugin can push at the operator.
+            let msg: String = message.chars().take(4096).collect();
+            l(&self.plugin, level, &msg);
+        }
+    }
+}
+
+fn size_of_path(path: &Path) -> std::io::Result<u64> {
+    File::open(path)?.seek(SeekFrom::End(0))
+}

@@ -1,0 +1,492 @@
+//! The wasmtime host for snapport backend plugins.
+//!
+//! A plugin is a WebAssembly component exporting `snapport:backend/backend@0.1.0`. The
+//! host validates it before anything runs (it must export that interface and import
+//! nothing but snapport's own host interfaces: no WASI, so no ambient file system,
+//! network, clock or environment), compiles it once into a cache keyed by the component's
+//! SHA-256 and the engine's compatibility hash, and runs each pool's instance in its own
+//! store with a memory cap and a CPU deadline per call (epoch interruption). A trap is a
+//! typed error naming the plugin and what happened; the poisoned instance is thrown away
+//! and the next call gets a fresh one from the pre-instantiated component.
+
+mod error;
+pub mod grants;
+
+pub use error::{BackendErrorKind, Error, ErrorKind, Result};
+pub use grants::{Grants, Logger};
+
+use grants::GrantedDevices;
+use sha2::{Digest, Sha256};
+use snapport_core::extent::{Device, Encoded, Extent, ExtentPage, Location, VolumeSource};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceAny};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+
+/// Generated bindings of `wit/backend.wit`.
+pub mod bindings {
+    wasmtime::component::bindgen!({ world: "backend-plugin", path: "../../wit" });
+}
+
+use bindings::exports::snapport::backend::backend as guest;
+use bindings::snapport::backend::types::{self as wit, Access, BackendError, LogLevel};
+pub use bindings::exports::snapport::backend::backend::PluginInfo;
+pub use bindings::snapport::backend::types::{Capabilities, SnapshotInfo, SnapshotPhase, VolumeInfo, VolumeKind};
+
+/// The WIT package version this host speaks.
+pub const WIT_PACKAGE: &str = "snapport:backend";
+pub const WIT_VERSION: &str = "0.1.0";
+/// Interfaces a plugin may import: its only authority.
+const GRANTED_IMPORTS: &[&str] = &["types", "host", "grpc"];
+/// Epoch tick: the granularity of CPU deadlines.
+const TICK: Duration = Duration::from_millis(10);
+/// Extents asked for per `map-extents` call.
+const PAGE_EXTENTS: u32 = 4096;
+
+/// Per-instance limits, overridable per pool.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Linear memory cap of one plugin instance.
+    pub memory_bytes: usize,
+    /// CPU time one call into the plugin may take.
+    pub call_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_bytes: 256 << 20, call_timeout: Duration::from_secs(30) }
+    }
+}
+
+/// The engine every plugin runs on, its epoch ticker, and the compiled-component cache.
+pub struct Host {
+    engine: Engine,
+    linker: Linker<State>,
+    cache_dir: Option<PathBuf>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What a store holds: the devices granted and opened, and the memory limiter.
+pub struct State {
+    devices: GrantedDevices,
+    limits: StoreLimits,
+}
+
+impl Host {
+    /// Creates the engine. `cache_dir` holds compiled components (created if missing);
+    /// with `None`, components compile on every load.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Host> {
+        let mut config = Config::new();
+        config.wasm_component_model(true).epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| Error::new(ErrorKind::Io, format!("starting wasmtime: {e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        bindings::BackendPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(|e| Error::new(ErrorKind::Io, format!("linking host functions: {e:#}")))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, ticker_stop) = (engine.clone(), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("snapport-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(|e| Error::new(ErrorKind::Io, format!("starting the epoch ticker: {e}")))?;
+        Ok(Host { engine, linker, cache_dir, stop })
+    }
+
+    /// Loads, validates and compiles (or takes from the cache) the component at `path`.
+    pub fn load(&self, path: &Path) -> Result<Arc<Plugin>> {
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let bytes = std::fs::read(path)
+            .map_err(|e| Error::new(ErrorKind::NotFound, format!("plugin {name}: reading {}: {e}", path.display())))?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        let bad = |what: String| Error::new(ErrorKind::InvalidPlugin, format!("plugin {name} ({}): {what}", path.display()));
+        let component = self.compile(&bytes, &digest).map_err(|e| bad(format!("not a valid component: {e:#}")))?;
+        self.check_interfaces(&component).map_err(bad)?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| bad(format!("cannot be linked: {e:#}")))?;
+        let pre = bindings::BackendPluginPre::new(pre).map_err(|e| bad(format!("does not match the WIT: {e:#}")))?;
+        Ok(Arc::new(Plugin { name, path: path.to_path_buf(), digest, size: bytes.len() as u64, pre }))
+    }
+
+    /// Compiled components are cached as `<sha256 of the component>-<engine hash>.cwasm`.
+    /// Only files this host wrote are ever deserialized: the name binds the artifact to
+    /// the exact component bytes and engine, and plugin-supplied files are never loaded.
+    fn compile(&self, bytes: &[u8], digest: &str) -> wasmtime::Result<Component> {
+        let Some(dir) = &self.cache_dir else {
+            return Component::new(&self.engine, bytes);
+        };
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut h);
+        let engine_hash = format!("{:016x}", std::hash::Hasher::finish(&h));
+        let cached = dir.join(format!("{digest}-{engine_hash}.cwasm"));
+        if cached.is_file() {
+            // SAFETY: the file was written by `serialize` of this same engine configuration
+            // (its name carries the engine's compatibility hash) into the host's own cache.
+            if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, &cached) } {
+                return Ok(c);
+            }
+        }
+        let component = Component::new(&self.engine, bytes)?;
+        if std::fs::create_dir_all(dir).is_ok() {
+            if let Ok(art) = component.serialize() {
+                let tmp = dir.join(format!(".{digest}-{}.tmp", std::process::id()));
+                if std::fs::write(&tmp, art).is_ok() && std::fs::rename(&tmp, &cached).is_err() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+            }
+        }
+        Ok(component)
+    }
+
+    /// The component must export `snapport:backend/backend@0.1.0` and import only
+    /// snapport's host interfaces of the same version.
+    fn check_interfaces(&self, component: &Component) -> std::result::Result<(), String> {
+        let ty = component.component_type();
+        let want = format!("{WIT_PACKAGE}/backend@{WIT_VERSION}");
+        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        if !exports.contains(&want) {
+            let theirs = exports.iter().find(|e| e.starts_with(&format!("{WIT_PACKAGE}/backend@")));
+            return Err(match theirs {
+                Some(v) => format!("exports {v}, but this snapport speaks {want}; rebuild the plugin against wit/ of this release"),
+                None => format!("exports no {want} (exports: {})", exports.join(", ")),
+            });
+        }
+        for (name, _) in ty.imports(&self.engine) {
+            let ok = GRANTED_IMPORTS
+                .iter()
+                .any(|i| name == format!("{WIT_PACKAGE}/{i}@{WIT_VERSION}"));
+            if !ok {
+                return Err(format!("imports {name}, which snapport does not grant (plugins get only {WIT_PACKAGE}/host, types and grpc)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts an instance of `plugin` for a pool with these grants and limits.
+    pub fn instantiate(&self, plugin: Arc<Plugin>, pool: &str, grants: Grants, limits: Limits, logger: Option<Logger>) -> Instance {
+        Instance {
+            engine: self.engine.clone(),
+            plugin,
+            pool: pool.to_string(),
+            grants: Arc::new(grants),
+            limits,
+            logger,
+            live: None,
+            generation: 0,
+        }
+    }
+}
+
+/// A validated, compiled plugin component.
+pub struct Plugin {
+    pub name: String,
+    pub path: PathBuf,
+    /// Hex SHA-256 of the component file.
+    pub digest: String,
+    pub size: u64,
+    pre: bindings::BackendPluginPre<State>,
+}
+
+struct Live {
+    store: Store<State>,
+    bindings: bindings::BackendPlugin,
+}
+
+/// One pool's running plugin. Calls run under the pool's limits; after a trap the
+/// instance is discarded and the next call starts a fresh one.
+pub struct Instance {
+    engine: Engine,
+    plugin: Arc<Plugin>,
+    pool: String,
+    grants: Arc<Grants>,
+    limits: Limits,
+    logger: Option<Logger>,
+    live: Option<Live>,
+    /// Bumped at each fresh instance, so stale resource handles are never used.
+    generation: u64,
+}
+
+fn backend_error(e: BackendError) -> (BackendErrorKind, String) {
+    use BackendError as B;
+    use BackendErrorKind as K;
+    match e {
+        B::NotFound(m) => (K::NotFound, m),
+        B::InvalidArgument(m) => (K::InvalidArgument, m),
+        B::Unsupported(m) => (K::Unsupported, m),
+        B::PermissionDenied(m) => (K::PermissionDenied, m),
+        B::OutOfRange(m) => (K::OutOfRange, m),
+        B::Corrupt(m) => (K::Corrupt, m),
+        B::Busy(m) => (K::Busy, m),
+        B::Conflict(m) => (K::Conflict, m),
+        B::Io(m) => (K::Io, m),
+    }
+}
+
+impl Instance {
+    pub fn plugin(&self) -> &Arc<Plugin> {
+        &self.plugin
+    }
+
+    fn who(&self) -> String {
+        format!("plugin {} (pool {})", self.plugin.name, self.pool)
+    }
+
+    fn live(&mut self) -> Result<&mut Live> {
+        if self.live.is_none() {
+            let state = State {
+                devices: GrantedDevices::new(Arc::clone(&self.grants), self.plugin.name.clone(), self.logger.clone()),
+                limits: StoreLimitsBuilder::new()
+                    .memory_size(self.limits.memory_bytes)
+                    .trap_on_grow_failure(true)
+                    .build(),
+            };
+            let mut store = Store::new(&self.engine, state);
+            store.limiter(|s| &mut s.limits);
+            store.set_epoch_deadline(self.ticks());
+            store.epoch_deadline_trap();
+            let bindings = self.plugin.pre.instantiate(&mut store).map_err(|e| self.trap(e, "starting"))?;
+            self.generation += 1;
+            self.live = Some(Live { store, bindings });
+        }
+        Ok(self.live.as_mut().expect("just created"))
+    }
+
+    fn ticks(&self) -> u64 {
+        (self.limits.call_timeout.as_millis() / TICK.as_millis()).max(1) as u64
+    }
+
+    /// Classifies a failed call and throws the instance away.
+    fn trap(&mut self, e: wasmtime::Error, doing: &str) -> Error {
+        self.live = None;
+        let who = self.who();
+        match e.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Error::new(
+                ErrorKind::Timeout,
+                format!("{who} ran past its CPU deadline of {:?} while {doing}; it was stopped", self.limits.call_timeout),
+            ),
+            Some(Trap::UnreachableCodeReached) => {
+                Error::new(ErrorKind::Trap, format!("{who} trapped while {doing} (it panicked or hit unreachable code)"))
+            }
+            Some(t) => Error::new(ErrorKind::Trap, format!("{who} trapped while {doing}: {t}")),
+            None if format!("{e:#}").contains("memory") => Error::new(
+                ErrorKind::Trap,
+                format!(
+                    "{who} ran out of its memory limit of {} MiB while {doing}; it was stopped",
+                    self.limits.memory_bytes >> 20
+                ),
+            ),
+            None => Error::new(ErrorKind::Trap, format!("{who} failed while {doing}: {e:#}")),
+        }
+    }
+
+    /// Runs one call into the plugin under the deadline; traps become errors, backend
+    /// errors become `Backend` errors naming the plugin.
+    fn call<R>(
+        &mut self,
+        doing: &str,
+        f: impl FnOnce(&mut Store<State>, &guest::Guest) -> wasmtime::Result<std::result::Result<R, BackendError>>,
+    ) -> Result<R> {
+        let ticks = self.ticks();
+        let live = self.live()?;
+        live.store.set_epoch_deadline(ticks);
+        let r = f(&mut live.store, live.bindings.snapport_backend_backend());
+        match r {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(be)) => {
+                let (kind, msg) = backend_error(be);
+                Err(Error::new(ErrorKind::Backend(kind), format!("{}: {msg}", self.who())))
+            }
+            Err(e) => Err(self.trap(e, doing)),
+        }
+    }
+
+    pub fn info(&mut self) -> Result<PluginInfo> {
+        self.call("describing itself", |s, g| g.call_info(s).map(Ok))
+    }
+
+    pub fn list_volumes(&mut self) -> Result<Vec<VolumeInfo>> {
+        self.call("listing volumes", |s, g| g.call_list_volumes(s))
+    }
+
+    pub fn list_snapshots(&mut self, volume: Option<&str>) -> Result<Vec<SnapshotInfo>> {
+        self.call("listing snapshots", |s, g| g.call_list_snapshots(s, volume))
+    }
+
+    /// Opens a volume (or one of its snapshots) for reading.
+    pub fn open_volume(&mut self, volume: &str, snapshot: Option<&str>) -> Result<OpenVolume<'_>> {
+        let handle = self.call("opening a volume", |s, g| g.call_open_volume(s, volume, snapshot, Access::ReadOnly))?;
+        let info = match self.call("describing a volume", |s, g| g.volume().call_info(s, handle).map(Ok)) {
+            Ok(i) => i,
+            Err(e) => {
+                self.drop_handle(handle, self.generation);
+                return Err(e);
+            }
+        };
+        let generation = self.generation;
+        Ok(OpenVolume { instance: self, handle, info, generation })
+    }
+
+    fn drop_handle(&mut self, handle: ResourceAny, generation: u64) {
+        if generation == self.generation {
+            if let Some(live) = &mut self.live {
+                let _ = handle.resource_drop(&mut live.store);
+            }
+        }
+    }
+
+    /// The device the plugin opened as `id`, in the current instance.
+    fn device(&self, id: u32) -> Option<Arc<Device>> {
+        self.live.as_ref().and_then(|l| l.store.data().devices.get(id))
+    }
+}
+
+/// A volume open in a plugin: the engine's [`VolumeSource`].
+pub struct OpenVolume<'a> {
+    instance: &'a mut Instance,
+    handle: ResourceAny,
+    pub info: VolumeInfo,
+    generation: u64,
+}
+
+impl Drop for OpenVolume<'_> {
+    fn drop(&mut self) {
+        self.instance.drop_handle(self.handle, self.generation);
+    }
+}
+
+impl OpenVolume<'_> {
+    fn check_generation(&self) -> Result<()> {
+        if self.generation != self.instance.generation || self.instance.live.is_none() {
+            return Err(Error::new(
+                ErrorKind::Trap,
+                format!("{} was restarted after a failure; open the volume again", self.instance.who()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn convert_extent(e: wit::Extent) -> Extent {
+    let location = match e.location {
+        wit::Location::Data(d) => Location::Data { device: d.device, offset: d.offset },
+        wit::Location::Zero => Location::Zero,
+        wit::Location::Unallocated => Location::Unallocated,
+        wit::Location::Encoded(x) => Location::Encoded(Encoded {
+            device: x.device,
+            offset: x.offset,
+            stored_length: x.stored_length,
+            decoded_length: x.decoded_length,
+            skip: x.skip,
+            codec: x.codec,
+        }),
+    };
+    Extent { offset: e.offset, length: e.length, location }
+}
+
+impl VolumeSource for OpenVolume<'_> {
+    fn size(&self) -> u64 {
+        self.info.size
+    }
+
+    fn map_page(&mut self, start: u64) -> snapport_core::Result<ExtentPage> {
+        self.check_generation()?;
+        let handle = self.handle;
+        let page = self
+            .instance
+            .call("mapping extents", |s, g| g.volume().call_map_extents(s, handle, start, PAGE_EXTENTS))?;
+        if page.extents.len() > PAGE_EXTENTS as usize {
+            return Err(snapport_core::Error::new(
+                snapport_core::ErrorKind::Plugin,
+                format!("{} returned {} extents where {PAGE_EXTENTS} were asked for", self.describe(), page.extents.len()),
+            ));
+        }
+        Ok(ExtentPage { extents: page.extents.into_iter().map(convert_extent).collect(), next_offset: page.next_offset })
+    }
+
+    fn device(&self, id: u32) -> snapport_core::Result<Arc<Device>> {
+        self.instance.device(id).ok_or_else(|| {
+            snapport_core::Error::new(
+                snapport_core::ErrorKind::Plugin,
+                format!("{} named device {id}, which it never opened through a grant", self.describe()),
+            )
+        })
+    }
+
+    fn decode(&mut self, codec: u32, stored: &[u8], decoded_length: u32) -> snapport_core::Result<Vec<u8>> {
+        self.check_generation()?;
+        let handle = self.handle;
+        Ok(self
+            .instance
+            .call("decoding", |s, g| g.volume().call_decode(s, handle, codec, stored, decoded_length))?)
+    }
+
+    fn describe(&self) -> String {
+        format!("{} for {}", self.instance.who(), self.info.name)
+    }
+}
+
+// Host functions: each forwards to the grant checks in `grants`.
+impl bindings::snapport::backend::types::Host for State {}
+
+impl bindings::snapport::backend::host::Host for State {
+    fn setting(&mut self, key: String) -> Option<String> {
+        self.devices.setting(&key)
+    }
+    fn granted_devices(&mut self) -> Vec<wit::FileEntry> {
+        self.devices.granted_devices()
+    }
+    fn list_files(&mut self) -> std::result::Result<Vec<wit::FileEntry>, BackendError> {
+        self.devices.list_files()
+    }
+    fn open(&mut self, name: String, relative_to: Option<u32>, access: Access) -> std::result::Result<u32, BackendError> {
+        self.devices.open(&name, relative_to, access)
+    }
+    fn device_size(&mut self, device: u32) -> std::result::Result<u64, BackendError> {
+        self.devices.device_size(device)
+    }
+    fn read_at(&mut self, device: u32, offset: u64, length: u32) -> std::result::Result<Vec<u8>, BackendError> {
+        self.devices.read_at(device, offset, length)
+    }
+    fn write_at(&mut self, device: u32, offset: u64, data: Vec<u8>) -> std::result::Result<(), BackendError> {
+        self.devices.write_at(device, offset, &data)
+    }
+    fn set_size(&mut self, device: u32, size: u64) -> std::result::Result<(), BackendError> {
+        self.devices.set_size(device, size)
+    }
+    fn flush(&mut self, device: u32) -> std::result::Result<(), BackendError> {
+        self.devices.flush(device)
+    }
+    fn create_file(&mut self, name: String) -> std::result::Result<u32, BackendError> {
+        self.devices.create_file(&name)
+    }
+    fn log(&mut self, level: LogLevel, message: String) {
+        self.devices.log(level, &message)
+    }
+}
+
+/// No pool grants a gRPC endpoint yet: every call is refused.
+impl bindings::snapport::backend::grpc::Host for State {
+    fn unary(&mut self, method: String, _request: Vec<u8>) -> std::result::Result<Vec<u8>, BackendError> {
+        Err(BackendError::PermissionDenied(format!("{method}: this pool grants no gRPC endpoint")))
+    }
+    fn start_stream(&mut self, method: String, _request: Vec<u8>) -> std::result::Result<u32, BackendError> {
+        Err(BackendError::PermissionDenied(format!("{method}: this pool grants no gRPC endpoint")))
+    }
+    fn next_message(&mut self, _id: u32) -> std::result::Result<Option<Vec<u8>>, BackendError> {
+        Err(BackendError::PermissionDenied("this pool grants no gRPC endpoint".into()))
+    }
+    fn close_stream(&mut self, _id: u32) {}
+}

@@ -1,0 +1,138 @@
+//! Project tasks that cargo alone cannot express: building the guest plugins (including
+//! fetching a wasm32-capable compiler where rustup has none), the end-to-end demo, the
+//! test suite, the fuzz run and the benches.
+//!
+//! Run as `cargo xtask <task>`; see `cargo xtask help`.
+
+mod bench;
+mod guest;
+
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("xtask: error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let task = args.first().map(String::as_str).unwrap_or("help");
+    let rest = &args[args.len().min(1)..];
+    match task {
+        "plugins" => guest::build_plugins().map(|_| ()),
+        "build" => build_all(),
+        "demo" => demo(),
+        "test" => test(rest),
+        "fuzz" => fuzz(rest),
+        "bench" => {
+            build_all()?;
+            bench::run(rest)
+        }
+        "help" | "--help" | "-h" => {
+            println!(
+                "cargo xtask <task>\n\n\
+                 plugins   build the guest plugins into target/plugins/*.wasm\n\
+                 build     plugins + the snapport binary (release)\n\
+                 demo      build, then export a disk of the default pool (makes a sample disk)\n\
+                 test      build, then run the whole test suite (extra args go to cargo test)\n\
+                 fuzz [S]  run the qcow2 parser fuzz target for S seconds (default 60)\n\
+                 bench     export benches against qemu-img convert and cp"
+            );
+            Ok(())
+        }
+        other => bail!("unknown task {other:?}; try `cargo xtask help`"),
+    }
+}
+
+/// The workspace root: xtask lives one level below it.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask sits inside the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command, failing with its rendering when it exits non-zero.
+pub fn run_cmd(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("could not start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+fn build_all() -> Result<()> {
+    guest::build_plugins()?;
+    run_cmd(cargo().args(["build", "--release", "--package", "snapport"]))
+}
+
+fn snapport_bin() -> PathBuf {
+    root().join("target/release/snapport")
+}
+
+fn demo() -> Result<()> {
+    build_all()?;
+    let home = std::env::var_os("SNAPPORT_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target/demo-home"));
+    let pool = home.join("default");
+    std::fs::create_dir_all(&pool)?;
+    let sample = pool.join("sample.qcow2");
+    if !sample.exists() {
+        println!("making a sample disk {}", sample.display());
+        run_cmd(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&sample).arg("1G"))?;
+        run_cmd(Command::new("qemu-io").args([
+            "-f", "qcow2", "-c", "write -P 0x5a 0 4M", "-c", "write -P 0xa5 512M 1M",
+        ]).arg(&sample).arg("-c").arg("write -z 600M 1M"))?;
+    }
+    let out = home.join("sample.raw");
+    run_cmd(Command::new(snapport_bin()).env("SNAPPORT_HOME", &home).args(["get", "vd"]))?;
+    run_cmd(
+        Command::new(snapport_bin())
+            .env("SNAPPORT_HOME", &home)
+            .args(["download", "vd/sample", "-o"])
+            .arg(&out),
+    )?;
+    run_cmd(Command::new("qemu-img").args(["compare", "-f", "qcow2", "-F", "raw"]).arg(&sample).arg(&out))?;
+    println!("demo: exported vd/sample to {}; qemu-img compare agrees", out.display());
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    build_all()?;
+    run_cmd(cargo().args(["test", "--release", "--workspace"]).args(extra))
+}
+
+fn fuzz(args: &[String]) -> Result<()> {
+    let seconds: u64 = match args.first() {
+        Some(s) => s.parse().context("fuzz takes a number of seconds")?,
+        None => 60,
+    };
+    if Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| !o.status.success()).unwrap_or(true) {
+        println!("installing cargo-fuzz (not found)");
+        run_cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    }
+    let corpus = root().join("fuzz/corpus/qcow2");
+    std::fs::create_dir_all(&corpus)?;
+    guest::seed_qcow2_corpus(&corpus)?;
+    run_cmd(
+        Command::new("cargo")
+            .current_dir(root().join("fuzz"))
+            .args(["+nightly", "fuzz", "run", "qcow2_map", "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-rss_limit_mb=1024")
+            .arg(&corpus),
+    )
+}
