@@ -1,2 +1,4 @@
 use anyhow::Result;
-pub fn run(_args: &[String]) -> Result<()> { Ok(()) }
+pub fn run(_args: &[String]) -> Result<()> {
+    Ok(())
+}

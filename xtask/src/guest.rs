@@ -57,7 +57,11 @@ pub fn build_plugins() -> Result<PathBuf> {
         std::fs::write(&tmp, &component)?;
         std::fs::rename(&tmp, &dest)?;
     }
-    println!("plugins: built {} components into {}", GUESTS.len(), out_dir.display());
+    println!(
+        "plugins: built {} components into {}",
+        GUESTS.len(),
+        out_dir.display()
+    );
     Ok(out_dir)
 }
 
@@ -65,7 +69,11 @@ fn rustup_has_wasm32() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET)
+        })
         .unwrap_or(false)
 }
 
@@ -78,17 +86,26 @@ impl DebianToolchain {
     fn configure(&self, cmd: &mut Command) -> Result<()> {
         let d = &self.dir;
         let host_sysroot = String::from_utf8(
-            Command::new("rustc").args(["--print", "sysroot"]).output()?.stdout,
+            Command::new("rustc")
+                .args(["--print", "sysroot"])
+                .output()?
+                .stdout,
         )?;
         let lld = Path::new(host_sysroot.trim())
             .join("lib/rustlib/x86_64-unknown-linux-gnu/bin/rust-lld");
         if !lld.exists() {
-            bail!("rust-lld not found at {} (rustup's stable toolchain ships it)", lld.display());
+            bail!(
+                "rust-lld not found at {} (rustup's stable toolchain ships it)",
+                lld.display()
+            );
         }
         let llvm_libs = std::fs::read_dir(d.join("usr/lib"))?
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("llvm-")))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("llvm-"))
+            })
             .map(|p| p.join("lib").display().to_string());
         let mut ld_path = vec![d.join("usr/lib/x86_64-linux-gnu").display().to_string()];
         ld_path.extend(llvm_libs);
@@ -156,14 +173,29 @@ fn fetch_rustc_web(base: &Path, dir: &Path) -> Result<()> {
         .find(|d| d.starts_with("libllvm"))
         .with_context(|| format!("{std_pkg} names no libllvm in its Depends"))?
         .to_owned();
-    let packages = ["rustc-web", &std_pkg, "libstd-rust-web-dev", "rust-web-src", &llvm];
-    println!("fetching Debian's rustc-web {version} ({}) into {}", packages.join(" "), dir.display());
+    let packages = [
+        "rustc-web",
+        &std_pkg,
+        "libstd-rust-web-dev",
+        "rust-web-src",
+        &llvm,
+    ];
+    println!(
+        "fetching Debian's rustc-web {version} ({}) into {}",
+        packages.join(" "),
+        dir.display()
+    );
     let debs = base.join("debs");
     let _ = std::fs::remove_dir_all(&debs);
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(&debs)?;
     std::fs::create_dir_all(dir)?;
-    run_cmd(Command::new("apt-get").current_dir(&debs).arg("download").args(packages))?;
+    run_cmd(
+        Command::new("apt-get")
+            .current_dir(&debs)
+            .arg("download")
+            .args(packages),
+    )?;
     for deb in std::fs::read_dir(&debs)? {
         let deb = deb?.path();
         run_cmd(Command::new("dpkg").arg("-x").arg(&deb).arg(dir))?;
@@ -193,7 +225,14 @@ pub fn seed_qcow2_corpus(corpus: &Path) -> Result<()> {
             .unwrap_or(false);
         if made {
             let _ = Command::new("qemu-io")
-                .args(["-f", "qcow2", "-c", "write -P 7 0 70k", "-c", "write -z 1M 64k"])
+                .args([
+                    "-f",
+                    "qcow2",
+                    "-c",
+                    "write -P 7 0 70k",
+                    "-c",
+                    "write -z 1M 64k",
+                ])
                 .arg(&path)
                 .output();
         } else {

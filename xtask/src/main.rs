@@ -92,27 +92,59 @@ fn demo() -> Result<()> {
     let sample = pool.join("sample.qcow2");
     if !sample.exists() {
         println!("making a sample disk {}", sample.display());
-        run_cmd(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&sample).arg("1G"))?;
-        run_cmd(Command::new("qemu-io").args([
-            "-f", "qcow2", "-c", "write -P 0x5a 0 4M", "-c", "write -P 0xa5 512M 1M",
-        ]).arg(&sample).arg("-c").arg("write -z 600M 1M"))?;
+        run_cmd(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2"])
+                .arg(&sample)
+                .arg("1G"),
+        )?;
+        run_cmd(
+            Command::new("qemu-io")
+                .args([
+                    "-f",
+                    "qcow2",
+                    "-c",
+                    "write -P 0x5a 0 4M",
+                    "-c",
+                    "write -P 0xa5 512M 1M",
+                ])
+                .arg(&sample)
+                .arg("-c")
+                .arg("write -z 600M 1M"),
+        )?;
     }
     let out = home.join("sample.raw");
-    run_cmd(Command::new(snapport_bin()).env("SNAPPORT_HOME", &home).args(["get", "vd"]))?;
+    run_cmd(
+        Command::new(snapport_bin())
+            .env("SNAPPORT_HOME", &home)
+            .args(["get", "vd"]),
+    )?;
     run_cmd(
         Command::new(snapport_bin())
             .env("SNAPPORT_HOME", &home)
             .args(["download", "vd/sample", "-o"])
             .arg(&out),
     )?;
-    run_cmd(Command::new("qemu-img").args(["compare", "-f", "qcow2", "-F", "raw"]).arg(&sample).arg(&out))?;
-    println!("demo: exported vd/sample to {}; qemu-img compare agrees", out.display());
+    run_cmd(
+        Command::new("qemu-img")
+            .args(["compare", "-f", "qcow2", "-F", "raw"])
+            .arg(&sample)
+            .arg(&out),
+    )?;
+    println!(
+        "demo: exported vd/sample to {}; qemu-img compare agrees",
+        out.display()
+    );
     Ok(())
 }
 
 fn test(extra: &[String]) -> Result<()> {
     build_all()?;
-    run_cmd(cargo().args(["test", "--release", "--workspace"]).args(extra))
+    run_cmd(
+        cargo()
+            .args(["test", "--release", "--workspace"])
+            .args(extra),
+    )
 }
 
 fn fuzz(args: &[String]) -> Result<()> {
@@ -120,7 +152,12 @@ fn fuzz(args: &[String]) -> Result<()> {
         Some(s) => s.parse().context("fuzz takes a number of seconds")?,
         None => 60,
     };
-    if Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| !o.status.success()).unwrap_or(true) {
+    if Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
         println!("installing cargo-fuzz (not found)");
         run_cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }

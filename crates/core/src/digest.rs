@@ -55,7 +55,10 @@ impl ContentDigest {
     }
 
     pub fn finish(self) -> String {
-        format!("{CONTENT_DIGEST_PREFIX}{}", hex::encode(self.outer.finalize()))
+        format!(
+            "{CONTENT_DIGEST_PREFIX}{}",
+            hex::encode(self.outer.finalize())
+        )
     }
 }
 

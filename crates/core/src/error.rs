@@ -36,12 +36,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
-        Error { kind, message: message.into(), source: None }
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
     }
 
     /// An I/O failure while doing `what`.
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Error {
-        Error { kind: ErrorKind::Io, message: what.into(), source: Some(source) }
+        Error {
+            kind: ErrorKind::Io,
+            message: what.into(),
+            source: Some(source),
+        }
     }
 
     pub fn kind(&self) -> ErrorKind {

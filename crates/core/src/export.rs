@@ -24,7 +24,6 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
-
 /// Output image format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -69,9 +68,22 @@ pub struct ExportSummary {
 
 /// One piece of a chunk, at `at` bytes into the chunk.
 enum Piece {
-    Device { device: Arc<Device>, offset: u64, at: usize, len: usize },
-    Hole { at: usize, len: usize },
-    Decoded { bytes: Arc<Vec<u8>>, from: usize, at: usize, len: usize },
+    Device {
+        device: Arc<Device>,
+        offset: u64,
+        at: usize,
+        len: usize,
+    },
+    Hole {
+        at: usize,
+        len: usize,
+    },
+    Decoded {
+        bytes: Arc<Vec<u8>>,
+        from: usize,
+        at: usize,
+        len: usize,
+    },
 }
 
 impl Piece {
@@ -110,7 +122,12 @@ struct Sink {
 /// Output byte ranges of a chunk, in output order: (output offset, offset in chunk, len).
 /// Raw: the chunk's non-hole pieces at their own offsets (holes stay holes). qcow2: the
 /// allocated clusters at their host offsets (pieces are not consulted).
-fn output_runs(layout: Option<&Qcow2Layout>, job_start: u64, len: usize, pieces: &[Piece]) -> Vec<(u64, usize, usize)> {
+fn output_runs(
+    layout: Option<&Qcow2Layout>,
+    job_start: u64,
+    len: usize,
+    pieces: &[Piece],
+) -> Vec<(u64, usize, usize)> {
     let mut runs: Vec<(u64, usize, usize)> = Vec::new();
     let mut add = |out: u64, at: usize, n: usize| match runs.last_mut() {
         Some(last) if last.0 + last.2 as u64 == out && last.1 + last.2 == at => last.2 += n,
@@ -120,7 +137,9 @@ fn output_runs(layout: Option<&Qcow2Layout>, job_start: u64, len: usize, pieces:
         None => {
             for p in pieces {
                 match *p {
-                    Piece::Device { at, len, .. } | Piece::Decoded { at, len, .. } => add(job_start + at as u64, at, len),
+                    Piece::Device { at, len, .. } | Piece::Decoded { at, len, .. } => {
+                        add(job_start + at as u64, at, len)
+                    }
                     Piece::Hole { .. } => {}
                 }
             }
@@ -152,7 +171,14 @@ pub fn export(
         Format::Qcow2 => Some(plan_qcow2(source, size).context(&what)?),
     };
     let (sink, stream, final_path) = match target {
-        Target::File(path) => (Sink { file: Some(OutputFile::create_beside(&path)?), layout }, None, Some(path)),
+        Target::File(path) => (
+            Sink {
+                file: Some(OutputFile::create_beside(&path)?),
+                layout,
+            },
+            None,
+            Some(path),
+        ),
         Target::Stream(w) => (Sink { file: None, layout }, Some(w), None),
     };
     let (summary, file) = run(source, sink, stream, options, progress, size)?;
@@ -185,14 +211,19 @@ fn run(
     size: u64,
 ) -> Result<(ExportSummary, Option<OutputFile>)> {
     let workers = match options.workers {
-        0 => std::thread::available_parallelism().map_or(2, |n| n.get()).min(8),
+        0 => std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(8),
         n => n,
     };
     // Chunks go back to the coordinator in order when a stream or the stream digest
     // needs them.
     let ordered = stream.is_some() || options.stream_sha256;
     // Without digests, a raw file is fed by copy_file_range: no buffers at all.
-    let direct = sink.file.is_some() && sink.layout.is_none() && !options.content_digest && !options.stream_sha256;
+    let direct = sink.file.is_some()
+        && sink.layout.is_none()
+        && !options.content_digest
+        && !options.stream_sha256;
     let in_flight = workers * 2 + 2;
 
     let mut stream_digest = options.stream_sha256.then(StreamDigest::default);
@@ -207,7 +238,8 @@ fn run(
                     f.write_at(b, pos)?;
                 }
                 if let Some(w) = &mut stream {
-                    w.write_all(b).map_err(|e| Error::io("writing the qcow2 header", e))?;
+                    w.write_all(b)
+                        .map_err(|e| Error::io("writing the qcow2 header", e))?;
                 }
                 if let Some(d) = &mut stream_digest {
                     d.update(b);
@@ -255,7 +287,13 @@ fn run(
         for _ in done_rx.iter() {}
         r
     })?;
-    let Coordinator { mut stream, content, stream_digest, data_bytes, .. } = coord;
+    let Coordinator {
+        mut stream,
+        content,
+        stream_digest,
+        data_bytes,
+        ..
+    } = coord;
     if let Some(w) = &mut stream {
         w.flush().map_err(|e| Error::io("flushing the output", e))?;
     }
@@ -309,12 +347,12 @@ impl Coordinator<'_> {
                     Some(e) => e,
                     None => match map.next_extent().context(&what)? {
                         Some(e) => e,
-                        None => {
-                            return Err(Error::new(
-                                ErrorKind::Plugin,
-                                format!("{what}: the extent map ended at {start} before the volume's end"),
-                            ))
-                        }
+                        None => return Err(Error::new(
+                            ErrorKind::Plugin,
+                            format!(
+                                "{what}: the extent map ended at {start} before the volume's end"
+                            ),
+                        )),
                     },
                 };
                 let piece_end = e.end().min(end);
@@ -322,9 +360,12 @@ impl Coordinator<'_> {
                 let n = (piece_end - e.offset) as usize;
                 let piece = match e.location {
                     Location::Zero | Location::Unallocated => Piece::Hole { at, len: n },
-                    Location::Data { device, offset } => {
-                        Piece::Device { device: map.source().device(device)?, offset, at, len: n }
-                    }
+                    Location::Data { device, offset } => Piece::Device {
+                        device: map.source().device(device)?,
+                        offset,
+                        at,
+                        len: n,
+                    },
                     Location::Encoded(x) => {
                         let bytes = match &decoded {
                             Some((k, b)) if *k == x => Arc::clone(b),
@@ -334,7 +375,12 @@ impl Coordinator<'_> {
                                 b
                             }
                         };
-                        Piece::Decoded { bytes, from: x.skip as usize, at, len: n }
+                        Piece::Decoded {
+                            bytes,
+                            from: x.skip as usize,
+                            at,
+                            len: n,
+                        }
                     }
                 };
                 pieces.push(piece);
@@ -345,7 +391,10 @@ impl Coordinator<'_> {
                     rest.offset = end;
                     rest.length -= consumed;
                     rest.location = match e.location {
-                        Location::Data { device, offset } => Location::Data { device, offset: offset + consumed },
+                        Location::Data { device, offset } => Location::Data {
+                            device,
+                            offset: offset + consumed,
+                        },
                         Location::Encoded(mut x) => {
                             x.skip += consumed as u32;
                             Location::Encoded(x)
@@ -359,18 +408,30 @@ impl Coordinator<'_> {
                     break;
                 }
             }
-            let job = Job { seq, start, len, pieces };
+            let job = Job {
+                seq,
+                start,
+                len,
+                pieces,
+            };
             seq += 1;
             if job.pieces.iter().all(Piece::is_hole) {
-                self.accept(Done { seq: job.seq, start, len, buf: None, hash: None, data_bytes: 0 })?;
+                self.accept(Done {
+                    seq: job.seq,
+                    start,
+                    len,
+                    buf: None,
+                    hash: None,
+                    data_bytes: 0,
+                })?;
             } else {
                 while self.in_flight >= in_flight_max {
                     self.wait(done_rx)?;
                 }
                 self.in_flight += 1;
-                job_tx
-                    .send(job)
-                    .map_err(|_| Error::new(ErrorKind::Io, "export workers stopped unexpectedly"))?;
+                job_tx.send(job).map_err(|_| {
+                    Error::new(ErrorKind::Io, "export workers stopped unexpectedly")
+                })?;
             }
             // Take whatever is already finished without waiting.
             while let Ok(d) = done_rx.try_recv() {
@@ -419,7 +480,8 @@ impl Coordinator<'_> {
                     sd.update_zeros(d.len as u64);
                 }
                 if let Some(w) = self.stream.as_deref_mut() {
-                    write_zeros(w, d.len as u64).map_err(|e| Error::io("writing the output stream", e))?;
+                    write_zeros(w, d.len as u64)
+                        .map_err(|e| Error::io("writing the output stream", e))?;
                 }
             }
             // qcow2: the allocated clusters; they follow each other in the file.
@@ -443,7 +505,8 @@ impl Coordinator<'_> {
             sd.update(bytes);
         }
         if let Some(w) = self.stream.as_deref_mut() {
-            w.write_all(bytes).map_err(|e| Error::io("writing the output stream", e))?;
+            w.write_all(bytes)
+                .map_err(|e| Error::io("writing the output stream", e))?;
         }
         Ok(())
     }
@@ -469,7 +532,12 @@ fn read_decoded(source: &mut dyn VolumeSource, x: &crate::extent::Encoded) -> Re
     if out.len() != x.decoded_length as usize {
         return Err(Error::new(
             ErrorKind::Plugin,
-            format!("{} decoded {} bytes where it promised {}", source.describe(), out.len(), x.decoded_length),
+            format!(
+                "{} decoded {} bytes where it promised {}",
+                source.describe(),
+                out.len(),
+                x.decoded_length
+            ),
         ));
     }
     Ok(out)
@@ -495,7 +563,14 @@ fn worker(
     }
 }
 
-fn process(sink: &Sink, job: Job, buffers: &Mutex<Vec<AlignedBuf>>, hash: bool, ordered: bool, direct: bool) -> Result<Done> {
+fn process(
+    sink: &Sink,
+    job: Job,
+    buffers: &Mutex<Vec<AlignedBuf>>,
+    hash: bool,
+    ordered: bool,
+    direct: bool,
+) -> Result<Done> {
     let data_bytes: u64 = job
         .pieces
         .iter()
@@ -509,24 +584,59 @@ fn process(sink: &Sink, job: Job, buffers: &Mutex<Vec<AlignedBuf>>, hash: bool, 
         let out = sink.file.as_ref().expect("direct export needs a file");
         for p in &job.pieces {
             match p {
-                Piece::Device { device, offset, at, len } => {
+                Piece::Device {
+                    device,
+                    offset,
+                    at,
+                    len,
+                } => {
                     copy_range(device, *offset, out, job.start + *at as u64, *len as u64)?;
                 }
-                Piece::Decoded { bytes, from, at, len } => out.write_at(&bytes[*from..*from + *len], job.start + *at as u64)?,
+                Piece::Decoded {
+                    bytes,
+                    from,
+                    at,
+                    len,
+                } => out.write_at(&bytes[*from..*from + *len], job.start + *at as u64)?,
                 Piece::Hole { .. } => {}
             }
         }
-        return Ok(Done { seq: job.seq, start: job.start, len: job.len, buf: None, hash: None, data_bytes });
+        return Ok(Done {
+            seq: job.seq,
+            start: job.start,
+            len: job.len,
+            buf: None,
+            hash: None,
+            data_bytes,
+        });
     }
 
-    let mut buf = buffers.lock().unwrap().pop().unwrap_or_else(|| AlignedBuf::new(CHUNK_SIZE as usize));
+    let mut buf = buffers
+        .lock()
+        .unwrap()
+        .pop()
+        .unwrap_or_else(|| AlignedBuf::new(CHUNK_SIZE as usize));
     // qcow2 writes whole clusters: the tail past the disk's end must be zeros too.
-    let fill_to = if sink.layout.is_some() { job.len.next_multiple_of(CLUSTER_SIZE as usize) } else { job.len };
+    let fill_to = if sink.layout.is_some() {
+        job.len.next_multiple_of(CLUSTER_SIZE as usize)
+    } else {
+        job.len
+    };
     for p in &job.pieces {
         match p {
-            Piece::Device { device, offset, at, len } => crate::io::read_exact_at(device, &mut buf[*at..*at + *len], *offset)?,
+            Piece::Device {
+                device,
+                offset,
+                at,
+                len,
+            } => crate::io::read_exact_at(device, &mut buf[*at..*at + *len], *offset)?,
             Piece::Hole { at, len } => buf[*at..*at + *len].fill(0),
-            Piece::Decoded { bytes, from, at, len } => buf[*at..*at + *len].copy_from_slice(&bytes[*from..*from + *len]),
+            Piece::Decoded {
+                bytes,
+                from,
+                at,
+                len,
+            } => buf[*at..*at + *len].copy_from_slice(&bytes[*from..*from + *len]),
         }
     }
     buf[job.len..fill_to].fill(0);
@@ -542,7 +652,14 @@ fn process(sink: &Sink, job: Job, buffers: &Mutex<Vec<AlignedBuf>>, hash: bool, 
         buffers.lock().unwrap().push(buf);
         None
     };
-    Ok(Done { seq: job.seq, start: job.start, len: job.len, buf, hash: h, data_bytes })
+    Ok(Done {
+        seq: job.seq,
+        start: job.start,
+        len: job.len,
+        buf,
+        hash: h,
+        data_bytes,
+    })
 }
 
 /// The sidecar file beside an output that holds its content digest.

@@ -79,7 +79,10 @@ pub trait VolumeSource {
 }
 
 fn lie(source: &dyn VolumeSource, what: String) -> Error {
-    Error::new(ErrorKind::Plugin, format!("{} returned a bad extent map: {what}", source.describe()))
+    Error::new(
+        ErrorKind::Plugin,
+        format!("{} returned a bad extent map: {what}", source.describe()),
+    )
 }
 
 /// Walks a volume's map page by page, checking every page before handing out its extents.
@@ -94,7 +97,13 @@ pub struct CheckedMap<'a> {
 impl<'a> CheckedMap<'a> {
     pub fn new(source: &'a mut dyn VolumeSource) -> CheckedMap<'a> {
         let size = source.size();
-        CheckedMap { source, size, pos: 0, page: Vec::new().into_iter(), done: size == 0 }
+        CheckedMap {
+            source,
+            size,
+            pos: 0,
+            page: Vec::new().into_iter(),
+            done: size == 0,
+        }
     }
 
     pub fn source(&mut self) -> &mut dyn VolumeSource {
@@ -129,26 +138,50 @@ impl<'a> CheckedMap<'a> {
                 return Err(lie(src, format!("an empty extent at {}", e.offset)));
             }
             if e.offset < pos {
-                return Err(lie(src, format!("extents overlap or run backwards at offset {} (expected {pos})", e.offset)));
+                return Err(lie(
+                    src,
+                    format!(
+                        "extents overlap or run backwards at offset {} (expected {pos})",
+                        e.offset
+                    ),
+                ));
             }
             if e.offset > pos {
                 return Err(lie(src, format!("a gap from {pos} to {}", e.offset)));
             }
-            let end = e.offset.checked_add(e.length).filter(|&end| end <= self.size);
+            let end = e
+                .offset
+                .checked_add(e.length)
+                .filter(|&end| end <= self.size);
             let Some(end) = end else {
                 return Err(lie(
                     src,
-                    format!("extent at {} of {} bytes runs past the volume's end ({})", e.offset, e.length, self.size),
+                    format!(
+                        "extent at {} of {} bytes runs past the volume's end ({})",
+                        e.offset, e.length, self.size
+                    ),
                 ));
             };
             self.check_location(e)?;
             pos = end;
         }
         match page.next_offset {
-            Some(n) if n <= start => Err(lie(src, format!("next page at {n} does not move past {start} (backwards)"))),
-            Some(n) if n != pos => Err(lie(src, format!("next page at {n} but the page ends at {pos}"))),
-            Some(n) if n >= self.size => Err(lie(src, format!("next page at {n} is past the volume's end ({})", self.size))),
-            None if pos != self.size => Err(lie(src, format!("map ends at {pos} but the volume has {} bytes", self.size))),
+            Some(n) if n <= start => Err(lie(
+                src,
+                format!("next page at {n} does not move past {start} (backwards)"),
+            )),
+            Some(n) if n != pos => Err(lie(
+                src,
+                format!("next page at {n} but the page ends at {pos}"),
+            )),
+            Some(n) if n >= self.size => Err(lie(
+                src,
+                format!("next page at {n} is past the volume's end ({})", self.size),
+            )),
+            None if pos != self.size => Err(lie(
+                src,
+                format!("map ends at {pos} but the volume has {} bytes", self.size),
+            )),
             _ => Ok(()),
         }
     }
@@ -173,13 +206,25 @@ impl<'a> CheckedMap<'a> {
             Location::Encoded(x) => {
                 let dev = src.device(x.device)?;
                 if x.offset >= dev.size {
-                    return Err(lie(src, format!("encoded data at {} is past the end of {}", x.offset, dev.name)));
+                    return Err(lie(
+                        src,
+                        format!(
+                            "encoded data at {} is past the end of {}",
+                            x.offset, dev.name
+                        ),
+                    ));
                 }
                 if x.decoded_length > MAX_ENCODED_LENGTH || x.stored_length > MAX_ENCODED_LENGTH {
-                    return Err(lie(src, format!("an encoded unit larger than {MAX_ENCODED_LENGTH} bytes")));
+                    return Err(lie(
+                        src,
+                        format!("an encoded unit larger than {MAX_ENCODED_LENGTH} bytes"),
+                    ));
                 }
                 if u64::from(x.skip) + e.length > u64::from(x.decoded_length) {
-                    return Err(lie(src, "an encoded extent longer than its decoded unit".into()));
+                    return Err(lie(
+                        src,
+                        "an encoded extent longer than its decoded unit".into(),
+                    ));
                 }
                 Ok(())
             }

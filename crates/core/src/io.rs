@@ -29,7 +29,8 @@ impl AlignedBuf {
         let layout = Layout::from_size_align(len.max(1), PAGE).expect("buffer layout");
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { alloc_zeroed(layout) };
-        let ptr = std::ptr::NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        let ptr =
+            std::ptr::NonNull::new(ptr).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
         AlignedBuf { ptr, len }
     }
 }
@@ -60,10 +61,12 @@ impl DerefMut for AlignedBuf {
 /// Fills `buf` from `offset` of `device`; the extent checks make a short read an I/O
 /// error (the device shrank under us).
 pub fn read_exact_at(device: &Device, buf: &mut [u8], offset: u64) -> Result<()> {
-    device
-        .file
-        .read_exact_at(buf, offset)
-        .map_err(|e| Error::io(format!("reading {} bytes at {offset} of {}", buf.len(), device.name), e))
+    device.file.read_exact_at(buf, offset).map_err(|e| {
+        Error::io(
+            format!("reading {} bytes at {offset} of {}", buf.len(), device.name),
+            e,
+        )
+    })
 }
 
 /// An output file being written under a temporary name beside its final path.
@@ -76,17 +79,27 @@ pub struct OutputFile {
 impl OutputFile {
     /// Creates `.NAME.snapport-PID` beside `path`. Refuses when `path` is a folder.
     pub fn create_beside(path: &Path) -> Result<OutputFile> {
-        let name = path
-            .file_name()
-            .ok_or_else(|| Error::new(ErrorKind::InvalidInput, format!("{} names no file", path.display())))?;
+        let name = path.file_name().ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("{} names no file", path.display()),
+            )
+        })?;
         if path.is_dir() {
-            return Err(Error::new(ErrorKind::InvalidInput, format!("{} is a folder; name a file", path.display())));
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{} is a folder; name a file", path.display()),
+            ));
         }
         let dir = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let temp = dir.join(format!(".{}.snapport-{}", name.to_string_lossy(), std::process::id()));
+        let temp = dir.join(format!(
+            ".{}.snapport-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -94,7 +107,11 @@ impl OutputFile {
             .truncate(true)
             .open(&temp)
             .map_err(|e| Error::io(format!("creating {}", temp.display()), e))?;
-        Ok(OutputFile { file, temp, committed: false })
+        Ok(OutputFile {
+            file,
+            temp,
+            committed: false,
+        })
     }
 
     pub fn file(&self) -> &File {
@@ -102,20 +119,35 @@ impl OutputFile {
     }
 
     pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        self.file
-            .write_all_at(buf, offset)
-            .map_err(|e| Error::io(format!("writing {} bytes at {offset} of {}", buf.len(), self.temp.display()), e))
+        self.file.write_all_at(buf, offset).map_err(|e| {
+            Error::io(
+                format!(
+                    "writing {} bytes at {offset} of {}",
+                    buf.len(),
+                    self.temp.display()
+                ),
+                e,
+            )
+        })
     }
 
     pub fn set_len(&self, len: u64) -> Result<()> {
-        self.file.set_len(len).map_err(|e| Error::io(format!("sizing {}", self.temp.display()), e))
+        self.file
+            .set_len(len)
+            .map_err(|e| Error::io(format!("sizing {}", self.temp.display()), e))
     }
 
     /// Makes the data durable and renames the file to `path`.
     pub fn commit(mut self, path: &Path) -> Result<()> {
-        self.file.sync_all().map_err(|e| Error::io(format!("syncing {}", self.temp.display()), e))?;
-        std::fs::rename(&self.temp, path)
-            .map_err(|e| Error::io(format!("renaming {} to {}", self.temp.display(), path.display()), e))?;
+        self.file
+            .sync_all()
+            .map_err(|e| Error::io(format!("syncing {}", self.temp.display()), e))?;
+        std::fs::rename(&self.temp, path).map_err(|e| {
+            Error::io(
+                format!("renaming {} to {}", self.temp.display(), path.display()),
+                e,
+            )
+        })?;
         self.committed = true;
         Ok(())
     }
@@ -131,15 +163,33 @@ impl Drop for OutputFile {
 
 /// Copies `len` bytes from `device` at `from` to `out` at `to` inside the kernel
 /// (`copy_file_range`), falling back to read/write where the kernel cannot.
-pub fn copy_range(device: &Device, mut from: u64, out: &OutputFile, mut to: u64, mut len: u64) -> Result<()> {
-    let fail = |e, from: u64, len: u64| Error::io(format!("copying {len} bytes at {from} of {}", device.name), e);
+pub fn copy_range(
+    device: &Device,
+    mut from: u64,
+    out: &OutputFile,
+    mut to: u64,
+    mut len: u64,
+) -> Result<()> {
+    let fail = |e, from: u64, len: u64| {
+        Error::io(
+            format!("copying {len} bytes at {from} of {}", device.name),
+            e,
+        )
+    };
     while len > 0 {
         let mut off_in = from as libc::loff_t;
         let mut off_out = to as libc::loff_t;
         let want = len.min(1 << 30) as usize;
         // SAFETY: both descriptors are open for the duration; offsets are passed by pointer.
         let n = unsafe {
-            libc::copy_file_range(device.file.as_raw_fd(), &mut off_in, out.file.as_raw_fd(), &mut off_out, want, 0)
+            libc::copy_file_range(
+                device.file.as_raw_fd(),
+                &mut off_in,
+                out.file.as_raw_fd(),
+                &mut off_out,
+                want,
+                0,
+            )
         };
         if n < 0 {
             let err = std::io::Error::last_os_error();
@@ -151,7 +201,11 @@ pub fn copy_range(device: &Device, mut from: u64, out: &OutputFile, mut to: u64,
             };
         }
         if n == 0 {
-            return Err(fail(std::io::Error::from(std::io::ErrorKind::UnexpectedEof), from, len));
+            return Err(fail(
+                std::io::Error::from(std::io::ErrorKind::UnexpectedEof),
+                from,
+                len,
+            ));
         }
         from += n as u64;
         to += n as u64;
@@ -160,7 +214,13 @@ pub fn copy_range(device: &Device, mut from: u64, out: &OutputFile, mut to: u64,
     Ok(())
 }
 
-fn copy_by_buffer(device: &Device, mut from: u64, out: &OutputFile, mut to: u64, mut len: u64) -> Result<()> {
+fn copy_by_buffer(
+    device: &Device,
+    mut from: u64,
+    out: &OutputFile,
+    mut to: u64,
+    mut len: u64,
+) -> Result<()> {
     let mut buf = AlignedBuf::new(1 << 20);
     while len > 0 {
         let n = len.min(buf.len() as u64) as usize;

@@ -85,7 +85,8 @@ impl Qcow2Layout {
         let mut l2_tables = 0;
         self.l2_index = (0..self.l1_entries)
             .map(|i| {
-                let words = (i * L2_ENTRIES / 64) as usize..(((i + 1) * L2_ENTRIES / 64) as usize).min(self.allocated.len());
+                let words = (i * L2_ENTRIES / 64) as usize
+                    ..(((i + 1) * L2_ENTRIES / 64) as usize).min(self.allocated.len());
                 self.allocated[words].iter().any(|w| *w != 0).then(|| {
                     l2_tables += 1;
                     l2_tables - 1
@@ -107,7 +108,10 @@ impl Qcow2Layout {
         self.reftable_clusters = rt;
         self.refblocks = rb;
         if self.file_size() / CLUSTER_SIZE > (1 << 40) {
-            return Err(Error::new(ErrorKind::Unsupported, "qcow2 output would be too large"));
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                "qcow2 output would be too large",
+            ));
         }
         Ok(())
     }
@@ -166,19 +170,22 @@ impl Qcow2Layout {
         out(&h)?;
 
         let mut table = vec![0u8; cs];
-        let mut emit_table = |entries: &mut dyn Iterator<Item = u64>, clusters: u64, out: &mut dyn FnMut(&[u8]) -> Result<()>| {
-            for _ in 0..clusters {
-                table.fill(0);
-                for slot in table.chunks_exact_mut(8) {
-                    match entries.next() {
-                        Some(v) => slot.copy_from_slice(&v.to_be_bytes()),
-                        None => break,
+        let mut emit_table =
+            |entries: &mut dyn Iterator<Item = u64>,
+             clusters: u64,
+             out: &mut dyn FnMut(&[u8]) -> Result<()>| {
+                for _ in 0..clusters {
+                    table.fill(0);
+                    for slot in table.chunks_exact_mut(8) {
+                        match entries.next() {
+                            Some(v) => slot.copy_from_slice(&v.to_be_bytes()),
+                            None => break,
+                        }
                     }
+                    out(&table)?;
                 }
-                out(&table)?;
-            }
-            Ok::<(), Error>(())
-        };
+                Ok::<(), Error>(())
+            };
 
         let mut l1 = self.l2_index.iter().map(|ix| match ix {
             Some(k) => (l2_off + k * CLUSTER_SIZE) | COPIED,
@@ -209,7 +216,13 @@ impl Qcow2Layout {
             }
             let first = i as u64 * L2_ENTRIES;
             let last = (first + L2_ENTRIES).min(clusters);
-            let mut l2 = (first..last).map(|c| if self.is_allocated(c) { self.host_offset(c) | COPIED } else { 0 });
+            let mut l2 = (first..last).map(|c| {
+                if self.is_allocated(c) {
+                    self.host_offset(c) | COPIED
+                } else {
+                    0
+                }
+            });
             emit_table(&mut l2, 1, out)?;
         }
         Ok(())
@@ -243,6 +256,9 @@ mod tests {
         .unwrap();
         assert_eq!(bytes, l.data_offset());
         assert_eq!(l.host_offset(0), l.data_offset());
-        assert_eq!(l.host_offset(2 * L2_ENTRIES + 1), l.data_offset() + 2 * CLUSTER_SIZE);
+        assert_eq!(
+            l.host_offset(2 * L2_ENTRIES + 1),
+            l.data_offset() + 2 * CLUSTER_SIZE
+        );
     }
 }

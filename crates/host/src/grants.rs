@@ -51,15 +51,28 @@ fn denied(msg: String) -> BackendError {
 fn io_err(what: String, e: std::io::Error) -> BackendError {
     match e.kind() {
         std::io::ErrorKind::NotFound => BackendError::NotFound(format!("{what}: {e}")),
-        std::io::ErrorKind::PermissionDenied => BackendError::PermissionDenied(format!("{what}: {e}")),
+        std::io::ErrorKind::PermissionDenied => {
+            BackendError::PermissionDenied(format!("{what}: {e}"))
+        }
         _ => BackendError::Io(format!("{what}: {e}")),
     }
 }
 
 impl GrantedDevices {
     pub fn new(grants: Arc<Grants>, plugin: String, logger: Option<Logger>) -> GrantedDevices {
-        let folders = grants.folders.iter().filter_map(|f| f.canonicalize().ok()).collect();
-        GrantedDevices { grants, folders, devices: Vec::new(), by_inode: HashMap::new(), plugin, logger }
+        let folders = grants
+            .folders
+            .iter()
+            .filter_map(|f| f.canonicalize().ok())
+            .collect();
+        GrantedDevices {
+            grants,
+            folders,
+            devices: Vec::new(),
+            by_inode: HashMap::new(),
+            plugin,
+            logger,
+        }
     }
 
     pub fn grants(&self) -> &Grants {
@@ -85,7 +98,10 @@ impl GrantedDevices {
         self.grants
             .devices
             .iter()
-            .map(|(name, path)| FileEntry { name: name.clone(), size: size_of_path(path).unwrap_or(0) })
+            .map(|(name, path)| FileEntry {
+                name: name.clone(),
+                size: size_of_path(path).unwrap_or(0),
+            })
             .collect()
     }
 
@@ -95,7 +111,8 @@ impl GrantedDevices {
         }
         let mut out = Vec::new();
         for folder in &self.folders {
-            let entries = std::fs::read_dir(folder).map_err(|e| io_err(format!("listing {}", folder.display()), e))?;
+            let entries = std::fs::read_dir(folder)
+                .map_err(|e| io_err(format!("listing {}", folder.display()), e))?;
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
                 if name.starts_with('.') {
@@ -103,7 +120,10 @@ impl GrantedDevices {
                 }
                 if let Ok(meta) = std::fs::metadata(entry.path()) {
                     if meta.is_file() {
-                        out.push(FileEntry { name, size: meta.len() });
+                        out.push(FileEntry {
+                            name,
+                            size: meta.len(),
+                        });
                     }
                 }
                 if out.len() >= MAX_LIST {
@@ -122,19 +142,28 @@ impl GrantedDevices {
             }
         }
         let base = match relative_to {
-            Some(id) => self.entry(id)?.2.parent().map(Path::to_path_buf).unwrap_or_default(),
-            None => self
-                .folders
-                .first()
-                .cloned()
-                .ok_or_else(|| denied(format!("{name}: this pool grants no folder and no device of that name")))?,
+            Some(id) => self
+                .entry(id)?
+                .2
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+            None => self.folders.first().cloned().ok_or_else(|| {
+                denied(format!(
+                    "{name}: this pool grants no folder and no device of that name"
+                ))
+            })?,
         };
         let joined = base.join(name);
         let canonical = joined
             .canonicalize()
             .map_err(|e| io_err(format!("{name} (as {})", joined.display()), e))?;
         let inside = self.folders.iter().any(|f| canonical.starts_with(f))
-            || self.grants.devices.values().any(|d| d.canonicalize().is_ok_and(|d| d == canonical));
+            || self
+                .grants
+                .devices
+                .values()
+                .any(|d| d.canonicalize().is_ok_and(|d| d == canonical));
         if !inside {
             return Err(denied(format!(
                 "{name} resolves to {}, outside the folders this pool grants",
@@ -144,7 +173,12 @@ impl GrantedDevices {
         Ok(canonical)
     }
 
-    pub fn open(&mut self, name: &str, relative_to: Option<u32>, access: Access) -> Result<u32, BackendError> {
+    pub fn open(
+        &mut self,
+        name: &str,
+        relative_to: Option<u32>,
+        access: Access,
+    ) -> Result<u32, BackendError> {
         let write = access == Access::ReadWrite;
         if write && !self.grants.writable {
             return Err(denied(format!("{name}: this pool is granted read-only")));
@@ -159,14 +193,24 @@ impl GrantedDevices {
     }
 
     fn add(&mut self, mut file: File, path: PathBuf, access: Access) -> Result<u32, BackendError> {
-        let meta = file.metadata().map_err(|e| io_err(format!("{}", path.display()), e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| io_err(format!("{}", path.display()), e))?;
         let key = (meta.dev(), meta.ino(), access == Access::ReadWrite);
         if let Some(&id) = self.by_inode.get(&key) {
             return Ok(id);
         }
-        let size = file.seek(SeekFrom::End(0)).map_err(|e| io_err(format!("sizing {}", path.display()), e))?;
-        let id = u32::try_from(self.devices.len()).map_err(|_| BackendError::Io("too many devices".into()))?;
-        let device = Device { id, name: path.display().to_string(), file, size };
+        let size = file
+            .seek(SeekFrom::End(0))
+            .map_err(|e| io_err(format!("sizing {}", path.display()), e))?;
+        let id = u32::try_from(self.devices.len())
+            .map_err(|_| BackendError::Io("too many devices".into()))?;
+        let device = Device {
+            id,
+            name: path.display().to_string(),
+            file,
+            size,
+        };
         self.devices.push((Arc::new(device), access, path));
         self.by_inode.insert(key, id);
         Ok(id)
@@ -196,24 +240,39 @@ impl GrantedDevices {
 
     pub fn write_at(&self, id: u32, offset: u64, data: &[u8]) -> Result<(), BackendError> {
         let dev = self.writable_entry(id)?;
-        dev.file
-            .write_all_at(data, offset)
-            .map_err(|e| io_err(format!("writing {} bytes at {offset} of {}", data.len(), dev.name), e))
+        dev.file.write_all_at(data, offset).map_err(|e| {
+            io_err(
+                format!("writing {} bytes at {offset} of {}", data.len(), dev.name),
+                e,
+            )
+        })
     }
 
     pub fn set_size(&mut self, id: u32, size: u64) -> Result<(), BackendError> {
         let dev = self.writable_entry(id)?;
-        dev.file.set_len(size).map_err(|e| io_err(format!("sizing {}", dev.name), e))?;
+        dev.file
+            .set_len(size)
+            .map_err(|e| io_err(format!("sizing {}", dev.name), e))?;
         let (old, access, path) = &self.devices[id as usize];
-        let file = old.file.try_clone().map_err(|e| io_err(format!("{}", old.name), e))?;
-        let updated = Device { id, name: old.name.clone(), file, size };
+        let file = old
+            .file
+            .try_clone()
+            .map_err(|e| io_err(format!("{}", old.name), e))?;
+        let updated = Device {
+            id,
+            name: old.name.clone(),
+            file,
+            size,
+        };
         self.devices[id as usize] = (Arc::new(updated), *access, path.clone());
         Ok(())
     }
 
     pub fn flush(&self, id: u32) -> Result<(), BackendError> {
         let dev = &self.entry(id)?.0;
-        dev.file.sync_all().map_err(|e| io_err(format!("syncing {}", dev.name), e))
+        dev.file
+            .sync_all()
+            .map_err(|e| io_err(format!("syncing {}", dev.name), e))
     }
 
     pub fn create_file(&mut self, name: &str) -> Result<u32, BackendError> {
@@ -221,17 +280,28 @@ impl GrantedDevices {
             return Err(denied(format!("{name}: this pool is granted read-only")));
         }
         if name.is_empty() || name.starts_with('.') || name.contains('/') {
-            return Err(BackendError::InvalidArgument(format!("{name:?} is not a plain file name")));
+            return Err(BackendError::InvalidArgument(format!(
+                "{name:?} is not a plain file name"
+            )));
         }
-        let folder = self.folders.first().cloned().ok_or_else(|| denied("this pool grants no folder".into()))?;
+        let folder = self
+            .folders
+            .first()
+            .cloned()
+            .ok_or_else(|| denied("this pool grants no folder".into()))?;
         let path = folder.join(name);
-        let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                BackendError::Conflict(format!("{} exists already", path.display()))
-            } else {
-                io_err(format!("creating {}", path.display()), e)
-            }
-        })?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    BackendError::Conflict(format!("{} exists already", path.display()))
+                } else {
+                    io_err(format!("creating {}", path.display()), e)
+                }
+            })?;
         self.add(file, path, Access::ReadWrite)
     }
 

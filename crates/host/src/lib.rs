@@ -31,9 +31,11 @@ pub mod bindings {
 }
 
 use bindings::exports::snapport::backend::backend as guest;
-use bindings::snapport::backend::types::{self as wit, Access, BackendError, LogLevel};
 pub use bindings::exports::snapport::backend::backend::PluginInfo;
-pub use bindings::snapport::backend::types::{Capabilities, SnapshotInfo, SnapshotPhase, VolumeInfo, VolumeKind};
+use bindings::snapport::backend::types::{self as wit, Access, BackendError, LogLevel};
+pub use bindings::snapport::backend::types::{
+    Capabilities, SnapshotInfo, SnapshotPhase, VolumeInfo, VolumeKind,
+};
 
 /// The WIT package version this host speaks.
 pub const WIT_PACKAGE: &str = "snapport:backend";
@@ -56,7 +58,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { memory_bytes: 256 << 20, call_timeout: Duration::from_secs(30) }
+        Limits {
+            memory_bytes: 256 << 20,
+            call_timeout: Duration::from_secs(30),
+        }
     }
 }
 
@@ -86,7 +91,8 @@ impl Host {
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Host> {
         let mut config = Config::new();
         config.wasm_component_model(true).epoch_interruption(true);
-        let engine = Engine::new(&config).map_err(|e| Error::new(ErrorKind::Io, format!("starting wasmtime: {e:#}")))?;
+        let engine = Engine::new(&config)
+            .map_err(|e| Error::new(ErrorKind::Io, format!("starting wasmtime: {e:#}")))?;
         let mut linker = Linker::new(&engine);
         bindings::BackendPlugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
             .map_err(|e| Error::new(ErrorKind::Io, format!("linking host functions: {e:#}")))?;
@@ -101,24 +107,50 @@ impl Host {
                 }
             })
             .map_err(|e| Error::new(ErrorKind::Io, format!("starting the epoch ticker: {e}")))?;
-        Ok(Host { engine, linker, cache_dir, stop })
+        Ok(Host {
+            engine,
+            linker,
+            cache_dir,
+            stop,
+        })
     }
 
     /// Loads, validates and compiles (or takes from the cache) the component at `path`.
     pub fn load(&self, path: &Path) -> Result<Arc<Plugin>> {
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let bytes = std::fs::read(path)
-            .map_err(|e| Error::new(ErrorKind::NotFound, format!("plugin {name}: reading {}: {e}", path.display())))?;
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let bytes = std::fs::read(path).map_err(|e| {
+            Error::new(
+                ErrorKind::NotFound,
+                format!("plugin {name}: reading {}: {e}", path.display()),
+            )
+        })?;
         let digest = hex::encode(Sha256::digest(&bytes));
-        let bad = |what: String| Error::new(ErrorKind::InvalidPlugin, format!("plugin {name} ({}): {what}", path.display()));
-        let component = self.compile(&bytes, &digest).map_err(|e| bad(format!("not a valid component: {e:#}")))?;
+        let bad = |what: String| {
+            Error::new(
+                ErrorKind::InvalidPlugin,
+                format!("plugin {name} ({}): {what}", path.display()),
+            )
+        };
+        let component = self
+            .compile(&bytes, &digest)
+            .map_err(|e| bad(format!("not a valid component: {e:#}")))?;
         self.check_interfaces(&component).map_err(bad)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| bad(format!("cannot be linked: {e:#}")))?;
-        let pre = bindings::BackendPluginPre::new(pre).map_err(|e| bad(format!("does not match the WIT: {e:#}")))?;
-        Ok(Arc::new(Plugin { name, path: path.to_path_buf(), digest, size: bytes.len() as u64, pre }))
+        let pre = bindings::BackendPluginPre::new(pre)
+            .map_err(|e| bad(format!("does not match the WIT: {e:#}")))?;
+        Ok(Arc::new(Plugin {
+            name,
+            path: path.to_path_buf(),
+            digest,
+            size: bytes.len() as u64,
+            pre,
+        }))
     }
 
     /// Compiled components are cached as `<sha256 of the component>-<engine hash>.cwasm`.
@@ -156,9 +188,14 @@ impl Host {
     fn check_interfaces(&self, component: &Component) -> std::result::Result<(), String> {
         let ty = component.component_type();
         let want = format!("{WIT_PACKAGE}/backend@{WIT_VERSION}");
-        let exports: Vec<String> = ty.exports(&self.engine).map(|(n, _)| n.to_string()).collect();
+        let exports: Vec<String> = ty
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         if !exports.contains(&want) {
-            let theirs = exports.iter().find(|e| e.starts_with(&format!("{WIT_PACKAGE}/backend@")));
+            let theirs = exports
+                .iter()
+                .find(|e| e.starts_with(&format!("{WIT_PACKAGE}/backend@")));
             return Err(match theirs {
                 Some(v) => format!("exports {v}, but this snapport speaks {want}; rebuild the plugin against wit/ of this release"),
                 None => format!("exports no {want} (exports: {})", exports.join(", ")),
@@ -176,7 +213,14 @@ impl Host {
     }
 
     /// Starts an instance of `plugin` for a pool with these grants and limits.
-    pub fn instantiate(&self, plugin: Arc<Plugin>, pool: &str, grants: Grants, limits: Limits, logger: Option<Logger>) -> Instance {
+    pub fn instantiate(
+        &self,
+        plugin: Arc<Plugin>,
+        pool: &str,
+        grants: Grants,
+        limits: Limits,
+        logger: Option<Logger>,
+    ) -> Instance {
         Instance {
             engine: self.engine.clone(),
             plugin,
@@ -247,7 +291,11 @@ impl Instance {
     fn live(&mut self) -> Result<&mut Live> {
         if self.live.is_none() {
             let state = State {
-                devices: GrantedDevices::new(Arc::clone(&self.grants), self.plugin.name.clone(), self.logger.clone()),
+                devices: GrantedDevices::new(
+                    Arc::clone(&self.grants),
+                    self.plugin.name.clone(),
+                    self.logger.clone(),
+                ),
                 limits: StoreLimitsBuilder::new()
                     .memory_size(self.limits.memory_bytes)
                     .trap_on_grow_failure(true)
@@ -257,7 +305,11 @@ impl Instance {
             store.limiter(|s| &mut s.limits);
             store.set_epoch_deadline(self.ticks());
             store.epoch_deadline_trap();
-            let bindings = self.plugin.pre.instantiate(&mut store).map_err(|e| self.trap(e, "starting"))?;
+            let bindings = self
+                .plugin
+                .pre
+                .instantiate(&mut store)
+                .map_err(|e| self.trap(e, "starting"))?;
             self.generation += 1;
             self.live = Some(Live { store, bindings });
         }
@@ -275,11 +327,15 @@ impl Instance {
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Error::new(
                 ErrorKind::Timeout,
-                format!("{who} ran past its CPU deadline of {:?} while {doing}; it was stopped", self.limits.call_timeout),
+                format!(
+                    "{who} ran past its CPU deadline of {:?} while {doing}; it was stopped",
+                    self.limits.call_timeout
+                ),
             ),
-            Some(Trap::UnreachableCodeReached) => {
-                Error::new(ErrorKind::Trap, format!("{who} trapped while {doing} (it panicked or hit unreachable code)"))
-            }
+            Some(Trap::UnreachableCodeReached) => Error::new(
+                ErrorKind::Trap,
+                format!("{who} trapped while {doing} (it panicked or hit unreachable code)"),
+            ),
             Some(t) => Error::new(ErrorKind::Trap, format!("{who} trapped while {doing}: {t}")),
             None if format!("{e:#}").contains("memory") => Error::new(
                 ErrorKind::Trap,
@@ -288,7 +344,10 @@ impl Instance {
                     self.limits.memory_bytes >> 20
                 ),
             ),
-            None => Error::new(ErrorKind::Trap, format!("{who} failed while {doing}: {e:#}")),
+            None => Error::new(
+                ErrorKind::Trap,
+                format!("{who} failed while {doing}: {e:#}"),
+            ),
         }
     }
 
@@ -297,7 +356,10 @@ impl Instance {
     fn call<R>(
         &mut self,
         doing: &str,
-        f: impl FnOnce(&mut Store<State>, &guest::Guest) -> wasmtime::Result<std::result::Result<R, BackendError>>,
+        f: impl FnOnce(
+            &mut Store<State>,
+            &guest::Guest,
+        ) -> wasmtime::Result<std::result::Result<R, BackendError>>,
     ) -> Result<R> {
         let ticks = self.ticks();
         let live = self.live()?;
@@ -307,7 +369,10 @@ impl Instance {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(be)) => {
                 let (kind, msg) = backend_error(be);
-                Err(Error::new(ErrorKind::Backend(kind), format!("{}: {msg}", self.who())))
+                Err(Error::new(
+                    ErrorKind::Backend(kind),
+                    format!("{}: {msg}", self.who()),
+                ))
             }
             Err(e) => Err(self.trap(e, doing)),
         }
@@ -327,8 +392,12 @@ impl Instance {
 
     /// Opens a volume (or one of its snapshots) for reading.
     pub fn open_volume(&mut self, volume: &str, snapshot: Option<&str>) -> Result<OpenVolume<'_>> {
-        let handle = self.call("opening a volume", |s, g| g.call_open_volume(s, volume, snapshot, Access::ReadOnly))?;
-        let info = match self.call("describing a volume", |s, g| g.volume().call_info(s, handle).map(Ok)) {
+        let handle = self.call("opening a volume", |s, g| {
+            g.call_open_volume(s, volume, snapshot, Access::ReadOnly)
+        })?;
+        let info = match self.call("describing a volume", |s, g| {
+            g.volume().call_info(s, handle).map(Ok)
+        }) {
             Ok(i) => i,
             Err(e) => {
                 self.drop_handle(handle, self.generation);
@@ -336,7 +405,12 @@ impl Instance {
             }
         };
         let generation = self.generation;
-        Ok(OpenVolume { instance: self, handle, info, generation })
+        Ok(OpenVolume {
+            instance: self,
+            handle,
+            info,
+            generation,
+        })
     }
 
     fn drop_handle(&mut self, handle: ResourceAny, generation: u64) {
@@ -349,7 +423,9 @@ impl Instance {
 
     /// The device the plugin opened as `id`, in the current instance.
     fn device(&self, id: u32) -> Option<Arc<Device>> {
-        self.live.as_ref().and_then(|l| l.store.data().devices.get(id))
+        self.live
+            .as_ref()
+            .and_then(|l| l.store.data().devices.get(id))
     }
 }
 
@@ -372,7 +448,10 @@ impl OpenVolume<'_> {
         if self.generation != self.instance.generation || self.instance.live.is_none() {
             return Err(Error::new(
                 ErrorKind::Trap,
-                format!("{} was restarted after a failure; open the volume again", self.instance.who()),
+                format!(
+                    "{} was restarted after a failure; open the volume again",
+                    self.instance.who()
+                ),
             ));
         }
         Ok(())
@@ -381,7 +460,10 @@ impl OpenVolume<'_> {
 
 fn convert_extent(e: wit::Extent) -> Extent {
     let location = match e.location {
-        wit::Location::Data(d) => Location::Data { device: d.device, offset: d.offset },
+        wit::Location::Data(d) => Location::Data {
+            device: d.device,
+            offset: d.offset,
+        },
         wit::Location::Zero => Location::Zero,
         wit::Location::Unallocated => Location::Unallocated,
         wit::Location::Encoded(x) => Location::Encoded(Encoded {
@@ -393,7 +475,11 @@ fn convert_extent(e: wit::Extent) -> Extent {
             codec: x.codec,
         }),
     };
-    Extent { offset: e.offset, length: e.length, location }
+    Extent {
+        offset: e.offset,
+        length: e.length,
+        location,
+    }
 }
 
 impl VolumeSource for OpenVolume<'_> {
@@ -404,33 +490,49 @@ impl VolumeSource for OpenVolume<'_> {
     fn map_page(&mut self, start: u64) -> snapport_core::Result<ExtentPage> {
         self.check_generation()?;
         let handle = self.handle;
-        let page = self
-            .instance
-            .call("mapping extents", |s, g| g.volume().call_map_extents(s, handle, start, PAGE_EXTENTS))?;
+        let page = self.instance.call("mapping extents", |s, g| {
+            g.volume().call_map_extents(s, handle, start, PAGE_EXTENTS)
+        })?;
         if page.extents.len() > PAGE_EXTENTS as usize {
             return Err(snapport_core::Error::new(
                 snapport_core::ErrorKind::Plugin,
-                format!("{} returned {} extents where {PAGE_EXTENTS} were asked for", self.describe(), page.extents.len()),
+                format!(
+                    "{} returned {} extents where {PAGE_EXTENTS} were asked for",
+                    self.describe(),
+                    page.extents.len()
+                ),
             ));
         }
-        Ok(ExtentPage { extents: page.extents.into_iter().map(convert_extent).collect(), next_offset: page.next_offset })
+        Ok(ExtentPage {
+            extents: page.extents.into_iter().map(convert_extent).collect(),
+            next_offset: page.next_offset,
+        })
     }
 
     fn device(&self, id: u32) -> snapport_core::Result<Arc<Device>> {
         self.instance.device(id).ok_or_else(|| {
             snapport_core::Error::new(
                 snapport_core::ErrorKind::Plugin,
-                format!("{} named device {id}, which it never opened through a grant", self.describe()),
+                format!(
+                    "{} named device {id}, which it never opened through a grant",
+                    self.describe()
+                ),
             )
         })
     }
 
-    fn decode(&mut self, codec: u32, stored: &[u8], decoded_length: u32) -> snapport_core::Result<Vec<u8>> {
+    fn decode(
+        &mut self,
+        codec: u32,
+        stored: &[u8],
+        decoded_length: u32,
+    ) -> snapport_core::Result<Vec<u8>> {
         self.check_generation()?;
         let handle = self.handle;
-        Ok(self
-            .instance
-            .call("decoding", |s, g| g.volume().call_decode(s, handle, codec, stored, decoded_length))?)
+        Ok(self.instance.call("decoding", |s, g| {
+            g.volume()
+                .call_decode(s, handle, codec, stored, decoded_length)
+        })?)
     }
 
     fn describe(&self) -> String {
@@ -451,16 +553,31 @@ impl bindings::snapport::backend::host::Host for State {
     fn list_files(&mut self) -> std::result::Result<Vec<wit::FileEntry>, BackendError> {
         self.devices.list_files()
     }
-    fn open(&mut self, name: String, relative_to: Option<u32>, access: Access) -> std::result::Result<u32, BackendError> {
+    fn open(
+        &mut self,
+        name: String,
+        relative_to: Option<u32>,
+        access: Access,
+    ) -> std::result::Result<u32, BackendError> {
         self.devices.open(&name, relative_to, access)
     }
     fn device_size(&mut self, device: u32) -> std::result::Result<u64, BackendError> {
         self.devices.device_size(device)
     }
-    fn read_at(&mut self, device: u32, offset: u64, length: u32) -> std::result::Result<Vec<u8>, BackendError> {
+    fn read_at(
+        &mut self,
+        device: u32,
+        offset: u64,
+        length: u32,
+    ) -> std::result::Result<Vec<u8>, BackendError> {
         self.devices.read_at(device, offset, length)
     }
-    fn write_at(&mut self, device: u32, offset: u64, data: Vec<u8>) -> std::result::Result<(), BackendError> {
+    fn write_at(
+        &mut self,
+        device: u32,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> std::result::Result<(), BackendError> {
         self.devices.write_at(device, offset, &data)
     }
     fn set_size(&mut self, device: u32, size: u64) -> std::result::Result<(), BackendError> {
@@ -479,14 +596,28 @@ impl bindings::snapport::backend::host::Host for State {
 
 /// No pool grants a gRPC endpoint yet: every call is refused.
 impl bindings::snapport::backend::grpc::Host for State {
-    fn unary(&mut self, method: String, _request: Vec<u8>) -> std::result::Result<Vec<u8>, BackendError> {
-        Err(BackendError::PermissionDenied(format!("{method}: this pool grants no gRPC endpoint")))
+    fn unary(
+        &mut self,
+        method: String,
+        _request: Vec<u8>,
+    ) -> std::result::Result<Vec<u8>, BackendError> {
+        Err(BackendError::PermissionDenied(format!(
+            "{method}: this pool grants no gRPC endpoint"
+        )))
     }
-    fn start_stream(&mut self, method: String, _request: Vec<u8>) -> std::result::Result<u32, BackendError> {
-        Err(BackendError::PermissionDenied(format!("{method}: this pool grants no gRPC endpoint")))
+    fn start_stream(
+        &mut self,
+        method: String,
+        _request: Vec<u8>,
+    ) -> std::result::Result<u32, BackendError> {
+        Err(BackendError::PermissionDenied(format!(
+            "{method}: this pool grants no gRPC endpoint"
+        )))
     }
     fn next_message(&mut self, _id: u32) -> std::result::Result<Option<Vec<u8>>, BackendError> {
-        Err(BackendError::PermissionDenied("this pool grants no gRPC endpoint".into()))
+        Err(BackendError::PermissionDenied(
+            "this pool grants no gRPC endpoint".into(),
+        ))
     }
     fn close_stream(&mut self, _id: u32) {}
 }

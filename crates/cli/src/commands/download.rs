@@ -1,0 +1,171 @@
+//! `snapport download`: a disk or disk snapshot out to a raw or qcow2 file, or stdout.
+
+use crate::address::Address;
+use crate::commands::human;
+use crate::context::Context;
+use crate::progress::Bar;
+use anyhow::{Context as _, Result};
+use snapport_core::export::{self, ExportOptions, Format, Target};
+use snapport_core::progress::{NoProgress, Progress};
+use std::io::IsTerminal;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// What to export: vd/NAME or vds/DISK@SNAPSHOT.
+    address: String,
+    /// The pool holding it.
+    #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
+    pool: String,
+    /// Output file, or - for stdout.
+    #[arg(short = 'o', long = "output")]
+    output: String,
+    /// Output image format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Raw)]
+    format: FormatArg,
+    /// Content digest: chunked SHA-256 (see README), or none.
+    #[arg(long, value_enum, default_value_t = DigestArg::Chunked)]
+    digest: DigestArg,
+    /// Also write a plain SHA-256 of the output in `sha256sum` format (FILE.sha256); a
+    /// full pass over every byte, zeros included.
+    #[arg(long)]
+    sha256sum: bool,
+    /// No progress bar, no summary.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print the summary as JSON (on stdout, or on stderr when the image goes to stdout).
+    #[arg(long)]
+    json: bool,
+    /// Copy threads (default: one per core).
+    #[arg(long, default_value_t = 0, hide = true)]
+    workers: usize,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FormatArg {
+    Raw,
+    Qcow2,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DigestArg {
+    Chunked,
+    None,
+}
+
+/// Writes `text` to `path` through a temporary name.
+fn write_sidecar(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+fn sidecar(output: &Path, ext: &str) -> PathBuf {
+    let mut s = output.as_os_str().to_owned();
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let address = Address::parse(&args.address)?;
+    let ctx = Context::new()?;
+    let mut instance = ctx.pool(&args.pool)?;
+    let mut volume = instance
+        .open_volume(address.disk(), address.snapshot())
+        .with_context(|| format!("opening {address} in pool {}", args.pool))?;
+
+    let to_stdout = args.output == "-";
+    let target = if to_stdout {
+        let fd = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating stdout")?;
+        Target::Stream(Box::new(std::fs::File::from(fd)))
+    } else {
+        Target::File(PathBuf::from(&args.output))
+    };
+    let options = ExportOptions {
+        format: match args.format {
+            FormatArg::Raw => Format::Raw,
+            FormatArg::Qcow2 => Format::Qcow2,
+        },
+        content_digest: args.digest == DigestArg::Chunked,
+        stream_sha256: args.sha256sum,
+        workers: args.workers,
+    };
+    let mut progress: Box<dyn Progress> = if args.quiet || !std::io::stderr().is_terminal() {
+        Box::new(NoProgress)
+    } else {
+        Box::new(Bar::new())
+    };
+    let started = Instant::now();
+    let summary = export::export(&mut volume, target, &options, progress.as_mut())
+        .with_context(|| format!("exporting {address} from pool {}", args.pool))?;
+    let seconds = started.elapsed().as_secs_f64();
+
+    if !to_stdout {
+        let out = Path::new(&args.output);
+        let base = out
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        let digest_file = sidecar(out, ".digest");
+        match &summary.content_digest {
+            Some(d) => write_sidecar(&digest_file, &format!("{d}  {base}\n"))?,
+            // A digest of an earlier export under this name would now lie.
+            None => {
+                let _ = std::fs::remove_file(&digest_file);
+            }
+        }
+        let sum_file = sidecar(out, ".sha256");
+        match &summary.stream_sha256 {
+            Some(h) => write_sidecar(&sum_file, &format!("{h}  {base}\n"))?,
+            None => {
+                let _ = std::fs::remove_file(&sum_file);
+            }
+        }
+    }
+
+    if args.json {
+        let doc = serde_json::json!({
+            "source": address.to_string(),
+            "pool": args.pool,
+            "output": args.output,
+            "format": match args.format { FormatArg::Raw => "raw", FormatArg::Qcow2 => "qcow2" },
+            "size": summary.size,
+            "output_size": summary.output_size,
+            "data_bytes": summary.data_bytes,
+            "content_digest": summary.content_digest,
+            "sha256": summary.stream_sha256,
+            "seconds": seconds,
+        });
+        if to_stdout {
+            eprintln!("{doc}");
+        } else {
+            println!("{doc}");
+        }
+    } else if !args.quiet {
+        let rate = summary.data_bytes as f64 / seconds.max(1e-9);
+        eprintln!(
+            "exported {address} ({}, {} of data) to {} in {seconds:.2} s ({}/s)",
+            human(summary.size),
+            human(summary.data_bytes),
+            if to_stdout { "stdout" } else { &args.output },
+            human(rate as u64),
+        );
+        if let Some(d) = &summary.content_digest {
+            eprintln!("content digest {d}");
+        }
+        if let Some(h) = &summary.stream_sha256 {
+            eprintln!("sha256 {h}");
+        }
+    }
+    Ok(())
+}

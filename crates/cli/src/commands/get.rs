@@ -1,0 +1,101 @@
+//! `snapport get vd|vds`: what a pool holds.
+
+use crate::commands::human;
+use crate::context::Context;
+use anyhow::{bail, Result};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// vd (disks) or vds (disk snapshots).
+    kind: String,
+    /// Only this disk (for vds: this disk's snapshots).
+    name: Option<String>,
+    #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
+    pool: String,
+    /// Output: table (default), json or wide.
+    #[arg(short = 'o', long = "output", default_value = "table")]
+    output: String,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    if !["table", "json", "wide"].contains(&args.output.as_str()) {
+        bail!("-o {}: choose table, json or wide", args.output);
+    }
+    let ctx = Context::new()?;
+    let mut instance = ctx.pool(&args.pool)?;
+    match args.kind.as_str() {
+        "vd" | "vds" => {}
+        other => bail!("get {other}: this snapport lists vd (disks) and vds (disk snapshots)"),
+    }
+    if args.kind == "vd" {
+        let mut vols = instance.list_volumes()?;
+        if let Some(n) = &args.name {
+            vols.retain(|v| &v.name == n);
+            if vols.is_empty() {
+                bail!("no disk vd/{n} in pool {}", args.pool);
+            }
+        }
+        if args.output == "json" {
+            let docs: Vec<_> = vols
+                .iter()
+                .map(|v| {
+                    serde_json::json!({
+                        "name": format!("vd/{}", v.name),
+                        "pool": args.pool,
+                        "size": v.size,
+                        "format": v.format,
+                        "parent": v.parent,
+                        "labels": v.labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&docs)?);
+        } else {
+            println!("{:<32} {:>10} {:<10} PARENT", "NAME", "SIZE", "FORMAT");
+            for v in &vols {
+                let mut parent = v.parent.clone().unwrap_or_else(|| "-".into());
+                if let Some(err) = v.labels.iter().find(|l| l.key == "error") {
+                    parent = format!("error: {}", err.value);
+                }
+                println!(
+                    "{:<32} {:>10} {:<10} {parent}",
+                    format!("vd/{}", v.name),
+                    human(v.size),
+                    v.format
+                );
+            }
+        }
+    } else {
+        let snaps = instance.list_snapshots(args.name.as_deref())?;
+        if args.output == "json" {
+            let docs: Vec<_> = snaps
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "name": format!("vds/{}@{}", s.volume, s.name),
+                        "pool": args.pool,
+                        "disk": s.volume,
+                        "id": s.id,
+                        "size": s.size,
+                        "created_unix_ms": s.created_unix_ms,
+                        "phase": format!("{:?}", s.phase),
+                        "consistent": s.consistent,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&docs)?);
+        } else {
+            println!("{:<40} {:>10} {:<8} ID", "NAME", "SIZE", "PHASE");
+            for s in &snaps {
+                println!(
+                    "{:<40} {:>10} {:<8} {}",
+                    format!("vds/{}@{}", s.volume, s.name),
+                    human(s.size),
+                    format!("{:?}", s.phase),
+                    s.id
+                );
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! Where snapport keeps everything, and the pools an operator configured.
+//!
+//! All state lives under one folder, `$SNAPPORT_HOME` (default: `$XDG_DATA_HOME/snapport`,
+//! else `~/.local/share/snapport`): `config.toml`, the default pool's folder `default/`,
+//! the compiled-plugin cache `cache/`, and optionally `plugins/`.
+//!
+//! ```toml
+//! [pools.images]
+//! plugin = "qcow2"                 # a plugin name, or a path to a .wasm component
+//! folders = ["/var/lib/images"]    # folders whose files the plugin may open
+//! devices = { data = "/dev/vdb" }  # single files or block devices, by name
+//! writable = false                 # read-only unless an operation must write
+//! settings = { key = "value" }     # passed to the plugin as they are
+//! memory_mib = 256                 # per-instance memory cap
+//! call_timeout_ms = 30000          # CPU deadline of one call into the plugin
+//! ```
+//!
+//! With no configuration at all, the pool `default` is the folder `$SNAPPORT_HOME/default/`
+//! served by the qcow2 plugin: every `*.qcow2`, `*.raw` or `*.img` file there is a disk.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use snapport_host::{Grants, Limits};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_POOL: &str = "default";
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    #[serde(default)]
+    pools: BTreeMap<String, PoolConfig>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub plugin: String,
+    #[serde(default)]
+    pub folders: Vec<PathBuf>,
+    #[serde(default)]
+    pub devices: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    pub writable: bool,
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+    pub memory_mib: Option<usize>,
+    pub call_timeout_ms: Option<u64>,
+}
+
+impl PoolConfig {
+    pub fn grants(&self) -> Grants {
+        Grants {
+            folders: self.folders.clone(),
+            devices: self.devices.clone(),
+            settings: self.settings.clone(),
+            writable: self.writable,
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        let mut l = Limits::default();
+        if let Some(m) = self.memory_mib {
+            l.memory_bytes = m << 20;
+        }
+        if let Some(t) = self.call_timeout_ms {
+            l.call_timeout = Duration::from_millis(t);
+        }
+        l
+    }
+}
+
+pub struct Config {
+    pub home: PathBuf,
+    pools: BTreeMap<String, PoolConfig>,
+}
+
+impl Config {
+    pub fn load() -> Result<Config> {
+        let home = home()?;
+        let path = home.join("config.toml");
+        let mut file = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str::<ConfigFile>(&text).with_context(|| {
+                format!("{} is not a valid snapport configuration", path.display())
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigFile::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        // Relative folders and devices are relative to the home folder.
+        for pool in file.pools.values_mut() {
+            pool.folders = pool.folders.iter().map(|f| home.join(f)).collect();
+            for d in pool.devices.values_mut() {
+                *d = home.join(&*d);
+            }
+        }
+        file.pools
+            .entry(DEFAULT_POOL.into())
+            .or_insert_with(|| PoolConfig {
+                plugin: "qcow2".into(),
+                folders: vec![home.join(DEFAULT_POOL)],
+                devices: BTreeMap::new(),
+                writable: false,
+                settings: BTreeMap::new(),
+                memory_mib: None,
+                call_timeout_ms: None,
+            });
+        Ok(Config {
+            home,
+            pools: file.pools,
+        })
+    }
+
+    pub fn pool(&self, name: &str) -> Result<&PoolConfig> {
+        match self.pools.get(name) {
+            Some(p) => {
+                if name == DEFAULT_POOL {
+                    // The embedded default pool's folder exists as soon as it is used.
+                    for f in &p.folders {
+                        std::fs::create_dir_all(f)
+                            .with_context(|| format!("creating {}", f.display()))?;
+                    }
+                }
+                Ok(p)
+            }
+            None => bail!(
+                "no pool {name:?}; pools: {} (declare pools in {})",
+                self.pools.keys().cloned().collect::<Vec<_>>().join(", "),
+                self.home.join("config.toml").display()
+            ),
+        }
+    }
+
+    pub fn cache_dir(&self) -> PathBuf {
+        self.home.join("cache")
+    }
+
+    /// Folders searched for `NAME.wasm`, in order.
+    pub fn plugin_dirs(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::env::var_os("SNAPPORT_PLUGIN_PATH")
+            .map(|p| std::env::split_paths(&p).collect())
+            .unwrap_or_default();
+        dirs.push(self.home.join("plugins"));
+        if let Some(exe_dir) = std::env::current_exe()
+            .ok()
+            .as_deref()
+            .and_then(Path::parent)
+        {
+            dirs.push(exe_dir.join("plugins"));
+            // target/release/snapport next to target/plugins in a source checkout.
+            if let Some(up) = exe_dir.parent() {
+                dirs.push(up.join("plugins"));
+            }
+        }
+        dirs
+    }
+
+    /// The component file for a pool's `plugin` (a name or a path).
+    pub fn plugin_path(&self, plugin: &str) -> Result<PathBuf> {
+        if plugin.contains('/') || plugin.ends_with(".wasm") {
+            return Ok(self.home.join(plugin));
+        }
+        let dirs = self.plugin_dirs();
+        dirs.iter()
+            .map(|d| d.join(format!("{plugin}.wasm")))
+            .find(|p| p.is_file())
+            .with_context(|| {
+                format!(
+                    "no plugin {plugin:?} (looked for {plugin}.wasm in {}); build plugins with `cargo xtask plugins`",
+                    dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+                )
+            })
+    }
+}
+
+fn home() -> Result<PathBuf> {
+    if let Some(h) = std::env::var_os("SNAPPORT_HOME") {
+        return Ok(PathBuf::from(h));
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|x| !x.is_empty()) {
+        return Ok(PathBuf::from(x).join("snapport"));
+    }
+    let home = std::env::var_os("HOME").context("neither SNAPPORT_HOME nor HOME is set")?;
+    Ok(PathBuf::from(home).join(".local/share/snapport"))
+}
