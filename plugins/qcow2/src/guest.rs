@@ -79,7 +79,7 @@ fn describe(e: &BackendError) -> String {
 fn format_error(file: &str, e: format::Error) -> BackendError {
     match e {
         format::Error::Corrupt(m) => BackendError::Corrupt(format!("{file}: {m}")),
-        format::Error::Unsupported(m) => BackendError::Unsupported(format!("{file}: {m}")),
+        format::Error::Unsupported(m) => BackendError::Unsupported(format!("{file}: not supported: {m}")),
         format::Error::Io(m) => BackendError::Io(format!("{file}: {m}")),
     }
 }
@@ -140,6 +140,11 @@ fn open_chain(file: &str, snapshot: Option<&str>) -> Result<Vec<(Device, Layer)>
             Some("raw") => false,
             _ => format::is_qcow2(&first_bytes(&dev)?),
         };
+        // Content decides between raw and qcow2, except that a file that says it is qcow2
+        // and is not must not be exported as raw bytes.
+        if !is_qcow2 && (name.ends_with(".qcow2") || declared_format.as_deref() == Some("qcow2")) {
+            return Err(BackendError::Corrupt(format!("{name}: no qcow2 magic (QFI\\xfb) at the start of the file")));
+        }
         let layer = if is_qcow2 {
             let image = Image::open(&dev).map_err(|e| format_error(&name, e))?;
             let which = if layers.is_empty() { snapshot } else { None };

@@ -78,7 +78,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut instance = ctx.pool(&args.pool)?;
     let mut volume = instance
         .open_volume(address.disk(), address.snapshot())
-        .with_context(|| format!("opening {address} in pool {}", args.pool))?;
+        .with_context(|| format!("opening {address}"))?;
 
     let to_stdout = args.output == "-";
     let target = if to_stdout {

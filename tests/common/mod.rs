@@ -1,0 +1,151 @@
+//! Helpers shared by the end-to-end tests: a private SNAPPORT_HOME per test, the built
+//! binary, and the real tools used as oracles.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A test's own snapport home with the default pool folder.
+pub struct Home {
+    pub dir: tempfile::TempDir,
+}
+
+impl Home {
+    pub fn new() -> Home {
+        let dir = tempfile::Builder::new().prefix("snapport-test-").tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("default")).unwrap();
+        Home { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn pool(&self) -> PathBuf {
+        self.path().join("default")
+    }
+
+    pub fn out(&self, name: &str) -> PathBuf {
+        let d = self.path().join("out");
+        std::fs::create_dir_all(&d).unwrap();
+        d.join(name)
+    }
+
+    pub fn write_config(&self, toml: &str) {
+        std::fs::write(self.path().join("config.toml"), toml).unwrap();
+    }
+
+    /// `snapport ARGS` with this home.
+    pub fn snapport(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_snapport"))
+            .args(args)
+            .env("SNAPPORT_HOME", self.path())
+            .env_remove("SNAPPORT_PLUGIN_PATH")
+            .output()
+            .expect("running snapport")
+    }
+
+    /// `snapport ARGS`, which must succeed.
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let out = self.snapport(args);
+        assert!(
+            out.status.success(),
+            "snapport {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        out
+    }
+
+    /// `snapport ARGS`, which must fail cleanly: exit 1, one `snapport: error:` line, no
+    /// panic. Returns the error line.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.snapport(args);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "snapport {args:?} should fail with 1; stderr: {stderr}");
+        assert!(!stderr.contains("panicked"), "snapport {args:?} panicked: {stderr}");
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
+        assert!(lines[0].starts_with("snapport: error: "), "{stderr}");
+        lines[0].to_string()
+    }
+}
+
+/// Runs a tool that must succeed; returns stdout.
+pub fn tool(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+pub fn qemu_io(image: &Path, fmt: &str, cmds: &[&str]) {
+    let mut args = vec!["-f", fmt];
+    for c in cmds {
+        args.push("-c");
+        args.push(c);
+    }
+    args.push(p(image));
+    tool("qemu-io", &args);
+}
+
+/// The content digest recomputed by an independent implementation (Python's hashlib)
+/// over a raw file, skipping holes with SEEK_DATA (a hole chunk hashes as zeros).
+pub fn python_content_digest(raw: &Path) -> String {
+    let script = r#"
+import hashlib, os, sys
+C = 4 << 20
+path = sys.argv[1]
+size = os.path.getsize(path)
+zero = {}
+outer = hashlib.sha256()
+with open(path, 'rb') as f:
+    fd = f.fileno()
+    pos = 0
+    while pos < size:
+        n = min(C, size - pos)
+        try:
+            data_at = os.lseek(fd, pos, os.SEEK_DATA)
+        except OSError:
+            data_at = size
+        if data_at >= pos + n:
+            if n not in zero:
+                zero[n] = hashlib.sha256(bytes(n)).digest()
+            outer.update(zero[n])
+        else:
+            f.seek(pos)
+            outer.update(hashlib.sha256(f.read(n)).digest())
+        pos += n
+print('sha256-4m:' + outer.hexdigest())
+"#;
+    tool("python3", &["-c", script, p(raw)]).trim().to_string()
+}
+
+/// The digest `snapport download` wrote beside its output.
+pub fn sidecar_digest(out: &Path) -> String {
+    let text = std::fs::read_to_string(format!("{}.digest", out.display())).expect("digest sidecar");
+    text.split_whitespace().next().unwrap().to_string()
+}
+
+/// Allocated bytes of a file (st_blocks * 512).
+pub fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().blocks() * 512
+}
+
+/// Files in a folder, names only (to prove nothing was left behind).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
