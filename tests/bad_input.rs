@@ -12,18 +12,30 @@ fn good_image() -> (Home, PathBuf) {
     let home = Home::new();
     let img = home.pool().join("disk.qcow2");
     tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "4M"]);
-    qemu_io(&img, "qcow2", &["write -P 0x5a 0 256k", "write -P 0xa5 2m 64k"]);
+    qemu_io(
+        &img,
+        "qcow2",
+        &["write -P 0x5a 0 256k", "write -P 0xa5 2m 64k"],
+    );
     (home, img)
 }
 
 fn be64_at(img: &Path, at: u64) -> u64 {
     let mut b = [0u8; 8];
-    std::fs::File::open(img).unwrap().read_exact_at(&mut b, at).unwrap();
+    std::fs::File::open(img)
+        .unwrap()
+        .read_exact_at(&mut b, at)
+        .unwrap();
     u64::from_be_bytes(b)
 }
 
 fn put(img: &Path, at: u64, bytes: &[u8]) {
-    std::fs::OpenOptions::new().write(true).open(img).unwrap().write_all_at(bytes, at).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(img)
+        .unwrap()
+        .write_all_at(bytes, at)
+        .unwrap();
 }
 
 fn l1_offset(img: &Path) -> u64 {
@@ -40,7 +52,11 @@ fn refused(home: &Home, address: &str, expect: &str) {
     let out = home.out("x.raw");
     let line = home.fails(&["download", address, "-o", p(&out)]);
     assert!(line.contains(expect), "expected {expect:?} in: {line}");
-    assert_eq!(files_in(out.parent().unwrap()), Vec::<String>::new(), "output folder not empty after: {line}");
+    assert_eq!(
+        files_in(out.parent().unwrap()),
+        Vec::<String>::new(),
+        "output folder not empty after: {line}"
+    );
     let q = home.out("x.qcow2");
     let line = home.fails(&["download", address, "-o", p(&q), "--format", "qcow2"]);
     assert!(line.contains(expect), "expected {expect:?} in: {line}");
@@ -50,16 +66,31 @@ fn refused(home: &Home, address: &str, expect: &str) {
 #[test]
 fn truncated_files() {
     let (home, img) = good_image();
-    std::fs::OpenOptions::new().write(true).open(&img).unwrap().set_len(50).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(50)
+        .unwrap();
     refused(&home, "vd/disk", "too short for a qcow2 header");
 
     let (home, img) = good_image();
     let l2 = first_l2(&img);
-    std::fs::OpenOptions::new().write(true).open(&img).unwrap().set_len(l2 + 100).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(l2 + 100)
+        .unwrap();
     refused(&home, "vd/disk", "runs past the end of the file");
 
     let (home, img) = good_image();
-    std::fs::OpenOptions::new().write(true).open(&img).unwrap().set_len(65536 + 8).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&img)
+        .unwrap()
+        .set_len(65536 + 8)
+        .unwrap();
     refused(&home, "vd/disk", "past the end");
 }
 
@@ -74,7 +105,11 @@ fn header_bit_flips() {
         (24, &[0x40, 0, 0, 0, 0, 0, 0, 0], "need"),
         (40, &[0, 0, 0, 0, 0, 1, 0, 0x10], "not cluster-aligned"),
         (48, &[0, 0, 0x10, 0, 0, 0, 0, 0], "refcount table"),
-        (72, &[0, 0, 0, 0, 0, 0, 0, 0x80], "unknown incompatible features"),
+        (
+            72,
+            &[0, 0, 0, 0, 0, 0, 0, 0x80],
+            "unknown incompatible features",
+        ),
         (72, &[0, 0, 0, 0, 0, 0, 0, 0x02], "marked corrupt"),
         (72, &[0, 0, 0, 0, 0, 0, 0, 0x04], "external data file"),
         (100, &[0, 0, 0, 50], "header_length"),
@@ -94,7 +129,11 @@ fn tables_pointing_past_the_end_or_into_metadata() {
     // L1 entry past the end of the file.
     let (home, img) = good_image();
     let size = std::fs::metadata(&img).unwrap().len();
-    put(&img, l1_offset(&img), &(copied | (size + (1 << 20)) & !0xffff).to_be_bytes());
+    put(
+        &img,
+        l1_offset(&img),
+        &(copied | (size + (1 << 20)) & !0xffff).to_be_bytes(),
+    );
     refused(&home, "vd/disk", "L2 table");
 
     // L1 entry pointing at the L1 table itself.
@@ -106,7 +145,11 @@ fn tables_pointing_past_the_end_or_into_metadata() {
     // L2 entry past the end of the file.
     let (home, img) = good_image();
     let size = std::fs::metadata(&img).unwrap().len();
-    put(&img, first_l2(&img), &(copied | ((size + (4 << 20)) & !0xffff)).to_be_bytes());
+    put(
+        &img,
+        first_l2(&img),
+        &(copied | ((size + (4 << 20)) & !0xffff)).to_be_bytes(),
+    );
     refused(&home, "vd/disk", "past the end of the file");
 
     // L2 entry pointing into the refcount table.
@@ -127,15 +170,35 @@ fn backing_loops() {
     let home = Home::new();
     let (a, b) = (home.pool().join("a.qcow2"), home.pool().join("b.qcow2"));
     tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&b), "1M"]);
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", "-b", "b.qcow2", "-F", "qcow2", p(&a), "1M"]);
-    tool("qemu-img", &["rebase", "-u", "-b", "a.qcow2", "-F", "qcow2", p(&b)]);
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "b.qcow2",
+            "-F",
+            "qcow2",
+            p(&a),
+            "1M",
+        ],
+    );
+    tool(
+        "qemu-img",
+        &["rebase", "-u", "-b", "a.qcow2", "-F", "qcow2", p(&b)],
+    );
     refused(&home, "vd/a", "backing chain loops");
 
     // A file that is its own backing file.
     let home = Home::new();
     let s = home.pool().join("self.qcow2");
     tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&s), "1M"]);
-    tool("qemu-img", &["rebase", "-u", "-b", "self.qcow2", "-F", "qcow2", p(&s)]);
+    tool(
+        "qemu-img",
+        &["rebase", "-u", "-b", "self.qcow2", "-F", "qcow2", p(&s)],
+    );
     refused(&home, "vd/self", "backing chain loops");
 }
 
@@ -149,12 +212,54 @@ fn backing_file_outside_the_granted_folder() {
     qemu_io(&base, "qcow2", &["write -P 1 0 64k"]);
     // Relative, absolute, and through a symbolic link inside the pool.
     let rel = home.pool().join("rel.qcow2");
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", "-b", "../elsewhere/base.qcow2", "-F", "qcow2", p(&rel), "1M"]);
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "../elsewhere/base.qcow2",
+            "-F",
+            "qcow2",
+            p(&rel),
+            "1M",
+        ],
+    );
     let abs = home.pool().join("abs.qcow2");
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", "-b", p(&base), "-F", "qcow2", p(&abs), "1M"]);
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            p(&base),
+            "-F",
+            "qcow2",
+            p(&abs),
+            "1M",
+        ],
+    );
     std::os::unix::fs::symlink(&base, home.pool().join("link.img")).unwrap();
     let via_link = home.pool().join("vialink.qcow2");
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", "-b", "link.img", "-F", "qcow2", p(&via_link), "1M"]);
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "link.img",
+            "-F",
+            "qcow2",
+            p(&via_link),
+            "1M",
+        ],
+    );
     for disk in ["vd/rel", "vd/abs", "vd/vialink"] {
         refused(&home, disk, "outside the folders this pool grants");
     }
@@ -174,10 +279,18 @@ fn usage_errors() {
     assert!(line.contains("no pool"), "{line}");
     let line = home.fails(&["download", "vd/disk", "-o", p(home.out("").as_path())]);
     assert!(line.contains("folder"), "{line}");
-    assert_eq!(home.snapport(&["download", "vd/disk", "-o", p(&out), "--format", "vmdk"]).status.code(), Some(2));
+    assert_eq!(
+        home.snapport(&["download", "vd/disk", "-o", p(&out), "--format", "vmdk"])
+            .status
+            .code(),
+        Some(2)
+    );
     home.write_config("pools = 3");
     let line = home.fails(&["get", "vd"]);
-    assert!(line.contains("not a valid snapport configuration"), "{line}");
+    assert!(
+        line.contains("not a valid snapport configuration"),
+        "{line}"
+    );
 }
 
 #[test]
@@ -187,5 +300,8 @@ fn listing_survives_a_corrupt_disk() {
     let out = home.ok(&["get", "vd", "-o", "json"]);
     let docs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(docs[0]["format"], "unreadable");
-    assert!(docs[0]["labels"]["error"].as_str().unwrap().contains("cluster_bits"));
+    assert!(docs[0]["labels"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("cluster_bits"));
 }

@@ -45,7 +45,10 @@ fn check_export(home: &Home, address: &str, img: &Path, snapshot: Option<&str>, 
         args.push("--sha256sum");
     }
     home.ok(&args);
-    tool("qemu-img", &["compare", "-f", "raw", "-F", "raw", p(&oracle), p(&raw)]);
+    tool(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "raw", p(&oracle), p(&raw)],
+    );
     if snapshot.is_none() {
         tool("qemu-img", &["compare", "-F", "raw", p(img), p(&raw)]);
     }
@@ -53,11 +56,18 @@ fn check_export(home: &Home, address: &str, img: &Path, snapshot: Option<&str>, 
     if sha256sum {
         let dir = raw.parent().unwrap();
         let out = std::process::Command::new("sha256sum")
-            .args(["-c", &format!("{}.sha256", raw.file_name().unwrap().to_str().unwrap())])
+            .args([
+                "-c",
+                &format!("{}.sha256", raw.file_name().unwrap().to_str().unwrap()),
+            ])
             .current_dir(dir)
             .output()
             .unwrap();
-        assert!(out.status.success(), "sha256sum -c: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "sha256sum -c: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 
     // qcow2
@@ -68,22 +78,44 @@ fn check_export(home: &Home, address: &str, img: &Path, snapshot: Option<&str>, 
     }
     home.ok(&args);
     tool("qemu-img", &["check", "-f", "qcow2", p(&q)]);
-    tool("qemu-img", &["compare", "-f", "qcow2", "-F", "raw", p(&q), p(&oracle)]);
+    tool(
+        "qemu-img",
+        &["compare", "-f", "qcow2", "-F", "raw", p(&q), p(&oracle)],
+    );
     assert_eq!(sidecar_digest(&q), want, "{address}: qcow2 content digest");
     if sha256sum {
         let out = std::process::Command::new("sha256sum")
-            .args(["-c", &format!("{}.sha256", q.file_name().unwrap().to_str().unwrap())])
+            .args([
+                "-c",
+                &format!("{}.sha256", q.file_name().unwrap().to_str().unwrap()),
+            ])
             .current_dir(q.parent().unwrap())
             .output()
             .unwrap();
-        assert!(out.status.success(), "sha256sum -c qcow2: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "sha256sum -c qcow2: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
     }
 }
 
 fn qcow2_with(opts: &str, size: u64) -> (Home, std::path::PathBuf) {
     let home = Home::new();
     let img = home.pool().join("disk.qcow2");
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", "-o", opts, p(&img), &size.to_string()]);
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            opts,
+            p(&img),
+            &size.to_string(),
+        ],
+    );
     fill(&img, "qcow2", size);
     (home, img)
 }
@@ -119,24 +151,54 @@ fn qcow2_cluster_2m() {
 fn qcow2_extended_l2() {
     let (home, img) = qcow2_with("extended_l2=on,cluster_size=128k", ODD_SIZE);
     // Subcluster granularity: a 4 KiB write into an otherwise unallocated cluster.
-    qemu_io(&img, "qcow2", &["write -P 0x66 8196k 4k", "write -z 8256k 4k"]);
+    qemu_io(
+        &img,
+        "qcow2",
+        &["write -P 0x66 8196k 4k", "write -z 8256k 4k"],
+    );
     check_export(&home, "vd/disk", &img, None, true);
 }
 
 fn compressed(ctype: &str) {
     let home = Home::new();
     let src = home.out("src.raw");
-    tool("qemu-img", &["create", "-q", "-f", "raw", p(&src), &ODD_SIZE.to_string()]);
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "raw", p(&src), &ODD_SIZE.to_string()],
+    );
     fill(&src, "raw", ODD_SIZE);
     // Some incompressible data too, so compressed and plain clusters mix.
-    tool("dd", &["if=/dev/urandom", &format!("of={}", p(&src)), "bs=64k", "seek=100", "count=4", "conv=notrunc", "status=none"]);
+    tool(
+        "dd",
+        &[
+            "if=/dev/urandom",
+            &format!("of={}", p(&src)),
+            "bs=64k",
+            "seek=100",
+            "count=4",
+            "conv=notrunc",
+            "status=none",
+        ],
+    );
     let img = home.pool().join("disk.qcow2");
     tool(
         "qemu-img",
-        &["convert", "-c", "-O", "qcow2", "-o", &format!("compression_type={ctype}"), p(&src), p(&img)],
+        &[
+            "convert",
+            "-c",
+            "-O",
+            "qcow2",
+            "-o",
+            &format!("compression_type={ctype}"),
+            p(&src),
+            p(&img),
+        ],
     );
     let check = tool("qemu-img", &["check", p(&img)]);
-    assert!(!check.contains("0.00% compressed"), "the fixture has no compressed cluster: {check}");
+    assert!(
+        !check.contains("0.00% compressed"),
+        "the fixture has no compressed cluster: {check}"
+    );
     check_export(&home, "vd/disk", &img, None, true);
 }
 
@@ -154,14 +216,60 @@ fn qcow2_compressed_zstd() {
 fn backing_chain_three_deep() {
     let home = Home::new();
     let pool = home.pool();
-    let (base, mid, top) = (pool.join("base.qcow2"), pool.join("mid.qcow2"), pool.join("top.qcow2"));
+    let (base, mid, top) = (
+        pool.join("base.qcow2"),
+        pool.join("mid.qcow2"),
+        pool.join("top.qcow2"),
+    );
     tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&base), "8M"]);
     fill(&base, "qcow2", 8 << 20);
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", p(&mid), "8M"]);
-    qemu_io(&mid, "qcow2", &["write -P 0x77 1056k 32k", "write -z 0 16k"]);
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.qcow2",
+            "-F",
+            "qcow2",
+            p(&mid),
+            "8M",
+        ],
+    );
+    qemu_io(
+        &mid,
+        "qcow2",
+        &["write -P 0x77 1056k 32k", "write -z 0 16k"],
+    );
     // The top is larger than its backing file: past 8M it reads zeros.
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "-b", "mid.qcow2", "-F", "qcow2", p(&top), "12M"]);
-    qemu_io(&top, "qcow2", &["write -P 0x88 60k 8k", "write -z 1540k 8k", "write -P 0x99 10m 4k"]);
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-o",
+            "cluster_size=4096",
+            "-b",
+            "mid.qcow2",
+            "-F",
+            "qcow2",
+            p(&top),
+            "12M",
+        ],
+    );
+    qemu_io(
+        &top,
+        "qcow2",
+        &[
+            "write -P 0x88 60k 8k",
+            "write -z 1540k 8k",
+            "write -P 0x99 10m 4k",
+        ],
+    );
     check_export(&home, "vd/top", &top, None, true);
     check_export(&home, "vd/mid", &mid, None, false);
 }
@@ -174,7 +282,21 @@ fn raw_backing_file_and_raw_disks() {
     tool("qemu-img", &["create", "-q", "-f", "raw", p(&base), "8M"]);
     fill(&base, "raw", 8 << 20);
     let top = pool.join("top.qcow2");
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", "-b", "base.img", "-F", "raw", p(&top), "10M"]);
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            "base.img",
+            "-F",
+            "raw",
+            p(&top),
+            "10M",
+        ],
+    );
     qemu_io(&top, "qcow2", &["write -P 0xab 2m 8k"]);
     check_export(&home, "vd/top", &top, None, false);
     check_export(&home, "vd/base", &base, None, false);
@@ -203,7 +325,11 @@ fn one_tib_disk_with_one_mib_of_data_stays_sparse() {
     let raw = home.out("big.raw");
     home.ok(&["download", "vd/big", "-o", p(&raw), "-q"]);
     assert_eq!(std::fs::metadata(&raw).unwrap().len(), 1 << 40);
-    assert!(allocated(&raw) <= 2 << 20, "raw export allocates {} bytes", allocated(&raw));
+    assert!(
+        allocated(&raw) <= 2 << 20,
+        "raw export allocates {} bytes",
+        allocated(&raw)
+    );
     tool("qemu-img", &["compare", "-F", "raw", p(&img), p(&raw)]);
     assert_eq!(sidecar_digest(&raw), python_content_digest(&raw));
     // The qcow2 export is checked too; a plain sha256sum over 1 TiB of zeros (minutes of
@@ -220,7 +346,11 @@ fn stdout_streams_raw_and_qcow2() {
     let (home, img) = qcow2_with("cluster_size=65536", ODD_SIZE);
     for (fmt, name) in [("raw", "s.raw"), ("qcow2", "s.qcow2")] {
         let out = home.snapport(&["download", "vd/disk", "-o", "-", "--format", fmt, "--json"]);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let path = home.out(name);
         std::fs::write(&path, &out.stdout).unwrap();
         tool("qemu-img", &["compare", "-F", fmt, p(&img), p(&path)]);
@@ -235,10 +365,25 @@ fn stdout_streams_raw_and_qcow2() {
 fn listing_disks_and_plugins() {
     let (home, _img) = qcow2_with("cluster_size=65536", ODD_SIZE);
     std::fs::write(home.pool().join("notes.txt"), "not a disk").unwrap();
-    tool("qemu-img", &["create", "-q", "-f", "raw", p(&home.pool().join("r.raw")), "1M"]);
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "raw",
+            p(&home.pool().join("r.raw")),
+            "1M",
+        ],
+    );
     let out = home.ok(&["get", "vd", "-o", "json"]);
     let docs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let names: Vec<&str> = docs.as_array().unwrap().iter().map(|d| d["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = docs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["vd/disk", "vd/r"]);
     assert_eq!(docs[0]["format"], "qcow2");
     assert_eq!(docs[0]["size"], ODD_SIZE);
@@ -246,8 +391,17 @@ fn listing_disks_and_plugins() {
 
     let out = home.ok(&["plugin", "list", "-o", "json"]);
     let plugins: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let qcow2 = plugins.as_array().unwrap().iter().find(|p| p["name"] == "qcow2").expect("qcow2 plugin listed");
-    assert!(qcow2["capabilities"].as_array().unwrap().iter().any(|c| c == "extents"));
+    let qcow2 = plugins
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "qcow2")
+        .expect("qcow2 plugin listed");
+    assert!(qcow2["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c == "extents"));
     let out = home.ok(&["plugin", "inspect", "qcow2", "-o", "json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["wit"], "snapport:backend@0.1.0");

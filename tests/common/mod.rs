@@ -12,7 +12,10 @@ pub struct Home {
 
 impl Home {
     pub fn new() -> Home {
-        let dir = tempfile::Builder::new().prefix("snapport-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("snapport-test-")
+            .tempdir()
+            .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("default")).unwrap();
         Home { dir }
     }
@@ -62,8 +65,15 @@ impl Home {
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.snapport(args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(1), "snapport {args:?} should fail with 1; stderr: {stderr}");
-        assert!(!stderr.contains("panicked"), "snapport {args:?} panicked: {stderr}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "snapport {args:?} should fail with 1; stderr: {stderr}"
+        );
+        assert!(
+            !stderr.contains("panicked"),
+            "snapport {args:?} panicked: {stderr}"
+        );
         let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
         assert!(lines[0].starts_with("snapport: error: "), "{stderr}");
@@ -73,7 +83,10 @@ impl Home {
 
 /// Runs a tool that must succeed; returns stdout.
 pub fn tool(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
     assert!(
         out.status.success(),
         "{cmd} {args:?} failed: {}{}",
@@ -131,7 +144,8 @@ print('sha256-4m:' + outer.hexdigest())
 
 /// The digest `snapport download` wrote beside its output.
 pub fn sidecar_digest(out: &Path) -> String {
-    let text = std::fs::read_to_string(format!("{}.digest", out.display())).expect("digest sidecar");
+    let text =
+        std::fs::read_to_string(format!("{}.digest", out.display())).expect("digest sidecar");
     text.split_whitespace().next().unwrap().to_string()
 }
 
@@ -144,7 +158,11 @@ pub fn allocated(path: &Path) -> u64 {
 /// Files in a folder, names only (to prove nothing was left behind).
 pub fn files_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v

@@ -49,7 +49,12 @@ fn main() {
             line.push_str(&cause.to_string());
         }
         // Parsers (TOML) may explain over several lines: keep it to one.
-        let line = line.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+        let line = line
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
         eprintln!("snapport: error: {line}");
         std::process::exit(1);
     }

@@ -13,7 +13,7 @@
 //! `copy_file_range`, never through user space.
 
 use crate::digest::{chunk_hash, ContentDigest, StreamDigest, CHUNK_SIZE};
-use crate::error::{Error, ErrorKind, Result, ResultExt};
+use crate::error::{Error, ErrorKind, Result};
 use crate::extent::{CheckedMap, Device, Location, VolumeSource};
 use crate::io::{copy_range, AlignedBuf, OutputFile};
 use crate::progress::Progress;
@@ -165,10 +165,9 @@ pub fn export(
     progress: &mut dyn Progress,
 ) -> Result<ExportSummary> {
     let size = source.size();
-    let what = source.describe();
     let layout = match options.format {
         Format::Raw => None,
-        Format::Qcow2 => Some(plan_qcow2(source, size).context(&what)?),
+        Format::Qcow2 => Some(plan_qcow2(source, size)?),
     };
     let (sink, stream, final_path) = match target {
         Target::File(path) => (
@@ -345,14 +344,16 @@ impl Coordinator<'_> {
             loop {
                 let e = match carry.take() {
                     Some(e) => e,
-                    None => match map.next_extent().context(&what)? {
+                    None => match map.next_extent()? {
                         Some(e) => e,
-                        None => return Err(Error::new(
-                            ErrorKind::Plugin,
-                            format!(
+                        None => {
+                            return Err(Error::new(
+                                ErrorKind::Plugin,
+                                format!(
                                 "{what}: the extent map ended at {start} before the volume's end"
                             ),
-                        )),
+                            ))
+                        }
                     },
                 };
                 let piece_end = e.end().min(end);
@@ -370,7 +371,7 @@ impl Coordinator<'_> {
                         let bytes = match &decoded {
                             Some((k, b)) if *k == x => Arc::clone(b),
                             _ => {
-                                let b = Arc::new(read_decoded(map.source(), &x).context(&what)?);
+                                let b = Arc::new(read_decoded(map.source(), &x)?);
                                 decoded = Some((x, Arc::clone(&b)));
                                 b
                             }

@@ -257,7 +257,7 @@ impl GrantedDevices {
         let file = old
             .file
             .try_clone()
-            .map_err(|e| io_err(format!("{}", old.name), e))?;
+            .map_err(|e| io_err(old.name.clone(), e))?;
         let updated = Device {
             id,
             name: old.name.clone(),

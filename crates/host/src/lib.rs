@@ -334,7 +334,7 @@ impl Instance {
             ),
             Some(Trap::UnreachableCodeReached) => Error::new(
                 ErrorKind::Trap,
-                format!("{who} trapped while {doing} (it panicked or hit unreachable code)"),
+                format!("{who} trapped while {doing} (it aborted: wasm `unreachable`)"),
             ),
             Some(t) => Error::new(ErrorKind::Trap, format!("{who} trapped while {doing}: {t}")),
             None if format!("{e:#}").contains("memory") => Error::new(

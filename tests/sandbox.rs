@@ -1,0 +1,226 @@
+//! The sandbox promise: a plugin that loops, allocates without bound, traps mid-export,
+//! returns overlapping, backwards or out-of-bounds extents, or names a device it was not
+//! granted ends with a clear error within its deadline, and the same host process then
+//! exports with a good plugin.
+
+mod common;
+use common::*;
+use snapport_core::export::{export, ExportOptions, Format, Target};
+use snapport_core::progress::NoProgress;
+use snapport_host::{ErrorKind, Grants, Host, Limits};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Misbehaviours of the test plugin and a word of the error each must produce.
+const CASES: &[(&str, &str)] = &[
+    ("loop", "CPU deadline"),
+    ("alloc", "memory limit"),
+    ("trap", "trapped"),
+    ("overlap", "overlap"),
+    ("backwards", "backwards"),
+    ("out-of-bounds", "out of bounds"),
+    ("past-end", "past the volume's end"),
+    ("ungranted", "never opened"),
+    ("short", "map ends at"),
+];
+
+fn plugins_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_snapport"))
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("plugins")
+}
+
+fn random_disk(path: &std::path::Path, mib: u64) {
+    tool(
+        "dd",
+        &[
+            "if=/dev/urandom",
+            &format!("of={}", p(path)),
+            "bs=1M",
+            &format!("count={mib}"),
+            "status=none",
+        ],
+    );
+}
+
+fn limits() -> Limits {
+    Limits {
+        memory_bytes: 64 << 20,
+        call_timeout: Duration::from_secs(1),
+    }
+}
+
+#[test]
+fn cli_reports_each_misbehaviour() {
+    let home = Home::new();
+    random_disk(&home.path().join("disk.raw"), 8);
+    let mut config = String::new();
+    for (b, _) in CASES
+        .iter()
+        .chain(&[("loop-list", ""), ("alloc-list", ""), ("good", "")])
+    {
+        config.push_str(&format!(
+            "[pools.{b}]\nplugin = \"test-hostile\"\ndevices = {{ disk = \"disk.raw\" }}\n\
+             settings = {{ behaviour = \"{b}\" }}\ncall_timeout_ms = 1000\nmemory_mib = 64\n\n"
+        ));
+    }
+    home.write_config(&config);
+    for (behaviour, expect) in CASES {
+        let out = home.out("x.raw");
+        let started = Instant::now();
+        let line = home.fails(&["download", "vd/disk", "-n", behaviour, "-o", p(&out)]);
+        // A hang guard, not a speed test: the deadline is 1 s per call.
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{behaviour} took {:?}",
+            started.elapsed()
+        );
+        assert!(
+            line.contains(expect),
+            "{behaviour}: expected {expect:?} in {line}"
+        );
+        assert!(
+            line.contains("test-hostile"),
+            "{behaviour}: the error must name the plugin: {line}"
+        );
+        assert_eq!(
+            files_in(out.parent().unwrap()),
+            Vec::<String>::new(),
+            "{behaviour} left output behind"
+        );
+    }
+    assert!(home
+        .fails(&["get", "vd", "-n", "loop-list"])
+        .contains("CPU deadline"));
+    assert!(home
+        .fails(&["get", "vd", "-n", "alloc-list"])
+        .contains("memory limit"));
+    // The same plugin, behaving, exports the disk byte for byte.
+    let out = home.out("good.raw");
+    home.ok(&["download", "vd/disk", "-n", "good", "-o", p(&out), "-q"]);
+    tool("cmp", &[p(&home.path().join("disk.raw")), p(&out)]);
+}
+
+#[test]
+fn one_host_survives_every_misbehaviour_then_exports() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.raw");
+    random_disk(&disk, 8);
+    let host = Host::new(Some(dir.path().join("cache"))).unwrap();
+    let hostile = host.load(&plugins_dir().join("test-hostile.wasm")).unwrap();
+    let options = ExportOptions {
+        format: Format::Raw,
+        content_digest: true,
+        stream_sha256: false,
+        workers: 0,
+    };
+    for (behaviour, expect) in CASES {
+        let grants = Grants {
+            devices: [("disk".to_string(), disk.clone())].into(),
+            settings: [("behaviour".to_string(), behaviour.to_string())].into(),
+            ..Grants::default()
+        };
+        let mut instance = host.instantiate(hostile.clone(), "p", grants, limits(), None);
+        let out = dir.path().join(format!("{behaviour}.raw"));
+        let started = Instant::now();
+        let err = {
+            let mut volume = instance.open_volume("disk", None).unwrap();
+            export(
+                &mut volume,
+                Target::File(out.clone()),
+                &options,
+                &mut NoProgress,
+            )
+            .unwrap_err()
+        };
+        assert!(started.elapsed() < Duration::from_secs(20));
+        assert!(err.to_string().contains(expect), "{behaviour}: {err}");
+        assert!(!out.exists());
+        // The instance answers again: a trapped one was replaced by a fresh instance.
+        assert_eq!(instance.info().unwrap().name, "test-hostile", "{behaviour}");
+    }
+
+    // Loops and allocations in a plain call are typed too.
+    let grants = |b: &str| Grants {
+        settings: [("behaviour".to_string(), b.to_string())].into(),
+        ..Grants::default()
+    };
+    let mut looping = host.instantiate(hostile.clone(), "p", grants("loop-list"), limits(), None);
+    assert_eq!(looping.list_volumes().unwrap_err().kind, ErrorKind::Timeout);
+    let mut hoarding = host.instantiate(hostile.clone(), "p", grants("alloc-list"), limits(), None);
+    assert_eq!(hoarding.list_volumes().unwrap_err().kind, ErrorKind::Trap);
+
+    // The same host process then exports a real qcow2 with the good plugin.
+    let pool = dir.path().join("pool");
+    std::fs::create_dir_all(&pool).unwrap();
+    let img = pool.join("d.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "16M"]);
+    qemu_io(&img, "qcow2", &["write -P 0x3c 1m 3m"]);
+    let qcow2 = host.load(&plugins_dir().join("qcow2.wasm")).unwrap();
+    let grants = Grants {
+        folders: vec![pool.clone()],
+        ..Grants::default()
+    };
+    let mut instance = host.instantiate(qcow2, "default", grants, Limits::default(), None);
+    let out = dir.path().join("d.raw");
+    let mut volume = instance.open_volume("d", None).unwrap();
+    export(
+        &mut volume,
+        Target::File(out.clone()),
+        &options,
+        &mut NoProgress,
+    )
+    .unwrap();
+    tool("qemu-img", &["compare", "-F", "raw", p(&img), p(&out)]);
+}
+
+#[test]
+fn invalid_components_are_refused_before_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::new(None).unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"\0asm not really").unwrap();
+    let err = host.load(&junk).err().expect("junk must not load");
+    assert_eq!(err.kind, ErrorKind::InvalidPlugin);
+    assert!(err.to_string().contains("not a valid component"), "{err}");
+
+    // A core module (a guest that was never turned into a component).
+    let core = plugins_dir()
+        .parent()
+        .unwrap()
+        .join("guest/wasm32-unknown-unknown/release/snapport_plugin_raw.wasm");
+    let err = host.load(&core).err().expect("a core module must not load");
+    assert_eq!(err.kind, ErrorKind::InvalidPlugin, "{err}");
+}
+
+#[test]
+fn read_only_grants_and_paths_outside_are_refused() {
+    // The raw plugin asked to create a volume in a read-only pool.
+    let home = Home::new();
+    home.write_config("[pools.ro]\nplugin = \"raw\"\nfolders = [\"default\"]\n");
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "raw",
+            p(&home.pool().join("r.raw")),
+            "1M",
+        ],
+    );
+    let host = Host::new(None).unwrap();
+    let raw = host.load(&plugins_dir().join("raw.wasm")).unwrap();
+    let grants = Grants {
+        folders: vec![home.pool()],
+        ..Grants::default()
+    };
+    let mut instance = host.instantiate(raw, "ro", grants, Limits::default(), None);
+    assert_eq!(instance.list_volumes().unwrap()[0].name, "r");
+    let out = home.out("r.out");
+    home.ok(&["download", "vd/r", "-n", "ro", "-o", p(&out), "-q"]);
+    tool("cmp", &[p(&home.pool().join("r.raw")), p(&out)]);
+}
