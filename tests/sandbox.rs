@@ -116,6 +116,7 @@ fn one_host_survives_every_misbehaviour_then_exports() {
         content_digest: true,
         stream_sha256: false,
         workers: 0,
+        sync: false,
     };
     for (behaviour, expect) in CASES {
         let grants = Grants {

@@ -49,6 +49,9 @@ pub struct ExportOptions {
     pub stream_sha256: bool,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
+    /// fsync the output before renaming it into place. Off by default, as with `cp` and
+    /// `qemu-img convert`: the rename still guarantees no partial file under the name.
+    pub sync: bool,
 }
 
 /// What an export did.
@@ -182,7 +185,7 @@ pub fn export(
     };
     let (summary, file) = run(source, sink, stream, options, progress, size)?;
     if let (Some(file), Some(path)) = (file, final_path) {
-        file.commit(&path)?;
+        file.commit(&path, options.sync)?;
     }
     // On error the temporary file is removed when `OutputFile` drops uncommitted.
     Ok(summary)

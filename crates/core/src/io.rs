@@ -137,11 +137,13 @@ impl OutputFile {
             .map_err(|e| Error::io(format!("sizing {}", self.temp.display()), e))
     }
 
-    /// Makes the data durable and renames the file to `path`.
-    pub fn commit(mut self, path: &Path) -> Result<()> {
-        self.file
-            .sync_all()
-            .map_err(|e| Error::io(format!("syncing {}", self.temp.display()), e))?;
+    /// Renames the file to `path`, first making its data durable when `sync` is set.
+    pub fn commit(mut self, path: &Path, sync: bool) -> Result<()> {
+        if sync {
+            self.file
+                .sync_all()
+                .map_err(|e| Error::io(format!("syncing {}", self.temp.display()), e))?;
+        }
         std::fs::rename(&self.temp, path).map_err(|e| {
             Error::io(
                 format!("renaming {} to {}", self.temp.display(), path.display()),

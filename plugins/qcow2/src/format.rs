@@ -67,6 +67,15 @@ pub trait Medium {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()>;
 }
 
+impl<T: Medium + ?Sized> Medium for &T {
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        (**self).read_exact_at(offset, buf)
+    }
+}
+
 impl Medium for [u8] {
     fn size(&self) -> u64 {
         self.len() as u64

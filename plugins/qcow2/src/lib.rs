@@ -4,7 +4,8 @@
 //!
 //! The format code is `no_std` and target-independent so the fuzz target links it
 //! natively; only `guest` is wasm32-specific.
-#![no_std]
+// no_std in the guest; natively (fuzzing, unit tests) std provides the allocator and panics.
+#![cfg_attr(target_arch = "wasm32", no_std)]
 
 extern crate alloc;
 

@@ -32,6 +32,9 @@ pub struct Args {
     /// full pass over every byte, zeros included.
     #[arg(long)]
     sha256sum: bool,
+    /// Make the output durable (fsync) before it appears under its name.
+    #[arg(long)]
+    fsync: bool,
     /// No progress bar, no summary.
     #[arg(short, long)]
     quiet: bool,
@@ -98,6 +101,7 @@ pub fn run(args: Args) -> Result<()> {
         content_digest: args.digest == DigestArg::Chunked,
         stream_sha256: args.sha256sum,
         workers: args.workers,
+        sync: args.fsync,
     };
     let mut progress: Box<dyn Progress> = if args.quiet || !std::io::stderr().is_terminal() {
         Box::new(NoProgress)
