@@ -23,42 +23,32 @@ struct Measured {
     peak_rss_mib: f64,
 }
 
-/// Runs a command once, returning wall time and peak RSS of the child.
+/// Runs a command once, returning wall time and peak RSS of the child (from `wait4`).
 fn measure(cmd: &mut Command) -> Result<Measured> {
     let started = Instant::now();
     let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
-    let pid = child.id() as libc_pid;
+    let pid = child.id() as libc::pid_t;
     let mut status = 0;
-    let mut usage = std::mem::MaybeUninit::<RUsage>::zeroed();
-    // SAFETY: wait4 fills `status` and `usage` for our own child.
-    let r = unsafe { wait4(pid, &mut status, 0, usage.as_mut_ptr()) };
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child, not yet waited for; the pointers are valid.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     let seconds = started.elapsed().as_secs_f64();
+    // The child is reaped: dropping `Child` does not wait, so nothing else is needed.
+    drop(child);
     if r != pid {
-        bail!("wait4 failed for {cmd:?}");
+        bail!(
+            "wait4 failed for {cmd:?}: {}",
+            std::io::Error::last_os_error()
+        );
     }
-    // SAFETY: wait4 succeeded, so usage is initialised.
-    let usage = unsafe { usage.assume_init() };
     if status != 0 {
         bail!("{cmd:?} failed (wait status {status})");
     }
-    std::mem::forget(child);
-    Ok(Measured { seconds, peak_rss_mib: usage.ru_maxrss as f64 / 1024.0 })
-}
-
-#[allow(non_camel_case_types)]
-type libc_pid = i32;
-
-/// `struct rusage` of Linux x86_64 (only ru_maxrss is read).
-#[repr(C)]
-struct RUsage {
-    ru_utime: [i64; 2],
-    ru_stime: [i64; 2],
-    ru_maxrss: i64,
-    rest: [i64; 13],
-}
-
-extern "C" {
-    fn wait4(pid: i32, status: *mut i32, options: i32, rusage: *mut RUsage) -> i32;
+    Ok(Measured {
+        seconds,
+        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -75,7 +65,11 @@ fn make_random(dir: &Path) -> Result<()> {
     if !raw.exists() {
         println!("bench: making 2 GiB of random data");
         let tmp = dir.join("random.raw.tmp");
-        sh(&format!("head -c {} /dev/urandom > {}", 2 * GIB, tmp.display()))?;
+        sh(&format!(
+            "head -c {} /dev/urandom > {}",
+            2 * GIB,
+            tmp.display()
+        ))?;
         std::fs::rename(&tmp, &raw)?;
     }
     Ok(())
@@ -93,7 +87,9 @@ fn make_fs(dir: &Path) -> Result<()> {
     let mut total = 0u64;
     let mut stack = vec![PathBuf::from("/usr")];
     'walk: while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         let mut entries: Vec<_> = entries.flatten().collect();
         entries.sort_by_key(|e| e.file_name());
         for e in entries {
@@ -113,10 +109,19 @@ fn make_fs(dir: &Path) -> Result<()> {
             }
         }
     }
-    println!("bench: staged {:.2} GiB of files", total as f64 / GIB as f64);
+    println!(
+        "bench: staged {:.2} GiB of files",
+        total as f64 / GIB as f64
+    );
     let tmp = dir.join("fs.raw.tmp");
     let _ = std::fs::remove_file(&tmp);
-    run_cmd(Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&stage).arg(&tmp).arg("4G"))?;
+    run_cmd(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-d"])
+            .arg(&stage)
+            .arg(&tmp)
+            .arg("4G"),
+    )?;
     std::fs::rename(&tmp, &raw)?;
     std::fs::remove_dir_all(&stage)?;
     Ok(())
@@ -124,7 +129,12 @@ fn make_fs(dir: &Path) -> Result<()> {
 
 fn to_qcow2(raw: &Path, qcow2: &Path) -> Result<()> {
     if !qcow2.exists() {
-        run_cmd(Command::new("qemu-img").args(["convert", "-O", "qcow2"]).arg(raw).arg(qcow2))?;
+        run_cmd(
+            Command::new("qemu-img")
+                .args(["convert", "-O", "qcow2"])
+                .arg(raw)
+                .arg(qcow2),
+        )?;
     }
     Ok(())
 }
@@ -134,31 +144,53 @@ fn snapport() -> PathBuf {
 }
 
 /// One bench case: the snapport variants and the competitors on the same image.
-fn compare(home: &Path, out_dir: &Path, name: &str, raw: &Path, runs: usize) -> Result<Vec<(String, f64, f64)>> {
+fn compare(
+    home: &Path,
+    out_dir: &Path,
+    name: &str,
+    raw: &Path,
+    runs: usize,
+) -> Result<Vec<(String, f64, f64)>> {
     let qcow2 = home.join("default").join(format!("{name}.qcow2"));
     let out = out_dir.join("out.raw");
     let addr = format!("vd/{name}");
     let variants: Vec<(&str, Box<dyn Fn() -> Command>)> = vec![
-        ("qemu-img convert -O raw", Box::new(|| {
-            let mut c = Command::new("qemu-img");
-            c.args(["convert", "-O", "raw"]).arg(&qcow2).arg(&out);
-            c
-        })),
-        ("cp (raw twin)", Box::new(|| {
-            let mut c = Command::new("cp");
-            c.arg(raw).arg(&out);
-            c
-        })),
-        ("snapport download", Box::new(|| {
-            let mut c = Command::new(snapport());
-            c.env("SNAPPORT_HOME", home).args(["download", &addr, "-q", "-o"]).arg(&out);
-            c
-        })),
-        ("snapport download --digest none", Box::new(|| {
-            let mut c = Command::new(snapport());
-            c.env("SNAPPORT_HOME", home).args(["download", &addr, "-q", "--digest", "none", "-o"]).arg(&out);
-            c
-        })),
+        (
+            "qemu-img convert -O raw",
+            Box::new(|| {
+                let mut c = Command::new("qemu-img");
+                c.args(["convert", "-O", "raw"]).arg(&qcow2).arg(&out);
+                c
+            }),
+        ),
+        (
+            "cp (raw twin)",
+            Box::new(|| {
+                let mut c = Command::new("cp");
+                c.arg(raw).arg(&out);
+                c
+            }),
+        ),
+        (
+            "snapport download",
+            Box::new(|| {
+                let mut c = Command::new(snapport());
+                c.env("SNAPPORT_HOME", home)
+                    .args(["download", &addr, "-q", "-o"])
+                    .arg(&out);
+                c
+            }),
+        ),
+        (
+            "snapport download --digest none",
+            Box::new(|| {
+                let mut c = Command::new(snapport());
+                c.env("SNAPPORT_HOME", home)
+                    .args(["download", &addr, "-q", "--digest", "none", "-o"])
+                    .arg(&out);
+                c
+            }),
+        ),
     ];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     let mut rss: Vec<f64> = vec![0.0; variants.len()];
@@ -201,11 +233,22 @@ pub fn run(args: &[String]) -> Result<()> {
     to_qcow2(&dir.join("fs.raw"), &pool.join("fs.qcow2"))?;
     let sparse = pool.join("sparse.qcow2");
     if !sparse.exists() {
-        run_cmd(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2"]).arg(&sparse).arg("1T"))?;
-        run_cmd(Command::new("qemu-io").args(["-f", "qcow2", "-c", "write -P 0x42 512g 1m"]).arg(&sparse))?;
+        run_cmd(
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2"])
+                .arg(&sparse)
+                .arg("1T"),
+        )?;
+        run_cmd(
+            Command::new("qemu-io")
+                .args(["-f", "qcow2", "-c", "write -P 0x42 512g 1m"])
+                .arg(&sparse),
+        )?;
     }
 
-    println!("\nbench: median of {runs} runs (warm cache), ratios against qemu-img convert -O raw\n");
+    println!(
+        "\nbench: median of {runs} runs (warm cache), ratios against qemu-img convert -O raw\n"
+    );
     // (case, label, target ratio vs qemu-img)
     let targets: &[(&str, &str, f64)] = &[
         ("random", "snapport download", 1.0),
@@ -214,11 +257,17 @@ pub fn run(args: &[String]) -> Result<()> {
         ("fs", "snapport download --digest none", 0.67),
     ];
     let mut verdicts = Vec::new();
-    for (case, raw) in [("random", dir.join("random.raw")), ("fs", dir.join("fs.raw"))] {
+    for (case, raw) in [
+        ("random", dir.join("random.raw")),
+        ("fs", dir.join("fs.raw")),
+    ] {
         let results = compare(&home, &dir, case, &raw, runs)?;
         let qemu = results[0].1;
         println!("{case}.qcow2");
-        println!("  {:<34} {:>9} {:>9} {:>12}", "command", "seconds", "x qemu", "peak MiB");
+        println!(
+            "  {:<34} {:>9} {:>9} {:>12}",
+            "command", "seconds", "x qemu", "peak MiB"
+        );
         for (label, secs, rss) in &results {
             println!("  {label:<34} {secs:>9.3} {:>9.2} {rss:>12.1}", secs / qemu);
         }
@@ -240,7 +289,10 @@ pub fn run(args: &[String]) -> Result<()> {
     for _ in 0..runs {
         let _ = std::fs::remove_file(&out);
         let m = measure(
-            Command::new(snapport()).env("SNAPPORT_HOME", &home).args(["download", "vd/sparse", "-q", "-o"]).arg(&out),
+            Command::new(snapport())
+                .env("SNAPPORT_HOME", &home)
+                .args(["download", "vd/sparse", "-q", "-o"])
+                .arg(&out),
         )?;
         times.push(m.seconds);
     }
