@@ -12,6 +12,7 @@
 
 use crate::{root, run_cmd};
 use anyhow::{bail, Context, Result};
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -139,6 +140,13 @@ fn to_qcow2(raw: &Path, qcow2: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One command of a bench case.
+struct Variant {
+    label: &'static str,
+    program: PathBuf,
+    args: Vec<OsString>,
+}
+
 fn snapport() -> PathBuf {
     root().join("target/release/snapport")
 }
@@ -154,51 +162,54 @@ fn compare(
     let qcow2 = home.join("default").join(format!("{name}.qcow2"));
     let out = out_dir.join("out.raw");
     let addr = format!("vd/{name}");
-    let variants: Vec<(&str, Box<dyn Fn() -> Command>)> = vec![
-        (
-            "qemu-img convert -O raw",
-            Box::new(|| {
-                let mut c = Command::new("qemu-img");
-                c.args(["convert", "-O", "raw"]).arg(&qcow2).arg(&out);
-                c
-            }),
-        ),
-        (
-            "cp (raw twin)",
-            Box::new(|| {
-                let mut c = Command::new("cp");
-                c.arg(raw).arg(&out);
-                c
-            }),
-        ),
-        (
-            "snapport download",
-            Box::new(|| {
-                let mut c = Command::new(snapport());
-                c.env("SNAPPORT_HOME", home)
-                    .args(["download", &addr, "-q", "-o"])
-                    .arg(&out);
-                c
-            }),
-        ),
-        (
-            "snapport download --digest none",
-            Box::new(|| {
-                let mut c = Command::new(snapport());
-                c.env("SNAPPORT_HOME", home)
-                    .args(["download", &addr, "-q", "--digest", "none", "-o"])
-                    .arg(&out);
-                c
-            }),
-        ),
+    let snap = |extra: &[&str]| -> Vec<OsString> {
+        let mut a: Vec<OsString> = ["download", &addr, "-q"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        a.extend(extra.iter().map(OsString::from));
+        a.extend(["-o".into(), out.clone().into_os_string()]);
+        a
+    };
+    let variants = [
+        Variant {
+            label: "qemu-img convert -O raw",
+            program: "qemu-img".into(),
+            args: vec![
+                "convert".into(),
+                "-O".into(),
+                "raw".into(),
+                qcow2.clone().into(),
+                out.clone().into(),
+            ],
+        },
+        Variant {
+            label: "cp (raw twin)",
+            program: "cp".into(),
+            args: vec![raw.into(), out.clone().into()],
+        },
+        Variant {
+            label: "snapport download",
+            program: snapport(),
+            args: snap(&[]),
+        },
+        Variant {
+            label: "snapport download --digest none",
+            program: snapport(),
+            args: snap(&["--digest", "none"]),
+        },
     ];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
     let mut rss: Vec<f64> = vec![0.0; variants.len()];
     for run in 0..=runs {
-        for (i, (_, make)) in variants.iter().enumerate() {
+        for (i, v) in variants.iter().enumerate() {
             let _ = std::fs::remove_file(&out);
             sh("sync")?;
-            let m = measure(&mut make())?;
+            let m = measure(
+                Command::new(&v.program)
+                    .args(&v.args)
+                    .env("SNAPPORT_HOME", home),
+            )?;
             // Run 0 warms the page cache for every tool alike and is not counted.
             if run > 0 {
                 times[i].push(m.seconds);
@@ -210,7 +221,7 @@ fn compare(
     Ok(variants
         .iter()
         .enumerate()
-        .map(|(i, (label, _))| (label.to_string(), median(times[i].clone()), rss[i]))
+        .map(|(i, v)| (v.label.to_string(), median(times[i].clone()), rss[i]))
         .collect())
 }
 
