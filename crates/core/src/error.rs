@@ -78,14 +78,3 @@ impl std::error::Error for Error {
         self.source.as_ref().map(|e| e as _)
     }
 }
-
-/// Adds context to any `Result<_, Error>`.
-pub trait ResultExt<T> {
-    fn context(self, what: impl fmt::Display) -> Result<T>;
-}
-
-impl<T> ResultExt<T> for Result<T> {
-    fn context(self, what: impl fmt::Display) -> Result<T> {
-        self.map_err(|e| e.context(what))
-    }
-}

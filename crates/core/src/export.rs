@@ -20,7 +20,7 @@ use crate::progress::Progress;
 use crate::qcow2_out::{Qcow2Layout, CLUSTER_SIZE};
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -664,11 +664,4 @@ fn process(
         hash: h,
         data_bytes,
     })
-}
-
-/// The sidecar file beside an output that holds its content digest.
-pub fn digest_sidecar(output: &Path) -> PathBuf {
-    let mut s = output.as_os_str().to_owned();
-    s.push(".digest");
-    PathBuf::from(s)
 }

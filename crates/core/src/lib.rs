@@ -12,4 +12,4 @@ pub mod io;
 pub mod progress;
 pub mod qcow2_out;
 
-pub use error::{Error, ErrorKind, Result, ResultExt};
+pub use error::{Error, ErrorKind, Result};
