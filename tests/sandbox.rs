@@ -225,3 +225,76 @@ fn read_only_grants_and_paths_outside_are_refused() {
     home.ok(&["download", "vd/r", "-n", "ro", "-o", p(&out), "-q"]);
     tool("cmp", &[p(&home.pool().join("r.raw")), p(&out)]);
 }
+
+/// Replaces every occurrence of `from` by `to` (same length) in a component's bytes, so
+/// the result stays a valid component that only names other interfaces.
+fn renamed(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = bytes.to_vec();
+    let mut i = 0;
+    let mut hits = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from.as_bytes() {
+            out[i..i + from.len()].copy_from_slice(to.as_bytes());
+            hits += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    assert!(hits > 0, "{from} not found");
+    out
+}
+
+#[test]
+fn other_wit_versions_and_wasi_imports_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::new(None).unwrap();
+    let good = std::fs::read(plugins_dir().join("raw.wasm")).unwrap();
+
+    let newer = dir.path().join("newer.wasm");
+    std::fs::write(
+        &newer,
+        renamed(
+            &good,
+            "snapport:backend/backend@0.1.0",
+            "snapport:backend/backend@0.9.0",
+        ),
+    )
+    .unwrap();
+    let err = host
+        .load(&newer)
+        .err()
+        .expect("a plugin for another WIT version must not load");
+    assert_eq!(err.kind, ErrorKind::InvalidPlugin);
+    assert!(
+        err.to_string().contains("snapport:backend/backend@0.9.0"),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("speaks snapport:backend/backend@0.1.0"),
+        "{err}"
+    );
+
+    let wasi = dir.path().join("wasi.wasm");
+    std::fs::write(
+        &wasi,
+        renamed(
+            &good,
+            "snapport:backend/host@0.1.0",
+            "wasi:filesystem/types@0.2.0",
+        ),
+    )
+    .unwrap();
+    let err = host
+        .load(&wasi)
+        .err()
+        .expect("a plugin importing WASI must not load");
+    assert_eq!(err.kind, ErrorKind::InvalidPlugin);
+    assert!(
+        err.to_string()
+            .contains("imports wasi:filesystem/types@0.2.0"),
+        "{err}"
+    );
+}
