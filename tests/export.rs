@@ -335,7 +335,16 @@ fn one_tib_disk_with_one_mib_of_data_stays_sparse() {
     // The qcow2 export is a few MiB, so its stream digest is checked by sha256sum here;
     // the raw stream's (1 TiB of zeros: over ten minutes of hashing) is not.
     let q = home.out("big.qcow2");
-    home.ok(&["download", "vd/big", "-o", p(&q), "--format", "qcow2", "-q", "--sha256sum"]);
+    home.ok(&[
+        "download",
+        "vd/big",
+        "-o",
+        p(&q),
+        "--format",
+        "qcow2",
+        "-q",
+        "--sha256sum",
+    ]);
     tool("qemu-img", &["check", p(&q)]);
     tool("qemu-img", &["compare", p(&q), p(&img)]);
     assert!(allocated(&q) <= 4 << 20);
@@ -345,7 +354,11 @@ fn one_tib_disk_with_one_mib_of_data_stays_sparse() {
         .current_dir(q.parent().unwrap())
         .output()
         .unwrap();
-    assert!(out.status.success(), "sha256sum -c: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.status.success(),
+        "sha256sum -c: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 #[test]
