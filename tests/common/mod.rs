@@ -111,11 +111,16 @@ pub fn qemu_io(image: &Path, fmt: &str, cmds: &[&str]) {
 }
 
 /// The content digest recomputed by an independent implementation (Python's hashlib)
-/// over a raw file, skipping holes with SEEK_DATA (a hole chunk hashes as zeros).
+/// over a raw file: 4 MiB groups of 64 KiB leaves. Holes (found with SEEK_DATA) are read
+/// as the zeros they are, but a whole-hole group is hashed once and reused, so a 1 TiB
+/// sparse file takes seconds.
 pub fn python_content_digest(raw: &Path) -> String {
     let script = r#"
 import hashlib, os, sys
-C = 4 << 20
+G, L = 4 << 20, 64 << 10
+H = lambda b: hashlib.sha256(b).digest()
+def group(b):
+    return H(b"".join(H(b[i:i + L]) for i in range(0, len(b), L)))
 path = sys.argv[1]
 size = os.path.getsize(path)
 zero = {}
@@ -124,20 +129,20 @@ with open(path, 'rb') as f:
     fd = f.fileno()
     pos = 0
     while pos < size:
-        n = min(C, size - pos)
+        n = min(G, size - pos)
         try:
             data_at = os.lseek(fd, pos, os.SEEK_DATA)
         except OSError:
             data_at = size
         if data_at >= pos + n:
             if n not in zero:
-                zero[n] = hashlib.sha256(bytes(n)).digest()
+                zero[n] = group(bytes(n))
             outer.update(zero[n])
         else:
             f.seek(pos)
-            outer.update(hashlib.sha256(f.read(n)).digest())
+            outer.update(group(f.read(n)))
         pos += n
-print('sha256-4m:' + outer.hexdigest())
+print('sha256-64k-4m:' + outer.hexdigest())
 "#;
     tool("python3", &["-c", script, p(raw)]).trim().to_string()
 }

@@ -1,10 +1,11 @@
 //! Streaming export: a volume's checked extent map drives the copy into a sink.
 //!
-//! The logical disk is cut into 4 MiB chunks (the content digest's chunks). The
+//! The logical disk is cut into 4 MiB chunks (the content digest's groups). The
 //! coordinating thread walks the map and turns each chunk into a job listing its pieces:
 //! device ranges, holes, decoded ranges. A chunk that is all holes never leaves the
 //! coordinator: its digest is a constant and nothing is read or written for it. Workers
-//! (one per core) read a job's device ranges into a page-aligned buffer, hash the chunk,
+//! (one per core) read a job's device ranges into a page-aligned buffer, hash the chunk
+//! (hole leaves inside it cost nothing either),
 //! and write the data straight to its place in the output when the sink is seekable.
 //! Streams (stdout), and the plain `sha256sum` digest, take the chunks back in order on the
 //! coordinator. Memory is bounded by the number of buffers, whatever the disk size.
@@ -14,7 +15,7 @@
 //! from user memory runs at about 1 GB/s per thread. Bytes enter user space only to be
 //! hashed, decoded or streamed.
 
-use crate::digest::{chunk_hash, ContentDigest, StreamDigest, CHUNK_SIZE};
+use crate::digest::{group_hash, ContentDigest, StreamDigest, GROUP_SIZE, LEAF_SIZE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extent::{CheckedMap, Device, Location, VolumeSource};
 use crate::io::{copy_range, AlignedBuf, OutputFile};
@@ -345,7 +346,7 @@ impl Coordinator<'_> {
         let mut seq = 0u64;
         let mut start = 0u64;
         while start < size {
-            let len = (size - start).min(CHUNK_SIZE) as usize;
+            let len = (size - start).min(GROUP_SIZE) as usize;
             let end = start + len as u64;
             let mut pieces = Vec::new();
             // Collect the pieces of [start, end).
@@ -591,10 +592,10 @@ fn process(
     let buf = (hash || ordered)
         .then(|| fill_buffer(sink, &job, buffers))
         .transpose()?;
-    let h = buf
-        .as_ref()
-        .filter(|_| hash)
-        .map(|b| chunk_hash(&b[..job.len]));
+    let h = buf.as_ref().filter(|_| hash).map(|b| {
+        let data = data_leaves(&job.pieces);
+        group_hash(&b[..job.len], |i| data & (1 << i) == 0)
+    });
     if let Some(out) = &sink.file {
         // A file is written from the source inside the kernel (copy_file_range), even
         // when the bytes were also read for hashing: on these machines that is cheaper
@@ -638,6 +639,23 @@ fn process(
     })
 }
 
+/// Bit `i` set when leaf `i` of the group holds bytes from a device or a decoder; the
+/// other leaves are holes, whose digest leaf is a constant.
+fn data_leaves(pieces: &[Piece]) -> u64 {
+    const _: () = assert!(GROUP_SIZE / LEAF_SIZE == 64, "one bit per leaf in a u64");
+    let mut mask = 0u64;
+    for p in pieces {
+        if let Piece::Device { at, len, .. } | Piece::Decoded { at, len, .. } = *p {
+            let first = at as u64 / LEAF_SIZE;
+            let last = (at + len - 1) as u64 / LEAF_SIZE;
+            for leaf in first..=last {
+                mask |= 1 << leaf;
+            }
+        }
+    }
+    mask
+}
+
 /// The chunk's logical bytes in a page-aligned buffer: device ranges read, holes zeroed,
 /// decoded ranges copied; for qcow2, zeros up to the end of the last cluster.
 fn fill_buffer(sink: &Sink, job: &Job, buffers: &Mutex<Vec<AlignedBuf>>) -> Result<AlignedBuf> {
@@ -645,7 +663,7 @@ fn fill_buffer(sink: &Sink, job: &Job, buffers: &Mutex<Vec<AlignedBuf>>) -> Resu
         .lock()
         .unwrap()
         .pop()
-        .unwrap_or_else(|| AlignedBuf::new(CHUNK_SIZE as usize));
+        .unwrap_or_else(|| AlignedBuf::new(GROUP_SIZE as usize));
     let fill_to = if sink.layout.is_some() {
         job.len.next_multiple_of(CLUSTER_SIZE as usize)
     } else {
