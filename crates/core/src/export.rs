@@ -4,11 +4,11 @@
 //! coordinating thread walks the map and turns each chunk into a job listing its pieces:
 //! device ranges, holes, decoded ranges. A chunk that is all holes never leaves the
 //! coordinator: its digest is a constant and nothing is read or written for it. Workers
-//! (one per core) read a job's device ranges into a page-aligned buffer, hash the chunk
-//! (hole leaves inside it cost nothing either),
-//! and write the data straight to its place in the output when the sink is seekable.
-//! Streams (stdout), and the plain `sha256sum` digest, take the chunks back in order on the
-//! coordinator. Memory is bounded by the number of buffers, whatever the disk size.
+//! (one per core) read a job's device ranges into a page-aligned buffer and hash the
+//! chunk (hole leaves inside it cost nothing either), and copy its device ranges to their
+//! place in the output file. Streams (stdout), and the plain `sha256sum` digest, take the
+//! chunks back in order on the coordinator. Memory is bounded by the number of buffers,
+//! whatever the disk size.
 //!
 //! A file output is always written from the source inside the kernel (`copy_file_range`):
 //! measured here, that runs at about 2.5 GB/s on one thread where writing the same bytes
