@@ -70,6 +70,46 @@ fn check_export(home: &Home, address: &str, img: &Path, snapshot: Option<&str>, 
         );
     }
 
+    // raw.zst: zstd -t validates it, zstd -d restores the raw disk.
+    let z = home.out(&format!("{tag}.raw.zst"));
+    let mut args = vec![
+        "download",
+        address,
+        "-o",
+        p(&z),
+        "--format",
+        "raw.zst",
+        "-q",
+    ];
+    if sha256sum {
+        args.push("--sha256sum");
+    }
+    home.ok(&args);
+    tool("zstd", &["-q", "-t", p(&z)]);
+    let unz = home.out(&format!("{tag}.unzstd.raw"));
+    tool("zstd", &["-q", "-d", "-f", p(&z), "-o", p(&unz)]);
+    tool("cmp", &[p(&oracle), p(&unz)]);
+    assert_eq!(
+        sidecar_digest(&z),
+        want,
+        "{address}: raw.zst content digest"
+    );
+    if sha256sum {
+        let out = std::process::Command::new("sha256sum")
+            .args([
+                "-c",
+                &format!("{}.sha256", z.file_name().unwrap().to_str().unwrap()),
+            ])
+            .current_dir(z.parent().unwrap())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "sha256sum -c raw.zst: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
     // qcow2
     let q = home.out(&format!("{tag}.qcow2"));
     let mut args = vec!["download", address, "-o", p(&q), "--format", "qcow2", "-q"];
@@ -427,4 +467,47 @@ fn listing_disks_and_plugins() {
     assert_eq!(doc["wit"], "snapport:backend@0.1.0");
     let sha = tool("sha256sum", &[doc["path"].as_str().unwrap()]);
     assert!(sha.starts_with(doc["sha256"].as_str().unwrap()));
+}
+
+#[test]
+fn sparse_raw_zst_encodes_holes_without_reading_them() {
+    let home = Home::new();
+    let img = home.pool().join("sp.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "8G"]);
+    qemu_io(
+        &img,
+        "qcow2",
+        &[
+            "write -P 0x42 0 1m",
+            "write -P 0x43 5g 2m",
+            "write -z 6g 4m",
+        ],
+    );
+    let z = home.out("sp.raw.zst");
+    let out = home.ok(&[
+        "download",
+        "vd/sp",
+        "-o",
+        p(&z),
+        "--format",
+        "raw.zst",
+        "--json",
+    ]);
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // Holes cost 4 bytes per 128 KiB (zstd RLE blocks): 8 GiB of them is 256 KiB.
+    let size = std::fs::metadata(&z).unwrap().len();
+    assert_eq!(summary["output_size"], size);
+    assert!(
+        size < 512 << 10,
+        "raw.zst of 3 MiB of data in 8 GiB is {size} bytes"
+    );
+    assert_eq!(summary["data_bytes"], 3 << 20);
+    tool("zstd", &["-q", "-t", p(&z)]);
+    let unz = home.out("sp.raw");
+    tool("zstd", &["-q", "-d", "-f", p(&z), "-o", p(&unz)]);
+    tool("qemu-img", &["compare", "-F", "raw", p(&img), p(&unz)]);
+    // A stream to stdout is the same bytes.
+    let streamed = home.snapport(&["download", "vd/sp", "-o", "-", "--format", "raw.zst", "-q"]);
+    assert!(streamed.status.success());
+    assert_eq!(streamed.stdout, std::fs::read(&z).unwrap());
 }

@@ -21,6 +21,7 @@ use crate::extent::{CheckedMap, Device, Location, VolumeSource};
 use crate::io::{copy_range, AlignedBuf, OutputFile};
 use crate::progress::Progress;
 use crate::qcow2_out::{Qcow2Layout, CLUSTER_SIZE};
+use crate::zst::ZstdOut;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ pub enum Format {
     Raw,
     /// qcow2 v3, 64 KiB clusters, holes unallocated.
     Qcow2,
+    /// The raw disk as zstd frames at this level (`zstd -d` restores it); holes are
+    /// written as RLE frames, never read or compressed.
+    RawZst { level: i32 },
 }
 
 /// Where the export goes.
@@ -172,26 +176,119 @@ pub fn export(
 ) -> Result<ExportSummary> {
     let size = source.size();
     let layout = match options.format {
-        Format::Raw => None,
         Format::Qcow2 => Some(plan_qcow2(source, size)?),
+        Format::Raw | Format::RawZst { .. } => None,
     };
-    let (sink, stream, final_path) = match target {
-        Target::File(path) => (
-            Sink {
-                file: Some(OutputFile::create_beside(&path)?),
-                layout,
-            },
-            None,
-            Some(path),
-        ),
-        Target::Stream(w) => (Sink { file: None, layout }, Some(w), None),
+    let (file, path, plain) = match target {
+        Target::File(path) => (Some(OutputFile::create_beside(&path)?), Some(path), None),
+        Target::Stream(w) => (None, None, Some(w)),
     };
-    let (summary, file) = run(source, sink, stream, options, progress, size)?;
-    if let (Some(file), Some(path)) = (file, final_path) {
+    let (summary, file) = match options.format {
+        // zstd output is a stream even into a file: it is written front to back.
+        Format::RawZst { level } => {
+            let inner: Box<dyn Write + Send> = match (&file, plain) {
+                (Some(f), _) => Box::new(
+                    f.file()
+                        .try_clone()
+                        .map_err(|e| Error::io("opening the output for writing", e))?,
+                ),
+                (None, Some(w)) => w,
+                (None, None) => unreachable!("a target is a file or a stream"),
+            };
+            let out = CountingWriter {
+                inner,
+                written: 0,
+                digest: options.stream_sha256.then(StreamDigest::default),
+            };
+            let zst = ZstdOut::new(out, level, zstd_threads());
+            let sink = Sink {
+                file: None,
+                layout: None,
+            };
+            let (summary, _) = run(
+                source,
+                sink,
+                Some(OutStream::Zstd(zst)),
+                options,
+                progress,
+                size,
+            )?;
+            (summary, file)
+        }
+        Format::Raw | Format::Qcow2 => run(
+            source,
+            Sink { file, layout },
+            plain.map(OutStream::Plain),
+            options,
+            progress,
+            size,
+        )?,
+    };
+    if let (Some(file), Some(path)) = (file, path) {
         file.commit(&path, options.sync)?;
     }
     // On error the temporary file is removed when `OutputFile` drops uncommitted.
     Ok(summary)
+}
+
+/// libzstd's own worker threads for a zstd output.
+fn zstd_threads() -> u32 {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(8) as u32
+}
+
+/// A sequential output, written only by the coordinator.
+enum OutStream {
+    Plain(Box<dyn Write + Send>),
+    Zstd(ZstdOut<CountingWriter>),
+}
+
+impl OutStream {
+    fn data(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            OutStream::Plain(w) => w.write_all(bytes),
+            OutStream::Zstd(z) => z.data(bytes),
+        }
+    }
+
+    fn zeros(&mut self, len: u64) -> std::io::Result<()> {
+        match self {
+            OutStream::Plain(w) => write_zeros(w, len),
+            OutStream::Zstd(z) => z.zeros(len),
+        }
+    }
+
+    /// Flushes; a zstd output also ends its last frame and says how many bytes it wrote
+    /// and, when asked, their SHA-256 (the compressed stream is what `sha256sum` sees).
+    fn finish(self) -> std::io::Result<Option<CountingWriter>> {
+        match self {
+            OutStream::Plain(mut w) => w.flush().map(|()| None),
+            OutStream::Zstd(z) => z.finish().map(Some),
+        }
+    }
+}
+
+/// Counts (and optionally hashes) the bytes that reach the real output.
+struct CountingWriter {
+    inner: Box<dyn Write + Send>,
+    written: u64,
+    digest: Option<StreamDigest>,
+}
+
+impl Write for CountingWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        if let Some(d) = &mut self.digest {
+            d.update(&buf[..n]);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// First pass for qcow2 output: which clusters hold data.
@@ -210,7 +307,7 @@ fn plan_qcow2(source: &mut dyn VolumeSource, size: u64) -> Result<Qcow2Layout> {
 fn run(
     source: &mut dyn VolumeSource,
     sink: Sink,
-    mut stream: Option<Box<dyn Write + Send>>,
+    mut stream: Option<OutStream>,
     options: &ExportOptions,
     progress: &mut dyn Progress,
     size: u64,
@@ -234,7 +331,9 @@ fn run(
     };
     let in_flight = workers * 2 + 2;
 
-    let mut stream_digest = options.stream_sha256.then(StreamDigest::default);
+    // The stream digest of a zstd output is taken below the encoder, by its writer.
+    let zstd = matches!(stream, Some(OutStream::Zstd(_)));
+    let mut stream_digest = (options.stream_sha256 && !zstd).then(StreamDigest::default);
     let content = options.content_digest.then(ContentDigest::new);
 
     // The output's head: qcow2 metadata (raw has none), then its full size.
@@ -246,7 +345,7 @@ fn run(
                     f.write_at(b, pos)?;
                 }
                 if let Some(w) = &mut stream {
-                    w.write_all(b)
+                    w.data(b)
                         .map_err(|e| Error::io("writing the qcow2 header", e))?;
                 }
                 if let Some(d) = &mut stream_digest {
@@ -296,22 +395,29 @@ fn run(
         r
     })?;
     let Coordinator {
-        mut stream,
+        stream,
         content,
         stream_digest,
         data_bytes,
         ..
     } = coord;
-    if let Some(w) = &mut stream {
-        w.flush().map_err(|e| Error::io("flushing the output", e))?;
-    }
+    let zst = match stream {
+        Some(w) => w
+            .finish()
+            .map_err(|e| Error::io("finishing the output", e))?,
+        None => None,
+    };
     progress.finish();
+    let (output_size, stream_sha256) = match zst {
+        Some(w) => (w.written, w.digest.map(StreamDigest::finish)),
+        None => (output_size, stream_digest.map(StreamDigest::finish)),
+    };
     let summary = ExportSummary {
         size,
         output_size,
         data_bytes,
         content_digest: content.map(ContentDigest::finish),
-        stream_sha256: stream_digest.map(StreamDigest::finish),
+        stream_sha256,
     };
     Ok((summary, sink.file))
 }
@@ -319,7 +425,7 @@ fn run(
 /// The coordinator's state: it plans jobs and emits finished chunks in order.
 struct Coordinator<'a> {
     layout: Option<&'a Qcow2Layout>,
-    stream: Option<Box<dyn Write + Send>>,
+    stream: Option<OutStream>,
     content: Option<ContentDigest>,
     stream_digest: Option<StreamDigest>,
     progress: &'a mut dyn Progress,
@@ -489,8 +595,8 @@ impl Coordinator<'_> {
                 if let Some(sd) = self.stream_digest.as_mut() {
                     sd.update_zeros(d.len as u64);
                 }
-                if let Some(w) = self.stream.as_deref_mut() {
-                    write_zeros(w, d.len as u64)
+                if let Some(w) = self.stream.as_mut() {
+                    w.zeros(d.len as u64)
                         .map_err(|e| Error::io("writing the output stream", e))?;
                 }
             }
@@ -514,8 +620,8 @@ impl Coordinator<'_> {
         if let Some(sd) = self.stream_digest.as_mut() {
             sd.update(bytes);
         }
-        if let Some(w) = self.stream.as_deref_mut() {
-            w.write_all(bytes)
+        if let Some(w) = self.stream.as_mut() {
+            w.data(bytes)
                 .map_err(|e| Error::io("writing the output stream", e))?;
         }
         Ok(())

@@ -13,3 +13,4 @@ pub mod progress;
 pub mod qcow2_out;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod zst;

@@ -25,6 +25,9 @@ pub struct Args {
     /// Output image format.
     #[arg(long, value_enum, default_value_t = FormatArg::Raw)]
     format: FormatArg,
+    /// zstd compression level for raw.zst (1 fastest .. 19 smallest).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
+    zstd_level: i32,
     /// Content digest: chunked SHA-256 (see README), or none.
     #[arg(long, value_enum, default_value_t = DigestArg::Chunked)]
     digest: DigestArg,
@@ -50,6 +53,19 @@ pub struct Args {
 enum FormatArg {
     Raw,
     Qcow2,
+    /// Raw, compressed as zstd frames (`zstd -d` restores it).
+    #[value(name = "raw.zst")]
+    RawZst,
+}
+
+impl FormatArg {
+    fn name(self) -> &'static str {
+        match self {
+            FormatArg::Raw => "raw",
+            FormatArg::Qcow2 => "qcow2",
+            FormatArg::RawZst => "raw.zst",
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -97,6 +113,9 @@ pub fn run(args: Args) -> Result<()> {
         format: match args.format {
             FormatArg::Raw => Format::Raw,
             FormatArg::Qcow2 => Format::Qcow2,
+            FormatArg::RawZst => Format::RawZst {
+                level: args.zstd_level,
+            },
         },
         content_digest: args.digest == DigestArg::Chunked,
         stream_sha256: args.sha256sum,
@@ -142,7 +161,7 @@ pub fn run(args: Args) -> Result<()> {
             "source": address.to_string(),
             "pool": args.pool,
             "output": args.output,
-            "format": match args.format { FormatArg::Raw => "raw", FormatArg::Qcow2 => "qcow2" },
+            "format": args.format.name(),
             "size": summary.size,
             "output_size": summary.output_size,
             "data_bytes": summary.data_bytes,
