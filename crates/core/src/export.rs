@@ -115,8 +115,8 @@ struct Done {
     seq: u64,
     start: u64,
     len: usize,
-    /// The chunk's bytes (absent for an all-hole chunk, or when the worker already wrote
-    /// them and nobody needs them in order).
+    /// The chunk's bytes (absent for an all-hole chunk, or when nobody needs them in
+    /// order: a file output was already written by the worker, in the kernel).
     buf: Option<AlignedBuf>,
     hash: Option<[u8; 32]>,
     data_bytes: u64,
@@ -129,38 +129,16 @@ struct Sink {
     layout: Option<Qcow2Layout>,
 }
 
-/// Output byte ranges of a chunk, in output order: (output offset, offset in chunk, len).
-/// Raw: the chunk's non-hole pieces at their own offsets (holes stay holes). qcow2: the
-/// allocated clusters at their host offsets (pieces are not consulted).
-fn output_runs(
-    layout: Option<&Qcow2Layout>,
-    job_start: u64,
-    len: usize,
-    pieces: &[Piece],
-) -> Vec<(u64, usize, usize)> {
-    let mut runs: Vec<(u64, usize, usize)> = Vec::new();
-    let mut add = |out: u64, at: usize, n: usize| match runs.last_mut() {
-        Some(last) if last.0 + last.2 as u64 == out && last.1 + last.2 == at => last.2 += n,
-        _ => runs.push((out, at, n)),
-    };
-    match layout {
-        None => {
-            for p in pieces {
-                match *p {
-                    Piece::Device { at, len, .. } | Piece::Decoded { at, len, .. } => {
-                        add(job_start + at as u64, at, len)
-                    }
-                    Piece::Hole { .. } => {}
-                }
-            }
-        }
-        Some(layout) => {
-            let cs = CLUSTER_SIZE as usize;
-            for k in 0..len.div_ceil(cs) {
-                let cluster = (job_start / CLUSTER_SIZE) + k as u64;
-                if layout.is_allocated(cluster) {
-                    add(layout.host_offset(cluster), k * cs, cs);
-                }
+/// The allocated clusters of a chunk, merged into runs of (offset in chunk, length):
+/// what a qcow2 stream carries for it, in order (they are consecutive in the file).
+fn qcow2_runs(layout: &Qcow2Layout, job_start: u64, len: usize) -> Vec<(usize, usize)> {
+    let cs = CLUSTER_SIZE as usize;
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for k in 0..len.div_ceil(cs) {
+        if layout.is_allocated(job_start / CLUSTER_SIZE + k as u64) {
+            match runs.last_mut() {
+                Some(last) if last.0 + last.1 == k * cs => last.1 += cs,
+                _ => runs.push((k * cs, cs)),
             }
         }
     }
@@ -602,7 +580,7 @@ impl Coordinator<'_> {
             }
             // qcow2: the allocated clusters; they follow each other in the file.
             (Some(layout), Some(b)) => {
-                for (_, at, n) in output_runs(Some(layout), d.start, d.len, &[]) {
+                for (at, n) in qcow2_runs(layout, d.start, d.len) {
                     self.out(&b[at..at + n])?;
                 }
             }
