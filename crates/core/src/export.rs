@@ -186,7 +186,7 @@ pub fn export(
             let (summary, _) = run(
                 source,
                 sink,
-                Some(OutStream::Zstd(zst)),
+                Some(OutStream::Zstd(Box::new(zst))),
                 options,
                 progress,
                 size,
@@ -219,7 +219,7 @@ fn zstd_threads() -> u32 {
 /// A sequential output, written only by the coordinator.
 enum OutStream {
     Plain(Box<dyn Write + Send>),
-    Zstd(ZstdOut<CountingWriter>),
+    Zstd(Box<ZstdOut<CountingWriter>>),
 }
 
 impl OutStream {
