@@ -170,21 +170,7 @@ fn backing_loops() {
     let home = Home::new();
     let (a, b) = (home.pool().join("a.qcow2"), home.pool().join("b.qcow2"));
     tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&b), "1M"]);
-    tool(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "b.qcow2",
-            "-F",
-            "qcow2",
-            p(&a),
-            "1M",
-        ],
-    );
+    qcow2_overlay(&a, "b.qcow2", "qcow2", "1M", None);
     tool(
         "qemu-img",
         &["rebase", "-u", "-b", "a.qcow2", "-F", "qcow2", p(&b)],
@@ -212,54 +198,12 @@ fn backing_file_outside_the_granted_folder() {
     qemu_io(&base, "qcow2", &["write -P 1 0 64k"]);
     // Relative, absolute, and through a symbolic link inside the pool.
     let rel = home.pool().join("rel.qcow2");
-    tool(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "../elsewhere/base.qcow2",
-            "-F",
-            "qcow2",
-            p(&rel),
-            "1M",
-        ],
-    );
+    qcow2_overlay(&rel, "../elsewhere/base.qcow2", "qcow2", "1M", None);
     let abs = home.pool().join("abs.qcow2");
-    tool(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            p(&base),
-            "-F",
-            "qcow2",
-            p(&abs),
-            "1M",
-        ],
-    );
+    qcow2_overlay(&abs, p(&base), "qcow2", "1M", None);
     std::os::unix::fs::symlink(&base, home.pool().join("link.img")).unwrap();
     let via_link = home.pool().join("vialink.qcow2");
-    tool(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "link.img",
-            "-F",
-            "qcow2",
-            p(&via_link),
-            "1M",
-        ],
-    );
+    qcow2_overlay(&via_link, "link.img", "qcow2", "1M", None);
     for disk in ["vd/rel", "vd/abs", "vd/vialink"] {
         refused(&home, disk, "outside the folders this pool grants");
     }

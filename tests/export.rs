@@ -55,19 +55,7 @@ fn check_export(home: &Home, address: &str, img: &Path, snapshot: Option<&str>, 
     assert_eq!(sidecar_digest(&raw), want, "{address}: raw content digest");
     if sha256sum {
         let dir = raw.parent().unwrap();
-        let out = std::process::Command::new("sha256sum")
-            .args([
-                "-c",
-                &format!("{}.sha256", raw.file_name().unwrap().to_str().unwrap()),
-            ])
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "sha256sum -c: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        sha256sum_check(&raw);
     }
 
     // raw.zst: zstd -t validates it, zstd -d restores the raw disk.
@@ -95,19 +83,7 @@ fn check_export(home: &Home, address: &str, img: &Path, snapshot: Option<&str>, 
         "{address}: raw.zst content digest"
     );
     if sha256sum {
-        let out = std::process::Command::new("sha256sum")
-            .args([
-                "-c",
-                &format!("{}.sha256", z.file_name().unwrap().to_str().unwrap()),
-            ])
-            .current_dir(z.parent().unwrap())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "sha256sum -c raw.zst: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        sha256sum_check(&z);
     }
 
     // qcow2
@@ -124,19 +100,7 @@ fn check_export(home: &Home, address: &str, img: &Path, snapshot: Option<&str>, 
     );
     assert_eq!(sidecar_digest(&q), want, "{address}: qcow2 content digest");
     if sha256sum {
-        let out = std::process::Command::new("sha256sum")
-            .args([
-                "-c",
-                &format!("{}.sha256", q.file_name().unwrap().to_str().unwrap()),
-            ])
-            .current_dir(q.parent().unwrap())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "sha256sum -c qcow2: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        sha256sum_check(&q);
     }
 }
 
@@ -263,44 +227,14 @@ fn backing_chain_three_deep() {
     );
     tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&base), "8M"]);
     fill(&base, "qcow2", 8 << 20);
-    tool(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.qcow2",
-            "-F",
-            "qcow2",
-            p(&mid),
-            "8M",
-        ],
-    );
+    qcow2_overlay(&mid, "base.qcow2", "qcow2", "8M", None);
     qemu_io(
         &mid,
         "qcow2",
         &["write -P 0x77 1056k 32k", "write -z 0 16k"],
     );
     // The top is larger than its backing file: past 8M it reads zeros.
-    tool(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-o",
-            "cluster_size=4096",
-            "-b",
-            "mid.qcow2",
-            "-F",
-            "qcow2",
-            p(&top),
-            "12M",
-        ],
-    );
+    qcow2_overlay(&top, "mid.qcow2", "qcow2", "12M", Some("cluster_size=4096"));
     qemu_io(
         &top,
         "qcow2",
@@ -322,21 +256,7 @@ fn raw_backing_file_and_raw_disks() {
     tool("qemu-img", &["create", "-q", "-f", "raw", p(&base), "8M"]);
     fill(&base, "raw", 8 << 20);
     let top = pool.join("top.qcow2");
-    tool(
-        "qemu-img",
-        &[
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            "base.img",
-            "-F",
-            "raw",
-            p(&top),
-            "10M",
-        ],
-    );
+    qcow2_overlay(&top, "base.img", "raw", "10M", None);
     qemu_io(&top, "qcow2", &["write -P 0xab 2m 8k"]);
     check_export(&home, "vd/top", &top, None, false);
     check_export(&home, "vd/base", &base, None, false);
@@ -389,16 +309,7 @@ fn one_tib_disk_with_one_mib_of_data_stays_sparse() {
     tool("qemu-img", &["compare", p(&q), p(&img)]);
     assert!(allocated(&q) <= 4 << 20);
     assert_eq!(sidecar_digest(&q), sidecar_digest(&raw));
-    let out = std::process::Command::new("sha256sum")
-        .args(["-c", "big.qcow2.sha256"])
-        .current_dir(q.parent().unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sha256sum -c: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    sha256sum_check(&q);
 }
 
 #[test]

@@ -110,6 +110,38 @@ pub fn qemu_io(image: &Path, fmt: &str, cmds: &[&str]) {
     tool("qemu-io", &args);
 }
 
+/// `sha256sum -c` of the sidecar `OUTPUT.sha256` that `download --sha256sum` wrote,
+/// run in the output's folder as a user would.
+pub fn sha256sum_check(output: &Path) {
+    let sidecar = format!("{}.sha256", output.file_name().unwrap().to_str().unwrap());
+    let out = Command::new("sha256sum")
+        .args(["-c", &sidecar])
+        .current_dir(output.parent().unwrap())
+        .output()
+        .expect("running sha256sum");
+    assert!(
+        out.status.success(),
+        "sha256sum -c {sidecar}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+/// `qemu-img create -f qcow2 [-o OPTS] -b BACKING -F BACKING_FMT IMAGE SIZE`.
+pub fn qcow2_overlay(
+    image: &Path,
+    backing: &str,
+    backing_fmt: &str,
+    size: &str,
+    opts: Option<&str>,
+) {
+    let mut args = vec!["create", "-q", "-f", "qcow2"];
+    if let Some(o) = opts {
+        args.extend(["-o", o]);
+    }
+    args.extend(["-b", backing, "-F", backing_fmt, p(image), size]);
+    tool("qemu-img", &args);
+}
+
 /// The content digest recomputed by an independent implementation (Python's hashlib)
 /// over a raw file: 4 MiB groups of 64 KiB leaves. Holes (found with SEEK_DATA) are read
 /// as the zeros they are, but a whole-hole group is hashed once and reused, so a 1 TiB
