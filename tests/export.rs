@@ -54,7 +54,6 @@ fn check_export(home: &Home, address: &str, img: &Path, snapshot: Option<&str>, 
     }
     assert_eq!(sidecar_digest(&raw), want, "{address}: raw content digest");
     if sha256sum {
-        let dir = raw.parent().unwrap();
         sha256sum_check(&raw);
     }
 
