@@ -8,6 +8,7 @@ mod address;
 mod commands;
 mod config;
 mod context;
+mod interrupt;
 mod progress;
 
 use clap::{Parser, Subcommand};

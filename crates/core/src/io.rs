@@ -69,6 +69,32 @@ pub fn read_exact_at(device: &Device, buf: &mut [u8], offset: u64) -> Result<()>
     })
 }
 
+/// The temporary name an output is written under: `.NAME.snapport-PID` beside `path`.
+/// Public so a caller can remove it when the process is interrupted.
+pub fn temp_path_beside(path: &Path) -> Result<PathBuf> {
+    let name = path.file_name().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} names no file", path.display()),
+        )
+    })?;
+    if path.is_dir() {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("{} is a folder; name a file", path.display()),
+        ));
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    Ok(dir.join(format!(
+        ".{}.snapport-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
 /// An output file being written under a temporary name beside its final path.
 pub struct OutputFile {
     file: File,
@@ -77,29 +103,9 @@ pub struct OutputFile {
 }
 
 impl OutputFile {
-    /// Creates `.NAME.snapport-PID` beside `path`. Refuses when `path` is a folder.
+    /// Creates [`temp_path_beside`]`(path)`. Refuses when `path` is a folder.
     pub fn create_beside(path: &Path) -> Result<OutputFile> {
-        let name = path.file_name().ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidInput,
-                format!("{} names no file", path.display()),
-            )
-        })?;
-        if path.is_dir() {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("{} is a folder; name a file", path.display()),
-            ));
-        }
-        let dir = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let temp = dir.join(format!(
-            ".{}.snapport-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+        let temp = temp_path_beside(path)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -107,7 +107,9 @@ pub fn run(args: Args) -> Result<()> {
             .context("duplicating stdout")?;
         Target::Stream(Box::new(std::fs::File::from(fd)))
     } else {
-        Target::File(PathBuf::from(&args.output))
+        let path = PathBuf::from(&args.output);
+        crate::interrupt::remove_on_signal(&snapport_core::io::temp_path_beside(&path)?);
+        Target::File(path)
     };
     let options = ExportOptions {
         format: match args.format {
