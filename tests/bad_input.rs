@@ -216,7 +216,7 @@ fn usage_errors() {
     let line = home.fails(&["download", "disk", "-o", p(&out)]);
     assert!(line.contains("not vd/NAME"), "{line}");
     let line = home.fails(&["download", "vd/nope", "-o", p(&out)]);
-    assert!(line.contains("no disk nope"), "{line}");
+    assert!(line.contains("no volume nope"), "{line}");
     let line = home.fails(&["download", "vds/disk@nosnap", "-o", p(&out)]);
     assert!(line.contains("no snapshot nosnap"), "{line}");
     let line = home.fails(&["download", "vd/disk", "-n", "nopool", "-o", p(&out)]);

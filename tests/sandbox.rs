@@ -1,13 +1,16 @@
 //! The sandbox promise: a plugin that loops, allocates without bound, traps mid-export,
 //! returns overlapping, backwards or out-of-bounds extents, or names a device it was not
 //! granted ends with a clear error within its deadline, and the same host process then
-//! exports with a good plugin.
+//! exports with a good plugin. The same on the write path: a plugin that lies about where
+//! bytes go, loops, or fails its commit leaves an error naming it and no file behind.
 
 mod common;
 use common::*;
 use snapport_core::export::{export, ExportOptions, Format, Target};
+use snapport_core::import::{import, ImportOptions, Source, VolumeTarget};
 use snapport_core::progress::NoProgress;
-use snapport_host::{ErrorKind, Grants, Host, Limits};
+use snapport_core::raw_file::RawFile;
+use snapport_host::{BackendErrorKind, ErrorKind, Grants, Host, Limits, VolumeKind};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -386,4 +389,148 @@ fn raw_plugin_exports_a_granted_block_device() {
             &["compare", "-f", "raw", "-F", fmt, p(&backing), p(&out)],
         );
     }
+}
+
+/// Misbehaviours on the write path and a word of the error each must produce.
+const WRITE_CASES: &[(&str, &str)] = &[
+    ("write-loop", "CPU deadline"),
+    ("write-alloc", "memory limit"),
+    ("write-trap", "trapped"),
+    ("write-ro", "does not hold read-write"),
+    ("write-ungranted", "does not hold read-write"),
+    ("write-short", "unanswered"),
+    ("write-wide", "for an allocation of"),
+    ("commit-trap", "trapped"),
+    ("commit-fail", "metadata write failed"),
+];
+
+#[test]
+fn the_write_path_survives_a_lying_plugin_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.raw");
+    random_disk(&disk, 8);
+    let folder = dir.path().join("pool");
+    std::fs::create_dir_all(&folder).unwrap();
+    let host = Host::new(Some(dir.path().join("cache"))).unwrap();
+    let hostile = host.load(&plugins_dir().join("test-hostile.wasm")).unwrap();
+    let grants = |b: &str| Grants {
+        folders: vec![folder.clone()],
+        devices: [("disk".to_string(), disk.clone())].into(),
+        settings: [("behaviour".to_string(), b.to_string())].into(),
+        writable: true,
+        ..Grants::default()
+    };
+    let options = ImportOptions::default();
+    for (behaviour, expect) in WRITE_CASES.iter().chain(&[("good", "")]) {
+        let mut instance =
+            host.instantiate(hostile.clone(), "p", grants(behaviour), limits(), None);
+        let mut source = RawFile::open(&disk).unwrap();
+        let result = (|| -> Result<(), String> {
+            let mut volume = instance
+                .create_volume("new.raw", 8 << 20, VolumeKind::Disk, None)
+                .map_err(|e| e.to_string())?;
+            import(
+                Source::Volume(&mut source),
+                &mut volume,
+                &options,
+                &mut NoProgress,
+            )
+            .map_err(|e| e.to_string())?;
+            volume.commit().map_err(|e| e.to_string())
+        })();
+        if *behaviour == "good" {
+            result.unwrap();
+            tool("cmp", &[p(&disk), p(&folder.join("new.raw"))]);
+            assert_eq!(files_in(&folder), vec!["new.raw"]);
+        } else {
+            let err = result.expect_err(behaviour);
+            assert!(
+                err.contains(expect),
+                "{behaviour}: expected {expect:?} in: {err}"
+            );
+            assert!(
+                err.contains("test-hostile"),
+                "{behaviour}: the error must name the plugin: {err}"
+            );
+            assert_eq!(
+                files_in(&folder),
+                Vec::<String>::new(),
+                "{behaviour} left files behind"
+            );
+        }
+    }
+}
+
+#[test]
+fn images_are_read_only_once_committed() {
+    let home = Home::new();
+    let pool = home.pool();
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            p(&pool.join("g.image.qcow2")),
+            "4M",
+        ],
+    );
+    tool(
+        "truncate",
+        &[
+            "-s",
+            "4M",
+            p(&pool.join("h.image.raw")),
+            p(&pool.join("d.raw")),
+        ],
+    );
+    let host = Host::new(None).unwrap();
+    for plugin in ["qcow2", "raw"] {
+        let loaded = host
+            .load(&plugins_dir().join(format!("{plugin}.wasm")))
+            .unwrap();
+        let grants = Grants {
+            folders: vec![pool.clone()],
+            writable: true,
+            ..Grants::default()
+        };
+        let mut instance = host.instantiate(loaded, plugin, grants, Limits::default(), None);
+        let image = if plugin == "qcow2" { "g" } else { "h" };
+        let err = instance
+            .open_volume_for_write(image)
+            .err()
+            .expect("an image opened for writing");
+        assert_eq!(
+            err.kind,
+            ErrorKind::Backend(BackendErrorKind::PermissionDenied),
+            "{plugin}: {err}"
+        );
+        assert!(err.to_string().contains("read-only image"), "{err}");
+    }
+    // A raw disk may be written in place; the image files are untouched.
+    let raw = host.load(&plugins_dir().join("raw.wasm")).unwrap();
+    let grants = Grants {
+        folders: vec![pool.clone()],
+        writable: true,
+        ..Grants::default()
+    };
+    let mut instance = host.instantiate(raw, "raw", grants, Limits::default(), None);
+    let src = home.out("src.raw");
+    random_disk(&src, 4);
+    let mut volume = instance.open_volume_for_write("d").unwrap();
+    import(
+        Source::Volume(&mut RawFile::open(&src).unwrap()),
+        &mut volume,
+        &ImportOptions::default(),
+        &mut NoProgress,
+    )
+    .unwrap();
+    volume.commit().unwrap();
+    drop(volume);
+    tool("cmp", &[p(&src), p(&pool.join("d.raw"))]);
+    assert_eq!(
+        files_in(&pool),
+        vec!["d.raw", "g.image.qcow2", "h.image.raw"]
+    );
 }

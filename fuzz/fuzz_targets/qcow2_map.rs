@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use snapport_plugin_qcow2::chain::{self, Layer, Location};
-use snapport_plugin_qcow2::format::{self, Image};
+use snapport_qcow2::chain::{self, Layer, Location};
+use snapport_qcow2::format::{self, Image};
 
 /// Bounds the work per input: a hostile header can claim a huge virtual size.
 const MAX_PAGES: usize = 64;

@@ -204,3 +204,52 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// Bytes holding data in a raw file, as `qemu-img map` reports them (qemu-img's own
+/// convert writes zeros as holes, so for its output this is the non-zero data).
+pub fn mapped_data(raw: &Path) -> u64 {
+    let json = tool("qemu-img", &["map", "-f", "raw", "--output=json", p(raw)]);
+    let map: serde_json::Value = serde_json::from_str(&json).expect("qemu-img map json");
+    map.as_array()
+        .expect("a list of extents")
+        .iter()
+        .filter(|e| e["data"].as_bool() == Some(true))
+        .map(|e| e["length"].as_u64().unwrap())
+        .sum()
+}
+
+/// Uploads `exported` (a file `download` wrote, with its sidecars) into the default pool
+/// as `vd/NAME`, then checks the new disk with qemu-img: `check` passes, `compare` finds
+/// it identical to `oracle` (a raw made by qemu-img), and it stays sparse: its allocated
+/// size is within 1 MiB plus metadata of the data qemu-img finds in the oracle.
+pub fn check_round_trip(home: &Home, exported: &Path, oracle: &Path, name: &str) {
+    let out = home.ok(&["upload", p(exported), &format!("vd/{name}"), "-o", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("upload -o json");
+    assert!(
+        doc["verified"].as_array().is_some_and(|v| !v.is_empty()),
+        "{name}: the sidecar digest should have been verified: {doc}"
+    );
+    let imported = home.pool().join(format!("{name}.qcow2"));
+    tool("qemu-img", &["check", "-f", "qcow2", p(&imported)]);
+    tool(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            p(&imported),
+            p(oracle),
+        ],
+    );
+    let size = std::fs::metadata(oracle).unwrap().len();
+    let metadata = (64 << 10) * (8 + size.div_ceil(512 << 20));
+    let limit = mapped_data(oracle) + (1 << 20) + metadata;
+    assert!(
+        allocated(&imported) <= limit,
+        "{name}: {} bytes allocated for {} bytes of data (limit {limit})",
+        allocated(&imported),
+        mapped_data(oracle)
+    );
+}

@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: export benches against the tools a user would pick instead, in the
-//! same run. Every command runs `--runs` times (default 5) interleaved after one uncounted
+//! `cargo xtask bench`: export and import benches against the tools a user would pick
+//! instead, in the same run. Every command runs `--runs` times (default 5) interleaved after one uncounted
 //! warm-up round; the median is reported with ratios to the first line of its table and
 //! each command's peak RSS (from `wait4`). Caches are warm for every tool alike.
 //!
@@ -7,7 +7,11 @@
 //! - random.qcow2: 2 GiB of random data (and random.raw, its raw twin);
 //! - fs.qcow2: a 4 GiB ext4 file system holding about 1 GiB of real files from /usr,
 //!   made with `mkfs.ext4 -d` (and fs.raw);
-//! - sparse.qcow2: 1 TiB virtual, 1 MiB of data.
+//! - sparse.qcow2: 1 TiB virtual, 1 MiB of data;
+//! - sparse8.raw: an 8 GiB sparse disk: fs.raw's 4 GiB file system, then 4 GiB of hole.
+//!
+//! Imports go into the qcow2 pool `default` and are compared with `qemu-img convert -O
+//! qcow2` of the same raw file.
 
 use crate::{root, run_cmd};
 use anyhow::{bail, Context, Result};
@@ -277,6 +281,59 @@ fn zst_variants(home: &Path, name: &str, raw: &Path, out: &Path, zst: &Path) -> 
     ]
 }
 
+/// Import of a raw file into the qcow2 pool: qemu-img convert -O qcow2, snapport upload
+/// (nothing to verify), and snapport upload verifying a content digest given on the
+/// command line (every data byte hashed on the way in).
+fn import_variants(raw: &Path, out: &Path, digest: &str) -> Vec<Variant> {
+    vec![
+        Variant {
+            label: "qemu-img convert -O qcow2",
+            program: "qemu-img".into(),
+            args: args(&[&"convert", &"-O", &"qcow2", &raw, &out]),
+        },
+        Variant {
+            label: "snapport upload",
+            program: snapport(),
+            args: args(&[&"upload", &raw, &"vd/imported", &"-q", &"--no-sidecars"]),
+        },
+        Variant {
+            label: "snapport upload --digest (verified)",
+            program: snapport(),
+            args: args(&[
+                &"upload",
+                &raw,
+                &"vd/imported",
+                &"-q",
+                &"--no-sidecars",
+                &"--digest",
+                &digest,
+            ]),
+        },
+    ]
+}
+
+/// The content digest of a pool disk, from `snapport download -o - --json` (the summary
+/// goes to stderr when the image goes to stdout).
+fn content_digest(home: &Path, address: &str) -> Result<String> {
+    let out = Command::new(snapport())
+        .env("SNAPPORT_HOME", home)
+        .args(["download", address, "-o", "-", "--json"])
+        .stdout(std::process::Stdio::null())
+        .output()
+        .context("running snapport download")?;
+    if !out.status.success() {
+        bail!(
+            "snapport download {address}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let doc: serde_json::Value = serde_json::from_slice(&out.stderr).context("download --json")?;
+    doc["content_digest"]
+        .as_str()
+        .map(str::to_owned)
+        .context("no content digest in the summary")
+}
+
 fn print_table(title: &str, results: &[(String, f64, f64)]) {
     let base = results[0].1;
     println!("{title}");
@@ -369,6 +426,52 @@ pub fn run(args: &[String]) -> Result<()> {
             "{}  {case}: raw.zst export throughput {speedup:.2} x the qemu-img + zstd pipeline (issue 3 target >= 1.0)",
             if speedup >= 1.0 { "PASS" } else { "MISS" }
         ));
+    }
+
+    // Import: the dense 2 GiB raw and the 8 GiB sparse raw into the qcow2 pool.
+    let sparse8 = dir.join("sparse8.raw");
+    if !sparse8.exists() {
+        let tmp = dir.join("sparse8.raw.tmp");
+        sh(&format!(
+            "cp --sparse=always '{}' '{}' && truncate -s 8G '{}'",
+            dir.join("fs.raw").display(),
+            tmp.display(),
+            tmp.display()
+        ))?;
+        std::fs::rename(&tmp, &sparse8)?;
+    }
+    let twin = pool.join("sparse8.raw");
+    if !twin.exists() {
+        // The pool's view of the same disk, for its digest.
+        sh(&format!(
+            "cp --sparse=always '{}' '{}'",
+            sparse8.display(),
+            twin.display()
+        ))?;
+    }
+    let out = dir.join("out.qcow2");
+    let imported = pool.join("imported.qcow2");
+    for (case, raw, address) in [
+        ("random", dir.join("random.raw"), "vd/random"),
+        ("sparse8", sparse8.clone(), "vd/sparse8"),
+    ] {
+        let digest = content_digest(&home, address)?;
+        let results = compare(
+            &home,
+            &[out.clone(), imported.clone()],
+            &import_variants(&raw, &out, &digest),
+            runs,
+        )?;
+        print_table(&format!("{case}.raw -> qcow2 pool (import)"), &results);
+        let qemu = results[0].1;
+        for (label, secs, rss) in &results[1..] {
+            let ratio = secs / qemu;
+            let ok = ratio <= 0.67 && *rss <= 256.0;
+            verdicts.push(format!(
+                "{}  import {case}: {label}: {ratio:.2} x qemu-img (target <= 0.67), peak {rss:.0} MiB (target <= 256)",
+                if ok { "PASS" } else { "MISS" }
+            ));
+        }
     }
 
     // Sparse: 1 TiB virtual, 1 MiB of data, to raw.

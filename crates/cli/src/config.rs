@@ -9,7 +9,7 @@
 //! plugin = "qcow2"                 # a plugin name, or a path to a .wasm component
 //! folders = ["/var/lib/images"]    # folders whose files the plugin may open
 //! devices = { data = "/dev/vdb" }  # single files or block devices, by name
-//! writable = false                 # read-only unless an operation must write
+//! writable = true                  # may the plugin create, write and delete volumes
 //! settings = { key = "value" }     # passed to the plugin as they are
 //! memory_mib = 256                 # per-instance memory cap
 //! call_timeout_ms = 30000          # CPU deadline of one call into the plugin
@@ -57,6 +57,7 @@ impl PoolConfig {
             devices: self.devices.clone(),
             settings: self.settings.clone(),
             writable: self.writable,
+            sync: false,
         }
     }
 
@@ -101,7 +102,7 @@ impl Config {
                 plugin: "qcow2".into(),
                 folders: vec![home.join(DEFAULT_POOL)],
                 devices: BTreeMap::new(),
-                writable: false,
+                writable: true,
                 settings: BTreeMap::new(),
                 memory_mib: None,
                 call_timeout_ms: None,

@@ -2,7 +2,8 @@
 
 use crate::config::Config;
 use anyhow::{Context as _, Result};
-use snapport_host::{Host, Instance, Logger};
+use snapport_host::{Grants, Host, Instance, Limits, Logger};
+use std::path::Path;
 use std::sync::Arc;
 
 pub struct Context {
@@ -19,19 +20,54 @@ impl Context {
 
     /// A running instance of the pool's plugin.
     pub fn pool(&self, name: &str) -> Result<Instance> {
+        self.pool_with(name, false)
+    }
+
+    /// A running instance of the pool's plugin; with `sync`, the plugin's `flush` makes
+    /// written data durable (`--fsync`).
+    pub fn pool_with(&self, name: &str, sync: bool) -> Result<Instance> {
         let pool = self.config.pool(name)?;
         let path = self.config.plugin_path(&pool.plugin)?;
         let plugin = self
             .host
             .load(&path)
             .with_context(|| format!("pool {name}"))?;
-        Ok(self.host.instantiate(
+        let mut grants = pool.grants();
+        grants.sync = sync;
+        Ok(self
+            .host
+            .instantiate(plugin, name, grants, pool.limits(), Some(stderr_logger())))
+    }
+
+    /// The qcow2 plugin over one image file, read-only: how an upload reads a qcow2
+    /// source, its tables parsed inside the sandbox. The file is granted under its own
+    /// name; its folder is granted read-only for backing files.
+    pub fn file_source(&self, file: &Path) -> Result<(Instance, String)> {
+        let path = self.config.plugin_path("qcow2")?;
+        let plugin = self
+            .host
+            .load(&path)
+            .context("the qcow2 plugin, to read the source")?;
+        let file = file
+            .canonicalize()
+            .with_context(|| format!("opening {}", file.display()))?;
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut grants = Grants::default();
+        grants.devices.insert(name.clone(), file.clone());
+        if let Some(dir) = file.parent() {
+            grants.folders.push(dir.to_path_buf());
+        }
+        let instance = self.host.instantiate(
             plugin,
-            name,
-            pool.grants(),
-            pool.limits(),
+            "upload-source",
+            grants,
+            Limits::default(),
             Some(stderr_logger()),
-        ))
+        );
+        Ok((instance, name))
     }
 }
 

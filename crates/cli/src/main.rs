@@ -10,6 +10,7 @@ mod config;
 mod context;
 mod interrupt;
 mod progress;
+mod source;
 
 use clap::{Parser, Subcommand};
 
@@ -17,7 +18,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "snapport",
     version,
-    about = "Stream disks and snapshots out of storage backends as image files"
+    about = "Stream disks and snapshots out of storage backends as image files, and back in"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -26,9 +27,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Export a disk (vd/NAME) or a disk snapshot (vds/DISK@SNAP) to a file or stdout.
+    /// Export a disk (vd/NAME), an image (vi/NAME) or a disk snapshot (vds/DISK@SNAP) to
+    /// a file or stdout.
     Download(commands::download::Args),
-    /// List disks (vd) or disk snapshots (vds) of a pool.
+    /// Import an image (file, stdin or URL; raw, qcow2 or zstd) as a new disk or image.
+    Upload(commands::upload::Args),
+    /// Create a disk or image from an image, a disk or a snapshot (full copy or thin).
+    Create(commands::create::Args),
+    /// Delete a disk or an image.
+    Delete(commands::delete::Args),
+    /// List disks (vd), images (vi) or disk snapshots (vds) of a pool.
     Get(commands::get::Args),
     /// List or inspect backend plugins.
     #[command(subcommand)]
@@ -37,8 +45,12 @@ enum Command {
 
 fn main() {
     let cli = Cli::parse();
+    interrupt::install();
     let result = match cli.command {
         Command::Download(a) => commands::download::run(a),
+        Command::Upload(a) => commands::upload::run(a),
+        Command::Create(a) => commands::create::run(a),
+        Command::Delete(a) => commands::delete::run(a),
         Command::Get(a) => commands::get::run(a),
         Command::Plugin(c) => commands::plugin::run(c),
     };
@@ -46,8 +58,12 @@ fn main() {
         // One line: what failed and, from the innermost cause, why.
         let mut line = e.to_string();
         for cause in e.chain().skip(1) {
-            line.push_str(": ");
-            line.push_str(&cause.to_string());
+            // Some errors print their source themselves; say each thing once.
+            let cause = cause.to_string();
+            if !line.contains(&cause) {
+                line.push_str(": ");
+                line.push_str(&cause);
+            }
         }
         // Parsers (TOML) may explain over several lines: keep it to one.
         let line = line

@@ -15,9 +15,10 @@
 //! from user memory runs at about 1 GB/s per thread. Bytes enter user space only to be
 //! hashed, decoded or streamed.
 
-use crate::digest::{group_hash, ContentDigest, StreamDigest, GROUP_SIZE, LEAF_SIZE};
+use crate::chunks::{data_leaves, read_pieces, Chunk, Chunker, Piece};
+use crate::digest::{group_hash, ContentDigest, StreamDigest, GROUP_SIZE};
 use crate::error::{Error, ErrorKind, Result};
-use crate::extent::{CheckedMap, Device, Location, VolumeSource};
+use crate::extent::{CheckedMap, VolumeSource};
 use crate::io::{copy_range, AlignedBuf, OutputFile};
 use crate::progress::Progress;
 use crate::qcow2_out::{Qcow2Layout, CLUSTER_SIZE};
@@ -26,7 +27,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 /// Output image format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,32 +75,6 @@ pub struct ExportSummary {
     pub content_digest: Option<String>,
     /// Hex SHA-256 of the output stream, when asked for.
     pub stream_sha256: Option<String>,
-}
-
-/// One piece of a chunk, at `at` bytes into the chunk.
-enum Piece {
-    Device {
-        device: Arc<Device>,
-        offset: u64,
-        at: usize,
-        len: usize,
-    },
-    Hole {
-        at: usize,
-        len: usize,
-    },
-    Decoded {
-        bytes: Arc<Vec<u8>>,
-        from: usize,
-        at: usize,
-        len: usize,
-    },
-}
-
-impl Piece {
-    fn is_hole(&self) -> bool {
-        matches!(self, Piece::Hole { .. })
-    }
 }
 
 /// A 4 MiB chunk of the logical disk and where its bytes come from.
@@ -173,11 +148,13 @@ pub fn export(
                 (None, Some(w)) => w,
                 (None, None) => unreachable!("a target is a file or a stream"),
             };
-            let out = CountingWriter {
+            let mut out = CountingWriter {
                 inner,
                 written: 0,
                 digest: options.stream_sha256.then(StreamDigest::default),
             };
+            crate::zst::write_size_frame(&mut out, size)
+                .map_err(|e| Error::io("writing the output", e))?;
             let zst = ZstdOut::new(out, level, zstd_threads());
             let sink = Sink {
                 file: None,
@@ -423,85 +400,9 @@ impl Coordinator<'_> {
         done_rx: &Receiver<Result<Done>>,
         in_flight_max: usize,
     ) -> Result<()> {
-        let what = source.describe();
-        let mut map = CheckedMap::new(source);
-        let mut carry: Option<crate::extent::Extent> = None;
-        let mut decoded: Option<(crate::extent::Encoded, Arc<Vec<u8>>)> = None;
+        let mut chunks = Chunker::new(source, size);
         let mut seq = 0u64;
-        let mut start = 0u64;
-        while start < size {
-            let len = (size - start).min(GROUP_SIZE) as usize;
-            let end = start + len as u64;
-            let mut pieces = Vec::new();
-            // Collect the pieces of [start, end).
-            loop {
-                let e = match carry.take() {
-                    Some(e) => e,
-                    None => match map.next_extent()? {
-                        Some(e) => e,
-                        None => {
-                            return Err(Error::new(
-                                ErrorKind::Plugin,
-                                format!(
-                                "{what}: the extent map ended at {start} before the volume's end"
-                            ),
-                            ))
-                        }
-                    },
-                };
-                let piece_end = e.end().min(end);
-                let at = (e.offset - start) as usize;
-                let n = (piece_end - e.offset) as usize;
-                let piece = match e.location {
-                    Location::Zero | Location::Unallocated => Piece::Hole { at, len: n },
-                    Location::Data { device, offset } => Piece::Device {
-                        device: map.source().device(device)?,
-                        offset,
-                        at,
-                        len: n,
-                    },
-                    Location::Encoded(x) => {
-                        let bytes = match &decoded {
-                            Some((k, b)) if *k == x => Arc::clone(b),
-                            _ => {
-                                let b = Arc::new(read_decoded(map.source(), &x)?);
-                                decoded = Some((x, Arc::clone(&b)));
-                                b
-                            }
-                        };
-                        Piece::Decoded {
-                            bytes,
-                            from: x.skip as usize,
-                            at,
-                            len: n,
-                        }
-                    }
-                };
-                pieces.push(piece);
-                if e.end() > end {
-                    // The rest of this extent belongs to the next chunk.
-                    let consumed = end - e.offset;
-                    let mut rest = e;
-                    rest.offset = end;
-                    rest.length -= consumed;
-                    rest.location = match e.location {
-                        Location::Data { device, offset } => Location::Data {
-                            device,
-                            offset: offset + consumed,
-                        },
-                        Location::Encoded(mut x) => {
-                            x.skip += consumed as u32;
-                            Location::Encoded(x)
-                        }
-                        other => other,
-                    };
-                    carry = Some(rest);
-                    break;
-                }
-                if e.end() == end {
-                    break;
-                }
-            }
+        while let Some(Chunk { start, len, pieces }) = chunks.next_chunk()? {
             let job = Job {
                 seq,
                 start,
@@ -532,7 +433,6 @@ impl Coordinator<'_> {
                 self.in_flight -= 1;
                 self.accept(d?)?;
             }
-            start = end;
         }
         while self.in_flight > 0 {
             self.wait(done_rx)?;
@@ -614,27 +514,6 @@ fn write_zeros(w: &mut dyn Write, mut len: u64) -> std::io::Result<()> {
         len -= n as u64;
     }
     Ok(())
-}
-
-/// Reads an encoded unit from its device and has the plugin decode it.
-fn read_decoded(source: &mut dyn VolumeSource, x: &crate::extent::Encoded) -> Result<Vec<u8>> {
-    let dev = source.device(x.device)?;
-    let stored = (u64::from(x.stored_length)).min(dev.size - x.offset) as usize;
-    let mut buf = vec![0u8; stored];
-    crate::io::read_exact_at(&dev, &mut buf, x.offset)?;
-    let out = source.decode(x.codec, &buf, x.decoded_length)?;
-    if out.len() != x.decoded_length as usize {
-        return Err(Error::new(
-            ErrorKind::Plugin,
-            format!(
-                "{} decoded {} bytes where it promised {}",
-                source.describe(),
-                out.len(),
-                x.decoded_length
-            ),
-        ));
-    }
-    Ok(out)
 }
 
 fn worker(
@@ -723,23 +602,6 @@ fn process(
     })
 }
 
-/// Bit `i` set when leaf `i` of the group holds bytes from a device or a decoder; the
-/// other leaves are holes, whose digest leaf is a constant.
-fn data_leaves(pieces: &[Piece]) -> u64 {
-    const _: () = assert!(GROUP_SIZE / LEAF_SIZE == 64, "one bit per leaf in a u64");
-    let mut mask = 0u64;
-    for p in pieces {
-        if let Piece::Device { at, len, .. } | Piece::Decoded { at, len, .. } = *p {
-            let first = at as u64 / LEAF_SIZE;
-            let last = (at + len - 1) as u64 / LEAF_SIZE;
-            for leaf in first..=last {
-                mask |= 1 << leaf;
-            }
-        }
-    }
-    mask
-}
-
 /// The chunk's logical bytes in a page-aligned buffer: device ranges read, holes zeroed,
 /// decoded ranges copied; for qcow2, zeros up to the end of the last cluster.
 fn fill_buffer(sink: &Sink, job: &Job, buffers: &Mutex<Vec<AlignedBuf>>) -> Result<AlignedBuf> {
@@ -753,23 +615,7 @@ fn fill_buffer(sink: &Sink, job: &Job, buffers: &Mutex<Vec<AlignedBuf>>) -> Resu
     } else {
         job.len
     };
-    for p in &job.pieces {
-        match p {
-            Piece::Device {
-                device,
-                offset,
-                at,
-                len,
-            } => crate::io::read_exact_at(device, &mut buf[*at..*at + *len], *offset)?,
-            Piece::Hole { at, len } => buf[*at..*at + *len].fill(0),
-            Piece::Decoded {
-                bytes,
-                from,
-                at,
-                len,
-            } => buf[*at..*at + *len].copy_from_slice(&bytes[*from..*from + *len]),
-        }
-    }
+    read_pieces(&job.pieces, &mut buf)?;
     buf[job.len..fill_to].fill(0);
     Ok(buf)
 }

@@ -70,7 +70,6 @@ pub fn read_exact_at(device: &Device, buf: &mut [u8], offset: u64) -> Result<()>
 }
 
 /// The temporary name an output is written under: `.NAME.snapport-PID` beside `path`.
-/// Public so a caller can remove it when the process is interrupted.
 pub fn temp_path_beside(path: &Path) -> Result<PathBuf> {
     let name = path.file_name().ok_or_else(|| {
         Error::new(
@@ -100,6 +99,7 @@ pub struct OutputFile {
     file: File,
     temp: PathBuf,
     committed: bool,
+    _cleanup: crate::cleanup::Registration,
 }
 
 impl OutputFile {
@@ -115,6 +115,7 @@ impl OutputFile {
             .map_err(|e| Error::io(format!("creating {}", temp.display()), e))?;
         Ok(OutputFile {
             file,
+            _cleanup: crate::cleanup::register(&temp),
             temp,
             committed: false,
         })

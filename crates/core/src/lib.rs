@@ -4,13 +4,17 @@
 //! [`extent::VolumeSource`], progress goes out through [`progress::Progress`], and every
 //! failure is an [`Error`] with a kind and context.
 
+mod chunks;
+pub mod cleanup;
 pub mod digest;
 pub mod error;
 pub mod export;
 pub mod extent;
+pub mod import;
 pub mod io;
 pub mod progress;
 pub mod qcow2_out;
+pub mod raw_file;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod zst;

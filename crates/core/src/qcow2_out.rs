@@ -10,16 +10,8 @@
 //! Field offsets and flags follow QEMU's `docs/interop/qcow2.txt`.
 
 use crate::error::{Error, ErrorKind, Result};
-
-pub const CLUSTER_BITS: u32 = 16;
-pub const CLUSTER_SIZE: u64 = 1 << CLUSTER_BITS;
-const L2_ENTRIES: u64 = CLUSTER_SIZE / 8;
-/// 16-bit refcounts (refcount_order 4), QEMU's default.
-const REFCOUNT_ORDER: u32 = 4;
-const REFCOUNTS_PER_BLOCK: u64 = CLUSTER_SIZE * 8 / (1 << REFCOUNT_ORDER);
-/// Bit 63 of L1/L2 entries: refcount is exactly one.
-const COPIED: u64 = 1 << 63;
-const HEADER_LENGTH: u32 = 112;
+pub use snapport_qcow2::layout::CLUSTER_SIZE;
+use snapport_qcow2::layout::{self, HeaderFields, COPIED, L2_ENTRIES, REFCOUNTS_PER_BLOCK};
 
 /// Which guest clusters hold data, and where everything goes in the file.
 pub struct Qcow2Layout {
@@ -93,18 +85,9 @@ impl Qcow2Layout {
                 })
             })
             .collect();
-        self.l1_clusters = (self.l1_entries * 8).div_ceil(CLUSTER_SIZE).max(1);
-        // The refcount structures cover themselves: iterate to a fixed point.
-        let (mut rt, mut rb) = (1, 1);
-        loop {
-            let total = 1 + self.l1_clusters + rt + rb + l2_tables + self.data_clusters;
-            let need_rb = total.div_ceil(REFCOUNTS_PER_BLOCK);
-            let need_rt = (need_rb * 8).div_ceil(CLUSTER_SIZE);
-            if need_rb == rb && need_rt == rt {
-                break;
-            }
-            (rt, rb) = (need_rt.max(rt), need_rb.max(rb));
-        }
+        self.l1_clusters = layout::l1_clusters(self.l1_entries);
+        let (rt, rb) =
+            layout::refcount_clusters(1 + self.l1_clusters + l2_tables + self.data_clusters);
         self.reftable_clusters = rt;
         self.refblocks = rb;
         if self.file_size() / CLUSTER_SIZE > (1 << 40) {
@@ -154,20 +137,14 @@ impl Qcow2Layout {
         let rb_off = rt_off + self.reftable_clusters * CLUSTER_SIZE;
         let l2_off = rb_off + self.refblocks * CLUSTER_SIZE;
 
-        let mut h = vec![0u8; cs];
-        h[0..4].copy_from_slice(b"QFI\xfb");
-        put32(&mut h, 4, 3);
-        put32(&mut h, 20, CLUSTER_BITS);
-        put64(&mut h, 24, self.size);
-        put32(&mut h, 36, self.l1_entries as u32);
-        put64(&mut h, 40, l1_off);
-        put64(&mut h, 48, rt_off);
-        put32(&mut h, 56, self.reftable_clusters as u32);
-        put32(&mut h, 96, REFCOUNT_ORDER);
-        put32(&mut h, 100, HEADER_LENGTH);
-        // Bytes 104..112: compression type 0 (zlib) and padding; then the end-of-extensions
-        // marker (8 zero bytes) is already there.
-        out(&h)?;
+        out(&layout::header_cluster(&HeaderFields {
+            size: self.size,
+            l1_entries: self.l1_entries,
+            l1_offset: l1_off,
+            refcount_table_offset: rt_off,
+            refcount_table_clusters: self.reftable_clusters,
+            backing: None,
+        }))?;
 
         let mut table = vec![0u8; cs];
         let mut emit_table =
@@ -227,13 +204,6 @@ impl Qcow2Layout {
         }
         Ok(())
     }
-}
-
-fn put32(b: &mut [u8], at: usize, v: u32) {
-    b[at..at + 4].copy_from_slice(&v.to_be_bytes());
-}
-fn put64(b: &mut [u8], at: usize, v: u64) {
-    b[at..at + 8].copy_from_slice(&v.to_be_bytes());
 }
 
 #[cfg(test)]

@@ -21,6 +21,42 @@ const HOLE_WINDOW: u8 = 7 << 3;
 /// Block_Type RLE (bits 1-2 of the block header).
 const BLOCK_RLE: u32 = 1 << 1;
 
+/// RFC 8878 3.1.2: skippable frames (magic 0x184D2A50..5F) are ignored by decoders.
+/// snapport's raw.zst starts with one (magic ...53) recording the disk size, so an import
+/// knows the size before it decompresses anything: "snapport" then the size, u64 LE.
+const SIZE_FRAME_MAGIC: u32 = 0x184D_2A53;
+const SIZE_FRAME_TAG: &[u8; 8] = b"snapport";
+
+/// Writes the skippable frame that records the disk's size.
+pub fn write_size_frame(w: &mut dyn Write, size: u64) -> std::io::Result<()> {
+    let mut f = Vec::with_capacity(24);
+    f.extend_from_slice(&SIZE_FRAME_MAGIC.to_le_bytes());
+    f.extend_from_slice(&16u32.to_le_bytes());
+    f.extend_from_slice(SIZE_FRAME_TAG);
+    f.extend_from_slice(&size.to_le_bytes());
+    w.write_all(&f)
+}
+
+/// The disk size recorded by [`write_size_frame`] at the start of `head`, if any.
+pub fn read_size_frame(head: &[u8]) -> Option<u64> {
+    if head.len() < 24
+        || head[0..4] != SIZE_FRAME_MAGIC.to_le_bytes()
+        || head[4..8] != 16u32.to_le_bytes()
+        || &head[8..16] != SIZE_FRAME_TAG
+    {
+        return None;
+    }
+    Some(u64::from_le_bytes(head[16..24].try_into().ok()?))
+}
+
+/// Whether `head` starts like a zstd stream: a frame or a skippable frame.
+pub fn is_zstd(head: &[u8]) -> bool {
+    head.len() >= 4 && {
+        let magic = u32::from_le_bytes(head[0..4].try_into().unwrap());
+        magic == FRAME_MAGIC || magic & 0xFFFF_FFF0 == 0x184D_2A50
+    }
+}
+
 /// Writes a zstd frame that decodes to `len` zero bytes.
 pub fn write_zero_frame(w: &mut dyn Write, len: u64) -> std::io::Result<()> {
     if len == 0 {

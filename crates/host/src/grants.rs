@@ -28,6 +28,15 @@ pub struct Grants {
     pub settings: BTreeMap<String, String>,
     /// Whether anything may be opened read-write.
     pub writable: bool,
+    /// Whether `flush` makes data durable (the operation asked for `--fsync`).
+    pub sync: bool,
+}
+
+/// A file from `create-file` living under its temporary name.
+struct Staged {
+    temp: PathBuf,
+    target: PathBuf,
+    _cleanup: snapport_core::cleanup::Registration,
 }
 
 /// Receives the plugin's log lines: (plugin, level, message).
@@ -40,6 +49,8 @@ pub struct GrantedDevices {
     folders: Vec<PathBuf>,
     devices: Vec<(Arc<Device>, Access, PathBuf)>,
     by_inode: HashMap<(u64, u64, bool), u32>,
+    /// Files from `create-file` not yet published: device -> (temporary path, final path).
+    staged: HashMap<u32, Staged>,
     pub(crate) plugin: String,
     pub(crate) logger: Option<Logger>,
 }
@@ -70,6 +81,7 @@ impl GrantedDevices {
             folders,
             devices: Vec::new(),
             by_inode: HashMap::new(),
+            staged: HashMap::new(),
             plugin,
             logger,
         }
@@ -270,39 +282,119 @@ impl GrantedDevices {
 
     pub fn flush(&self, id: u32) -> Result<(), BackendError> {
         let dev = &self.entry(id)?.0;
+        if !self.grants.sync {
+            return Ok(());
+        }
         dev.file
             .sync_all()
             .map_err(|e| io_err(format!("syncing {}", dev.name), e))
     }
 
-    pub fn create_file(&mut self, name: &str) -> Result<u32, BackendError> {
+    /// The first granted folder, for files the plugin creates or removes.
+    fn writable_folder(&self, name: &str) -> Result<PathBuf, BackendError> {
         if !self.grants.writable {
             return Err(denied(format!("{name}: this pool is granted read-only")));
         }
-        if name.is_empty() || name.starts_with('.') || name.contains('/') {
+        if name.is_empty() || name.starts_with('.') || name.contains('/') || name.contains('\0') {
             return Err(BackendError::InvalidArgument(format!(
                 "{name:?} is not a plain file name"
             )));
         }
-        let folder = self
-            .folders
+        self.folders
             .first()
             .cloned()
-            .ok_or_else(|| denied("this pool grants no folder".into()))?;
-        let path = folder.join(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AlreadyExists {
-                    BackendError::Conflict(format!("{} exists already", path.display()))
-                } else {
-                    io_err(format!("creating {}", path.display()), e)
-                }
-            })?;
-        self.add(file, path, Access::ReadWrite)
+            .ok_or_else(|| denied("this pool grants no folder".into()))
+    }
+
+    /// Creates `.NAME.snapport-PID-N`, to become `NAME` on [`Self::publish_file`]. Stale
+    /// temporary files of `NAME` left by processes that died (kill -9, power loss) are
+    /// removed first.
+    pub fn create_file(&mut self, name: &str) -> Result<u32, BackendError> {
+        let folder = self.writable_folder(name)?;
+        let target = folder.join(name);
+        if target.symlink_metadata().is_ok() {
+            return Err(BackendError::Conflict(format!(
+                "{} exists already",
+                target.display()
+            )));
+        }
+        remove_stale_temporaries(&folder, name);
+        let pid = std::process::id();
+        for n in 0..1000 {
+            let temp = folder.join(format!(".{name}.snapport-{pid}-{n}"));
+            let file = match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+            {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(io_err(format!("creating {}", temp.display()), e)),
+            };
+            let staged = Staged {
+                _cleanup: snapport_core::cleanup::register(&temp),
+                temp: temp.clone(),
+                target,
+            };
+            let id = self.add(file, temp, Access::ReadWrite)?;
+            self.staged.insert(id, staged);
+            return Ok(id);
+        }
+        Err(BackendError::Conflict(format!(
+            "too many files being created as {name}"
+        )))
+    }
+
+    /// Whether device `id` is open read-write (the host may write data there).
+    pub fn is_writable(&self, id: u32) -> bool {
+        self.writable_entry(id).is_ok()
+    }
+
+    /// Removes every created file not yet published.
+    pub fn discard_staged(&mut self) {
+        for (_, staged) in self.staged.drain() {
+            let _ = std::fs::remove_file(&staged.temp);
+        }
+    }
+
+    /// Renames a created file to its final name; never replaces an existing file.
+    pub fn publish_file(&mut self, id: u32) -> Result<(), BackendError> {
+        let Some(staged) = self.staged.get(&id) else {
+            return Err(BackendError::InvalidArgument(format!(
+                "device {id} is not a file this plugin created"
+            )));
+        };
+        rename_noreplace(&staged.temp, &staged.target).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                BackendError::Conflict(format!("{} exists already", staged.target.display()))
+            } else {
+                io_err(
+                    format!(
+                        "renaming {} to {}",
+                        staged.temp.display(),
+                        staged.target.display()
+                    ),
+                    e,
+                )
+            }
+        })?;
+        let staged = self.staged.remove(&id).expect("checked above");
+        self.devices[id as usize].2 = staged.target;
+        Ok(())
+    }
+
+    /// Removes a regular file (not a folder, not through a symbolic link) from the first
+    /// granted folder.
+    pub fn remove_file(&mut self, name: &str) -> Result<(), BackendError> {
+        let path = self.writable_folder(name)?.join(name);
+        let meta = path
+            .symlink_metadata()
+            .map_err(|e| io_err(format!("{}", path.display()), e))?;
+        if !meta.is_file() {
+            return Err(denied(format!("{} is not a regular file", path.display())));
+        }
+        std::fs::remove_file(&path).map_err(|e| io_err(format!("removing {}", path.display()), e))
     }
 
     pub fn log(&self, level: LogLevel, message: &str) {
@@ -310,6 +402,63 @@ impl GrantedDevices {
             // Cap what a plugin can push at the operator.
             let msg: String = message.chars().take(4096).collect();
             l(&self.plugin, level, &msg);
+        }
+    }
+}
+
+impl Drop for GrantedDevices {
+    /// Files created and never published are removed with the instance that made them:
+    /// a failed, trapped or abandoned import leaves nothing behind.
+    fn drop(&mut self) {
+        for staged in self.staged.values() {
+            let _ = std::fs::remove_file(&staged.temp);
+        }
+    }
+}
+
+/// `rename` that fails with `AlreadyExists` instead of replacing `to`.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c =
+        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths; renameat2 only reads them.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Removes `.NAME.snapport-PID-N` files in `folder` whose process is gone.
+fn remove_stale_temporaries(folder: &Path, name: &str) {
+    let prefix = format!(".{name}.snapport-");
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(rest) = file.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only checks whether the process exists.
+        let alive = pid == std::process::id() as i32
+            || unsafe { libc::kill(pid, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
         }
     }
 }

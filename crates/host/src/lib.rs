@@ -18,6 +18,7 @@ pub use grants::{Grants, Logger};
 use grants::GrantedDevices;
 use sha2::{Digest, Sha256};
 use snapport_core::extent::{Device, Encoded, Extent, ExtentPage, Location, VolumeSource};
+use snapport_core::import::VolumeTarget;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -413,6 +414,101 @@ impl Instance {
         })
     }
 
+    /// Opens an existing disk for writing in place. Images (`vi/`) are read-only once
+    /// committed: refused here whatever the plugin would allow.
+    pub fn open_volume_for_write(&mut self, volume: &str) -> Result<WritableVolume<'_>> {
+        let handle = self.call("opening a volume for writing", |s, g| {
+            g.call_open_volume(s, volume, None, Access::ReadWrite)
+        })?;
+        let generation = self.generation;
+        let info = self.call("describing a volume", |s, g| {
+            g.volume().call_info(s, handle).map(Ok)
+        });
+        let refuse = match &info {
+            Ok(i) if i.kind == VolumeKind::Image => Some(Error::new(
+                ErrorKind::Backend(BackendErrorKind::PermissionDenied),
+                format!("{}: vi/{volume} is a read-only image", self.who()),
+            )),
+            Ok(_) => None,
+            Err(_) => None,
+        };
+        let info = match (info, refuse) {
+            (Ok(i), None) => i,
+            (Err(e), _) | (_, Some(e)) => {
+                self.drop_handle(handle, generation);
+                return Err(e);
+            }
+        };
+        Ok(WritableVolume {
+            instance: self,
+            handle,
+            info,
+            generation,
+            fresh: false,
+            committed: false,
+            lost: None,
+        })
+    }
+
+    /// Creates volume `name` of `size` bytes, as a thin clone of `parent` when given, for
+    /// the import engine to fill. It appears under its name only after a successful
+    /// [`VolumeTarget::commit`]; dropped before, it is removed.
+    pub fn create_volume(
+        &mut self,
+        name: &str,
+        size: u64,
+        kind: VolumeKind,
+        parent: Option<&str>,
+    ) -> Result<WritableVolume<'_>> {
+        let handle = self.call("creating a volume", |s, g| {
+            g.call_create_volume(s, name, size, kind, parent)
+        })?;
+        let generation = self.generation;
+        let info = match self.call("describing a volume", |s, g| {
+            g.volume().call_info(s, handle).map(Ok)
+        }) {
+            Ok(i) => i,
+            Err(e) => {
+                self.drop_handle(handle, generation);
+                self.discard_staged();
+                return Err(e);
+            }
+        };
+        if info.size != size {
+            self.drop_handle(handle, generation);
+            self.discard_staged();
+            return Err(Error::new(
+                ErrorKind::Backend(BackendErrorKind::Io),
+                format!(
+                    "{} created {name} with {} bytes where {size} were asked for",
+                    self.who(),
+                    info.size
+                ),
+            ));
+        }
+        Ok(WritableVolume {
+            instance: self,
+            handle,
+            info,
+            generation,
+            fresh: parent.is_none(),
+            committed: false,
+            lost: None,
+        })
+    }
+
+    /// Deletes volume `name`.
+    pub fn delete_volume(&mut self, name: &str) -> Result<()> {
+        self.call("deleting a volume", |s, g| g.call_delete_volume(s, name))
+    }
+
+    /// Removes files created by this instance and never published.
+    fn discard_staged(&mut self) {
+        if let Some(live) = &mut self.live {
+            live.store.data_mut().devices.discard_staged();
+        }
+    }
+
     fn drop_handle(&mut self, handle: ResourceAny, generation: u64) {
         if generation == self.generation {
             if let Some(live) = &mut self.live {
@@ -455,6 +551,151 @@ impl OpenVolume<'_> {
             ));
         }
         Ok(())
+    }
+}
+
+/// A volume being written: the import engine's [`VolumeTarget`]. The plugin says where
+/// bytes go; the host checks every answer (the ranges must cover exactly what was asked,
+/// on devices the plugin holds read-write) and writes the data itself.
+pub struct WritableVolume<'a> {
+    instance: &'a mut Instance,
+    handle: ResourceAny,
+    pub info: VolumeInfo,
+    generation: u64,
+    /// Created without a parent: unwritten ranges read as zeros already.
+    fresh: bool,
+    committed: bool,
+    /// The failure that cost the plugin its instance, repeated to later callers (the
+    /// import's other workers) so every error says what happened.
+    lost: Option<String>,
+}
+
+impl Drop for WritableVolume<'_> {
+    fn drop(&mut self) {
+        self.instance.drop_handle(self.handle, self.generation);
+        if !self.committed {
+            self.instance.discard_staged();
+        }
+    }
+}
+
+impl WritableVolume<'_> {
+    fn plugin_error(&self, what: String) -> snapport_core::Error {
+        snapport_core::Error::new(
+            snapport_core::ErrorKind::Plugin,
+            format!("{} {what}", self.describe()),
+        )
+    }
+
+    fn check_generation(&self) -> Result<()> {
+        if self.generation != self.instance.generation || self.instance.live.is_none() {
+            return Err(Error::new(
+                ErrorKind::Trap,
+                match &self.lost {
+                    Some(why) => format!("the volume being written is lost: {why}"),
+                    None => format!(
+                        "{} was restarted after a failure; the volume being written is lost",
+                        self.instance.who()
+                    ),
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// Remembers a failure that threw the instance away.
+    fn note<T>(&mut self, r: Result<T>) -> Result<T> {
+        if let Err(e) = &r {
+            if self.instance.live.is_none() && self.lost.is_none() {
+                self.lost = Some(e.to_string());
+            }
+        }
+        r
+    }
+}
+
+impl VolumeTarget for WritableVolume<'_> {
+    fn size(&self) -> u64 {
+        self.info.size
+    }
+
+    fn needs_zeroing(&self) -> bool {
+        !self.fresh
+    }
+
+    fn allocate(
+        &mut self,
+        offset: u64,
+        length: u64,
+        zero: bool,
+    ) -> snapport_core::Result<Vec<Extent>> {
+        self.check_generation()?;
+        let handle = self.handle;
+        let extents = self.instance.call("allocating", |s, g| {
+            g.volume().call_allocate(s, handle, offset, length, zero)
+        });
+        let extents = self.note(extents)?;
+        let mut pos = offset;
+        let mut out = Vec::with_capacity(extents.len());
+        for e in extents.into_iter().map(convert_extent) {
+            let end = e.offset.checked_add(e.length);
+            if e.offset != pos || e.length == 0 || end.is_none_or(|end| end > offset + length) {
+                return Err(self.plugin_error(format!(
+                    "answered [{}, +{}) for an allocation of [{offset}, +{length})",
+                    e.offset, e.length
+                )));
+            }
+            match e.location {
+                Location::Data { device, offset: at } => {
+                    let writable = self
+                        .instance
+                        .live
+                        .as_ref()
+                        .is_some_and(|l| l.store.data().devices.is_writable(device));
+                    if !writable || at.checked_add(e.length).is_none() {
+                        return Err(self.plugin_error(format!(
+                            "told the host to write to device {device}, which it does not hold read-write"
+                        )));
+                    }
+                }
+                Location::Zero if zero => {}
+                _ => {
+                    return Err(self.plugin_error(format!(
+                        "answered an allocation of [{offset}, +{length}) with neither data nor (asked-for) zeros"
+                    )))
+                }
+            }
+            pos += e.length;
+            out.push(e);
+        }
+        if pos != offset + length {
+            return Err(self.plugin_error(format!(
+                "left [{pos}, {}) of an allocation unanswered",
+                offset + length
+            )));
+        }
+        Ok(out)
+    }
+
+    fn device(&self, id: u32) -> snapport_core::Result<Arc<Device>> {
+        self.instance
+            .device(id)
+            .ok_or_else(|| self.plugin_error(format!("named device {id}, which it never opened")))
+    }
+
+    fn commit(&mut self) -> snapport_core::Result<()> {
+        self.check_generation()?;
+        let handle = self.handle;
+        let r = self
+            .instance
+            .call("committing", |s, g| g.volume().call_commit(s, handle));
+        self.note(r)?;
+        self.committed = true;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("{} for new volume {}", self.instance.who(), self.info.name)
     }
 }
 
@@ -588,6 +829,12 @@ impl bindings::snapport::backend::host::Host for State {
     }
     fn create_file(&mut self, name: String) -> std::result::Result<u32, BackendError> {
         self.devices.create_file(&name)
+    }
+    fn publish_file(&mut self, device: u32) -> std::result::Result<(), BackendError> {
+        self.devices.publish_file(device)
+    }
+    fn remove_file(&mut self, name: String) -> std::result::Result<(), BackendError> {
+        self.devices.remove_file(&name)
     }
     fn log(&mut self, level: LogLevel, message: String) {
         self.devices.log(level, &message)

@@ -1,8 +1,10 @@
 //! The component glue: WIT bindings, host-backed media and the exported backend.
 
-use crate::chain::{self, Layer, Location, MAX_DEPTH};
-use crate::format::{self, Image, Medium};
 use alloc::borrow::ToOwned;
+use core::cell::RefCell;
+use snapport_qcow2::chain::{self, Layer, Location, MAX_DEPTH};
+use snapport_qcow2::format::{self, Image, Medium};
+use snapport_qcow2::writer::NewImage;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -27,6 +29,8 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 /// The host caps `read-at` at 1 MiB.
 const READ_CHUNK: u64 = 1 << 20;
 const IMAGE_SUFFIXES: &[&str] = &[".qcow2", ".raw", ".img"];
+/// `NAME.image.qcow2` is the read-only image `vi/NAME`; other image files are disks.
+const IMAGE_MARK: &str = ".image";
 
 /// A device opened through the host, read through `read-at`.
 struct Device {
@@ -81,33 +85,68 @@ fn format_error(file: &str, e: format::Error) -> BackendError {
         format::Error::Corrupt(m) => BackendError::Corrupt(format!("{file}: {m}")),
         format::Error::Unsupported(m) => BackendError::Unsupported(format!("{file}: not supported: {m}")),
         format::Error::Io(m) => BackendError::Io(format!("{file}: {m}")),
+        format::Error::Invalid(m) => BackendError::InvalidArgument(format!("{file}: {m}")),
     }
 }
 
-/// The image files of the pool, as (volume name, file name).
-fn image_files() -> Result<Vec<(String, FileEntry)>, BackendError> {
+/// A volume of the pool: its name, kind and file (or granted device).
+struct PoolFile {
+    name: String,
+    kind: VolumeKind,
+    file: FileEntry,
+}
+
+/// The volumes of the pool: image files in the granted folders, and granted devices
+/// (by their grant name: how the host hands a single file to this plugin).
+fn image_files() -> Result<Vec<PoolFile>, BackendError> {
     let mut out = Vec::new();
-    for entry in host::list_files()? {
+    for entry in host::granted_devices() {
+        out.push(PoolFile { name: entry.name.clone(), kind: VolumeKind::Disk, file: entry });
+    }
+    let files = match host::list_files() {
+        Ok(f) => f,
+        // A pool of devices only has no folder to list.
+        Err(BackendError::PermissionDenied(_)) if !out.is_empty() => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    for entry in files {
         if let Some(stem) = IMAGE_SUFFIXES.iter().find_map(|s| entry.name.strip_suffix(s)) {
-            if !stem.is_empty() {
-                out.push((stem.to_owned(), entry));
+            let (name, kind) = match stem.strip_suffix(IMAGE_MARK) {
+                Some(n) => (n, VolumeKind::Image),
+                None => (stem, VolumeKind::Disk),
+            };
+            if !name.is_empty() {
+                out.push(PoolFile { name: name.to_owned(), kind, file: entry });
             }
         }
     }
     Ok(out)
 }
 
-fn file_of(volume: &str) -> Result<String, BackendError> {
-    let files = image_files()?;
-    let mut hits = files.iter().filter(|(stem, _)| stem == volume);
+fn find(volume: &str) -> Result<PoolFile, BackendError> {
+    let mut hits = image_files()?.into_iter().filter(|f| f.name == volume);
     match (hits.next(), hits.next()) {
-        (Some((_, f)), None) => Ok(f.name.clone()),
-        (Some((_, a)), Some((_, b))) => Err(BackendError::Conflict(format!(
-            "two files could be vd/{volume}: {} and {}; rename one",
-            a.name, b.name
+        (Some(f), None) => Ok(f),
+        (Some(a), Some(b)) => Err(BackendError::Conflict(format!(
+            "two files could be volume {volume}: {} and {}; rename one",
+            a.file.name, b.file.name
         ))),
-        (None, _) => Err(BackendError::NotFound(format!("no disk {volume} (no {volume}.qcow2, .raw or .img)"))),
+        (None, _) => Err(BackendError::NotFound(format!(
+            "no volume {volume} (no {volume}.qcow2, .raw, .img or {volume}.image.qcow2)"
+        ))),
     }
+}
+
+fn file_of(volume: &str) -> Result<String, BackendError> {
+    find(volume).map(|f| f.file.name)
+}
+
+/// The volume a backing file name refers to, when it is a file of this pool.
+fn volume_of_file(backing: &str) -> String {
+    image_files()
+        .ok()
+        .and_then(|files| files.into_iter().find(|f| f.file.name == backing))
+        .map_or_else(|| backing.to_owned(), |f| f.name)
 }
 
 fn first_bytes(dev: &Device) -> Result<[u8; 4], BackendError> {
@@ -166,11 +205,12 @@ fn open_chain(file: &str, snapshot: Option<&str>) -> Result<Vec<(Device, Layer)>
     Ok(layers)
 }
 
-fn volume_info(name: &str, file: &FileEntry) -> VolumeInfo {
+fn volume_info(f: &PoolFile) -> VolumeInfo {
+    let file = &f.file;
     let mut info = VolumeInfo {
-        name: name.to_owned(),
+        name: f.name.clone(),
         size: file.size,
-        kind: VolumeKind::Disk,
+        kind: f.kind,
         format: "raw".into(),
         allocated: None,
         parent: None,
@@ -181,7 +221,7 @@ fn volume_info(name: &str, file: &FileEntry) -> VolumeInfo {
             if let Layer::Qcow2 { image, view } = &layers[0].1 {
                 info.format = "qcow2".into();
                 info.size = view.size;
-                info.parent = image.backing_file.clone();
+                info.parent = image.backing_file.as_deref().map(volume_of_file);
             }
         }
         Err(e) => {
@@ -202,17 +242,23 @@ impl Guest for Plugin {
             name: "qcow2".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "a folder of qcow2 and raw image files".into(),
-            capabilities: Capabilities::READ | Capabilities::EXTENTS,
+            capabilities: Capabilities::READ
+                | Capabilities::EXTENTS
+                | Capabilities::WRITE
+                | Capabilities::ZERO
+                | Capabilities::VOLUME_CREATE
+                | Capabilities::VOLUME_DELETE
+                | Capabilities::THIN_CLONE,
         }
     }
 
     fn list_volumes() -> Result<Vec<VolumeInfo>, BackendError> {
-        Ok(image_files()?.iter().map(|(stem, f)| volume_info(stem, f)).collect())
+        Ok(image_files()?.iter().map(volume_info).collect())
     }
 
     fn list_snapshots(volume: Option<String>) -> Result<Vec<SnapshotInfo>, BackendError> {
         let mut out = Vec::new();
-        for (stem, f) in image_files()? {
+        for PoolFile { name: stem, file: f, .. } in image_files()? {
             if volume.as_ref().is_some_and(|v| *v != stem) {
                 continue;
             }
@@ -244,10 +290,16 @@ impl Guest for Plugin {
     }
 
     fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<VolumeHandle, BackendError> {
+        let pool_file = find(&volume)?;
         if access == Access::ReadWrite {
-            return Err(BackendError::Unsupported("the qcow2 plugin cannot write volumes yet".into()));
+            return Err(match pool_file.kind {
+                VolumeKind::Image => BackendError::PermissionDenied(format!("vi/{volume} is a read-only image")),
+                VolumeKind::Disk => BackendError::Unsupported(
+                    "writing into an existing qcow2 volume is not supported; create a new volume".into(),
+                ),
+            });
         }
-        let file = file_of(&volume)?;
+        let file = pool_file.file.name;
         let layers = open_chain(&file, snapshot.as_deref())?;
         let top = &layers[0].1;
         let info = VolumeInfo {
@@ -256,27 +308,77 @@ impl Guest for Plugin {
                 None => volume.clone(),
             },
             size: top.size(),
-            kind: VolumeKind::Disk,
+            kind: pool_file.kind,
             format: match top {
                 Layer::Qcow2 { .. } => "qcow2".into(),
                 Layer::Raw { .. } => "raw".into(),
             },
             allocated: None,
             parent: match top {
-                Layer::Qcow2 { image, .. } => image.backing_file.clone(),
+                Layer::Qcow2 { image, .. } => image.backing_file.as_deref().map(volume_of_file),
                 Layer::Raw { .. } => None,
             },
             labels: Vec::new(),
         };
-        Ok(VolumeHandle::new(Volume { layers, info }))
+        Ok(VolumeHandle::new(Volume::Reader { layers, info }))
     }
 
-    fn create_volume(_: String, _: u64, _: VolumeKind) -> Result<VolumeHandle, BackendError> {
-        Err(BackendError::Unsupported("the qcow2 plugin cannot create volumes yet".into()))
+    fn create_volume(
+        name: String,
+        size: u64,
+        kind: VolumeKind,
+        parent: Option<String>,
+    ) -> Result<VolumeHandle, BackendError> {
+        if name.is_empty() || name.starts_with('.') || name.contains('/') || name.ends_with(IMAGE_MARK) {
+            return Err(BackendError::InvalidArgument(format!(
+                "{name:?} cannot name a volume (no '/', no leading '.', no {IMAGE_MARK:?} ending)"
+            )));
+        }
+        if find(&name).is_ok() {
+            return Err(BackendError::Conflict(format!("volume {name} exists already")));
+        }
+        let backing = match &parent {
+            None => None,
+            Some(p) => {
+                let base = find(p)?;
+                if base.kind != VolumeKind::Image {
+                    return Err(BackendError::InvalidArgument(format!(
+                        "{p} is a disk; thin clones are made from images (vi/), which never change under them"
+                    )));
+                }
+                let layers = open_chain(&base.file.name, None)?;
+                let (format, base_size) = match &layers[0].1 {
+                    Layer::Qcow2 { view, .. } => ("qcow2", view.size),
+                    Layer::Raw { size } => ("raw", *size),
+                };
+                if size < base_size {
+                    return Err(BackendError::InvalidArgument(format!(
+                        "a clone of {p} needs at least its {base_size} bytes"
+                    )));
+                }
+                Some((base.file.name, format.to_owned()))
+            }
+        };
+        let image = NewImage::new(size, backing).map_err(|e| format_error(&name, e))?;
+        let file = match kind {
+            VolumeKind::Disk => format!("{name}.qcow2"),
+            VolumeKind::Image => format!("{name}{IMAGE_MARK}.qcow2"),
+        };
+        let device = host::create_file(&file)?;
+        let info = VolumeInfo {
+            name,
+            size,
+            kind,
+            format: "qcow2".into(),
+            allocated: None,
+            parent,
+            labels: Vec::new(),
+        };
+        Ok(VolumeHandle::new(Volume::Writer { device, file, image: RefCell::new(image), info }))
     }
 
-    fn delete_volume(_: String) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported("the qcow2 plugin cannot delete volumes yet".into()))
+    fn delete_volume(name: String) -> Result<(), BackendError> {
+        host::remove_file(&file_of(&name)?)
     }
 
     fn create_snapshot(_: String, _: String) -> Result<SnapshotInfo, BackendError> {
@@ -288,20 +390,31 @@ impl Guest for Plugin {
     }
 }
 
-struct Volume {
-    layers: Vec<(Device, Layer)>,
-    info: VolumeInfo,
+enum Volume {
+    /// Open for reading: the chain of layers.
+    Reader { layers: Vec<(Device, Layer)>, info: VolumeInfo },
+    /// Being created: a new image whose data the host writes where `allocate` says.
+    Writer { device: u32, file: String, image: RefCell<NewImage>, info: VolumeInfo },
+}
+
+fn read_only() -> BackendError {
+    BackendError::InvalidArgument("the volume is open for reading".into())
 }
 
 impl GuestVolume for Volume {
     fn info(&self) -> VolumeInfo {
-        self.info.clone()
+        match self {
+            Volume::Reader { info, .. } | Volume::Writer { info, .. } => info.clone(),
+        }
     }
 
     fn map_extents(&self, start: u64, max_extents: u32) -> Result<ExtentPage, BackendError> {
-        let (extents, next) = chain::map(&self.layers, start, max_extents as usize)
-            .map_err(|e| format_error(&self.info.name, e))?;
-        let device = |layer: usize| self.layers[layer].0.id;
+        let Volume::Reader { layers, info } = self else {
+            return Err(BackendError::InvalidArgument("a volume being written has no map yet".into()));
+        };
+        let (extents, next) =
+            chain::map(layers, start, max_extents as usize).map_err(|e| format_error(&info.name, e))?;
+        let device = |layer: usize| layers[layer].0.id;
         let extents = extents
             .into_iter()
             .map(|e| Extent {
@@ -332,15 +445,52 @@ impl GuestVolume for Volume {
     }
 
     fn decode(&self, codec: u32, stored: Vec<u8>, decoded_length: u32) -> Result<Vec<u8>, BackendError> {
-        format::decode(codec, &stored, decoded_length as usize).map_err(|e| format_error(&self.info.name, e))
+        let name = match self {
+            Volume::Reader { info, .. } | Volume::Writer { info, .. } => &info.name,
+        };
+        format::decode(codec, &stored, decoded_length as usize).map_err(|e| format_error(name, e))
     }
 
-    fn allocate(&self, _: u64, _: u64, _: bool) -> Result<Vec<Extent>, BackendError> {
-        Err(BackendError::Unsupported("the qcow2 plugin cannot write volumes yet".into()))
+    fn allocate(&self, offset: u64, length: u64, zero: bool) -> Result<Vec<Extent>, BackendError> {
+        let Volume::Writer { device, file, image, .. } = self else {
+            return Err(read_only());
+        };
+        let mut image = image.borrow_mut();
+        if zero {
+            image.zero(offset, length).map_err(|e| format_error(file, e))?;
+            return Ok(alloc::vec![Extent { offset, length, location: WitLocation::Zero }]);
+        }
+        let placed = image.allocate(offset, length).map_err(|e| format_error(file, e))?;
+        Ok(placed
+            .into_iter()
+            .map(|p| Extent {
+                offset: p.guest,
+                length: p.length,
+                location: WitLocation::Data(DeviceOffset { device: *device, offset: p.host }),
+            })
+            .collect())
     }
 
+    /// Appends the tables, writes the header last, makes it durable and gives the file
+    /// its name: before that instant the file is hidden and has no valid header.
     fn commit(&self) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported("the qcow2 plugin cannot write volumes yet".into()))
+        let Volume::Writer { device, file, image, .. } = self else {
+            return Err(read_only());
+        };
+        let image = image.borrow();
+        let mut failed = None;
+        let size = image
+            .finish(&mut |at, bytes| {
+                host::write_at(*device, at, bytes).map_err(|e| {
+                    let m = describe(&e);
+                    failed = Some(e);
+                    format::Error::Io(m)
+                })
+            })
+            .map_err(|e| failed.take().unwrap_or_else(|| format_error(file, e)))?;
+        host::set_size(*device, size)?;
+        host::flush(*device)?;
+        host::publish_file(*device)
     }
 }
 

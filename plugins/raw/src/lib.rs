@@ -1,6 +1,7 @@
 //! snapport's raw backend: each device the pool grants (a raw file or a block device) is a
-//! disk `vd/NAME`, and so is each `*.raw` file in a granted folder. The map of a raw disk
-//! is one data extent: the bytes are where they are.
+//! disk `vd/NAME`, and so is each `*.raw` file in a granted folder (`NAME.image.raw` is
+//! the read-only image `vi/NAME`). The map of a raw disk is one data extent: the bytes are
+//! where they are. New volumes are sparse files.
 #![no_std]
 
 extern crate alloc;
@@ -28,27 +29,50 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
 }
 
 const SUFFIX: &str = ".raw";
+const IMAGE_MARK: &str = ".image";
 
-/// (volume name, what to pass to `host::open`)
-fn volumes() -> Result<Vec<(String, String, u64)>, BackendError> {
-    let mut out: Vec<(String, String, u64)> =
-        host::granted_devices().into_iter().map(|d| (d.name.clone(), d.name, d.size)).collect();
+/// A volume: its name, what to pass to `host::open`, its size and kind.
+struct Raw {
+    name: String,
+    target: String,
+    size: u64,
+    kind: VolumeKind,
+    /// A file in a folder (which `delete-volume` may remove), not a granted device.
+    file: bool,
+}
+
+fn volumes() -> Result<Vec<Raw>, BackendError> {
+    let mut out: Vec<Raw> = host::granted_devices()
+        .into_iter()
+        .map(|d| Raw { name: d.name.clone(), target: d.name, size: d.size, kind: VolumeKind::Disk, file: false })
+        .collect();
     // A pool without folders has no files to list; that is not an error here.
     if let Ok(files) = host::list_files() {
         for f in files {
             if let Some(stem) = f.name.strip_suffix(SUFFIX) {
-                out.push((stem.into(), f.name.clone(), f.size));
+                let (name, kind) = match stem.strip_suffix(IMAGE_MARK) {
+                    Some(n) => (n, VolumeKind::Image),
+                    None => (stem, VolumeKind::Disk),
+                };
+                out.push(Raw { name: name.into(), target: f.name.clone(), size: f.size, kind, file: true });
             }
         }
     }
     Ok(out)
 }
 
-fn info_of(name: &str, size: u64) -> VolumeInfo {
+fn find(volume: &str) -> Result<Raw, BackendError> {
+    volumes()?
+        .into_iter()
+        .find(|v| v.name == volume)
+        .ok_or_else(|| BackendError::NotFound(format!("no raw volume {volume}")))
+}
+
+fn info_of(name: &str, size: u64, kind: VolumeKind) -> VolumeInfo {
     VolumeInfo {
         name: name.into(),
         size,
-        kind: VolumeKind::Disk,
+        kind,
         format: "raw".into(),
         allocated: None,
         parent: None,
@@ -66,12 +90,15 @@ impl Guest for Plugin {
             name: "raw".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "raw files and block devices".into(),
-            capabilities: Capabilities::READ | Capabilities::WRITE | Capabilities::VOLUME_CREATE,
+            capabilities: Capabilities::READ
+                | Capabilities::WRITE
+                | Capabilities::VOLUME_CREATE
+                | Capabilities::VOLUME_DELETE,
         }
     }
 
     fn list_volumes() -> Result<Vec<VolumeInfo>, BackendError> {
-        Ok(volumes()?.iter().map(|(n, _, size)| info_of(n, *size)).collect())
+        Ok(volumes()?.iter().map(|v| info_of(&v.name, v.size, v.kind)).collect())
     }
 
     fn list_snapshots(_: Option<String>) -> Result<Vec<SnapshotInfo>, BackendError> {
@@ -82,23 +109,45 @@ impl Guest for Plugin {
         if snapshot.is_some() {
             return Err(BackendError::Unsupported("raw volumes have no snapshots".into()));
         }
-        let (_, target, _) = volumes()?
-            .into_iter()
-            .find(|(n, _, _)| *n == volume)
-            .ok_or_else(|| BackendError::NotFound(format!("no raw disk {volume}")))?;
-        let device = host::open(&target, None, access)?;
+        let v = find(&volume)?;
+        if access == Access::ReadWrite && v.kind == VolumeKind::Image {
+            return Err(BackendError::PermissionDenied(format!("vi/{volume} is a read-only image")));
+        }
+        let device = host::open(&v.target, None, access)?;
         let size = host::device_size(device)?;
-        Ok(VolumeHandle::new(Volume { device, info: info_of(&volume, size) }))
+        Ok(VolumeHandle::new(Volume { device, info: info_of(&volume, size, v.kind), created: false }))
     }
 
-    fn create_volume(name: String, size: u64, _: VolumeKind) -> Result<VolumeHandle, BackendError> {
-        let device = host::create_file(&format!("{name}{SUFFIX}"))?;
+    fn create_volume(
+        name: String,
+        size: u64,
+        kind: VolumeKind,
+        parent: Option<String>,
+    ) -> Result<VolumeHandle, BackendError> {
+        if parent.is_some() {
+            return Err(BackendError::Unsupported("raw volumes cannot be thin clones; make a full copy".into()));
+        }
+        if name.is_empty() || name.starts_with('.') || name.contains('/') || name.ends_with(IMAGE_MARK) {
+            return Err(BackendError::InvalidArgument(format!("{name:?} cannot name a volume")));
+        }
+        if find(&name).is_ok() {
+            return Err(BackendError::Conflict(format!("volume {name} exists already")));
+        }
+        let file = match kind {
+            VolumeKind::Disk => format!("{name}{SUFFIX}"),
+            VolumeKind::Image => format!("{name}{IMAGE_MARK}{SUFFIX}"),
+        };
+        let device = host::create_file(&file)?;
         host::set_size(device, size)?;
-        Ok(VolumeHandle::new(Volume { device, info: info_of(&name, size) }))
+        Ok(VolumeHandle::new(Volume { device, info: info_of(&name, size, kind), created: true }))
     }
 
-    fn delete_volume(_: String) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported("deleting raw volumes is not implemented yet".into()))
+    fn delete_volume(name: String) -> Result<(), BackendError> {
+        let v = find(&name)?;
+        if !v.file {
+            return Err(BackendError::Unsupported(format!("{name} is a granted device; the operator owns it")));
+        }
+        host::remove_file(&v.target)
     }
 
     fn create_snapshot(_: String, _: String) -> Result<SnapshotInfo, BackendError> {
@@ -113,6 +162,8 @@ impl Guest for Plugin {
 struct Volume {
     device: u32,
     info: VolumeInfo,
+    /// Made by `create-volume`: `commit` publishes it.
+    created: bool,
 }
 
 impl Volume {
@@ -152,7 +203,11 @@ impl GuestVolume for Volume {
     }
 
     fn commit(&self) -> Result<(), BackendError> {
-        host::flush(self.device)
+        host::flush(self.device)?;
+        if self.created {
+            host::publish_file(self.device)?;
+        }
+        Ok(())
     }
 }
 

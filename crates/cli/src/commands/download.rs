@@ -98,6 +98,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut volume = instance
         .open_volume(address.disk(), address.snapshot())
         .with_context(|| format!("opening {address}"))?;
+    crate::commands::create::check_kind(&address, volume.info.kind)?;
 
     let to_stdout = args.output == "-";
     let target = if to_stdout {
@@ -107,9 +108,7 @@ pub fn run(args: Args) -> Result<()> {
             .context("duplicating stdout")?;
         Target::Stream(Box::new(std::fs::File::from(fd)))
     } else {
-        let path = PathBuf::from(&args.output);
-        crate::interrupt::remove_on_signal(&snapport_core::io::temp_path_beside(&path)?);
-        Target::File(path)
+        Target::File(PathBuf::from(&args.output))
     };
     let options = ExportOptions {
         format: match args.format {

@@ -1,12 +1,13 @@
-//! `snapport get vd|vds`: what a pool holds.
+//! `snapport get vd|vi|vds`: what a pool holds.
 
 use crate::commands::human;
 use crate::context::Context;
 use anyhow::{bail, Result};
+use snapport_host::VolumeKind;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// vd (disks) or vds (disk snapshots).
+    /// vd (disks), vi (images) or vds (disk snapshots).
     kind: String,
     /// Only this disk (for vds: this disk's snapshots).
     name: Option<String>,
@@ -24,15 +25,24 @@ pub fn run(args: Args) -> Result<()> {
     let ctx = Context::new()?;
     let mut instance = ctx.pool(&args.pool)?;
     match args.kind.as_str() {
-        "vd" | "vds" => {}
-        other => bail!("get {other}: this snapport lists vd (disks) and vds (disk snapshots)"),
+        "vd" | "vi" | "vds" => {}
+        other => bail!(
+            "get {other}: this snapport lists vd (disks), vi (images) and vds (disk snapshots)"
+        ),
     }
-    if args.kind == "vd" {
+    if args.kind == "vd" || args.kind == "vi" {
+        let kind = args.kind.clone();
+        let want = if kind == "vd" {
+            VolumeKind::Disk
+        } else {
+            VolumeKind::Image
+        };
         let mut vols = instance.list_volumes()?;
+        vols.retain(|v| v.kind == want);
         if let Some(n) = &args.name {
             vols.retain(|v| &v.name == n);
             if vols.is_empty() {
-                bail!("no disk vd/{n} in pool {}", args.pool);
+                bail!("no {kind}/{n} in pool {}", args.pool);
             }
         }
         if args.output == "json" {
@@ -40,7 +50,7 @@ pub fn run(args: Args) -> Result<()> {
                 .iter()
                 .map(|v| {
                     serde_json::json!({
-                        "name": format!("vd/{}", v.name),
+                        "name": format!("{kind}/{}", v.name),
                         "pool": args.pool,
                         "size": v.size,
                         "format": v.format,
@@ -59,7 +69,7 @@ pub fn run(args: Args) -> Result<()> {
                 }
                 println!(
                     "{:<32} {:>10} {:<10} {parent}",
-                    format!("vd/{}", v.name),
+                    format!("{kind}/{}", v.name),
                     human(v.size),
                     v.format
                 );

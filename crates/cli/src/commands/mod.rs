@@ -1,6 +1,28 @@
+pub mod create;
+pub mod delete;
 pub mod download;
 pub mod get;
 pub mod plugin;
+pub mod upload;
+
+use snapport_core::progress::{NoProgress, Progress};
+use std::io::IsTerminal;
+
+/// How a command prints its summary (`-o`).
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputArg {
+    Text,
+    Json,
+}
+
+/// A progress bar on a terminal, nothing otherwise or with `-q`.
+pub fn new_progress(quiet: bool) -> Box<dyn Progress> {
+    if quiet || !std::io::stderr().is_terminal() {
+        Box::new(NoProgress)
+    } else {
+        Box::new(crate::progress::Bar::new())
+    }
+}
 
 /// Human-readable binary size ("1.5 GiB").
 pub fn human(bytes: u64) -> String {

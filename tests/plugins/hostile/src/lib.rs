@@ -1,6 +1,8 @@
 //! A test-only plugin that misbehaves on purpose, to prove the host survives it. The pool
 //! setting `behaviour` picks the misdeed; `good` makes it an honest raw-like backend over
-//! the granted device `disk`, so tests can show a recovered host working again.
+//! the granted device `disk`, so tests can show a recovered host working again. Volumes
+//! it creates (the write path) are files in the granted folder, and the `write-*` and
+//! `commit-*` behaviours lie or fail there.
 #![no_std]
 
 extern crate alloc;
@@ -89,11 +91,14 @@ impl Guest for Plugin {
     fn open_volume(_: String, _: Option<String>, _: Access) -> Result<VolumeHandle, BackendError> {
         let device = host::open("disk", None, Access::ReadOnly)?;
         let size = host::device_size(device)?;
-        Ok(VolumeHandle::new(Volume { device, size }))
+        Ok(VolumeHandle::new(Volume { device, size, created: None }))
     }
 
-    fn create_volume(_: String, _: u64, _: VolumeKind) -> Result<VolumeHandle, BackendError> {
-        Err(BackendError::Unsupported("test plugin".into()))
+    fn create_volume(name: String, size: u64, _: VolumeKind, _: Option<String>) -> Result<VolumeHandle, BackendError> {
+        let created = host::create_file(&name)?;
+        host::set_size(created, size)?;
+        let device = host::open("disk", None, Access::ReadOnly)?;
+        Ok(VolumeHandle::new(Volume { device, size, created: Some(created) }))
     }
 
     fn delete_volume(_: String) -> Result<(), BackendError> {
@@ -110,8 +115,11 @@ impl Guest for Plugin {
 }
 
 struct Volume {
+    /// The granted device `disk`, read-only.
     device: u32,
     size: u64,
+    /// The file `create-volume` made.
+    created: Option<u32>,
 }
 
 impl Volume {
@@ -158,12 +166,34 @@ impl GuestVolume for Volume {
         Err(BackendError::Unsupported("test plugin".into()))
     }
 
-    fn allocate(&self, _: u64, _: u64, _: bool) -> Result<Vec<Extent>, BackendError> {
-        Err(BackendError::Unsupported("test plugin".into()))
+    fn allocate(&self, offset: u64, length: u64, _: bool) -> Result<Vec<Extent>, BackendError> {
+        let Some(created) = self.created else {
+            return Err(BackendError::Unsupported("test plugin".into()));
+        };
+        let at = |device, offset, length| Extent { offset, length, location: Location::Data(DeviceOffset { device, offset }) };
+        match behaviour().as_str() {
+            "write-loop" => spin(),
+            "write-alloc" => hoard(),
+            "write-trap" => core::arch::wasm32::unreachable(),
+            // Bytes sent to the read-only device, to one never opened, half a range, more
+            // than the range.
+            "write-ro" => Ok(vec![at(self.device, offset, length)]),
+            "write-ungranted" => Ok(vec![at(4242, offset, length)]),
+            "write-short" => Ok(vec![at(created, offset, length / 2)]),
+            "write-wide" => Ok(vec![at(created, offset, length + 4096)]),
+            _ => Ok(vec![at(created, offset, length)]),
+        }
     }
 
     fn commit(&self) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported("test plugin".into()))
+        let Some(created) = self.created else {
+            return Err(BackendError::Unsupported("test plugin".into()));
+        };
+        match behaviour().as_str() {
+            "commit-trap" => core::arch::wasm32::unreachable(),
+            "commit-fail" => Err(BackendError::Io("the metadata write failed".into())),
+            _ => host::publish_file(created),
+        }
     }
 }
 

@@ -30,11 +30,8 @@ const INCOMPAT_CORRUPT: u64 = 1 << 1;
 const INCOMPAT_DATA_FILE: u64 = 1 << 2;
 const INCOMPAT_COMPRESSION: u64 = 1 << 3;
 const INCOMPAT_EXTL2: u64 = 1 << 4;
-const INCOMPAT_KNOWN: u64 = INCOMPAT_DIRTY
-    | INCOMPAT_CORRUPT
-    | INCOMPAT_DATA_FILE
-    | INCOMPAT_COMPRESSION
-    | INCOMPAT_EXTL2;
+const INCOMPAT_KNOWN: u64 =
+    INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2;
 /// Header extension types (qcow2.txt, "Header extensions").
 const EXT_END: u32 = 0;
 const EXT_BACKING_FORMAT: u32 = 0xe279_2aca;
@@ -52,6 +49,8 @@ pub enum Error {
     Unsupported(String),
     /// The medium failed (the host's message).
     Io(String),
+    /// A request to the writer that cannot be met (unaligned, past the end, too large).
+    Invalid(String),
 }
 
 pub type Result<T> = core::result::Result<T, Error>;
@@ -85,7 +84,12 @@ impl Medium for [u8] {
         let end = start
             .checked_add(buf.len())
             .filter(|&e| e <= self.len())
-            .ok_or_else(|| Error::Io(format!("read of {} bytes at {offset} past the end", buf.len())))?;
+            .ok_or_else(|| {
+                Error::Io(format!(
+                    "read of {} bytes at {offset} past the end",
+                    buf.len()
+                ))
+            })?;
         buf.copy_from_slice(&self[start..end]);
         Ok(())
     }
@@ -186,7 +190,9 @@ impl Image {
     pub fn open<M: Medium + ?Sized>(m: &M) -> Result<Image> {
         let file_size = m.size();
         if file_size < 72 {
-            return corrupt(format!("file of {file_size} bytes is too short for a qcow2 header (72 bytes)"));
+            return corrupt(format!(
+                "file of {file_size} bytes is too short for a qcow2 header (72 bytes)"
+            ));
         }
         let mut h = [0u8; 112];
         let n = file_size.min(112) as usize;
@@ -196,13 +202,17 @@ impl Image {
         }
         let version = be32(&h, 4);
         if version != 2 && version != 3 {
-            return Err(Error::Unsupported(format!("qcow2 version {version} (only 2 and 3 exist)")));
+            return Err(Error::Unsupported(format!(
+                "qcow2 version {version} (only 2 and 3 exist)"
+            )));
         }
         let backing_file_offset = be64(&h, 8);
         let backing_file_size = be32(&h, 16);
         let cluster_bits = be32(&h, 20);
         if !(9..=21).contains(&cluster_bits) {
-            return corrupt(format!("cluster_bits {cluster_bits} outside 9..=21 (512 B to 2 MiB clusters)"));
+            return corrupt(format!(
+                "cluster_bits {cluster_bits} outside 9..=21 (512 B to 2 MiB clusters)"
+            ));
         }
         let cluster_size = 1u64 << cluster_bits;
         let size = be64(&h, 24);
@@ -242,10 +252,14 @@ impl Image {
             )));
         }
         if incompatible & INCOMPAT_CORRUPT != 0 {
-            return corrupt("image is marked corrupt by QEMU; repair it with `qemu-img check -r all`".into());
+            return corrupt(
+                "image is marked corrupt by QEMU; repair it with `qemu-img check -r all`".into(),
+            );
         }
         if incompatible & INCOMPAT_DATA_FILE != 0 {
-            return Err(Error::Unsupported("qcow2 with an external data file".into()));
+            return Err(Error::Unsupported(
+                "qcow2 with an external data file".into(),
+            ));
         }
         if (incompatible & INCOMPAT_COMPRESSION != 0) != (compression_type != 0) {
             return corrupt(format!(
@@ -253,7 +267,9 @@ impl Image {
             ));
         }
         if compression_type > 1 {
-            return Err(Error::Unsupported(format!("compression type {compression_type}")));
+            return Err(Error::Unsupported(format!(
+                "compression type {compression_type}"
+            )));
         }
         let extended_l2 = incompatible & INCOMPAT_EXTL2 != 0;
         if extended_l2 && cluster_bits < 14 {
@@ -279,18 +295,24 @@ impl Image {
 
         // The active L1 table must cover the virtual size.
         image.check_l1(l1_table_offset, l1_size, size, "active L1 table")?;
-        image.metadata.push((l1_table_offset, u64::from(l1_size) * 8));
+        image
+            .metadata
+            .push((l1_table_offset, u64::from(l1_size) * 8));
 
         let reftable_bytes = u64::from(refcount_table_clusters) << cluster_bits;
         if reftable_bytes > MAX_REFTABLE_CLUSTERS_BYTES {
-            return corrupt(format!("refcount table of {reftable_bytes} bytes is too large"));
+            return corrupt(format!(
+                "refcount table of {reftable_bytes} bytes is too large"
+            ));
         }
         image.check_table("refcount table", refcount_table_offset, reftable_bytes)?;
         image.metadata.push((refcount_table_offset, reftable_bytes));
 
         if backing_file_offset != 0 {
             if backing_file_size == 0 || backing_file_size > 1023 {
-                return corrupt(format!("backing file name of {backing_file_size} bytes (1..=1023)"));
+                return corrupt(format!(
+                    "backing file name of {backing_file_size} bytes (1..=1023)"
+                ));
             }
             let end = backing_file_offset.checked_add(u64::from(backing_file_size));
             if end.is_none_or(|e| e > cluster_size || e > file_size) {
@@ -305,7 +327,9 @@ impl Image {
         image.read_extensions(m, header_length)?;
 
         if nb_snapshots > MAX_SNAPSHOTS {
-            return corrupt(format!("{nb_snapshots} snapshots (QEMU allows {MAX_SNAPSHOTS})"));
+            return corrupt(format!(
+                "{nb_snapshots} snapshots (QEMU allows {MAX_SNAPSHOTS})"
+            ));
         }
         if nb_snapshots > 0 {
             image.read_snapshots(m, snapshots_offset, nb_snapshots)?;
@@ -329,7 +353,9 @@ impl Image {
 
     fn check_l1(&self, offset: u64, entries: u32, size: u64, what: &str) -> Result<()> {
         if entries > MAX_L1_ENTRIES {
-            return corrupt(format!("{what} has {entries} entries (QEMU allows {MAX_L1_ENTRIES})"));
+            return corrupt(format!(
+                "{what} has {entries} entries (QEMU allows {MAX_L1_ENTRIES})"
+            ));
         }
         let needed = size.div_ceil(self.l2_coverage());
         if u64::from(entries) < needed {
@@ -356,7 +382,9 @@ impl Image {
             }
             let data_end = at + 8 + len;
             if data_end > cluster {
-                return corrupt(format!("header extension {kind:#x} runs past the header cluster"));
+                return corrupt(format!(
+                    "header extension {kind:#x} runs past the header cluster"
+                ));
             }
             if kind == EXT_BACKING_FORMAT {
                 let mut v = vec![0u8; len as usize];
@@ -376,7 +404,9 @@ impl Image {
         for i in 0..count {
             let mut e = [0u8; 40];
             if at.checked_add(40).is_none_or(|end| end > self.file_size) {
-                return corrupt(format!("snapshot table entry {i} runs past the end of the file"));
+                return corrupt(format!(
+                    "snapshot table entry {i} runs past the end of the file"
+                ));
             }
             m.read_exact_at(at, &mut e)?;
             let l1_table_offset = be64(&e, 0);
@@ -389,13 +419,23 @@ impl Image {
             }
             let total = 40 + extra_len + id_len + name_len;
             if at + total > self.file_size {
-                return corrupt(format!("snapshot table entry {i} runs past the end of the file"));
+                return corrupt(format!(
+                    "snapshot table entry {i} runs past the end of the file"
+                ));
             }
             let mut rest = vec![0u8; (total - 40) as usize];
             m.read_exact_at(at + 40, &mut rest)?;
             let extra = &rest[..extra_len as usize];
-            let vm_state_size = if extra.len() >= 8 { be64(extra, 0) } else { u64::from(be32(&e, 32)) };
-            let disk_size = if extra.len() >= 16 { be64(extra, 8) } else { self.size };
+            let vm_state_size = if extra.len() >= 8 {
+                be64(extra, 0)
+            } else {
+                u64::from(be32(&e, 32))
+            };
+            let disk_size = if extra.len() >= 16 {
+                be64(extra, 8)
+            } else {
+                self.size
+            };
             let id = &rest[extra_len as usize..(extra_len + id_len) as usize];
             let name = &rest[(extra_len + id_len) as usize..];
             let snapshot = Snapshot {
@@ -408,8 +448,14 @@ impl Image {
                 date_nsec: be32(&e, 20),
                 vm_state_size,
             };
-            self.check_l1(l1_table_offset, l1_size, disk_size, &format!("L1 table of snapshot {:?}", snapshot.name))?;
-            self.metadata.push((l1_table_offset, u64::from(l1_size) * 8));
+            self.check_l1(
+                l1_table_offset,
+                l1_size,
+                disk_size,
+                &format!("L1 table of snapshot {:?}", snapshot.name),
+            )?;
+            self.metadata
+                .push((l1_table_offset, u64::from(l1_size) * 8));
             self.snapshots.push(snapshot);
             at = (at + total + 7) & !7;
         }
@@ -436,7 +482,10 @@ impl Image {
         let used = size.div_ceil(self.l2_coverage()).min(u64::from(entries)) as usize;
         let mut raw = vec![0u8; used * 8];
         m.read_exact_at(offset, &mut raw)?;
-        let l1 = raw.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap())).collect();
+        let l1 = raw
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+            .collect();
         Ok(Some(View { l1, size }))
     }
 
@@ -448,7 +497,12 @@ impl Image {
     }
 
     /// Reads (or takes from the one-table cache) the L2 table at `offset`.
-    fn with_l2<M: Medium + ?Sized, R>(&self, m: &M, offset: u64, f: impl FnOnce(&[u64]) -> R) -> Result<R> {
+    fn with_l2<M: Medium + ?Sized, R>(
+        &self,
+        m: &M,
+        offset: u64,
+        f: impl FnOnce(&[u64]) -> R,
+    ) -> Result<R> {
         let mut cache = self.l2_cache.borrow_mut();
         if cache.as_ref().is_none_or(|(o, _)| *o != offset) {
             self.check_table("L2 table", offset, self.cluster_size())?;
@@ -459,7 +513,10 @@ impl Image {
             }
             let mut raw = vec![0u8; self.cluster_size() as usize];
             m.read_exact_at(offset, &mut raw)?;
-            let words = raw.chunks_exact(8).map(|c| u64::from_be_bytes(c.try_into().unwrap())).collect();
+            let words = raw
+                .chunks_exact(8)
+                .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+                .collect();
             *cache = Some((offset, words));
         }
         Ok(f(&cache.as_ref().unwrap().1))
@@ -467,7 +524,14 @@ impl Image {
 
     /// Maps guest bytes `[start, end)` of `view` in this layer alone, appending merged
     /// mappings to `out`. `end` must not exceed `view.size`.
-    pub fn map<M: Medium + ?Sized>(&self, m: &M, view: &View, start: u64, end: u64, out: &mut Vec<Mapping>) -> Result<()> {
+    pub fn map<M: Medium + ?Sized>(
+        &self,
+        m: &M,
+        view: &View,
+        start: u64,
+        end: u64,
+        out: &mut Vec<Mapping>,
+    ) -> Result<()> {
         let cs = self.cluster_size();
         let coverage = self.l2_coverage();
         let mut pos = start;
@@ -500,7 +564,15 @@ impl Image {
     }
 
     /// Maps `[pos, end)` inside the one cluster starting at `cluster_start`.
-    fn map_cluster(&self, entry: u64, bitmap: u64, cluster_start: u64, pos: u64, end: u64, out: &mut Vec<Mapping>) -> Result<()> {
+    fn map_cluster(
+        &self,
+        entry: u64,
+        bitmap: u64,
+        cluster_start: u64,
+        pos: u64,
+        end: u64,
+        out: &mut Vec<Mapping>,
+    ) -> Result<()> {
         let cs = self.cluster_size();
         if entry & L2_COMPRESSED != 0 {
             let x = 62 - (self.cluster_bits - 8);
@@ -512,11 +584,24 @@ impl Image {
                     "compressed cluster for guest offset {cluster_start:#x} at {offset:#x} is past the end of the file"
                 ));
             }
-            if let Some((o, l)) = self.overlaps_metadata(offset, stored.min(self.file_size - offset)) {
-                return corrupt(format!("compressed cluster at {offset:#x} overlaps metadata at {o:#x}+{l:#x}"));
+            if let Some((o, l)) =
+                self.overlaps_metadata(offset, stored.min(self.file_size - offset))
+            {
+                return corrupt(format!(
+                    "compressed cluster at {offset:#x} overlaps metadata at {o:#x}+{l:#x}"
+                ));
             }
             let skip = (pos - cluster_start) as u32;
-            push(out, pos, end - pos, Run::Compressed { offset, stored: stored as u32, skip });
+            push(
+                out,
+                pos,
+                end - pos,
+                Run::Compressed {
+                    offset,
+                    stored: stored as u32,
+                    skip,
+                },
+            );
             return Ok(());
         }
         let host = entry & OFFSET_MASK;
@@ -566,7 +651,9 @@ impl Image {
     fn check_data(&self, host: u64, guest: u64) -> Result<()> {
         let cs = self.cluster_size();
         if host & (cs - 1) != 0 {
-            return corrupt(format!("data cluster for guest offset {guest:#x} at {host:#x} is not cluster-aligned"));
+            return corrupt(format!(
+                "data cluster for guest offset {guest:#x} at {host:#x} is not cluster-aligned"
+            ));
         }
         if host >= self.file_size {
             return corrupt(format!(
@@ -673,7 +760,9 @@ fn unzstd(stored: &[u8], decoded_len: usize) -> Result<Vec<u8>> {
         got += n;
     }
     if got != decoded_len {
-        return corrupt(format!("compressed cluster decodes to {got} bytes, not {decoded_len}"));
+        return corrupt(format!(
+            "compressed cluster decodes to {got} bytes, not {decoded_len}"
+        ));
     }
     Ok(out)
 }

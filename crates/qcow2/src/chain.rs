@@ -26,10 +26,20 @@ impl Layer {
 /// Where a range of the volume is, naming the layer that holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Location {
-    Data { layer: usize, offset: u64 },
+    Data {
+        layer: usize,
+        offset: u64,
+    },
     Zero,
     Unallocated,
-    Compressed { layer: usize, offset: u64, stored: u32, decoded: u32, skip: u32, codec: u32 },
+    Compressed {
+        layer: usize,
+        offset: u64,
+        stored: u32,
+        decoded: u32,
+        skip: u32,
+        codec: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +51,11 @@ pub struct Extent {
 
 /// Maps `[start, ..)` of the chain, returning at most `max` extents (at least one) and
 /// where the next page starts.
-pub fn map<M: Medium>(layers: &[(M, Layer)], start: u64, max: usize) -> Result<(Vec<Extent>, Option<u64>)> {
+pub fn map<M: Medium>(
+    layers: &[(M, Layer)],
+    start: u64,
+    max: usize,
+) -> Result<(Vec<Extent>, Option<u64>)> {
     let size = layers[0].1.size();
     let max = max.max(1);
     // Work in windows of one top-level L2 table so a page never maps much past `max`.
@@ -64,28 +78,52 @@ pub fn map<M: Medium>(layers: &[(M, Layer)], start: u64, max: usize) -> Result<(
     Ok((out, (pos < size).then_some(pos)))
 }
 
-fn map_layer<M: Medium>(layers: &[(M, Layer)], i: usize, start: u64, end: u64, out: &mut Vec<Extent>) -> Result<()> {
+fn map_layer<M: Medium>(
+    layers: &[(M, Layer)],
+    i: usize,
+    start: u64,
+    end: u64,
+    out: &mut Vec<Extent>,
+) -> Result<()> {
     let (medium, layer) = &layers[i];
     let inside = end.min(layer.size()).max(start);
     match layer {
         Layer::Raw { .. } => {
             if inside > start {
-                push(out, start, inside - start, Location::Data { layer: i, offset: start });
+                push(
+                    out,
+                    start,
+                    inside - start,
+                    Location::Data {
+                        layer: i,
+                        offset: start,
+                    },
+                );
             }
         }
         Layer::Qcow2 { image, view } => {
             let mut runs: Vec<Mapping> = Vec::new();
             image.map(medium, view, start, inside, &mut runs)?;
-            let codec = if image.compression_type == 1 { format::CODEC_ZSTD } else { format::CODEC_DEFLATE };
+            let codec = if image.compression_type == 1 {
+                format::CODEC_ZSTD
+            } else {
+                format::CODEC_DEFLATE
+            };
             for r in runs {
                 match r.run {
-                    Run::Data(offset) => push(out, r.start, r.length, Location::Data { layer: i, offset }),
+                    Run::Data(offset) => {
+                        push(out, r.start, r.length, Location::Data { layer: i, offset })
+                    }
                     Run::Zero => push(out, r.start, r.length, Location::Zero),
                     Run::Unallocated if i + 1 < layers.len() => {
                         map_layer(layers, i + 1, r.start, r.start + r.length, out)?
                     }
                     Run::Unallocated => push(out, r.start, r.length, Location::Unallocated),
-                    Run::Compressed { offset, stored, skip } => push(
+                    Run::Compressed {
+                        offset,
+                        stored,
+                        skip,
+                    } => push(
                         out,
                         r.start,
                         r.length,
@@ -115,10 +153,18 @@ fn push(out: &mut Vec<Extent>, start: u64, length: u64, location: Location) {
     if let Some(last) = out.last_mut() {
         if last.start + last.length == start {
             let merged = match (last.location, location) {
-                (Location::Data { layer: a, offset: x }, Location::Data { layer: b, offset: y }) => {
-                    a == b && x + last.length == y
-                }
-                (Location::Zero, Location::Zero) | (Location::Unallocated, Location::Unallocated) => true,
+                (
+                    Location::Data {
+                        layer: a,
+                        offset: x,
+                    },
+                    Location::Data {
+                        layer: b,
+                        offset: y,
+                    },
+                ) => a == b && x + last.length == y,
+                (Location::Zero, Location::Zero)
+                | (Location::Unallocated, Location::Unallocated) => true,
                 _ => false,
             };
             if merged {
@@ -127,5 +173,9 @@ fn push(out: &mut Vec<Extent>, start: u64, length: u64, location: Location) {
             }
         }
     }
-    out.push(Extent { start, length, location });
+    out.push(Extent {
+        start,
+        length,
+        location,
+    });
 }

@@ -1,0 +1,130 @@
+//! `snapport create vd/NAME|vi/NAME --from ...`: a disk from an image or a snapshot
+//! (CloudStack's "volume from snapshot", Deckhouse's `dataSource`), or an image from a
+//! disk or a snapshot. A full copy by default; `--thin` makes a disk that reads through
+//! to its image (a qcow2 overlay in qcow2 pools).
+
+use crate::address::Address;
+use crate::commands::upload::{kind_of, write_volume};
+use crate::commands::{human, new_progress, OutputArg};
+use crate::context::Context;
+use anyhow::{bail, Context as _, Result};
+use snapport_core::import::{ImportOptions, Source};
+use snapport_host::VolumeKind;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The new volume: vd/NAME or vi/NAME.
+    target: String,
+    /// What it starts as: vi/NAME, vd/NAME or vds/DISK@SNAPSHOT (same pool).
+    #[arg(long)]
+    from: String,
+    #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
+    pool: String,
+    /// A thin clone of the image instead of a full copy: instant, shares the image's
+    /// data; the image cannot be deleted while clones need it.
+    #[arg(long)]
+    thin: bool,
+    /// Size of the new volume (at least the source's; default: the source's).
+    #[arg(long)]
+    size: Option<String>,
+    /// Make the new volume durable (fsync) before it appears under its name.
+    #[arg(long)]
+    fsync: bool,
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputArg::Text)]
+    output: OutputArg,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let target = Address::parse(&args.target)?;
+    let kind = kind_of(&target)?;
+    let from = Address::parse(&args.from)?;
+    let given = args
+        .size
+        .as_deref()
+        .map(crate::source::parse_size)
+        .transpose()?;
+    let ctx = Context::new()?;
+    let mut pool = ctx.pool_with(&args.pool, args.fsync)?;
+    let context = || format!("creating {target} from {from} in pool {}", args.pool);
+    let started = Instant::now();
+
+    // The source, read through its own instance of the pool's plugin.
+    let mut reader = ctx.pool(&args.pool)?;
+    let mut volume = reader
+        .open_volume(from.disk(), from.snapshot())
+        .with_context(|| format!("opening {from}"))?;
+    check_kind(&from, volume.info.kind)?;
+    let source_size = volume.info.size;
+    let size = match given {
+        Some(g) if g < source_size => {
+            bail!("--size {g} is smaller than {from} ({source_size} bytes)")
+        }
+        Some(g) => g,
+        None => source_size,
+    };
+
+    let mode;
+    let written;
+    if args.thin {
+        if !matches!(from, Address::Image(_)) || kind != VolumeKind::Disk {
+            bail!("--thin makes a disk (vd/) from an image (vi/), which never changes under it; {from} needs a full copy (drop --thin), or first: snapport create vi/NAME --from {from}");
+        }
+        drop(volume);
+        let mut new = pool
+            .create_volume(target.disk(), size, kind, Some(from.disk()))
+            .with_context(context)?;
+        snapport_core::import::VolumeTarget::commit(&mut new).with_context(context)?;
+        mode = "thin clone";
+        written = 0;
+    } else {
+        let mut progress = new_progress(args.quiet);
+        let options = ImportOptions::default();
+        let (summary, _) = write_volume(
+            &mut pool,
+            &target,
+            size,
+            Source::Volume(&mut volume),
+            &options,
+            progress.as_mut(),
+            |_| Ok(Vec::new()),
+        )
+        .with_context(context)?;
+        mode = "full copy";
+        written = summary.written_bytes;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    match args.output {
+        OutputArg::Json => println!(
+            "{}",
+            serde_json::json!({
+                "target": target.to_string(),
+                "from": from.to_string(),
+                "pool": args.pool,
+                "mode": mode,
+                "size": size,
+                "written_bytes": written,
+                "seconds": seconds,
+            })
+        ),
+        OutputArg::Text if !args.quiet => eprintln!(
+            "created {target} ({}, {mode} of {from}, {} written) in pool {} in {seconds:.2} s",
+            human(size),
+            human(written),
+            args.pool
+        ),
+        OutputArg::Text => {}
+    }
+    Ok(())
+}
+
+/// `vd/` must name a disk and `vi/` an image.
+pub fn check_kind(address: &Address, kind: VolumeKind) -> Result<()> {
+    match (address, kind) {
+        (Address::Disk(n), VolumeKind::Image) => bail!("{n} is an image: address it as vi/{n}"),
+        (Address::Image(n), VolumeKind::Disk) => bail!("{n} is a disk: address it as vd/{n}"),
+        _ => Ok(()),
+    }
+}

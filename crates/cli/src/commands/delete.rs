@@ -1,0 +1,68 @@
+//! `snapport delete vd/NAME|vi/NAME`: removes a volume, unless another volume reads
+//! through to it (a thin clone's image); `--force` deletes anyway and names what breaks.
+
+use crate::address::Address;
+use crate::commands::create::check_kind;
+use crate::commands::OutputArg;
+use crate::context::Context;
+use anyhow::{bail, Context as _, Result};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// vd/NAME or vi/NAME.
+    target: String,
+    #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
+    pool: String,
+    /// Delete even though other volumes depend on it (they become unreadable).
+    #[arg(long)]
+    force: bool,
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputArg::Text)]
+    output: OutputArg,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let target = Address::parse(&args.target)?;
+    if matches!(target, Address::DiskSnapshot { .. }) {
+        bail!("{target}: delete takes vd/NAME or vi/NAME");
+    }
+    let ctx = Context::new()?;
+    let mut pool = ctx.pool(&args.pool)?;
+    let volumes = pool.list_volumes()?;
+    let name = target.disk();
+    let Some(volume) = volumes.iter().find(|v| v.name == name) else {
+        bail!("no {target} in pool {}", args.pool);
+    };
+    check_kind(&target, volume.kind)?;
+    let dependents: Vec<String> = volumes
+        .iter()
+        .filter(|v| v.parent.as_deref() == Some(name))
+        .map(|v| format!("vd/{}", v.name))
+        .collect();
+    if !dependents.is_empty() && !args.force {
+        bail!(
+            "{target} is what {} read(s) through to; delete those first, or --force (they become unreadable)",
+            dependents.join(", ")
+        );
+    }
+    pool.delete_volume(name)
+        .with_context(|| format!("deleting {target} from pool {}", args.pool))?;
+    match args.output {
+        OutputArg::Json => println!(
+            "{}",
+            serde_json::json!({ "deleted": target.to_string(), "pool": args.pool, "broken": dependents })
+        ),
+        OutputArg::Text if !args.quiet => {
+            eprintln!("deleted {target} from pool {}", args.pool);
+            if !dependents.is_empty() {
+                eprintln!(
+                    "warning: {} can no longer be read: their image is gone",
+                    dependents.join(", ")
+                );
+            }
+        }
+        OutputArg::Text => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,293 @@
+//! `snapport upload`: an image (file, stdin or URL) into a pool as a new disk (`vd/`) or
+//! read-only image (`vi/`), verified, and committed only when whole.
+
+use crate::address::Address;
+use crate::commands::{human, new_progress, OutputArg};
+use crate::context::Context;
+use crate::source::{self, Expected, HashingReader, Input, InputFormat};
+use anyhow::{bail, Context as _, Result};
+use sha2::{Digest, Sha256};
+use snapport_core::import::{import, ImportOptions, ImportSummary, Source, VolumeTarget};
+use snapport_core::progress::Progress;
+use snapport_core::raw_file::RawFile;
+use snapport_host::{Instance, VolumeKind};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The image: a file, - for stdin, or an http(s):// URL.
+    source: String,
+    /// The new volume: vd/NAME (a writable disk) or vi/NAME (a read-only image).
+    target: String,
+    /// The pool to create it in.
+    #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
+    pool: String,
+    /// Size of the new volume (e.g. 20G); default: the source's. Needed for a stream
+    /// whose size is unknown (raw on stdin, zstd not written by snapport).
+    #[arg(long)]
+    size: Option<String>,
+    /// Input format; default: detected from the content (never from the name).
+    #[arg(long, value_enum)]
+    format: Option<InputFormat>,
+    /// Expected content digest (sha256-64k-4m:...), as `download` prints and writes to
+    /// FILE.digest.
+    #[arg(long)]
+    digest: Option<String>,
+    /// Expected SHA-256 of the source's bytes as given (what `sha256sum` prints).
+    #[arg(long)]
+    sha256: Option<String>,
+    /// Do not look for SOURCE.digest and SOURCE.sha256 beside the source.
+    #[arg(long)]
+    no_sidecars: bool,
+    /// Make the volume durable (fsync) before it appears under its name.
+    #[arg(long)]
+    fsync: bool,
+    /// No progress bar, no summary.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Summary format.
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputArg::Text)]
+    output: OutputArg,
+    /// Copy threads (default: one per core).
+    #[arg(long, default_value_t = 0, hide = true)]
+    workers: usize,
+}
+
+/// The kind of volume an address asks to create.
+pub fn kind_of(address: &Address) -> Result<VolumeKind> {
+    match address {
+        Address::Disk(_) => Ok(VolumeKind::Disk),
+        Address::Image(_) => Ok(VolumeKind::Image),
+        Address::DiskSnapshot { .. } => {
+            bail!(
+                "{address}: new volumes are vd/NAME or vi/NAME; snapshots are taken, not uploaded"
+            )
+        }
+    }
+}
+
+/// The new volume's size: the one given, or the source's; never smaller than the source.
+fn target_size(given: Option<u64>, source: Option<u64>, what: &str) -> Result<u64> {
+    match (given, source) {
+        (Some(g), Some(s)) if g < s => {
+            bail!("{what} holds {s} bytes, more than --size {g}; give a larger --size")
+        }
+        (Some(g), _) => Ok(g),
+        (None, Some(s)) => Ok(s),
+        (None, None) => {
+            bail!("the size of {what} is unknown until all of it is read; give --size")
+        }
+    }
+}
+
+/// Creates the volume, fills it, checks the digests, and only then commits. Any error
+/// drops the uncommitted volume, which removes it.
+pub fn write_volume(
+    pool: &mut Instance,
+    target: &Address,
+    size: u64,
+    source: Source<'_>,
+    options: &ImportOptions,
+    progress: &mut dyn Progress,
+    verify: impl FnOnce(&ImportSummary) -> Result<Vec<String>>,
+) -> Result<(ImportSummary, Vec<String>)> {
+    let mut volume = pool.create_volume(target.disk(), size, kind_of(target)?, None)?;
+    let summary = import(source, &mut volume, options, progress)?;
+    let verified = verify(&summary)?;
+    volume.commit()?;
+    Ok((summary, verified))
+}
+
+/// Compares what was computed with what was promised; returns what was verified.
+fn check(expected: &Expected, content: Option<&str>, sha256: Option<&str>) -> Result<Vec<String>> {
+    let mut verified = Vec::new();
+    if let Some((want, from)) = &expected.content {
+        let got = content.unwrap_or("(not computed)");
+        if got != want {
+            bail!("content digest mismatch: {from} says {want}, the source's content is {got}; nothing was imported");
+        }
+        verified.push(format!("content digest from {from}"));
+    }
+    if let Some((want, from)) = &expected.sha256 {
+        let got = sha256.unwrap_or("(not computed)");
+        if got != want {
+            bail!("SHA-256 mismatch: {from} says {want}, the source's bytes hash to {got}; nothing was imported");
+        }
+        verified.push(format!("sha256 from {from}"));
+    }
+    Ok(verified)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let target = Address::parse(&args.target)?;
+    kind_of(&target)?;
+    let given = args.size.as_deref().map(source::parse_size).transpose()?;
+    let expected = source::expected(
+        &args.source,
+        args.digest.clone(),
+        args.sha256.clone(),
+        !args.no_sidecars,
+    )?;
+    let ctx = Context::new()?;
+    let input = source::open(&args.source)?;
+    let head = input.head()?;
+    let format = match args.format {
+        Some(f) => f,
+        None => source::detect(&head, &args.source)?,
+    };
+    let mut pool = ctx.pool_with(&args.pool, args.fsync)?;
+    let mut progress = new_progress(args.quiet);
+    let mut options = ImportOptions {
+        content_digest: expected.content.is_some(),
+        content_sha256: false,
+        workers: args.workers,
+    };
+    let what = args.source.as_str();
+    let context = || {
+        format!(
+            "uploading {} to {target} in pool {}",
+            args.source, args.pool
+        )
+    };
+    let started = Instant::now();
+
+    let (summary, verified) = match (format, input) {
+        (InputFormat::Qcow2, Input::File(path)) => {
+            let (mut reader, name) = ctx.file_source(&path)?;
+            let mut volume = reader.open_volume(&name, None).with_context(|| format!("reading {what}"))?;
+            let size = target_size(given, Some(volume.info.size), what)?;
+            let sha = expected.sha256.as_ref().map(|_| source::sha256_file(&path)).transpose()?;
+            write_volume(&mut pool, &target, size, Source::Volume(&mut volume), &options, progress.as_mut(), |s| {
+                check(&expected, s.content_digest.as_deref(), sha.as_deref())
+            })
+        }
+        (InputFormat::Qcow2, Input::Stream { .. }) => bail!(
+            "{what} is qcow2, which needs random access: upload it from a file, or send raw or raw.zst (snapport download --format raw.zst)"
+        ),
+        (InputFormat::Raw, Input::File(path)) => {
+            let mut file = RawFile::open(&path)?;
+            let size = target_size(given, Some(snapport_core::extent::VolumeSource::size(&file)), what)?;
+            options.content_sha256 = expected.sha256.is_some();
+            write_volume(&mut pool, &target, size, Source::Volume(&mut file), &options, progress.as_mut(), |s| {
+                check(&expected, s.content_digest.as_deref(), s.content_sha256.as_deref())
+            })
+        }
+        (InputFormat::Raw, input @ Input::Stream { .. }) => {
+            let Input::Stream { length, .. } = &input else { unreachable!() };
+            let length = *length;
+            let size = target_size(given, length, what)?;
+            options.content_sha256 = expected.sha256.is_some();
+            let mut reader = input.into_reader()?;
+            write_volume(
+                &mut pool,
+                &target,
+                size,
+                Source::Stream { reader: &mut reader, length },
+                &options,
+                progress.as_mut(),
+                |s| check(&expected, s.content_digest.as_deref(), s.content_sha256.as_deref()),
+            )
+        }
+        (InputFormat::RawZst, input) => {
+            let recorded = snapport_core::zst::read_size_frame(&head);
+            let size = target_size(given, recorded, what)?;
+            let hash = Arc::new(Mutex::new(Sha256::new()));
+            let hashing = HashingReader { inner: input.into_reader()?, hash: Arc::clone(&hash) };
+            let decoder = zstd::stream::read::Decoder::new(hashing).context("starting the zstd decoder")?;
+            let mut reader = ZstdSource(decoder);
+            write_volume(
+                &mut pool,
+                &target,
+                size,
+                Source::Stream { reader: &mut reader, length: recorded },
+                &options,
+                progress.as_mut(),
+                |s| {
+                    let sha = expected.sha256.as_ref().map(|_| hex::encode(hash.lock().unwrap().clone().finalize()));
+                    check(&expected, s.content_digest.as_deref(), sha.as_deref())
+                },
+            )
+        }
+    }
+    .with_context(context)?;
+    let seconds = started.elapsed().as_secs_f64();
+    report(&args, &target, format, &summary, &verified, seconds)
+}
+
+type Decoder = zstd::stream::read::Decoder<
+    'static,
+    std::io::BufReader<HashingReader<Box<dyn std::io::Read + Send>>>,
+>;
+
+/// The decompressed stream. zstd's own errors are named as what they are, a damaged
+/// stream; at its end, whatever follows the last frame is read too, so the SHA-256 of the
+/// compressed bytes covers all of them.
+struct ZstdSource(Decoder);
+
+impl std::io::Read for ZstdSource {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.0.read(buf) {
+            Ok(0) if !buf.is_empty() => {
+                std::io::copy(self.0.get_mut(), &mut std::io::sink())?;
+                Ok(0)
+            }
+            Ok(n) => Ok(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Other | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                Err(std::io::Error::new(
+                    e.kind(),
+                    format!("the zstd stream is damaged or cut short ({e})"),
+                ))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn report(
+    args: &Args,
+    target: &Address,
+    format: InputFormat,
+    summary: &ImportSummary,
+    verified: &[String],
+    seconds: f64,
+) -> Result<()> {
+    match args.output {
+        OutputArg::Json => {
+            let doc = serde_json::json!({
+                "source": args.source,
+                "target": target.to_string(),
+                "pool": args.pool,
+                "format": format.name(),
+                "source_size": summary.source_size,
+                "written_bytes": summary.written_bytes,
+                "content_digest": summary.content_digest,
+                "verified": verified,
+                "seconds": seconds,
+            });
+            println!("{doc}");
+        }
+        OutputArg::Text if !args.quiet => {
+            eprintln!(
+                "uploaded {} ({}, {}, {} written) to {target} in pool {} in {seconds:.2} s",
+                args.source,
+                format.name(),
+                human(summary.source_size),
+                human(summary.written_bytes),
+                args.pool
+            );
+            if verified.is_empty() {
+                eprintln!("not verified: no digest came with the source (--digest, --sha256 or a .digest/.sha256 file beside it)");
+            } else {
+                eprintln!("verified: {}", verified.join(", "));
+            }
+        }
+        OutputArg::Text => {}
+    }
+    Ok(())
+}

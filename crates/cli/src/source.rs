@@ -1,0 +1,360 @@
+//! Where an upload's bytes come from (a file, stdin or an http(s) URL), what they are
+//! (detected from content, never from the name), and what digests came with them.
+
+use anyhow::{bail, Context as _, Result};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{Cursor, Read};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Bytes looked at to detect the format.
+const HEAD: usize = 64 << 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum InputFormat {
+    Raw,
+    Qcow2,
+    /// zstd-compressed raw (one or many frames).
+    #[value(name = "raw.zst")]
+    RawZst,
+}
+
+impl InputFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            InputFormat::Raw => "raw",
+            InputFormat::Qcow2 => "qcow2",
+            InputFormat::RawZst => "raw.zst",
+        }
+    }
+}
+
+/// Formats snapport does not import, by their magic, with what to do instead.
+const FOREIGN: &[(usize, &[u8], &str)] = &[
+    (
+        0,
+        b"KDMV",
+        "a VMDK image; convert it first: qemu-img convert -O qcow2",
+    ),
+    (
+        0,
+        b"vhdxfile",
+        "a VHDX image; convert it first: qemu-img convert -O qcow2",
+    ),
+    (
+        0,
+        b"conectix",
+        "a VHD image; convert it first: qemu-img convert -O qcow2",
+    ),
+    (
+        0x40,
+        b"\x7f\x10\xda\xbe",
+        "a VDI image; convert it first: qemu-img convert -O qcow2",
+    ),
+    (
+        0,
+        b"\x1f\x8b",
+        "gzip-compressed; decompress it first (or recompress as zstd)",
+    ),
+    (
+        0,
+        b"\xfd7zXZ\0",
+        "xz-compressed; decompress it first (or recompress as zstd)",
+    ),
+    (
+        0,
+        b"BZh",
+        "bzip2-compressed; decompress it first (or recompress as zstd)",
+    ),
+];
+
+/// The format of an image from its first bytes.
+pub fn detect(head: &[u8], what: &str) -> Result<InputFormat> {
+    if head.starts_with(b"QFI\xfb") {
+        let version = head
+            .get(4..8)
+            .map(|v| u32::from_be_bytes(v.try_into().unwrap()));
+        return match version {
+            Some(2 | 3) => Ok(InputFormat::Qcow2),
+            Some(v) => {
+                bail!("{what} is qcow version {v}; convert it first: qemu-img convert -O qcow2")
+            }
+            None => bail!(
+                "{what} ends inside its qcow2 header ({} bytes): truncated?",
+                head.len()
+            ),
+        };
+    }
+    if snapport_core::zst::is_zstd(head) {
+        return Ok(InputFormat::RawZst);
+    }
+    for (at, magic, says) in FOREIGN {
+        if head.len() >= at + magic.len() && &head[*at..at + magic.len()] == *magic {
+            bail!("{what} is {says}");
+        }
+    }
+    Ok(InputFormat::Raw)
+}
+
+/// An opened source.
+pub enum Input {
+    File(PathBuf),
+    /// stdin or a response body, with its first bytes already read (and put back).
+    Stream {
+        reader: Box<dyn Read + Send>,
+        head: Vec<u8>,
+        /// The length the sender declared (Content-Length), if any.
+        length: Option<u64>,
+    },
+}
+
+/// What came with the source to verify it by.
+#[derive(Default, Debug)]
+pub struct Expected {
+    /// Content digest (`sha256-64k-4m:...`) and where it came from.
+    pub content: Option<(String, String)>,
+    /// SHA-256 of the source's bytes as given and where it came from.
+    pub sha256: Option<(String, String)>,
+}
+
+pub fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+pub fn open(source: &str) -> Result<Input> {
+    if source == "-" {
+        let mut stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
+        let head = read_head(&mut stdin).context("reading stdin")?;
+        return Ok(Input::Stream {
+            reader: stdin,
+            head,
+            length: None,
+        });
+    }
+    if is_url(source) {
+        let response = http_get(source)?;
+        let length = response.content_length();
+        let mut reader: Box<dyn Read + Send> = Box::new(response);
+        let head = read_head(&mut reader).with_context(|| format!("reading {source}"))?;
+        return Ok(Input::Stream {
+            reader,
+            head,
+            length,
+        });
+    }
+    let path = PathBuf::from(source);
+    let meta = std::fs::metadata(&path).with_context(|| format!("opening {source}"))?;
+    if meta.is_dir() {
+        bail!("{source} is a folder; name an image file");
+    }
+    Ok(Input::File(path))
+}
+
+impl Input {
+    /// The first bytes, for format detection.
+    pub fn head(&self) -> Result<Vec<u8>> {
+        match self {
+            Input::File(p) => {
+                let f = File::open(p).with_context(|| format!("opening {}", p.display()))?;
+                let mut head = vec![0u8; HEAD];
+                let mut n = 0;
+                while n < HEAD {
+                    let k = f
+                        .read_at(&mut head[n..], n as u64)
+                        .with_context(|| format!("reading {}", p.display()))?;
+                    if k == 0 {
+                        break;
+                    }
+                    n += k;
+                }
+                head.truncate(n);
+                Ok(head)
+            }
+            Input::Stream { head, .. } => Ok(head.clone()),
+        }
+    }
+
+    /// The whole stream from its first byte (the head put back in front).
+    pub fn into_reader(self) -> Result<Box<dyn Read + Send>> {
+        match self {
+            Input::File(p) => Ok(Box::new(
+                File::open(&p).with_context(|| format!("opening {}", p.display()))?,
+            )),
+            Input::Stream { reader, head, .. } => Ok(Box::new(Cursor::new(head).chain(reader))),
+        }
+    }
+}
+
+fn read_head(r: &mut dyn Read) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(HEAD);
+    r.take(HEAD as u64).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+fn client() -> Result<reqwest::blocking::Client> {
+    reqwest::blocking::Client::builder()
+        // A disk image can take hours: no overall timeout, but a stalled connection ends.
+        .timeout(None)
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .build()
+        .context("starting the HTTP client")
+}
+
+fn http_get(url: &str) -> Result<reqwest::blocking::Response> {
+    let response = client()?
+        .get(url)
+        .send()
+        .with_context(|| format!("fetching {url}"))?;
+    let status = response.status();
+    if !status.is_success() {
+        bail!("fetching {url}: the server answered {status}");
+    }
+    Ok(response)
+}
+
+/// The first word of a sidecar file (`HEX  NAME` or `sha256-64k-4m:HEX  NAME`).
+fn first_word(text: &str) -> Option<String> {
+    text.split_whitespace().next().map(str::to_owned)
+}
+
+/// Digests given on the command line, else the sidecars `download` writes beside its
+/// output (SOURCE.digest and SOURCE.sha256; fetched from SOURCE.digest and
+/// SOURCE.sha256 for a URL, where a missing one is no error).
+pub fn expected(
+    source: &str,
+    digest: Option<String>,
+    sha256: Option<String>,
+    sidecars: bool,
+) -> Result<Expected> {
+    let mut e = Expected {
+        content: digest.map(|d| (d, "--digest".into())),
+        sha256: sha256.map(|h| (h.to_ascii_lowercase(), "--sha256".into())),
+    };
+    if let Some((d, _)) = &e.content {
+        if !d.starts_with(snapport_core::digest::CONTENT_DIGEST_PREFIX) {
+            bail!(
+                "--digest {d}: a content digest starts with {}",
+                snapport_core::digest::CONTENT_DIGEST_PREFIX
+            );
+        }
+    }
+    if let Some((h, _)) = &e.sha256 {
+        if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+            bail!("--sha256 {h}: give 64 hex digits");
+        }
+    }
+    if !sidecars || source == "-" {
+        return Ok(e);
+    }
+    let fetch = |ext: &str| -> Result<Option<(String, String)>> {
+        let name = format!("{source}{ext}");
+        let text = if is_url(source) {
+            match client()?.get(&name).send() {
+                Ok(r) if r.status().is_success() => r.text().ok(),
+                _ => None,
+            }
+        } else if Path::new(&name).is_file() {
+            Some(std::fs::read_to_string(&name).with_context(|| format!("reading {name}"))?)
+        } else {
+            None
+        };
+        Ok(text.and_then(|t| first_word(&t)).map(|w| (w, name)))
+    };
+    if e.content.is_none() {
+        e.content = fetch(".digest")?;
+    }
+    if e.sha256.is_none() {
+        e.sha256 = fetch(".sha256")?.map(|(h, n)| (h.to_ascii_lowercase(), n));
+    }
+    Ok(e)
+}
+
+/// SHA-256 of a whole file (a qcow2 source's bytes as given).
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// A reader that hashes what passes through it (the compressed bytes of a zstd source).
+pub struct HashingReader<R> {
+    pub inner: R,
+    pub hash: std::sync::Arc<std::sync::Mutex<Sha256>>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.lock().unwrap().update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Parses a size: bytes, or with a binary suffix K, M, G, T, P (also KiB, ..., and the
+/// lower-case forms).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a size (e.g. 10G, 512M, 1048576)"))?;
+    let shift = match unit
+        .trim()
+        .to_ascii_lowercase()
+        .trim_end_matches("ib")
+        .trim_end_matches('b')
+    {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "p" => 50,
+        _ => bail!("{s:?}: unknown size unit {unit:?} (use K, M, G, T or P)"),
+    };
+    n.checked_mul(1 << shift)
+        .with_context(|| format!("{s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512").unwrap(), 512);
+        assert_eq!(parse_size("1K").unwrap(), 1024);
+        assert_eq!(parse_size("10G").unwrap(), 10 << 30);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("1Q").is_err());
+        assert!(parse_size("99999999P").is_err());
+    }
+
+    #[test]
+    fn detection() {
+        assert_eq!(
+            detect(b"QFI\xfb\0\0\0\x03", "x").unwrap(),
+            InputFormat::Qcow2
+        );
+        assert!(detect(b"QFI\xfb\0\0\0\x01", "x").is_err());
+        assert_eq!(
+            detect(&[0x28, 0xb5, 0x2f, 0xfd, 0], "x").unwrap(),
+            InputFormat::RawZst
+        );
+        assert_eq!(detect(b"\0\0\0\0", "x").unwrap(), InputFormat::Raw);
+        assert!(detect(b"KDMV\x01", "x").is_err());
+    }
+}

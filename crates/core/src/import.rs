@@ -1,0 +1,558 @@
+//! Import: a source (a volume with an extent map, or a byte stream) written into a new
+//! volume whose backend says where each byte goes.
+//!
+//! The engine cuts the source into the same 4 MiB chunks as export. Workers (one per
+//! core) read a chunk, find its 64 KiB leaves that are all zeros, hash it for the content
+//! digest when asked (zero leaves cost nothing), ask the target where the other leaves
+//! go (`allocate`) and write them there with their own file descriptors. Zeros are never
+//! written to a fresh volume: holes in the source, and zeros inside data, stay
+//! unallocated, so a sparse image stays sparse. The coordinator folds the chunks' digests
+//! in order. Nothing is committed here: the caller compares digests, then commits, so a
+//! mismatch leaves no volume behind.
+
+use crate::chunks::{data_leaves, read_pieces, Chunk, Chunker, Piece};
+use crate::digest::{group_hash, ContentDigest, StreamDigest, GROUP_SIZE, LEAF_SIZE};
+use crate::error::{Error, ErrorKind, Result};
+use crate::extent::{Device, Extent, Location, VolumeSource};
+use crate::io::AlignedBuf;
+use crate::progress::Progress;
+use std::collections::BTreeMap;
+use std::io::{ErrorKind as IoErrorKind, Read};
+use std::os::unix::fs::FileExt;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, Mutex};
+
+/// A volume being written, as a backend presents it.
+pub trait VolumeTarget: Send {
+    fn size(&self) -> u64;
+    /// Whether ranges never written might read as something other than zeros (a volume
+    /// that existed before, or a thin clone): zeros must then be recorded or written.
+    fn needs_zeroing(&self) -> bool;
+    /// Where bytes `[offset, offset + length)` go (`data` extents), or, with `zero`, the
+    /// range recorded as zeros (`zero` extents, or `data` extents to fill with zeros).
+    /// Extents cover the range exactly, in order.
+    fn allocate(&mut self, offset: u64, length: u64, zero: bool) -> Result<Vec<Extent>>;
+    /// A device named by `allocate`, open for writing.
+    fn device(&self, id: u32) -> Result<Arc<Device>>;
+    /// Everything is written: make the volume whole and visible under its name.
+    fn commit(&mut self) -> Result<()>;
+    fn describe(&self) -> String;
+}
+
+/// Where the bytes come from.
+pub enum Source<'a> {
+    /// A volume with an extent map: a file, a qcow2 image read by its plugin, a pool
+    /// volume. Holes in its map are never read.
+    Volume(&'a mut dyn VolumeSource),
+    /// Bytes in order (stdin, a URL, a decompressor). With `length`, the stream must
+    /// carry exactly that many bytes; without, at most the target's size.
+    Stream {
+        reader: &'a mut (dyn Read + Send),
+        length: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ImportOptions {
+    /// Compute the content digest (`sha256-64k-4m:`) of the source's bytes.
+    pub content_digest: bool,
+    /// Compute the plain SHA-256 of the source's logical bytes (a raw file's `sha256sum`).
+    pub content_sha256: bool,
+    /// Worker threads; 0 picks one per core.
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImportSummary {
+    /// The source's logical length (the digests cover exactly these bytes).
+    pub source_size: u64,
+    /// Bytes written to the target (data that is not zeros).
+    pub written_bytes: u64,
+    pub content_digest: Option<String>,
+    pub content_sha256: Option<String>,
+}
+
+enum Input {
+    Pieces(Vec<Piece>),
+    Filled(AlignedBuf),
+}
+
+struct Job {
+    seq: u64,
+    start: u64,
+    len: usize,
+    input: Input,
+}
+
+struct Done {
+    seq: u64,
+    len: usize,
+    hash: Option<[u8; 32]>,
+    /// The chunk's bytes, when the coordinator needs them in order (plain SHA-256).
+    buf: Option<AlignedBuf>,
+    written: u64,
+}
+
+/// Writes `source` into `target`. The target is left uncommitted: compare the summary's
+/// digests with what the source promised, then call [`VolumeTarget::commit`].
+pub fn import(
+    source: Source<'_>,
+    target: &mut dyn VolumeTarget,
+    options: &ImportOptions,
+    progress: &mut dyn Progress,
+) -> Result<ImportSummary> {
+    let target_size = target.size();
+    let workers = match options.workers {
+        0 => std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .min(8),
+        n => n,
+    };
+    let in_flight_max = workers * 2 + 2;
+    let zeroing = target.needs_zeroing();
+    let target = Mutex::new(target);
+    let buffers = Mutex::new(Vec::<AlignedBuf>::new());
+    let (job_tx, job_rx) = mpsc::sync_channel::<Job>(in_flight_max);
+    let job_rx = Mutex::new(job_rx);
+    let (done_tx, done_rx) = mpsc::channel::<Result<Done>>();
+    let mut coord = Coordinator {
+        content: options.content_digest.then(ContentDigest::new),
+        sha: options.content_sha256.then(StreamDigest::default),
+        progress: &mut *progress,
+        pending: BTreeMap::new(),
+        next: 0,
+        in_flight: 0,
+        in_flight_max,
+        written: 0,
+        buffers: &buffers,
+    };
+    let keep = options.content_sha256;
+    let hash = options.content_digest;
+    let source_size = match &source {
+        Source::Volume(v) => v.size(),
+        Source::Stream { length, .. } => length.unwrap_or(target_size),
+    };
+    coord.progress.start(source_size);
+    let source_size = std::thread::scope(|scope| {
+        for _ in 0..workers {
+            let done_tx = done_tx.clone();
+            let (target, job_rx, buffers) = (&target, &job_rx, &buffers);
+            scope.spawn(move || worker(target, job_rx, &done_tx, buffers, hash, keep, zeroing));
+        }
+        drop(done_tx);
+        let r = match source {
+            Source::Volume(v) => coord.drive_volume(v, target_size, zeroing, &job_tx, &done_rx),
+            Source::Stream { reader, length } => {
+                coord.drive_stream(reader, length, target_size, &job_tx, &done_rx)
+            }
+        };
+        let r = r.and_then(|n| {
+            while coord.in_flight > 0 {
+                coord.wait(&done_rx)?;
+            }
+            Ok(n)
+        });
+        drop(job_tx);
+        for _ in done_rx.iter() {}
+        r
+    })?;
+    let target = target.into_inner().unwrap();
+    if zeroing && source_size < target_size {
+        // The tail past the source reads as zeros in the new volume.
+        zero_range(target, source_size, target_size - source_size)?;
+    }
+    coord.progress.finish();
+    Ok(ImportSummary {
+        source_size,
+        written_bytes: coord.written,
+        content_digest: coord.content.map(ContentDigest::finish),
+        content_sha256: coord.sha.map(StreamDigest::finish),
+    })
+}
+
+struct Coordinator<'a> {
+    content: Option<ContentDigest>,
+    sha: Option<StreamDigest>,
+    progress: &'a mut dyn Progress,
+    pending: BTreeMap<u64, Done>,
+    next: u64,
+    in_flight: usize,
+    in_flight_max: usize,
+    written: u64,
+    buffers: &'a Mutex<Vec<AlignedBuf>>,
+}
+
+impl Coordinator<'_> {
+    fn drive_volume(
+        &mut self,
+        source: &mut dyn VolumeSource,
+        target_size: u64,
+        zeroing: bool,
+        job_tx: &SyncSender<Job>,
+        done_rx: &Receiver<Result<Done>>,
+    ) -> Result<u64> {
+        let size = source.size();
+        if size > target_size {
+            return Err(too_large(size, target_size));
+        }
+        let mut chunks = Chunker::new(source, size);
+        let mut seq = 0;
+        while let Some(Chunk { start, len, pieces }) = chunks.next_chunk()? {
+            if pieces.iter().all(Piece::is_hole) && !zeroing {
+                self.accept(Done {
+                    seq,
+                    len,
+                    hash: None,
+                    buf: None,
+                    written: 0,
+                })?;
+            } else {
+                self.send(
+                    Job {
+                        seq,
+                        start,
+                        len,
+                        input: Input::Pieces(pieces),
+                    },
+                    job_tx,
+                    done_rx,
+                )?;
+            }
+            seq += 1;
+        }
+        Ok(size)
+    }
+
+    fn drive_stream(
+        &mut self,
+        reader: &mut (dyn Read + Send),
+        length: Option<u64>,
+        target_size: u64,
+        job_tx: &SyncSender<Job>,
+        done_rx: &Receiver<Result<Done>>,
+    ) -> Result<u64> {
+        let limit = length.unwrap_or(target_size);
+        if limit > target_size {
+            return Err(too_large(limit, target_size));
+        }
+        let mut start = 0u64;
+        let mut seq = 0;
+        loop {
+            let mut buf = self
+                .buffers
+                .lock()
+                .unwrap()
+                .pop()
+                .unwrap_or_else(|| AlignedBuf::new(GROUP_SIZE as usize));
+            let want = (limit - start).min(GROUP_SIZE) as usize;
+            let n = read_full(reader, &mut buf[..want])?;
+            if n > 0 {
+                self.send(
+                    Job {
+                        seq,
+                        start,
+                        len: n,
+                        input: Input::Filled(buf),
+                    },
+                    job_tx,
+                    done_rx,
+                )?;
+                seq += 1;
+                start += n as u64;
+            } else {
+                self.buffers.lock().unwrap().push(buf);
+            }
+            if n < want {
+                break;
+            }
+            if start == limit {
+                // Anything more is more than the target (or the declared length) holds.
+                let mut probe = [0u8; 1];
+                if read_full(reader, &mut probe)? > 0 {
+                    return Err(match length {
+                        Some(l) => Error::new(
+                            ErrorKind::Corrupt,
+                            format!("the source carries more than the {l} bytes it declared"),
+                        ),
+                        None => Error::new(
+                            ErrorKind::InvalidInput,
+                            format!(
+                                "the source is larger than the target's {target_size} bytes; give a larger --size"
+                            ),
+                        ),
+                    });
+                }
+                break;
+            }
+        }
+        if let Some(l) = length {
+            if start < l {
+                return Err(Error::new(
+                    ErrorKind::Corrupt,
+                    format!(
+                        "the source ended after {start} of the {l} bytes it declared (truncated?)"
+                    ),
+                ));
+            }
+        }
+        Ok(start)
+    }
+
+    fn send(
+        &mut self,
+        job: Job,
+        job_tx: &SyncSender<Job>,
+        done_rx: &Receiver<Result<Done>>,
+    ) -> Result<()> {
+        while self.in_flight >= self.in_flight_max {
+            self.wait(done_rx)?;
+        }
+        self.in_flight += 1;
+        job_tx
+            .send(job)
+            .map_err(|_| Error::new(ErrorKind::Io, "import workers stopped unexpectedly"))?;
+        while let Ok(d) = done_rx.try_recv() {
+            self.in_flight -= 1;
+            self.accept(d?)?;
+        }
+        Ok(())
+    }
+
+    fn wait(&mut self, done_rx: &Receiver<Result<Done>>) -> Result<()> {
+        let d = done_rx
+            .recv()
+            .map_err(|_| Error::new(ErrorKind::Io, "import workers stopped unexpectedly"))??;
+        self.in_flight -= 1;
+        self.accept(d)
+    }
+
+    /// Folds finished chunks into the digests in order.
+    fn accept(&mut self, d: Done) -> Result<()> {
+        self.pending.insert(d.seq, d);
+        while let Some(d) = self.pending.remove(&self.next) {
+            if let Some(c) = &mut self.content {
+                match &d.hash {
+                    Some(h) => c.push(h),
+                    None => c.push_zero(d.len as u64),
+                }
+            }
+            if let Some(s) = &mut self.sha {
+                match &d.buf {
+                    Some(b) => s.update(&b[..d.len]),
+                    None => s.update_zeros(d.len as u64),
+                }
+            }
+            if let Some(b) = d.buf {
+                self.buffers.lock().unwrap().push(b);
+            }
+            self.written += d.written;
+            self.progress.advance(d.len as u64);
+            self.next += 1;
+        }
+        Ok(())
+    }
+}
+
+fn too_large(size: u64, target: u64) -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        format!("the source's {size} bytes do not fit in the target's {target} bytes; give a larger --size"),
+    )
+}
+
+/// Reads until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match reader.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == IoErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io("reading the source", e)),
+        }
+    }
+    Ok(n)
+}
+
+fn worker(
+    target: &Mutex<&mut dyn VolumeTarget>,
+    jobs: &Mutex<Receiver<Job>>,
+    done: &Sender<Result<Done>>,
+    buffers: &Mutex<Vec<AlignedBuf>>,
+    hash: bool,
+    keep: bool,
+    zeroing: bool,
+) {
+    loop {
+        let job = match jobs.lock().unwrap().recv() {
+            Ok(j) => j,
+            Err(_) => return,
+        };
+        let r = process(target, job, buffers, hash, keep, zeroing);
+        let failed = r.is_err();
+        if done.send(r).is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn process(
+    target: &Mutex<&mut dyn VolumeTarget>,
+    job: Job,
+    buffers: &Mutex<Vec<AlignedBuf>>,
+    hash: bool,
+    keep: bool,
+    zeroing: bool,
+) -> Result<Done> {
+    let leaves = job.len.div_ceil(LEAF_SIZE as usize);
+    let (buf, candidates) = match job.input {
+        Input::Filled(b) => (Some(b), u64::MAX),
+        Input::Pieces(pieces) => {
+            let mask = data_leaves(&pieces);
+            if mask == 0 {
+                (None, 0)
+            } else {
+                let mut b = buffers
+                    .lock()
+                    .unwrap()
+                    .pop()
+                    .unwrap_or_else(|| AlignedBuf::new(GROUP_SIZE as usize));
+                read_pieces(&pieces, &mut b[..job.len])?;
+                (Some(b), mask)
+            }
+        }
+    };
+    // Leaves holding something other than zeros: the only ones written or hashed.
+    let mut nonzero = 0u64;
+    if let Some(b) = &buf {
+        for (i, leaf) in b[..job.len].chunks(LEAF_SIZE as usize).enumerate() {
+            if candidates & (1 << i) != 0 && !is_zero(leaf) {
+                nonzero |= 1 << i;
+            }
+        }
+    }
+    let h = match (&buf, hash) {
+        (Some(b), true) if nonzero != 0 => {
+            Some(group_hash(&b[..job.len], |i| nonzero & (1 << i) == 0))
+        }
+        _ => None,
+    };
+    let mut written = 0;
+    let leaf_range = |a: usize, z: usize| {
+        let from = a * LEAF_SIZE as usize;
+        let to = (z * LEAF_SIZE as usize).min(job.len);
+        (from, to)
+    };
+    let mut i = 0;
+    while i < leaves {
+        let data = nonzero & (1 << i) != 0;
+        let mut j = i + 1;
+        while j < leaves && (nonzero & (1 << j) != 0) == data {
+            j += 1;
+        }
+        let (from, to) = leaf_range(i, j);
+        let offset = job.start + from as u64;
+        let len = (to - from) as u64;
+        if data {
+            let b = buf.as_ref().expect("data leaves come from a buffer");
+            write_run(target, offset, len, false, &b[from..to])?;
+            written += len;
+        } else if zeroing {
+            write_run(target, offset, len, true, &[])?;
+        }
+        i = j;
+    }
+    let buf = match buf {
+        Some(b) if !keep || nonzero == 0 => {
+            buffers.lock().unwrap().push(b);
+            None
+        }
+        other => other,
+    };
+    Ok(Done {
+        seq: job.seq,
+        len: job.len,
+        hash: h,
+        buf,
+        written,
+    })
+}
+
+/// Allocates `[offset, offset + len)` in the target and writes `bytes` (or zeros) where it
+/// says. The target is locked only while it answers.
+fn write_run(
+    target: &Mutex<&mut dyn VolumeTarget>,
+    offset: u64,
+    len: u64,
+    zero: bool,
+    bytes: &[u8],
+) -> Result<()> {
+    let placed: Vec<(Extent, Option<Arc<Device>>)> = {
+        let mut t = target.lock().unwrap();
+        let extents = t.allocate(offset, len, zero)?;
+        extents
+            .into_iter()
+            .map(|e| match e.location {
+                Location::Data { device, .. } => t.device(device).map(|d| (e, Some(d))),
+                _ => Ok((e, None)),
+            })
+            .collect::<Result<_>>()?
+    };
+    static ZEROS: [u8; LEAF_SIZE as usize] = [0; LEAF_SIZE as usize];
+    for (e, device) in placed {
+        let (Location::Data { offset: at, .. }, Some(device)) = (e.location, device) else {
+            continue;
+        };
+        let from = (e.offset - offset) as usize;
+        if zero {
+            let mut done = 0;
+            while done < e.length {
+                let n = (e.length - done).min(ZEROS.len() as u64) as usize;
+                write_at(&device, &ZEROS[..n], at + done)?;
+                done += n as u64;
+            }
+        } else {
+            write_at(&device, &bytes[from..from + e.length as usize], at)?;
+        }
+    }
+    Ok(())
+}
+
+fn write_at(device: &Device, bytes: &[u8], offset: u64) -> Result<()> {
+    device.file.write_all_at(bytes, offset).map_err(|e| {
+        let what = format!(
+            "writing {} bytes at {offset} of {}",
+            bytes.len(),
+            device.name
+        );
+        if e.raw_os_error() == Some(libc::ENOSPC) {
+            Error::new(
+                ErrorKind::Io,
+                format!("{what}: no space left on the device; free space or pick another pool"),
+            )
+        } else {
+            Error::io(what, e)
+        }
+    })
+}
+
+fn zero_range(target: &mut dyn VolumeTarget, offset: u64, len: u64) -> Result<()> {
+    let t = Mutex::new(target);
+    let mut at = offset;
+    while at < offset + len {
+        let n = (offset + len - at).min(GROUP_SIZE);
+        write_run(&t, at, n, true, &[])?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// Whether `bytes` are all zeros. OR-folding 64-byte blocks lets the compiler use vector
+/// instructions; an early non-zero block ends the scan.
+pub fn is_zero(bytes: &[u8]) -> bool {
+    let mut blocks = bytes.chunks_exact(64);
+    blocks
+        .by_ref()
+        .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
+        && blocks.remainder().iter().all(|&b| b == 0)
+}

@@ -1,0 +1,660 @@
+//! Import: uploads from files, stdin and URLs, disks from images and snapshots, deletes;
+//! and every way an import can fail, each leaving the pool as it was. Oracles: qemu-img
+//! (check, compare, info), zstd, sha256sum, and the pool's own listing.
+
+mod common;
+use common::*;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A 24 MiB qcow2 `vd/src` with data in three places, exported to raw, raw.zst and qcow2
+/// (with content digests and sha256 sidecars) in the output folder.
+fn exported() -> (Home, PathBuf) {
+    let home = Home::new();
+    let img = home.pool().join("src.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "24M"]);
+    qemu_io(
+        &img,
+        "qcow2",
+        &[
+            "write -P 0x5a 0 1m",
+            "write -P 0xa5 9m 300k",
+            "write -P 0x3c 20m 4m",
+        ],
+    );
+    for (name, format) in [
+        ("src.raw", "raw"),
+        ("src.zst", "raw.zst"),
+        ("src.q2", "qcow2"),
+    ] {
+        let out = home.out(name);
+        home.ok(&[
+            "download",
+            "vd/src",
+            "-o",
+            p(&out),
+            "--format",
+            format,
+            "--sha256sum",
+            "-q",
+        ]);
+    }
+    (home, img)
+}
+
+/// What the pool holds, as its files (hidden ones included) and its listings.
+fn pool_state(home: &Home) -> (Vec<String>, String, String) {
+    let list = |kind: &str| {
+        let out = home.ok(&["get", kind, "-o", "json"]);
+        let docs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        docs.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    (files_in(&home.pool()), list("vd"), list("vi"))
+}
+
+/// The command must fail with one line containing `expect`, and leave the pool as it was.
+fn refused(home: &Home, args: &[&str], expect: &str) {
+    let before = pool_state(home);
+    let line = home.fails(args);
+    assert!(line.contains(expect), "expected {expect:?} in: {line}");
+    assert_eq!(pool_state(home), before, "the pool changed after: {line}");
+}
+
+fn copy_with(from: &Path, to: &Path, edit: impl FnOnce(&std::fs::File, u64)) {
+    std::fs::copy(from, to).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(to)
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    edit(&f, len);
+}
+
+#[test]
+fn uploads_from_file_and_stdin_verify_and_keep_sparseness() {
+    let (home, img) = exported();
+    for (name, file) in [("a", "src.raw"), ("b", "src.zst"), ("c", "src.q2")] {
+        let out = home.ok(&[
+            "upload",
+            p(&home.out(file)),
+            &format!("vd/{name}"),
+            "-o",
+            "json",
+        ]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        // Both sidecars were found and checked.
+        assert_eq!(doc["verified"].as_array().unwrap().len(), 2, "{doc}");
+        let new = home.pool().join(format!("{name}.qcow2"));
+        tool("qemu-img", &["check", p(&new)]);
+        tool("qemu-img", &["compare", p(&img), p(&new)]);
+        assert!(allocated(&new) <= (5 << 20) + (1 << 20) + (512 << 10));
+    }
+    // stdin: raw needs --size; snapport's raw.zst records its size.
+    for (name, file, extra) in [
+        ("d", "src.raw", vec!["--size", "24M"]),
+        ("e", "src.zst", vec![]),
+    ] {
+        let mut args = vec!["upload", "-", &*format!("vd/{name}"), "-q"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let status = Command::new(env!("CARGO_BIN_EXE_snapport"))
+            .args(&args)
+            .env("SNAPPORT_HOME", home.path())
+            .stdin(std::fs::File::open(home.out(file)).unwrap())
+            .status()
+            .unwrap();
+        assert!(status.success(), "upload {file} from stdin");
+        tool(
+            "qemu-img",
+            &[
+                "compare",
+                p(&img),
+                p(&home.pool().join(format!("{name}.qcow2"))),
+            ],
+        );
+    }
+    // A larger disk than the source: the rest reads as zeros.
+    home.ok(&[
+        "upload",
+        p(&home.out("src.raw")),
+        "vd/big",
+        "--size",
+        "1G",
+        "-q",
+    ]);
+    let big = home.pool().join("big.qcow2");
+    tool("qemu-img", &["check", p(&big)]);
+    let info = tool("qemu-img", &["info", "--output=json", p(&big)]);
+    assert!(info.contains("\"virtual-size\": 1073741824"), "{info}");
+    tool("qemu-img", &["compare", p(&img), p(&big)]);
+    // The command-line digests are checked too.
+    let sum = tool("sha256sum", &[p(&home.out("src.raw"))]);
+    let hex = sum.split_whitespace().next().unwrap();
+    let digest = sidecar_digest(&home.out("src.raw"));
+    home.ok(&[
+        "upload",
+        p(&home.out("src.raw")),
+        "vd/f",
+        "--no-sidecars",
+        "--sha256",
+        hex,
+        "--digest",
+        &digest,
+        "-q",
+    ]);
+    assert_eq!(
+        pool_state(&home).1,
+        "vd/a,vd/b,vd/big,vd/c,vd/d,vd/e,vd/f,vd/src"
+    );
+}
+
+#[test]
+fn raw_pool_imports_as_sparse_raw_files() {
+    let (home, img) = exported();
+    let dir = home.path().join("rawpool");
+    std::fs::create_dir_all(&dir).unwrap();
+    home.write_config(&format!(
+        "[pools.r]\nplugin = \"raw\"\nfolders = [\"{}\"]\nwritable = true\n",
+        dir.display()
+    ));
+    home.ok(&["upload", p(&home.out("src.q2")), "vd/x", "-n", "r", "-q"]);
+    let x = dir.join("x.raw");
+    tool("qemu-img", &["compare", "-F", "raw", p(&img), p(&x)]);
+    assert!(allocated(&x) <= 6 << 20, "{} allocated", allocated(&x));
+    home.ok(&["upload", p(&home.out("src.zst")), "vi/y", "-n", "r", "-q"]);
+    tool(
+        "qemu-img",
+        &["compare", "-F", "raw", p(&img), p(&dir.join("y.image.raw"))],
+    );
+    home.ok(&["delete", "vd/x", "-n", "r", "-q"]);
+    assert_eq!(files_in(&dir), vec!["y.image.raw"]);
+}
+
+/// A loopback HTTP server over `dir` (Python's http.server), on a free port.
+struct Server {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let script = r#"
+import http.server, socketserver, sys, functools
+http.server.SimpleHTTPRequestHandler.log_message = lambda *a: None
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
+with socketserver.TCPServer(("127.0.0.1", 0), handler) as s:
+    print(s.server_address[1], flush=True)
+    s.serve_forever()
+"#;
+        let mut child = Command::new("python3")
+            .args(["-c", script, p(dir)])
+            .stdout(Stdio::piped())
+            // A client that stops reading (a refused qcow2) makes it print a traceback.
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 http.server");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        Server {
+            child,
+            port: line.trim().parse().expect("a port"),
+        }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn uploads_from_a_url_are_streamed_and_verified() {
+    let (home, img) = exported();
+    let server = Server::start(home.out("x").parent().unwrap());
+    for (name, file) in [("u1", "src.raw"), ("u2", "src.zst")] {
+        let out = home.ok(&[
+            "upload",
+            &server.url(file),
+            &format!("vd/{name}"),
+            "-o",
+            "json",
+        ]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let verified = doc["verified"].as_array().unwrap();
+        assert_eq!(verified.len(), 2, "sidecars fetched from the server: {doc}");
+        tool(
+            "qemu-img",
+            &[
+                "compare",
+                p(&img),
+                p(&home.pool().join(format!("{name}.qcow2"))),
+            ],
+        );
+    }
+    // qcow2 needs random access; a missing file is the server's 404.
+    refused(
+        &home,
+        &["upload", &server.url("src.q2"), "vd/u3"],
+        "needs random access",
+    );
+    refused(
+        &home,
+        &["upload", &server.url("nothing.raw"), "vd/u3"],
+        "404",
+    );
+    // A sidecar that disagrees with the bytes stops the import before commit.
+    std::fs::write(
+        home.out("src.zst.sha256"),
+        format!("{}  src.zst\n", "0".repeat(64)),
+    )
+    .unwrap();
+    refused(
+        &home,
+        &["upload", &server.url("src.zst"), "vd/u3"],
+        "SHA-256 mismatch",
+    );
+}
+
+#[test]
+fn disks_from_images_and_snapshots_full_and_thin_and_deletes() {
+    let (home, img) = exported();
+    tool("qemu-img", &["snapshot", "-c", "s1", p(&img)]);
+    qemu_io(&img, "qcow2", &["write -P 0x77 0 2m"]);
+    // An image from a snapshot, a disk from the image (full and thin), a disk from the
+    // snapshot directly.
+    home.ok(&["create", "vi/golden", "--from", "vds/src@s1", "-q"]);
+    home.ok(&["create", "vd/full", "--from", "vi/golden", "-q"]);
+    home.ok(&[
+        "create",
+        "vd/thin",
+        "--from",
+        "vi/golden",
+        "--thin",
+        "--size",
+        "64M",
+        "-q",
+    ]);
+    home.ok(&["create", "vd/fromsnap", "--from", "vds/src@s1", "-q"]);
+    let oracle = home.out("s1.raw");
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-O",
+            "raw",
+            "-l",
+            "snapshot.name=s1",
+            p(&img),
+            p(&oracle),
+        ],
+    );
+    let pool = home.pool();
+    for f in ["golden.image.qcow2", "full.qcow2", "fromsnap.qcow2"] {
+        tool("qemu-img", &["check", p(&pool.join(f))]);
+        tool(
+            "qemu-img",
+            &["compare", "-F", "raw", p(&pool.join(f)), p(&oracle)],
+        );
+    }
+    let thin = pool.join("thin.qcow2");
+    tool("qemu-img", &["check", p(&thin)]);
+    let info = tool("qemu-img", &["info", "--output=json", p(&thin)]);
+    assert!(
+        info.contains("\"backing-filename\": \"golden.image.qcow2\""),
+        "{info}"
+    );
+    assert!(allocated(&thin) < 1 << 20, "a thin clone holds no data");
+    // The clone reads through; its larger tail reads as zeros.
+    tool("qemu-img", &["compare", p(&thin), p(&oracle)]);
+    assert_eq!(pool_state(&home).2, "vi/golden");
+
+    // Thin clones come from images only; addresses must match kinds.
+    refused(
+        &home,
+        &["create", "vd/t2", "--from", "vd/full", "--thin"],
+        "from an image",
+    );
+    refused(
+        &home,
+        &["create", "vd/t2", "--from", "vd/golden"],
+        "is an image",
+    );
+    refused(
+        &home,
+        &["create", "vd/full", "--from", "vi/golden"],
+        "exists already",
+    );
+    refused(
+        &home,
+        &["create", "vd/t3", "--from", "vi/golden", "--size", "1M"],
+        "smaller",
+    );
+    // The image is what the thin clone reads: delete refuses, names it, and --force says
+    // what broke.
+    refused(&home, &["delete", "vi/golden"], "vd/thin");
+    refused(&home, &["delete", "vd/golden"], "is an image");
+    refused(&home, &["delete", "vd/nothing"], "no vd/nothing");
+    home.ok(&["delete", "vd/thin", "-q"]);
+    home.ok(&["delete", "vi/golden", "-q"]);
+    assert_eq!(pool_state(&home).2, "");
+    home.ok(&["create", "vi/golden", "--from", "vd/full", "-q"]);
+    home.ok(&["create", "vd/thin", "--from", "vi/golden", "--thin", "-q"]);
+    let out = home.ok(&["delete", "vi/golden", "--force"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("vd/thin can no longer be read"));
+}
+
+#[test]
+fn bad_sources_are_refused_and_leave_the_pool_as_it_was() {
+    let (home, _) = exported();
+    let raw = home.out("src.raw");
+    let q2 = home.out("src.q2");
+    let zst = home.out("src.zst");
+
+    // Truncated qcow2: the header promises tables the file does not hold.
+    let cut = home.out("cut.qcow2");
+    copy_with(&q2, &cut, |f, len| f.set_len(len / 2).unwrap());
+    refused(
+        &home,
+        &["upload", p(&cut), "vd/x", "--no-sidecars"],
+        "past the end of the file",
+    );
+    let tiny = home.out("tiny.qcow2");
+    std::fs::write(&tiny, b"QFI\xfb\0\0\0\x03").unwrap();
+    refused(&home, &["upload", p(&tiny), "vd/x"], "too short");
+    // Bit-flipped tables: an L1 entry pointing far past the end of the file.
+    let flipped = home.out("flipped.qcow2");
+    copy_with(&q2, &flipped, |f, _| {
+        let mut h = [0u8; 8];
+        f.read_exact_at(&mut h, 40).unwrap();
+        let l1 = u64::from_be_bytes(h);
+        f.write_all_at(&((1u64 << 63) | (1 << 50)).to_be_bytes(), l1)
+            .unwrap();
+    });
+    refused(
+        &home,
+        &["upload", p(&flipped), "vd/x", "--no-sidecars"],
+        "past the end",
+    );
+    // A corrupt zstd frame: bytes flipped in the middle of the compressed data.
+    let bad = home.out("bad.zst");
+    copy_with(&zst, &bad, |f, len| {
+        let mut b = vec![0u8; 64];
+        f.read_exact_at(&mut b, len / 2).unwrap();
+        for x in &mut b {
+            *x = !*x;
+        }
+        f.write_all_at(&b, len / 2).unwrap();
+    });
+    // Either the decoder notices, or the content digest beside it does.
+    let before = pool_state(&home);
+    let line = home.fails(&["upload", p(&bad), "vd/x"]);
+    assert!(
+        line.contains("zstd") || line.contains("digest mismatch"),
+        "{line}"
+    );
+    assert_eq!(pool_state(&home), before);
+    // A truncated zstd stream.
+    let short = home.out("short.zst");
+    copy_with(&zst, &short, |f, len| f.set_len(len - len / 3).unwrap());
+    refused(
+        &home,
+        &["upload", p(&short), "vd/x", "--no-sidecars"],
+        "cut short",
+    );
+    // Wrong digests, from the command line and from a sidecar.
+    refused(
+        &home,
+        &["upload", p(&raw), "vd/x", "--sha256", &"ab".repeat(32)],
+        "SHA-256 mismatch",
+    );
+    let mut digest = sidecar_digest(&raw);
+    let last = if digest.ends_with('0') { '1' } else { '0' };
+    digest.pop();
+    digest.push(last);
+    refused(
+        &home,
+        &["upload", p(&q2), "vd/x", "--digest", &digest],
+        "content digest mismatch",
+    );
+    std::fs::write(home.out("src.raw.digest"), format!("{digest}  src.raw\n")).unwrap();
+    refused(
+        &home,
+        &["upload", p(&raw), "vd/x"],
+        "content digest mismatch",
+    );
+    // Oversize: a source larger than the size asked for.
+    refused(
+        &home,
+        &["upload", p(&raw), "vd/x", "--size", "8M", "--no-sidecars"],
+        "larger --size",
+    );
+    refused(
+        &home,
+        &["upload", p(&zst), "vd/x", "--size", "8M", "--no-sidecars"],
+        "larger --size",
+    );
+    // An existing name, a snapshot address, formats snapport does not take.
+    refused(
+        &home,
+        &["upload", p(&raw), "vd/src", "--no-sidecars"],
+        "exists already",
+    );
+    refused(
+        &home,
+        &["upload", p(&raw), "vds/src@x"],
+        "snapshots are taken",
+    );
+    let vmdk = home.out("x.vmdk");
+    std::fs::write(&vmdk, b"KDMV\x01\0\0\0").unwrap();
+    refused(&home, &["upload", p(&vmdk), "vd/x"], "VMDK");
+    refused(
+        &home,
+        &["upload", p(&home.out("missing.raw")), "vd/x"],
+        "missing.raw",
+    );
+    refused(&home, &["upload", p(&raw), "vd/x", "--size", "12Q"], "unit");
+}
+
+#[test]
+fn a_short_stream_fails_when_its_size_was_declared() {
+    let (home, _) = exported();
+    // snapport's raw.zst declares 24 MiB; a stream of fewer decompressed bytes is cut.
+    let whole = std::fs::read(home.out("src.zst")).unwrap();
+    let raw = std::fs::read(home.out("src.raw")).unwrap();
+    let mut short = Vec::new();
+    short.extend_from_slice(&whole[..24]); // the size frame
+    let mut enc = zstd::stream::write::Encoder::new(&mut short, 1).unwrap();
+    enc.write_all(&raw[..10 << 20]).unwrap();
+    enc.finish().unwrap();
+    let path = home.out("short2.zst");
+    std::fs::write(&path, &short).unwrap();
+    refused(
+        &home,
+        &["upload", p(&path), "vd/x"],
+        "ended after 10485760 of the 25165824 bytes",
+    );
+    // raw on stdin without --size has no size to create.
+    let before = pool_state(&home);
+    let out = Command::new(env!("CARGO_BIN_EXE_snapport"))
+        .args(["upload", "-", "vd/x"])
+        .env("SNAPPORT_HOME", home.path())
+        .stdin(std::fs::File::open(home.out("src.raw")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give --size"));
+    assert_eq!(pool_state(&home), before);
+}
+
+/// A tmpfs of `mib` MiB mounted at `dir`, unmounted on drop; None (with the reason
+/// printed) where mounting is not possible.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, mib: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m"),
+                "tmpfs",
+                p(dir),
+            ])
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs to fill up (needs root): {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_file_system_fails_cleanly() {
+    let home = Home::new();
+    let dir = home.path().join("small");
+    let Some(_fs) = Tmpfs::mount(&dir, 8) else {
+        return;
+    };
+    home.write_config(&format!(
+        "[pools.small]\nplugin = \"qcow2\"\nfolders = [\"{}\"]\nwritable = true\n",
+        dir.display()
+    ));
+    let src = home.out("random.raw");
+    tool(
+        "dd",
+        &[
+            "if=/dev/urandom",
+            &format!("of={}", p(&src)),
+            "bs=1M",
+            "count=16",
+            "status=none",
+        ],
+    );
+    let line = home.fails(&["upload", p(&src), "vd/x", "-n", "small"]);
+    assert!(line.contains("no space left"), "{line}");
+    assert_eq!(
+        files_in(&dir),
+        Vec::<String>::new(),
+        "ENOSPC left files behind"
+    );
+    // The same pool takes what fits.
+    tool("truncate", &["-s", "4M", p(&src)]);
+    home.ok(&["upload", p(&src), "vd/x", "-n", "small", "-q"]);
+    tool(
+        "qemu-img",
+        &["compare", "-F", "raw", p(&dir.join("x.qcow2")), p(&src)],
+    );
+}
+
+/// Starts `snapport upload - vd/NAME --size 1G` reading from a pipe we hold open, and
+/// waits until its hidden temporary volume exists.
+fn stalled_upload(home: &Home, name: &str) -> std::process::Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_snapport"))
+        .args(["upload", "-", &format!("vd/{name}"), "--size", "1G", "-q"])
+        .env("SNAPPORT_HOME", home.path())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let chunk = vec![0x5au8; 1 << 20];
+    let stdin = child.stdin.as_mut().unwrap();
+    for _ in 0..8 {
+        stdin.write_all(&chunk).unwrap();
+    }
+    let started = Instant::now();
+    let hidden = |h: &Home| {
+        files_in(&h.pool())
+            .iter()
+            .any(|f| f.starts_with(&format!(".{name}.qcow2.snapport-")))
+    };
+    while !hidden(home) && started.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        hidden(home),
+        "the upload never created its volume: {:?}",
+        files_in(&home.pool())
+    );
+    child
+}
+
+#[test]
+fn kill_9_leaves_no_listed_disk_and_the_name_stays_usable() {
+    let (home, img) = exported();
+    let before = pool_state(&home);
+    let mut child = stalled_upload(&home, "k");
+    child.kill().unwrap(); // SIGKILL: no handler runs
+    child.wait().unwrap();
+    let after = pool_state(&home);
+    assert_eq!(
+        (after.1, after.2),
+        (before.1.clone(), before.2.clone()),
+        "a killed upload is listed"
+    );
+    // The leftover is hidden; the next upload of the name succeeds and sweeps it.
+    home.ok(&["upload", p(&home.out("src.raw")), "vd/k", "-q"]);
+    tool(
+        "qemu-img",
+        &["compare", p(&img), p(&home.pool().join("k.qcow2"))],
+    );
+    let hidden: Vec<String> = files_in(&home.pool())
+        .into_iter()
+        .filter(|f| f.starts_with('.'))
+        .collect();
+    assert_eq!(
+        hidden,
+        Vec::<String>::new(),
+        "the dead upload's file was not swept"
+    );
+
+    // SIGTERM and SIGINT: the handler removes the temporary volume itself.
+    for signal in ["TERM", "INT"] {
+        let mut child = stalled_upload(&home, "t");
+        tool("kill", &[&format!("-{signal}"), &child.id().to_string()]);
+        let status = child.wait().unwrap();
+        assert!(!status.success());
+        let hidden: Vec<String> = files_in(&home.pool())
+            .into_iter()
+            .filter(|f| f.starts_with('.'))
+            .collect();
+        assert_eq!(
+            hidden,
+            Vec::<String>::new(),
+            "SIG{signal} left a temporary volume"
+        );
+    }
+}
