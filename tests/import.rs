@@ -658,3 +658,57 @@ fn kill_9_leaves_no_listed_disk_and_the_name_stays_usable() {
         );
     }
 }
+
+#[test]
+fn zeros_inside_allocated_data_are_never_written() {
+    let home = Home::new();
+    // 8 MiB, every byte allocated: leaves of data, of zeros, and leaves whose first
+    // 8 KiB are zeros with data after them (the probe must read on), then a short tail.
+    let src = home.out("dense.raw");
+    let script = r#"
+import sys
+L = 64 << 10
+leaf = lambda kind: bytes(L) if kind == 'z' else (bytes(8192) + b'\x5a' * (L - 8192) if kind == 'h' else b'\xa5' * L)
+plan = 'dzhzzdhz' * 16
+with open(sys.argv[1], 'wb') as f:
+    for k in plan:
+        f.write(leaf(k))
+    f.write(b'\x01' * 1000)
+"#;
+    tool("python3", &["-c", script, p(&src)]);
+    assert!(
+        allocated(&src) >= 8 << 20,
+        "the source must be fully allocated"
+    );
+    let digest = python_content_digest(&src);
+    // Without a digest, leaves are probed; with one, every byte is read and hashed.
+    home.ok(&["upload", p(&src), "vd/probed", "-q"]);
+    home.ok(&["upload", p(&src), "vd/hashed", "-q", "--digest", &digest]);
+    let data_leaves = 16 * 4 + 1; // d, h, d, h per 8 leaves, and the tail
+    for name in ["probed", "hashed"] {
+        let img = home.pool().join(format!("{name}.qcow2"));
+        tool("qemu-img", &["check", p(&img)]);
+        tool("qemu-img", &["compare", "-F", "raw", p(&img), p(&src)]);
+        let limit = data_leaves * (64 << 10) + 6 * (64 << 10);
+        assert!(
+            allocated(&img) <= limit,
+            "{name}: {} allocated, limit {limit}",
+            allocated(&img)
+        );
+        let map = tool("qemu-img", &["map", "--output=json", p(&img)]);
+        let mapped: u64 = serde_json::from_str::<serde_json::Value>(&map)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["data"].as_bool() == Some(true))
+            .map(|e| e["length"].as_u64().unwrap())
+            .sum();
+        // qemu-img maps whole sectors: the 1000-byte tail shows as 1024.
+        assert_eq!(
+            mapped,
+            16 * 4 * (64 << 10) + 1024,
+            "{name}: zero leaves must stay unallocated"
+        );
+    }
+}

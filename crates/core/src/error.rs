@@ -56,6 +56,11 @@ impl Error {
         self.kind
     }
 
+    /// The OS error number behind an I/O error, if any.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        self.source.as_ref().and_then(std::io::Error::raw_os_error)
+    }
+
     /// Prefixes the message with what the caller was doing.
     pub fn context(mut self, what: impl fmt::Display) -> Error {
         self.message = format!("{what}: {}", self.message);

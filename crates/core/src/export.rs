@@ -576,7 +576,7 @@ fn process(
             };
             match p {
                 Piece::Device { device, offset, .. } => {
-                    copy_range(device, *offset, out, to, len as u64)?
+                    copy_range(device, *offset, out.file(), to, len as u64)?
                 }
                 Piece::Decoded { bytes, from, .. } => {
                     out.write_at(&bytes[*from..*from + len], to)?

@@ -14,7 +14,7 @@ use crate::chunks::{data_leaves, read_pieces, Chunk, Chunker, Piece};
 use crate::digest::{group_hash, ContentDigest, StreamDigest, GROUP_SIZE, LEAF_SIZE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extent::{Device, Extent, Location, VolumeSource};
-use crate::io::AlignedBuf;
+use crate::io::{copy_range, AlignedBuf};
 use crate::progress::Progress;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind as IoErrorKind, Read};
@@ -110,7 +110,10 @@ pub fn import(
     };
     let in_flight_max = workers * 2 + 2;
     let zeroing = target.needs_zeroing();
-    let target = Mutex::new(target);
+    let target = Writer {
+        target: Mutex::new(target),
+        io: Mutex::new(()),
+    };
     let buffers = Mutex::new(Vec::<AlignedBuf>::new());
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(in_flight_max);
     let job_rx = Mutex::new(job_rx);
@@ -156,7 +159,7 @@ pub fn import(
         for _ in done_rx.iter() {}
         r
     })?;
-    let target = target.into_inner().unwrap();
+    let target = target.target.into_inner().unwrap();
     if zeroing && source_size < target_size {
         // The tail past the source reads as zeros in the new volume.
         zero_range(target, source_size, target_size - source_size)?;
@@ -375,7 +378,7 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
 }
 
 fn worker(
-    target: &Mutex<&mut dyn VolumeTarget>,
+    target: &Writer<'_>,
     jobs: &Mutex<Receiver<Job>>,
     done: &Sender<Result<Done>>,
     buffers: &Mutex<Vec<AlignedBuf>>,
@@ -397,7 +400,7 @@ fn worker(
 }
 
 fn process(
-    target: &Mutex<&mut dyn VolumeTarget>,
+    target: &Writer<'_>,
     job: Job,
     buffers: &Mutex<Vec<AlignedBuf>>,
     hash: bool,
@@ -405,28 +408,43 @@ fn process(
     zeroing: bool,
 ) -> Result<Done> {
     let leaves = job.len.div_ceil(LEAF_SIZE as usize);
-    let (buf, candidates) = match job.input {
-        Input::Filled(b) => (Some(b), u64::MAX),
+    // Whether every byte must be in memory: to hash it, or to hand it back in order.
+    let full = hash || keep;
+    let (mut buf, candidates, pieces) = match job.input {
+        Input::Filled(b) => (Some(b), u64::MAX, Vec::new()),
         Input::Pieces(pieces) => {
             let mask = data_leaves(&pieces);
             if mask == 0 {
-                (None, 0)
+                (None, 0, pieces)
             } else {
                 let mut b = buffers
                     .lock()
                     .unwrap()
                     .pop()
                     .unwrap_or_else(|| AlignedBuf::new(GROUP_SIZE as usize));
-                read_pieces(&pieces, &mut b[..job.len])?;
-                (Some(b), mask)
+                if full {
+                    read_pieces(&pieces, &mut b[..job.len])?;
+                } else {
+                    // Device ranges are probed below and copied in the kernel.
+                    fill_in_memory(&pieces, &mut b[..job.len]);
+                }
+                (Some(b), mask, pieces)
             }
         }
     };
     // Leaves holding something other than zeros: the only ones written or hashed.
     let mut nonzero = 0u64;
-    if let Some(b) = &buf {
-        for (i, leaf) in b[..job.len].chunks(LEAF_SIZE as usize).enumerate() {
-            if candidates & (1 << i) != 0 && !is_zero(leaf) {
+    if let Some(b) = &mut buf {
+        for i in 0..leaves {
+            let from = i * LEAF_SIZE as usize;
+            let to = (from + LEAF_SIZE as usize).min(job.len);
+            let data = candidates & (1 << i) != 0
+                && if full || pieces.is_empty() {
+                    !is_zero(&b[from..to])
+                } else {
+                    probe(&pieces, from, to, b)?
+                };
+            if data {
                 nonzero |= 1 << i;
             }
         }
@@ -454,11 +472,16 @@ fn process(
         let offset = job.start + from as u64;
         let len = (to - from) as u64;
         if data {
-            let b = buf.as_ref().expect("data leaves come from a buffer");
-            write_run(target, offset, len, false, &b[from..to])?;
+            let bytes = buf.as_ref().expect("data leaves come from a buffer");
+            let chunk = ChunkBytes {
+                start: job.start,
+                bytes,
+                pieces: &pieces,
+            };
+            write_run(target, offset, len, Some(&chunk))?;
             written += len;
         } else if zeroing {
-            write_run(target, offset, len, true, &[])?;
+            write_run(target, offset, len, None)?;
         }
         i = j;
     }
@@ -478,18 +501,141 @@ fn process(
     })
 }
 
-/// Allocates `[offset, offset + len)` in the target and writes `bytes` (or zeros) where it
-/// says. The target is locked only while it answers.
+/// The target, and the turn to write to it. Writes into one file serialize on its inode
+/// lock in the kernel anyway; taking turns here lets a waiting worker sleep (and the core
+/// read and probe the next chunk) instead of spinning on that lock, which profiling
+/// showed took a third of the CPU.
+struct Writer<'a> {
+    target: Mutex<&'a mut dyn VolumeTarget>,
+    io: Mutex<()>,
+}
+
+/// A chunk's bytes: in memory, and, for ranges read from a device, still there to copy
+/// from inside the kernel.
+struct ChunkBytes<'a> {
+    start: u64,
+    bytes: &'a [u8],
+    pieces: &'a [Piece],
+}
+
+impl ChunkBytes<'_> {
+    /// Writes chunk bytes `[from, from + len)` (chunk-relative) to `device` at `at`. Ranges
+    /// that came from a device are copied with `copy_file_range` (measured here: about
+    /// 2.5 GB/s, where writing from user memory runs at about 1 GB/s); the rest is
+    /// written from the buffer.
+    fn write(&self, from: usize, len: usize, device: &Device, at: u64) -> Result<()> {
+        let end = from + len;
+        let mut pos = from;
+        while pos < end {
+            let piece = self.pieces.iter().find(|p| {
+                let (a, l) = match p {
+                    Piece::Device { at, len, .. }
+                    | Piece::Hole { at, len }
+                    | Piece::Decoded { at, len, .. } => (*at, *len),
+                };
+                a <= pos && pos < a + l
+            });
+            let to = at + (pos - from) as u64;
+            match piece {
+                Some(Piece::Device {
+                    device: src,
+                    offset,
+                    at: pa,
+                    len: pl,
+                }) => {
+                    let n = (pa + pl).min(end) - pos;
+                    copy_range(src, offset + (pos - pa) as u64, &device.file, to, n as u64)
+                        .map_err(|e| no_space(e, device))?;
+                    pos += n;
+                }
+                Some(
+                    Piece::Hole { at: pa, len: pl }
+                    | Piece::Decoded {
+                        at: pa, len: pl, ..
+                    },
+                ) => {
+                    let n = (pa + pl).min(end) - pos;
+                    write_at(device, &self.bytes[pos..pos + n], to)?;
+                    pos += n;
+                }
+                None => {
+                    write_at(device, &self.bytes[pos..end], to)?;
+                    pos = end;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Holes as zeros and decoded ranges copied into `buf`; device ranges left for [`probe`].
+fn fill_in_memory(pieces: &[Piece], buf: &mut [u8]) {
+    for p in pieces {
+        match p {
+            Piece::Hole { at, len } => buf[*at..*at + *len].fill(0),
+            Piece::Decoded {
+                bytes,
+                from,
+                at,
+                len,
+            } => buf[*at..*at + *len].copy_from_slice(&bytes[*from..*from + *len]),
+            Piece::Device { .. } => {}
+        }
+    }
+}
+
+/// Bytes of a leaf read to learn it holds data: most data shows in its first 4 KiB, so
+/// a leaf of data costs one small read, and only a leaf that starts with zeros is read
+/// whole. The data itself then moves in the kernel (`copy_file_range`).
+const PROBE: usize = 4096;
+
+/// Whether chunk bytes `[from, to)` hold anything but zeros, reading device ranges into
+/// `buf` only as far as needed.
+fn probe(pieces: &[Piece], from: usize, to: usize, buf: &mut [u8]) -> Result<bool> {
+    for p in pieces {
+        let (at, len) = match p {
+            Piece::Device { at, len, .. }
+            | Piece::Hole { at, len }
+            | Piece::Decoded { at, len, .. } => (*at, *len),
+        };
+        let (s, e) = (from.max(at), to.min(at + len));
+        if s >= e {
+            continue;
+        }
+        match p {
+            Piece::Device { device, offset, .. } => {
+                let head = (s + PROBE).min(e);
+                for (a, z) in [(s, head), (head, e)] {
+                    if a < z {
+                        crate::io::read_exact_at(device, &mut buf[a..z], offset + (a - at) as u64)?;
+                        if !is_zero(&buf[a..z]) {
+                            return Ok(true);
+                        }
+                    }
+                }
+            }
+            _ => {
+                if !is_zero(&buf[s..e]) {
+                    return Ok(true);
+                }
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Allocates `[offset, offset + len)` in the target and writes the chunk's bytes there,
+/// or (`None`) records zeros, writing them where the target cannot record them. The target
+/// is locked only while it answers.
 fn write_run(
-    target: &Mutex<&mut dyn VolumeTarget>,
+    target: &Writer<'_>,
     offset: u64,
     len: u64,
-    zero: bool,
-    bytes: &[u8],
+    chunk: Option<&ChunkBytes<'_>>,
 ) -> Result<()> {
     let placed: Vec<(Extent, Option<Arc<Device>>)> = {
-        let mut t = target.lock().unwrap();
-        let extents = t.allocate(offset, len, zero)?;
+        let mut t = target.target.lock().unwrap();
+        let extents = t.allocate(offset, len, chunk.is_none())?;
         extents
             .into_iter()
             .map(|e| match e.location {
@@ -499,49 +645,72 @@ fn write_run(
             .collect::<Result<_>>()?
     };
     static ZEROS: [u8; LEAF_SIZE as usize] = [0; LEAF_SIZE as usize];
+    let _io = target.io.lock().unwrap();
     for (e, device) in placed {
         let (Location::Data { offset: at, .. }, Some(device)) = (e.location, device) else {
             continue;
         };
-        let from = (e.offset - offset) as usize;
-        if zero {
-            let mut done = 0;
-            while done < e.length {
-                let n = (e.length - done).min(ZEROS.len() as u64) as usize;
-                write_at(&device, &ZEROS[..n], at + done)?;
-                done += n as u64;
+        match chunk {
+            Some(c) => c.write(
+                (e.offset - c.start) as usize,
+                e.length as usize,
+                &device,
+                at,
+            )?,
+            None => {
+                let mut done = 0;
+                while done < e.length {
+                    let n = (e.length - done).min(ZEROS.len() as u64) as usize;
+                    write_at(&device, &ZEROS[..n], at + done)?;
+                    done += n as u64;
+                }
             }
-        } else {
-            write_at(&device, &bytes[from..from + e.length as usize], at)?;
         }
     }
     Ok(())
 }
 
+/// Says "no space left" in words an operator acts on.
+fn no_space(e: Error, device: &Device) -> Error {
+    if e.raw_os_error() == Some(libc::ENOSPC) {
+        Error::new(
+            ErrorKind::Io,
+            format!(
+                "writing {}: no space left on the device; free space or pick another pool",
+                device.name
+            ),
+        )
+    } else {
+        e
+    }
+}
+
 fn write_at(device: &Device, bytes: &[u8], offset: u64) -> Result<()> {
-    device.file.write_all_at(bytes, offset).map_err(|e| {
-        let what = format!(
-            "writing {} bytes at {offset} of {}",
-            bytes.len(),
-            device.name
-        );
-        if e.raw_os_error() == Some(libc::ENOSPC) {
-            Error::new(
-                ErrorKind::Io,
-                format!("{what}: no space left on the device; free space or pick another pool"),
+    device
+        .file
+        .write_all_at(bytes, offset)
+        .map_err(|e| {
+            Error::io(
+                format!(
+                    "writing {} bytes at {offset} of {}",
+                    bytes.len(),
+                    device.name
+                ),
+                e,
             )
-        } else {
-            Error::io(what, e)
-        }
-    })
+        })
+        .map_err(|e| no_space(e, device))
 }
 
 fn zero_range(target: &mut dyn VolumeTarget, offset: u64, len: u64) -> Result<()> {
-    let t = Mutex::new(target);
+    let t = Writer {
+        target: Mutex::new(target),
+        io: Mutex::new(()),
+    };
     let mut at = offset;
     while at < offset + len {
         let n = (offset + len - at).min(GROUP_SIZE);
-        write_run(&t, at, n, true, &[])?;
+        write_run(&t, at, n, None)?;
         at += n;
     }
     Ok(())

@@ -175,7 +175,7 @@ impl Drop for OutputFile {
 pub fn copy_range(
     device: &Device,
     mut from: u64,
-    out: &OutputFile,
+    out: &File,
     mut to: u64,
     mut len: u64,
 ) -> Result<()> {
@@ -194,7 +194,7 @@ pub fn copy_range(
             libc::copy_file_range(
                 device.file.as_raw_fd(),
                 &mut off_in,
-                out.file.as_raw_fd(),
+                out.as_raw_fd(),
                 &mut off_out,
                 want,
                 0,
@@ -226,7 +226,7 @@ pub fn copy_range(
 fn copy_by_buffer(
     device: &Device,
     mut from: u64,
-    out: &OutputFile,
+    out: &File,
     mut to: u64,
     mut len: u64,
 ) -> Result<()> {
@@ -234,7 +234,8 @@ fn copy_by_buffer(
     while len > 0 {
         let n = len.min(buf.len() as u64) as usize;
         read_exact_at(device, &mut buf[..n], from)?;
-        out.write_at(&buf[..n], to)?;
+        out.write_all_at(&buf[..n], to)
+            .map_err(|e| Error::io(format!("writing {n} bytes at {to}"), e))?;
         from += n as u64;
         to += n as u64;
         len -= n as u64;

@@ -474,7 +474,9 @@ impl Instance {
                 return Err(e);
             }
         };
-        if info.size != size {
+        // A backend may round up to its granularity (qcow2: whole 512-byte sectors, as
+        // QEMU reads them); never down, and not beyond one 64 KiB block.
+        if info.size < size || info.size - size >= 64 << 10 {
             self.drop_handle(handle, generation);
             self.discard_staged();
             return Err(Error::new(

@@ -79,8 +79,10 @@ impl NewImage {
                 self.size
             )));
         };
+        // The end may fall inside the disk's last cluster (a source shorter than the disk).
+        let in_last_cluster = end > 0 && (end - 1) / CLUSTER_SIZE == (self.size - 1) / CLUSTER_SIZE;
         if !offset.is_multiple_of(CLUSTER_SIZE)
-            || (!end.is_multiple_of(CLUSTER_SIZE) && end != self.size)
+            || (!end.is_multiple_of(CLUSTER_SIZE) && !in_last_cluster)
         {
             return Err(Error::Invalid(format!(
                 "{length} bytes at {offset} are not aligned to the {CLUSTER_SIZE}-byte cluster"

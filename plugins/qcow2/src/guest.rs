@@ -359,6 +359,9 @@ impl Guest for Plugin {
                 Some((base.file.name, format.to_owned()))
             }
         };
+        // QEMU reads a qcow2 size in whole 512-byte sectors, rounding down: round up so
+        // the last bytes are not lost to it.
+        let size = size.next_multiple_of(512);
         let image = NewImage::new(size, backing).map_err(|e| format_error(&name, e))?;
         let file = match kind {
             VolumeKind::Disk => format!("{name}.qcow2"),
