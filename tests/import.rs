@@ -474,6 +474,26 @@ fn bad_sources_are_refused_and_leave_the_pool_as_it_was() {
         "missing.raw",
     );
     refused(&home, &["upload", p(&raw), "vd/x", "--size", "12Q"], "unit");
+    // --format overrides detection, but a qcow2 must be one.
+    refused(
+        &home,
+        &["upload", p(&raw), "vd/x", "--format", "qcow2"],
+        "is not qcow2",
+    );
+    refused(
+        &home,
+        &[
+            "upload",
+            p(&raw),
+            "vd/x",
+            "--format",
+            "raw.zst",
+            "--no-sidecars",
+            "--size",
+            "24M",
+        ],
+        "zstd",
+    );
 }
 
 #[test]
@@ -711,4 +731,88 @@ with open(sys.argv[1], 'wb') as f:
             "{name}: zero leaves must stay unallocated"
         );
     }
+}
+
+#[test]
+fn qcow2_files_with_compressed_clusters_and_backing_chains() {
+    let home = Home::new();
+    let dir = home.out("x").parent().unwrap().to_path_buf();
+    // A raw base, a qcow2 over it, a compressed (zstd) top over that: the chain as files.
+    let base = dir.join("base.raw");
+    tool("qemu-img", &["create", "-q", "-f", "raw", p(&base), "32M"]);
+    qemu_io(
+        &base,
+        "raw",
+        &["write -P 0x11 0 8m", "write -P 0x12 30m 2m"],
+    );
+    let mid = dir.join("mid.qcow2");
+    qcow2_overlay(&mid, "base.raw", "raw", "32M", None);
+    qemu_io(&mid, "qcow2", &["write -P 0x21 4m 4m", "write -z 30m 1m"]);
+    let plain = dir.join("plain.raw");
+    tool(
+        "dd",
+        &[
+            "if=/dev/urandom",
+            &format!("of={}", p(&plain)),
+            "bs=1M",
+            "count=6",
+            "status=none",
+        ],
+    );
+    for ctype in ["zlib", "zstd"] {
+        let top = dir.join(format!("top-{ctype}.qcow2"));
+        // Compressible and incompressible clusters, compressed where it helps.
+        let src = dir.join(format!("src-{ctype}.raw"));
+        tool("qemu-img", &["create", "-q", "-f", "raw", p(&src), "32M"]);
+        qemu_io(&src, "raw", &["write -P 0x31 12m 2m"]);
+        tool(
+            "dd",
+            &[
+                &format!("if={}", p(&plain)),
+                &format!("of={}", p(&src)),
+                "bs=1M",
+                "seek=20",
+                "conv=notrunc",
+                "status=none",
+            ],
+        );
+        let packed = dir.join(format!("packed-{ctype}.qcow2"));
+        tool(
+            "qemu-img",
+            &[
+                "convert",
+                "-c",
+                "-O",
+                "qcow2",
+                "-o",
+                &format!("compression_type={ctype}"),
+                p(&src),
+                p(&packed),
+            ],
+        );
+        // Rebase the compressed image onto mid (unsafe: only the pointer changes), so its
+        // unallocated ranges read through the chain.
+        tool(
+            "qemu-img",
+            &["rebase", "-u", "-b", "mid.qcow2", "-F", "qcow2", p(&packed)],
+        );
+        std::fs::rename(&packed, &top).unwrap();
+        let name = format!("t{ctype}");
+        home.ok(&["upload", p(&top), &format!("vd/{name}"), "-q"]);
+        let new = home.pool().join(format!("{name}.qcow2"));
+        tool("qemu-img", &["check", p(&new)]);
+        tool("qemu-img", &["compare", p(&top), p(&new)]);
+        let info = tool("qemu-img", &["info", "--output=json", p(&new)]);
+        assert!(
+            !info.contains("backing-filename"),
+            "the upload is whole, not a chain: {info}"
+        );
+    }
+    // A backing file outside the source's folder is not granted: clear refusal.
+    let elsewhere = home.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let stray = elsewhere.join("stray.qcow2");
+    qcow2_overlay(&stray, p(&base), "raw", "32M", None);
+    let line = home.fails(&["upload", p(&stray), "vd/stray"]);
+    assert!(line.contains("outside the folders"), "{line}");
 }

@@ -39,7 +39,7 @@ fn run() -> Result<()> {
                  build     plugins + the snapport binary (release)\n\
                  demo      build, then export a disk of the default pool (makes a sample disk)\n\
                  test      build, then run the whole test suite (extra args go to cargo test)\n\
-                 fuzz [S]  run the qcow2 parser fuzz target for S seconds (default 60)\n\
+                 fuzz [S]  fuzz the qcow2 reader S seconds and its writer S/2 (default 60)\n\
                  bench     export benches against qemu-img convert and cp"
             );
             Ok(())
@@ -171,5 +171,16 @@ fn fuzz(args: &[String]) -> Result<()> {
             .arg(format!("-max_total_time={seconds}"))
             .arg("-rss_limit_mb=1024")
             .arg(&corpus),
+    )?;
+    // The writer against the reader: no seed corpus, the operations are the input.
+    let writer_corpus = root().join("fuzz/corpus/qcow2_writer");
+    std::fs::create_dir_all(&writer_corpus)?;
+    run_cmd(
+        Command::new("cargo")
+            .current_dir(root().join("fuzz"))
+            .args(["+nightly", "fuzz", "run", "qcow2_writer", "--"])
+            .arg(format!("-max_total_time={}", seconds.div_ceil(2)))
+            .arg("-rss_limit_mb=1024")
+            .arg(&writer_corpus),
     )
 }

@@ -133,6 +133,13 @@ pub fn run(args: Args) -> Result<()> {
     let input = source::open(&args.source)?;
     let head = input.head()?;
     let format = match args.format {
+        // The plugin decides raw or qcow2 by content: a forced qcow2 must be one.
+        Some(InputFormat::Qcow2) if !head.starts_with(b"QFI\xfb") => {
+            bail!(
+                "{} is not qcow2 (no QFI\\xfb magic at its start)",
+                args.source
+            )
+        }
         Some(f) => f,
         None => source::detect(&head, &args.source)?,
     };
