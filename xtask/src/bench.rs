@@ -281,15 +281,22 @@ fn zst_variants(home: &Path, name: &str, raw: &Path, out: &Path, zst: &Path) -> 
     ]
 }
 
-/// Import of a raw file into the qcow2 pool: qemu-img convert -O qcow2, snapport upload
-/// (nothing to verify), and snapport upload verifying a content digest given on the
-/// command line (every data byte hashed on the way in).
-fn import_variants(raw: &Path, out: &Path, digest: &str) -> Vec<Variant> {
+/// Import of a raw file into the qcow2 pool: qemu-img convert -O qcow2, cp of the same
+/// raw file (coreutils copies data extents with copy_file_range: the kernel's floor for
+/// putting those bytes into one file), snapport upload (nothing to verify), and snapport
+/// upload verifying a content digest given on the command line (every data byte hashed
+/// on the way in).
+fn import_variants(raw: &Path, out: &Path, copy: &Path, digest: &str) -> Vec<Variant> {
     vec![
         Variant {
             label: "qemu-img convert -O qcow2",
             program: "qemu-img".into(),
             args: args(&[&"convert", &"-O", &"qcow2", &raw, &out]),
+        },
+        Variant {
+            label: "cp --sparse=always (floor)",
+            program: "cp".into(),
+            args: args(&[&"--sparse=always", &raw, &copy]),
         },
         Variant {
             label: "snapport upload",
@@ -463,6 +470,7 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let out = dir.join("out.qcow2");
     let imported = pool.join("imported.qcow2");
+    let copy = dir.join("copy.raw");
     for (case, raw, address) in [
         ("random", dir.join("random.raw"), "vd/random"),
         ("sparse8", sparse8.clone(), "vd/sparse8"),
@@ -473,18 +481,25 @@ pub fn run(args: &[String]) -> Result<()> {
         let digest = content_digest(&home, address)?;
         let results = compare(
             &home,
-            &[out.clone(), imported.clone()],
-            &import_variants(&raw, &out, &digest),
+            &[out.clone(), imported.clone(), copy.clone()],
+            &import_variants(&raw, &out, &copy, &digest),
             runs,
         )?;
         print_table(&format!("{case}.raw -> qcow2 pool (import)"), &results);
         let qemu = results[0].1;
-        for (label, secs, rss) in &results[1..] {
+        for (label, secs, rss) in results.iter().filter(|r| r.0.starts_with("snapport")) {
             let ratio = secs / qemu;
-            let ok = ratio <= 0.67 && *rss <= 256.0;
+            // The target is for the import itself; verifying a digest hashes every byte,
+            // work qemu-img does not do, so that line is reported without a verdict.
+            let verdict = if label.contains("--digest") {
+                "INFO"
+            } else if ratio <= 0.67 && *rss <= 256.0 {
+                "PASS"
+            } else {
+                "MISS"
+            };
             verdicts.push(format!(
-                "{}  import {case}: {label}: {ratio:.2} x qemu-img (target <= 0.67), peak {rss:.0} MiB (target <= 256)",
-                if ok { "PASS" } else { "MISS" }
+                "{verdict}  import {case}: {label}: {ratio:.2} x qemu-img (target <= 0.67), peak {rss:.0} MiB (target <= 256)"
             ));
         }
     }
