@@ -1,7 +1,8 @@
 //! `cargo xtask bench`: export and import benches against the tools a user would pick
-//! instead, in the same run. Every command runs `--runs` times (default 5) interleaved after one uncounted
-//! warm-up round; the median is reported with ratios to the first line of its table and
-//! each command's peak RSS (from `wait4`). Caches are warm for every tool alike.
+//! instead, in the same run. Every command runs `--runs` times (default 5) interleaved,
+//! each round in a rotated order, after one uncounted warm-up round; the median is
+//! reported with ratios to the first line of its table and each command's peak RSS (from
+//! `wait4`). Caches are warm for every tool alike.
 //!
 //! Fixtures (made once under target/bench, reused):
 //! - random.qcow2: 2 GiB of random data (and random.raw, its raw twin);
@@ -174,7 +175,11 @@ fn compare(
         }
     };
     for run in 0..=runs {
-        for (i, v) in variants.iter().enumerate() {
+        // Each round starts with a different command: on a VM whose page-cache writes
+        // swing from one minute to the next, no command always goes first.
+        for k in 0..variants.len() {
+            let i = (k + run) % variants.len();
+            let v = &variants[i];
             clean();
             sh("sync")?;
             let m = measure(
