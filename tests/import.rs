@@ -474,6 +474,14 @@ fn bad_sources_are_refused_and_leave_the_pool_as_it_was() {
         "missing.raw",
     );
     refused(&home, &["upload", p(&raw), "vd/x", "--size", "12Q"], "unit");
+    // A zstd-compressed qcow2 would otherwise import as raw bytes.
+    let qz = home.out("q2.zst");
+    tool("zstd", &["-q", "-f", p(&q2), "-o", p(&qz)]);
+    refused(
+        &home,
+        &["upload", p(&qz), "vd/x", "--size", "24M"],
+        "zstd-compressed qcow2",
+    );
     // --format overrides detection, but a qcow2 must be one.
     refused(
         &home,

@@ -197,6 +197,9 @@ pub fn run(args: Args) -> Result<()> {
             )
         }
         (InputFormat::RawZst, input) => {
+            if compressed_qcow2(&head) {
+                bail!("{what} is a zstd-compressed qcow2 image; decompress it first (zstd -d), then upload the qcow2 file");
+            }
             let recorded = snapport_core::zst::read_size_frame(&head);
             let size = target_size(given, recorded, what)?;
             let hash = Arc::new(Mutex::new(Sha256::new()));
@@ -220,6 +223,16 @@ pub fn run(args: Args) -> Result<()> {
     .with_context(context)?;
     let seconds = started.elapsed().as_secs_f64();
     report(&args, &target, format, &summary, &verified, seconds)
+}
+
+/// Whether the zstd stream starting with `head` decompresses to a qcow2 image (which
+/// would otherwise be imported as raw bytes).
+fn compressed_qcow2(head: &[u8]) -> bool {
+    let Ok(mut d) = zstd::stream::read::Decoder::new(head) else {
+        return false;
+    };
+    let mut magic = [0u8; 4];
+    std::io::Read::read_exact(&mut d, &mut magic).is_ok() && &magic == b"QFI\xfb"
 }
 
 type Decoder = zstd::stream::read::Decoder<
