@@ -653,12 +653,15 @@ fn kill_9_leaves_no_listed_disk_and_the_name_stays_usable() {
         (before.1.clone(), before.2.clone()),
         "a killed upload is listed"
     );
-    // The leftover is hidden; the next upload of the name succeeds and sweeps it.
-    home.ok(&["upload", p(&home.out("src.raw")), "vd/k", "-q"]);
-    tool(
-        "qemu-img",
-        &["compare", p(&img), p(&home.pool().join("k.qcow2"))],
+    assert!(
+        files_in(&home.pool())
+            .iter()
+            .any(|f| f.starts_with(".k.qcow2.snapport-")),
+        "SIGKILL runs no handler: its staged file is still there, hidden"
     );
+    // The leftover is hidden; the next upload (of any name) sweeps it, and the name is
+    // free to use.
+    home.ok(&["upload", p(&home.out("src.raw")), "vd/other", "-q"]);
     let hidden: Vec<String> = files_in(&home.pool())
         .into_iter()
         .filter(|f| f.starts_with('.'))
@@ -668,6 +671,16 @@ fn kill_9_leaves_no_listed_disk_and_the_name_stays_usable() {
         Vec::<String>::new(),
         "the dead upload's file was not swept"
     );
+    home.ok(&["upload", p(&home.out("src.raw")), "vd/k", "-q"]);
+    tool(
+        "qemu-img",
+        &["compare", p(&img), p(&home.pool().join("k.qcow2"))],
+    );
+    let hidden: Vec<String> = files_in(&home.pool())
+        .into_iter()
+        .filter(|f| f.starts_with('.'))
+        .collect();
+    assert_eq!(hidden, Vec::<String>::new(), "an upload left a hidden file");
 
     // SIGTERM and SIGINT: the handler removes the temporary volume itself.
     for signal in ["TERM", "INT"] {

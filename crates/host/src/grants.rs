@@ -49,7 +49,7 @@ pub struct GrantedDevices {
     folders: Vec<PathBuf>,
     devices: Vec<(Arc<Device>, Access, PathBuf)>,
     by_inode: HashMap<(u64, u64, bool), u32>,
-    /// Files from `create-file` not yet published: device -> (temporary path, final path).
+    /// Files from `create-file` not yet published, by device.
     staged: HashMap<u32, Staged>,
     pub(crate) plugin: String,
     pub(crate) logger: Option<Logger>,
@@ -306,8 +306,8 @@ impl GrantedDevices {
             .ok_or_else(|| denied("this pool grants no folder".into()))
     }
 
-    /// Creates `.NAME.snapport-PID-N`, to become `NAME` on [`Self::publish_file`]. Stale
-    /// temporary files of `NAME` left by processes that died (kill -9, power loss) are
+    /// Creates `.NAME.snapport-PID-N`, to become `NAME` on [`Self::publish_file`]. Staged
+    /// files that processes which died (kill -9, power loss) left in the folder are
     /// removed first.
     pub fn create_file(&mut self, name: &str) -> Result<u32, BackendError> {
         let folder = self.writable_folder(name)?;
@@ -318,7 +318,7 @@ impl GrantedDevices {
                 target.display()
             )));
         }
-        remove_stale_temporaries(&folder, name);
+        remove_stale_temporaries(&folder);
         let pid = std::process::id();
         for n in 0..1000 {
             let temp = folder.join(format!(".{name}.snapport-{pid}-{n}"));
@@ -439,18 +439,25 @@ fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
     }
 }
 
-/// Removes `.NAME.snapport-PID-N` files in `folder` whose process is gone.
-fn remove_stale_temporaries(folder: &Path, name: &str) {
-    let prefix = format!(".{name}.snapport-");
+/// Removes staged files (`.NAME.snapport-PID-N`) in `folder` whose process is gone: what a
+/// `kill -9` or a power loss left of an import, whatever its name.
+fn remove_stale_temporaries(folder: &Path) {
     let Ok(entries) = std::fs::read_dir(folder) else {
         return;
     };
     for entry in entries.flatten() {
         let file = entry.file_name().to_string_lossy().into_owned();
-        let Some(rest) = file.strip_prefix(&prefix) else {
+        let Some(rest) = file
+            .strip_prefix('.')
+            .and_then(|f| f.rsplit_once(".snapport-"))
+            .map(|(_, rest)| rest)
+        else {
             continue;
         };
-        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+        let Some((Ok(pid), Ok(_))) = rest
+            .split_once('-')
+            .map(|(p, n)| (p.parse::<i32>(), n.parse::<u32>()))
+        else {
             continue;
         };
         // SAFETY: kill with signal 0 only checks whether the process exists.
