@@ -30,6 +30,15 @@ impl Piece {
     pub fn is_hole(&self) -> bool {
         matches!(self, Piece::Hole { .. })
     }
+
+    /// Where the piece lies in its chunk: (offset, length).
+    pub fn span(&self) -> (usize, usize) {
+        match self {
+            Piece::Device { at, len, .. }
+            | Piece::Hole { at, len }
+            | Piece::Decoded { at, len, .. } => (*at, *len),
+        }
+    }
 }
 
 /// Bytes `[start, start + len)` of the volume and where they come from.
@@ -182,9 +191,9 @@ pub(crate) fn data_leaves(pieces: &[Piece]) -> u64 {
     mask
 }
 
-/// Fills `buf` with the chunk's bytes: device ranges read, holes zeroed, decoded ranges
-/// copied.
-pub(crate) fn read_pieces(pieces: &[Piece], buf: &mut [u8]) -> Result<()> {
+/// Fills `buf` with the chunk's bytes: holes zeroed, decoded ranges copied, and device
+/// ranges read when `devices` is set (an import that only probes them leaves them out).
+pub(crate) fn read_pieces(pieces: &[Piece], buf: &mut [u8], devices: bool) -> Result<()> {
     for p in pieces {
         match p {
             Piece::Device {
@@ -192,7 +201,11 @@ pub(crate) fn read_pieces(pieces: &[Piece], buf: &mut [u8]) -> Result<()> {
                 offset,
                 at,
                 len,
-            } => crate::io::read_exact_at(device, &mut buf[*at..*at + *len], *offset)?,
+            } => {
+                if devices {
+                    crate::io::read_exact_at(device, &mut buf[*at..*at + *len], *offset)?
+                }
+            }
             Piece::Hole { at, len } => buf[*at..*at + *len].fill(0),
             Piece::Decoded {
                 bytes,

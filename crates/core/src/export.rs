@@ -615,7 +615,7 @@ fn fill_buffer(sink: &Sink, job: &Job, buffers: &Mutex<Vec<AlignedBuf>>) -> Resu
     } else {
         job.len
     };
-    read_pieces(&job.pieces, &mut buf)?;
+    read_pieces(&job.pieces, &mut buf, true)?;
     buf[job.len..fill_to].fill(0);
     Ok(buf)
 }

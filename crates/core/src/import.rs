@@ -422,12 +422,8 @@ fn process(
                     .unwrap()
                     .pop()
                     .unwrap_or_else(|| AlignedBuf::new(GROUP_SIZE as usize));
-                if full {
-                    read_pieces(&pieces, &mut b[..job.len])?;
-                } else {
-                    // Device ranges are probed below and copied in the kernel.
-                    fill_in_memory(&pieces, &mut b[..job.len]);
-                }
+                // Without `full`, device ranges are probed below and copied in the kernel.
+                read_pieces(&pieces, &mut b[..job.len], full)?;
                 (Some(b), mask, pieces)
             }
         }
@@ -528,11 +524,7 @@ impl ChunkBytes<'_> {
         let mut pos = from;
         while pos < end {
             let piece = self.pieces.iter().find(|p| {
-                let (a, l) = match p {
-                    Piece::Device { at, len, .. }
-                    | Piece::Hole { at, len }
-                    | Piece::Decoded { at, len, .. } => (*at, *len),
-                };
+                let (a, l) = p.span();
                 a <= pos && pos < a + l
             });
             let to = at + (pos - from) as u64;
@@ -568,22 +560,6 @@ impl ChunkBytes<'_> {
     }
 }
 
-/// Holes as zeros and decoded ranges copied into `buf`; device ranges left for [`probe`].
-fn fill_in_memory(pieces: &[Piece], buf: &mut [u8]) {
-    for p in pieces {
-        match p {
-            Piece::Hole { at, len } => buf[*at..*at + *len].fill(0),
-            Piece::Decoded {
-                bytes,
-                from,
-                at,
-                len,
-            } => buf[*at..*at + *len].copy_from_slice(&bytes[*from..*from + *len]),
-            Piece::Device { .. } => {}
-        }
-    }
-}
-
 /// Bytes of a leaf read to learn it holds data: most data shows in its first 4 KiB, so
 /// a leaf of data costs one small read, and only a leaf that starts with zeros is read
 /// whole. The data itself then moves in the kernel (`copy_file_range`).
@@ -593,11 +569,7 @@ const PROBE: usize = 4096;
 /// `buf` only as far as needed.
 fn probe(pieces: &[Piece], from: usize, to: usize, buf: &mut [u8]) -> Result<bool> {
     for p in pieces {
-        let (at, len) = match p {
-            Piece::Device { at, len, .. }
-            | Piece::Hole { at, len }
-            | Piece::Decoded { at, len, .. } => (*at, *len),
-        };
+        let (at, len) = p.span();
         let (s, e) = (from.max(at), to.min(at + len));
         if s >= e {
             continue;
