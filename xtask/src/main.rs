@@ -182,5 +182,24 @@ fn fuzz(args: &[String]) -> Result<()> {
             .arg(format!("-max_total_time={}", seconds.div_ceil(2)))
             .arg("-rss_limit_mb=1024")
             .arg(&writer_corpus),
+    )?;
+    // The publish server's Range header parser, from a few well-formed seeds.
+    let range_corpus = root().join("fuzz/corpus/range_header");
+    std::fs::create_dir_all(&range_corpus)?;
+    for (i, seed) in ["bytes=0-99", "bytes=-5", "bytes=10-", "bytes=0-1,2-3"]
+        .iter()
+        .enumerate()
+    {
+        let mut b = 1000u64.to_le_bytes().to_vec();
+        b.extend_from_slice(seed.as_bytes());
+        std::fs::write(range_corpus.join(format!("seed{i}")), b)?;
+    }
+    run_cmd(
+        Command::new("cargo")
+            .current_dir(root().join("fuzz"))
+            .args(["+nightly", "fuzz", "run", "range_header", "--"])
+            .arg(format!("-max_total_time={}", seconds.div_ceil(4)))
+            .arg("-rss_limit_mb=1024")
+            .arg(&range_corpus),
     )
 }

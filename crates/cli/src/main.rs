@@ -30,6 +30,8 @@ enum Command {
     /// Export a disk (vd/NAME), an image (vi/NAME) or a disk snapshot (vds/DISK@SNAP) to
     /// a file or stdout.
     Download(commands::download::Args),
+    /// Download what `download --publish` serves: resumable, parallel, verified.
+    Fetch(commands::fetch::Args),
     /// Import an image (file, stdin or URL; raw, qcow2 or zstd) as a new disk or image.
     Upload(commands::upload::Args),
     /// Create a disk or image from an image, a disk or a snapshot (full copy or thin).
@@ -48,6 +50,7 @@ fn main() {
     interrupt::install();
     let result = match cli.command {
         Command::Download(a) => commands::download::run(a),
+        Command::Fetch(a) => commands::fetch::run(a),
         Command::Upload(a) => commands::upload::run(a),
         Command::Create(a) => commands::create::run(a),
         Command::Delete(a) => commands::delete::run(a),
@@ -74,5 +77,14 @@ fn main() {
             .join(" ");
         eprintln!("snapport: error: {line}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

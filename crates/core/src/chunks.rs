@@ -61,11 +61,17 @@ pub(crate) struct Chunker<'a> {
 
 impl<'a> Chunker<'a> {
     pub fn new(source: &'a mut dyn VolumeSource, size: u64) -> Chunker<'a> {
+        Chunker::at(source, size, 0)
+    }
+
+    /// Chunks from `start` on; `start` should be a multiple of [`GROUP_SIZE`] so chunks
+    /// stay the digest's groups.
+    pub fn at(source: &'a mut dyn VolumeSource, size: u64, start: u64) -> Chunker<'a> {
         Chunker {
             what: source.describe(),
-            map: CheckedMap::new(source),
+            map: CheckedMap::at(source, start),
             size,
-            start: 0,
+            start,
             carry: None,
             decoded: None,
         }
@@ -213,6 +219,33 @@ pub(crate) fn read_pieces(pieces: &[Piece], buf: &mut [u8], devices: bool) -> Re
                 at,
                 len,
             } => buf[*at..*at + *len].copy_from_slice(&bytes[*from..*from + *len]),
+        }
+    }
+    Ok(())
+}
+
+/// Fills `buf` with the chunk's bytes from `from` on (bytes `[from, from + buf.len())` of
+/// the chunk): what a ranged read needs of a chunk, device ranges included.
+pub(crate) fn read_span(pieces: &[Piece], from: usize, buf: &mut [u8]) -> Result<()> {
+    let to = from + buf.len();
+    for p in pieces {
+        let (at, len) = p.span();
+        let (a, b) = (at.max(from), (at + len).min(to));
+        if a >= b {
+            continue;
+        }
+        let out = &mut buf[a - from..b - from];
+        match p {
+            Piece::Device { device, offset, .. } => {
+                crate::io::read_exact_at(device, out, offset + (a - at) as u64)?
+            }
+            Piece::Hole { .. } => out.fill(0),
+            Piece::Decoded {
+                bytes, from: skip, ..
+            } => {
+                let s = skip + (a - at);
+                out.copy_from_slice(&bytes[s..s + (b - a)])
+            }
         }
     }
     Ok(())

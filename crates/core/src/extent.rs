@@ -96,13 +96,19 @@ pub struct CheckedMap<'a> {
 
 impl<'a> CheckedMap<'a> {
     pub fn new(source: &'a mut dyn VolumeSource) -> CheckedMap<'a> {
+        CheckedMap::at(source, 0)
+    }
+
+    /// Walks the map from `start` to the volume's end (the first page is asked for at
+    /// `start`, so it must begin there).
+    pub fn at(source: &'a mut dyn VolumeSource, start: u64) -> CheckedMap<'a> {
         let size = source.size();
         CheckedMap {
             source,
             size,
-            pos: 0,
+            pos: start,
             page: Vec::new().into_iter(),
-            done: size == 0,
+            done: start >= size,
         }
     }
 

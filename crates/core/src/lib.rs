@@ -15,6 +15,7 @@ pub mod io;
 pub mod progress;
 pub mod qcow2_out;
 pub mod raw_file;
+pub mod volume_reader;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod zst;

@@ -96,6 +96,11 @@ impl GrantedDevices {
         self.devices.get(id as usize).map(|(d, _, _)| Arc::clone(d))
     }
 
+    /// Every device the plugin opened, by id.
+    pub fn all(&self) -> Vec<Arc<Device>> {
+        self.devices.iter().map(|(d, _, _)| Arc::clone(d)).collect()
+    }
+
     fn entry(&self, id: u32) -> Result<&(Arc<Device>, Access, PathBuf), BackendError> {
         self.devices
             .get(id as usize)

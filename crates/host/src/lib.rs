@@ -542,6 +542,16 @@ impl Drop for OpenVolume<'_> {
 }
 
 impl OpenVolume<'_> {
+    /// The devices the plugin has opened so far (those behind this volume among them):
+    /// what identifies the bytes it reads, for a validator such as an HTTP ETag.
+    pub fn devices(&self) -> Vec<Arc<Device>> {
+        self.instance
+            .live
+            .as_ref()
+            .map(|l| l.store.data().devices.all())
+            .unwrap_or_default()
+    }
+
     fn check_generation(&self) -> Result<()> {
         if self.generation != self.instance.generation || self.instance.live.is_none() {
             return Err(Error::new(

@@ -20,8 +20,8 @@ pub struct Args {
     #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
     pool: String,
     /// Output file, or - for stdout.
-    #[arg(short = 'o', long = "output")]
-    output: String,
+    #[arg(short = 'o', long = "output", required_unless_present = "publish")]
+    output: Option<String>,
     /// Output image format.
     #[arg(long, value_enum, default_value_t = FormatArg::Raw)]
     format: FormatArg,
@@ -47,10 +47,12 @@ pub struct Args {
     /// Copy threads (default: one per core).
     #[arg(long, default_value_t = 0, hide = true)]
     workers: usize,
+    #[command(flatten)]
+    publish: crate::commands::publish::PublishArgs,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum FormatArg {
+pub enum FormatArg {
     Raw,
     Qcow2,
     /// Raw, compressed as zstd frames (`zstd -d` restores it).
@@ -59,7 +61,7 @@ enum FormatArg {
 }
 
 impl FormatArg {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             FormatArg::Raw => "raw",
             FormatArg::Qcow2 => "qcow2",
@@ -93,6 +95,21 @@ fn sidecar(output: &Path, ext: &str) -> PathBuf {
 
 pub fn run(args: Args) -> Result<()> {
     let address = Address::parse(&args.address)?;
+    if args.publish.publish {
+        if args.output.is_some() {
+            anyhow::bail!("--publish serves the export instead of writing it: drop -o");
+        }
+        return crate::commands::publish::serve_export(
+            &address,
+            &args.pool,
+            args.format,
+            args.zstd_level,
+            &args.publish,
+            args.quiet,
+            args.json,
+        );
+    }
+    let output = args.output.clone().unwrap_or_default();
     let ctx = Context::new()?;
     let mut instance = ctx.pool(&args.pool)?;
     let mut volume = instance
@@ -100,7 +117,7 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("opening {address}"))?;
     crate::commands::create::check_kind(&address, volume.info.kind)?;
 
-    let to_stdout = args.output == "-";
+    let to_stdout = output == "-";
     let target = if to_stdout {
         let fd = std::io::stdout()
             .as_fd()
@@ -108,7 +125,7 @@ pub fn run(args: Args) -> Result<()> {
             .context("duplicating stdout")?;
         Target::Stream(Box::new(std::fs::File::from(fd)))
     } else {
-        Target::File(PathBuf::from(&args.output))
+        Target::File(PathBuf::from(&output))
     };
     let options = ExportOptions {
         format: match args.format {
@@ -134,7 +151,7 @@ pub fn run(args: Args) -> Result<()> {
     let seconds = started.elapsed().as_secs_f64();
 
     if !to_stdout {
-        let out = Path::new(&args.output);
+        let out = Path::new(&output);
         let base = out
             .file_name()
             .unwrap_or_default()
@@ -161,7 +178,7 @@ pub fn run(args: Args) -> Result<()> {
         let doc = serde_json::json!({
             "source": address.to_string(),
             "pool": args.pool,
-            "output": args.output,
+            "output": output,
             "format": args.format.name(),
             "size": summary.size,
             "output_size": summary.output_size,
@@ -181,7 +198,7 @@ pub fn run(args: Args) -> Result<()> {
             "exported {address} ({}, {} of data) to {} in {seconds:.2} s ({}/s)",
             human(summary.size),
             human(summary.data_bytes),
-            if to_stdout { "stdout" } else { &args.output },
+            if to_stdout { "stdout" } else { &output },
             human(rate as u64),
         );
         if let Some(d) = &summary.content_digest {

@@ -1,8 +1,10 @@
 pub mod create;
 pub mod delete;
 pub mod download;
+pub mod fetch;
 pub mod get;
 pub mod plugin;
+pub mod publish;
 pub mod upload;
 
 use snapport_core::progress::{NoProgress, Progress};

@@ -1,0 +1,84 @@
+//! `snapport fetch`: download what `download --publish` serves, resumably, in parallel
+//! ranged streams, verified by SHA-256 before it appears under its name.
+
+use crate::commands::human;
+use anyhow::{Context as _, Result};
+use snapport_publish::fetch::{fetch, FetchOptions};
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The URL `download --publish` printed (https://HOST:PORT/NAME?token=TOKEN).
+    url: String,
+    /// Output file. Until verified, the bytes are in FILE.part (and FILE.part.state says
+    /// which): run the same command again to resume.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+    /// Ranged streams at once.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    parallel: u16,
+    /// The server certificate's SHA-256 fingerprint, as printed by the publish; without
+    /// it, the certificate must be signed by a CA in the system roots.
+    #[arg(long)]
+    fingerprint: Option<String>,
+    /// At most this many bytes per second over all streams (a suffix K, M or G counts
+    /// in 1024s), as curl's --limit-rate.
+    #[arg(long, value_parser = crate::source::parse_size)]
+    limit_rate: Option<u64>,
+    /// The token, when the URL does not carry it.
+    #[arg(long)]
+    token: Option<String>,
+    /// No progress bar, no summary.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let fingerprint = args
+        .fingerprint
+        .as_deref()
+        .map(snapport_publish::tls::parse_fingerprint)
+        .transpose()?;
+    let options = FetchOptions {
+        url: args.url.clone(),
+        output: args.output.clone(),
+        token: args.token.clone(),
+        fingerprint,
+        parallel: args.parallel.into(),
+        limit_rate: args.limit_rate,
+    };
+    let mut progress = crate::commands::new_progress(args.quiet);
+    let started = Instant::now();
+    let summary = fetch(&options, progress.as_mut())
+        .with_context(|| format!("fetching into {}", args.output.display()))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if args.json {
+        let doc = serde_json::json!({
+            "output": args.output,
+            "size": summary.size,
+            "resumed": summary.resumed,
+            "received": summary.received,
+            "sha256": summary.sha256,
+            "seconds": seconds,
+        });
+        println!("{doc}");
+    } else if !args.quiet {
+        let resumed = if summary.resumed > 0 {
+            format!(", {} of it from an earlier run", human(summary.resumed))
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "fetched {} ({}{resumed}) in {seconds:.2} s ({}/s); sha256 {} verified",
+            args.output.display(),
+            human(summary.size),
+            human((summary.received as f64 / seconds.max(1e-9)) as u64),
+            summary.sha256
+        );
+    }
+    Ok(())
+}

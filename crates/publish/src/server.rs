@@ -1,0 +1,783 @@
+//! The publish server: HTTP/1.1 (hyper) over TLS (rustls) or plain TCP, on a small tokio
+//! runtime.
+//!
+//! Routes, all behind the token (`Authorization: Bearer TOKEN`, or `?token=TOKEN` for a
+//! browser; anywhere else it is not looked for):
+//! - `GET|HEAD /NAME`: the item, with `Content-Length`, single `Range`s (206, or 416
+//!   beyond the end; several ranges or a malformed header get the whole item, as RFC 9110
+//!   allows), `If-Range`, a strong `ETag`, and `Repr-Digest: sha-256=:BASE64:` (RFC 9530)
+//!   once the SHA-256 is known.
+//! - `GET|HEAD /NAME.sha256`: the digest in `sha256sum` format; 503 with `Retry-After`
+//!   while it is being computed.
+//! - `GET /` (`/index.html`): an HTML page listing the items, their sizes, digests and
+//!   live progress; `GET /status.json`: the same as JSON.
+//!
+//! Bounds: at most `max_clients` connections are served (the next as many get 503, more
+//! are dropped); each connection holds at most one response of a few MiB in flight; a
+//! TLS handshake, request headers, or a read or write that makes no progress for
+//! `io_timeout` closes the connection (slow-loris and stalled readers). The server stops
+//! when nobody has used it for `ttl` (counted from the last access, as Deckhouse does)
+//! or after `max_downloads` complete downloads.
+
+use crate::content::{Item, Sha256State};
+use crate::error::{Error, Result};
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper::body::{Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Semaphore;
+
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// How a publish behaves.
+pub struct Config {
+    /// The secret every request must carry.
+    pub token: String,
+    /// TLS, or plain HTTP when `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Stop after this long without an authorized access.
+    pub ttl: Option<Duration>,
+    /// Stop after this many complete downloads (responses that delivered an item's last
+    /// byte), once the responses in flight are done.
+    pub max_downloads: Option<u64>,
+    /// Connections served at once.
+    pub max_clients: usize,
+    /// Handshake, header and stalled read/write deadline.
+    pub io_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            token: String::new(),
+            tls: None,
+            ttl: None,
+            max_downloads: None,
+            max_clients: 32,
+            io_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why the server stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stopped {
+    /// Nobody used it for the TTL.
+    Expired(Duration),
+    /// `max_downloads` complete downloads were served.
+    Downloaded(u64),
+}
+
+/// A snapshot of the server's state, for a progress display or `/status.json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Status {
+    pub items: Vec<ItemStatus>,
+    /// Connections open now.
+    pub clients: u64,
+    /// Connections turned away because `max_clients` were open.
+    pub rejected: u64,
+    /// Seconds since the last authorized access.
+    pub idle_seconds: f64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ItemStatus {
+    pub name: String,
+    pub size: u64,
+    pub etag: String,
+    pub sha256: Option<String>,
+    pub bytes_sent: u64,
+    pub downloads: u64,
+    /// Responses streaming now.
+    pub active: u64,
+}
+
+struct Shared {
+    items: Vec<Item>,
+    config: Config,
+    started: Instant,
+    /// Milliseconds from `started` to the last authorized access.
+    last_access: AtomicU64,
+    /// Requests whose response is not finished.
+    in_flight: AtomicU64,
+    clients: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Shared {
+    fn touch(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_access.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_access.load(Ordering::Relaxed)))
+    }
+
+    fn should_stop(&self) -> Option<Stopped> {
+        if let Some(max) = self.config.max_downloads {
+            let done: u64 = self.items.iter().map(Item::downloads).sum();
+            if done >= max {
+                return Some(Stopped::Downloaded(done));
+            }
+        }
+        match self.config.ttl {
+            Some(ttl) if self.in_flight.load(Ordering::Relaxed) == 0 && self.idle() > ttl => {
+                Some(Stopped::Expired(ttl))
+            }
+            _ => None,
+        }
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            items: self
+                .items
+                .iter()
+                .map(|i| ItemStatus {
+                    name: i.name.clone(),
+                    size: i.content.size(),
+                    etag: i.etag.clone(),
+                    sha256: match i.sha256() {
+                        Sha256State::Known(h) => Some(h),
+                        _ => None,
+                    },
+                    bytes_sent: i.stats.bytes_sent.load(Ordering::Relaxed),
+                    downloads: i.downloads(),
+                    active: i.stats.active.load(Ordering::Relaxed),
+                })
+                .collect(),
+            clients: self.clients.load(Ordering::Relaxed),
+            rejected: self.rejected.load(Ordering::Relaxed),
+            idle_seconds: self.idle().as_secs_f64(),
+        }
+    }
+}
+
+/// A bound, not yet running, publish server.
+pub struct Server {
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+}
+
+/// Reads the state of a running server from another thread.
+#[derive(Clone)]
+pub struct StatusHandle(Arc<Shared>);
+
+impl StatusHandle {
+    pub fn status(&self) -> Status {
+        self.0.status()
+    }
+}
+
+impl Server {
+    /// A server for `items` on a bound listener (bound by the caller, who may need its
+    /// address first, for the certificate).
+    pub fn new(
+        listener: std::net::TcpListener,
+        items: Vec<Item>,
+        config: Config,
+    ) -> Result<Server> {
+        if config.token.len() < 32 {
+            return Err(Error::new(
+                "a publish token must have at least 32 characters",
+            ));
+        }
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Error::io("setting up the listening socket", e))?;
+        Ok(Server {
+            listener,
+            shared: Arc::new(Shared {
+                items,
+                config,
+                started: Instant::now(),
+                last_access: AtomicU64::new(0),
+                in_flight: AtomicU64::new(0),
+                clients: AtomicU64::new(0),
+                rejected: AtomicU64::new(0),
+            }),
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<std::net::SocketAddr> {
+        self.listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the listening address", e))
+    }
+
+    pub fn status_handle(&self) -> StatusHandle {
+        StatusHandle(Arc::clone(&self.shared))
+    }
+
+    /// Serves until the TTL expires or the downloads are done; blocks the calling thread.
+    pub fn run(self) -> Result<Stopped> {
+        let max_clients = self.shared.config.max_clients.max(1);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            // One blocking reader per streaming response, at most one per connection.
+            .max_blocking_threads(max_clients + 4)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("starting the server's runtime", e))?;
+        runtime.block_on(accept_loop(self.listener, self.shared, max_clients))
+    }
+}
+
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    max_clients: usize,
+) -> Result<Stopped> {
+    let listener = tokio::net::TcpListener::from_std(listener)
+        .map_err(|e| Error::io("setting up the listening socket", e))?;
+    let served = Arc::new(Semaphore::new(max_clients));
+    // Over the limit, clients are told 503 (a handshake and a short answer each); only
+    // beyond 256 of those at once are connections closed unanswered.
+    let refused = Arc::new(Semaphore::new((max_clients * 4).max(256)));
+    let tls = shared
+        .config
+        .tls
+        .as_ref()
+        .map(|c| tokio_rustls::TlsAcceptor::from(Arc::clone(c)));
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let stopped = loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((tcp, _peer)) = accepted else {
+                    // Out of descriptors or a reset before accept: wait, go on.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let (permit, admitted) = match Arc::clone(&served).try_acquire_owned() {
+                    Ok(p) => (p, true),
+                    Err(_) => match Arc::clone(&refused).try_acquire_owned() {
+                        Ok(p) => {
+                            shared.rejected.fetch_add(1, Ordering::Relaxed);
+                            (p, false)
+                        }
+                        Err(_) => continue,
+                    },
+                };
+                let (shared, tls) = (Arc::clone(&shared), tls.clone());
+                tokio::spawn(async move {
+                    shared.clients.fetch_add(1, Ordering::Relaxed);
+                    connection(tcp, tls, Arc::clone(&shared), admitted).await;
+                    shared.clients.fetch_sub(1, Ordering::Relaxed);
+                    drop(permit);
+                });
+            }
+            _ = tick.tick() => {
+                if let Some(s) = shared.should_stop() {
+                    break s;
+                }
+            }
+        }
+    };
+    drop(listener);
+    // Let responses in flight finish (a parallel download's other ranges), within the
+    // deadline a stalled one would get anyway.
+    let deadline = Instant::now() + shared.config.io_timeout;
+    while shared.in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(stopped)
+}
+
+async fn connection(
+    tcp: tokio::net::TcpStream,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shared: Arc<Shared>,
+    admitted: bool,
+) {
+    let _ = tcp.set_nodelay(true);
+    let t = shared.config.io_timeout;
+    let mut io = tokio_io_timeout::TimeoutStream::new(tcp);
+    io.set_read_timeout(Some(t));
+    io.set_write_timeout(Some(t));
+    let io = Box::pin(io);
+    match tls {
+        Some(acceptor) => {
+            if let Ok(Ok(stream)) = tokio::time::timeout(t, acceptor.accept(io)).await {
+                serve_http(stream, shared, admitted).await
+            }
+        }
+        None => serve_http(io, shared, admitted).await,
+    }
+}
+
+async fn serve_http<I>(io: I, shared: Arc<Shared>, admitted: bool)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let t = shared.config.io_timeout;
+    let service = hyper::service::service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        async move {
+            Ok::<_, Infallible>(if admitted {
+                handle(req, shared)
+            } else {
+                busy()
+            })
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(t)
+        .max_buf_size(64 << 10)
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(
+        Full::new(body.into())
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(content_type).expect("ascii"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    // The token may sit in the page's URL: never hand it to another site.
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    r
+}
+
+fn text(status: StatusCode, message: &str) -> Response<Body> {
+    full(status, "text/plain; charset=utf-8", format!("{message}\n"))
+}
+
+fn busy() -> Response<Body> {
+    let mut r = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many clients; try again shortly",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// The token, where it may be: a Bearer `Authorization` header, else a `token` query
+/// parameter. A wrong header is not rescued by a right query.
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    if let Some(v) = req.headers().get(header::AUTHORIZATION) {
+        return v
+            .to_str()
+            .ok()
+            .and_then(|s| s.strip_prefix("Bearer "))
+            .is_some_and(|t| crate::same_secret(t.trim().as_bytes(), token.as_bytes()));
+    }
+    req.uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("token="))
+        .is_some_and(|t| crate::same_secret(t.as_bytes(), token.as_bytes()))
+}
+
+/// Decrements the in-flight count when a response is done (or dropped).
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(shared: &Arc<Shared>) -> InFlight {
+        shared.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(shared))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
+    if !authorized(&req, &shared.config.token) {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "a valid token is required (Authorization: Bearer TOKEN)",
+        );
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return r;
+    }
+    shared.touch();
+    let head = match *req.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD");
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+    };
+    let path = req.uri().path();
+    let response = match path {
+        "/" | "/index.html" => full(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            index_page(&shared.status(), &shared.config.token),
+        ),
+        "/status.json" => full(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_vec(&shared.status()).unwrap_or_default(),
+        ),
+        _ => {
+            let name = &path[1..];
+            if let Some(i) = shared.items.iter().position(|i| i.name == name) {
+                serve_item(&req, &shared, i)
+            } else if let Some(i) = name
+                .strip_suffix(".sha256")
+                .and_then(|n| shared.items.iter().position(|i| i.name == n))
+            {
+                serve_sha256(&shared.items[i])
+            } else {
+                text(
+                    StatusCode::NOT_FOUND,
+                    "nothing is published under that name",
+                )
+            }
+        }
+    };
+    if head {
+        let (parts, _) = response.into_parts();
+        return Response::from_parts(parts, empty());
+    }
+    response
+}
+
+fn empty() -> Body {
+    Empty::new()
+        .map_err(|never: Infallible| match never {})
+        .boxed()
+}
+
+fn serve_sha256(item: &Item) -> Response<Body> {
+    match item.sha256() {
+        Sha256State::Known(h) => full(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            format!("{h}  {}\n", item.name),
+        ),
+        Sha256State::Computing => {
+            let mut r = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the SHA-256 is still being computed; try again shortly",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            r
+        }
+        Sha256State::Failed(why) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("computing the SHA-256 failed: {why}"),
+        ),
+    }
+}
+
+/// What a `Range` header asks of an item of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ranged {
+    /// No usable single range: the whole item.
+    Whole,
+    /// Bytes `start..=last`.
+    Part(u64, u64),
+    /// A well-formed range that starts past the end.
+    Unsatisfiable,
+}
+
+/// Reads a `Range` header value (untrusted: public for the fuzz target). A `Part` always
+/// lies inside the item.
+pub fn parse_range(value: &str, size: u64) -> Ranged {
+    let Some(spec) = value
+        .trim()
+        .strip_prefix("bytes=")
+        .or_else(|| value.trim().strip_prefix("Bytes="))
+    else {
+        return Ranged::Whole;
+    };
+    if spec.contains(',') {
+        return Ranged::Whole;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return Ranged::Whole;
+    };
+    let num = |s: &str| -> Option<u64> {
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    match (a.is_empty(), num(a), num(b)) {
+        // bytes=-N: the last N bytes.
+        (true, _, Some(n)) => {
+            if n == 0 || size == 0 {
+                Ranged::Unsatisfiable
+            } else {
+                Ranged::Part(size.saturating_sub(n), size - 1)
+            }
+        }
+        (false, Some(start), end) if b.is_empty() || end.is_some() => {
+            if end.is_some_and(|e| e < start) {
+                return Ranged::Whole;
+            }
+            if start >= size {
+                return Ranged::Unsatisfiable;
+            }
+            Ranged::Part(start, end.map_or(size - 1, |e| e.min(size - 1)))
+        }
+        _ => Ranged::Whole,
+    }
+}
+
+fn serve_item(req: &Request<Incoming>, shared: &Arc<Shared>, index: usize) -> Response<Body> {
+    let item = &shared.items[index];
+    let size = item.content.size();
+    let mut ranged = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(Ranged::Whole, |v| parse_range(v, size));
+    // If-Range: a range only of the bytes the client already has part of.
+    if let Some(v) = req.headers().get(header::IF_RANGE) {
+        if v.as_bytes() != item.etag.as_bytes() {
+            ranged = Ranged::Whole;
+        }
+    }
+    let (status, start, len) = match ranged {
+        Ranged::Whole => (StatusCode::OK, 0, size),
+        Ranged::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+        Ranged::Unsatisfiable => {
+            let mut r = text(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "the range is past the end",
+            );
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+            );
+            return r;
+        }
+    };
+    let body = if *req.method() == Method::HEAD || len == 0 {
+        empty()
+    } else {
+        stream_body(shared, index, start, len)
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    let v = |s: &str| HeaderValue::from_str(s).expect("ascii header");
+    h.insert(header::CONTENT_TYPE, v("application/octet-stream"));
+    h.insert(header::CONTENT_LENGTH, v(&len.to_string()));
+    h.insert(header::ACCEPT_RANGES, v("bytes"));
+    h.insert(header::ETAG, v(&item.etag));
+    h.insert(header::CACHE_CONTROL, v("no-store"));
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        v(&format!("attachment; filename=\"{}\"", item.name)),
+    );
+    if let Sha256State::Known(hex_digest) = item.sha256() {
+        if let Ok(raw) = hex::decode(&hex_digest) {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
+            h.insert("repr-digest", v(&format!("sha-256=:{b64}:")));
+        }
+    }
+    if status == StatusCode::PARTIAL_CONTENT {
+        h.insert(
+            header::CONTENT_RANGE,
+            v(&format!("bytes {start}-{}/{size}", start + len - 1)),
+        );
+    }
+    r
+}
+
+/// The item's bytes `[start, start + len)`, read on the blocking pool and handed to
+/// hyper through a channel of a few 1 MiB blocks: memory per response stays bounded
+/// however slow the client is, and a client that goes away stops the reader.
+fn stream_body(shared: &Arc<Shared>, index: usize, start: u64, len: u64) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(3);
+    let content = Arc::clone(&shared.items[index].content);
+    tokio::task::spawn_blocking(move || {
+        let r = content.read_range(start, len, &mut |block| {
+            tx.blocking_send(Ok(Bytes::from(block)))
+                .map_err(|_| std::io::Error::other("the client went away"))
+        });
+        if let Err(e) = r {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let item = &shared.items[index];
+    item.stats.active.fetch_add(1, Ordering::Relaxed);
+    ChannelBody {
+        rx,
+        remaining: len,
+        last_byte: start + len == item.content.size(),
+        shared: Arc::clone(shared),
+        index,
+        _in_flight: InFlight::new(shared),
+    }
+    .boxed()
+}
+
+struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    remaining: u64,
+    /// The response ends with the item's last byte: delivering it completes a download.
+    last_byte: bool,
+    shared: Arc<Shared>,
+    index: usize,
+    _in_flight: InFlight,
+}
+
+impl Drop for ChannelBody {
+    fn drop(&mut self) {
+        self.shared.items[self.index]
+            .stats
+            .active
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<std::result::Result<Frame<Bytes>, std::io::Error>>> {
+        match self.rx.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(block))) => {
+                let n = block.len() as u64;
+                let this = &mut *self;
+                this.remaining = this.remaining.saturating_sub(n);
+                let stats = &this.shared.items[this.index].stats;
+                stats.bytes_sent.fetch_add(n, Ordering::Relaxed);
+                if this.remaining == 0 && this.last_byte {
+                    stats.downloads.fetch_add(1, Ordering::Relaxed);
+                }
+                this.shared.touch();
+                Poll::Ready(Some(Ok(Frame::data(block))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(None) if self.remaining > 0 => Poll::Ready(Some(Err(
+                std::io::Error::other("the reader stopped before the end of the range"),
+            ))),
+            Poll::Ready(None) => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn human(bytes: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// The index: what is published, with links that carry the token (the page itself was
+/// reached with it), refreshed every two seconds for live progress. No script runs.
+fn index_page(status: &Status, token: &str) -> String {
+    let mut rows = String::new();
+    for i in &status.items {
+        let name = html_escape(&i.name);
+        let sha = i
+            .sha256
+            .as_deref()
+            .map_or_else(|| "computing…".to_string(), html_escape);
+        rows.push_str(&format!(
+            "<tr><td><a href=\"/{name}?token={token}\" download>{name}</a></td>\
+             <td data-bytes=\"{size}\">{hsize}</td><td class=\"sha\"><code>{sha}</code></td>\
+             <td>{sent}</td><td>{downloads}</td><td>{active}</td></tr>\n",
+            size = i.size,
+            hsize = human(i.size),
+            sent = human(i.bytes_sent),
+            downloads = i.downloads,
+            active = i.active,
+        ));
+    }
+    format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">\
+         <meta http-equiv=\"refresh\" content=\"2\">\
+         <title>snapport publish</title>\
+         <style>body{{font-family:sans-serif}}td,th{{padding:2px 10px;text-align:left}}\
+         .sha code{{font-size:smaller}}</style></head>\n<body>\
+         <h1>snapport publish</h1>\n<table id=\"items\">\
+         <tr><th>name</th><th>size</th><th>sha256</th><th>sent</th><th>downloads</th>\
+         <th>streaming</th></tr>\n{rows}</table>\n\
+         <p>{clients} client(s) connected.</p></body></html>\n",
+        clients = status.clients,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use Ranged::*;
+        assert_eq!(parse_range("bytes=0-99", 1000), Part(0, 99));
+        assert_eq!(parse_range("bytes=990-", 1000), Part(990, 999));
+        assert_eq!(parse_range("bytes=990-5000", 1000), Part(990, 999));
+        assert_eq!(parse_range("bytes=-10", 1000), Part(990, 999));
+        assert_eq!(parse_range("bytes=-5000", 1000), Part(0, 999));
+        assert_eq!(parse_range("bytes=1000-", 1000), Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 1000), Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-0", 0), Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 1000), Whole);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), Whole);
+        assert_eq!(parse_range("items=0-1", 1000), Whole);
+        assert_eq!(parse_range("bytes=a-b", 1000), Whole);
+        assert_eq!(parse_range("bytes=-", 1000), Whole);
+        assert_eq!(parse_range("bytes=+1-2", 1000), Whole);
+        assert_eq!(parse_range("bytes=99999999999999999999999-", 1000), Whole);
+    }
+}

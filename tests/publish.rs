@@ -1,0 +1,895 @@
+//! `download --publish` and `snapport fetch` end to end, on loopback: the printed curl
+//! and fetch commands against a local `download` (`cmp`), resuming after either side is
+//! killed, parallel streams, and the server's defences (tokens, paths, ranges, malformed
+//! requests, 100 clients, slow-loris, TTL) checked with curl, raw sockets and headless
+//! Chromium.
+
+mod common;
+
+use common::{p, tool, Home};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A disk of `mib` MiB in the default pool: random data, a zero run and a hole, as
+/// qcow2. Returns its local raw export (the oracle).
+fn disk(home: &Home, name: &str, mib: u64) -> PathBuf {
+    let raw = home.out(&format!("{name}.src"));
+    let f = std::fs::File::create(&raw).unwrap();
+    f.set_len(mib << 20).unwrap();
+    drop(f);
+    let data = (mib / 2).max(1);
+    tool(
+        "dd",
+        &[
+            "if=/dev/urandom",
+            &format!("of={}", p(&raw)),
+            "bs=1M",
+            &format!("count={data}"),
+            "conv=notrunc",
+            "status=none",
+        ],
+    );
+    let img = home.pool().join(format!("{name}.qcow2"));
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            p(&raw),
+            p(&img),
+        ],
+    );
+    let local = home.out(&format!("{name}.local.raw"));
+    home.ok(&["download", &format!("vd/{name}"), "-o", p(&local), "-q"]);
+    tool("cmp", &[p(&raw), p(&local)]);
+    local
+}
+
+/// A running `download --publish --json` and what it printed.
+struct Publish {
+    child: Child,
+    info: Value,
+    lines: BufReader<std::process::ChildStdout>,
+}
+
+impl Publish {
+    fn start(home: &Home, args: &[&str]) -> Publish {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_snapport"))
+            .args(["download", "--publish", "--json", "-q"])
+            .args(args)
+            .env("SNAPPORT_HOME", home.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting the publish");
+        let mut lines = BufReader::new(child.stdout.take().unwrap());
+        let mut first = String::new();
+        lines.read_line(&mut first).unwrap();
+        if first.is_empty() {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            panic!("the publish printed nothing: {err}");
+        }
+        let info: Value = serde_json::from_str(&first).expect("the first line is JSON");
+        Publish { child, info, lines }
+    }
+
+    fn s(&self, key: &str) -> String {
+        self.info[key].as_str().unwrap_or_default().to_string()
+    }
+
+    fn url(&self) -> String {
+        self.s("url")
+    }
+
+    fn base(&self) -> String {
+        let u = self.url();
+        u[..u.rfind('/').unwrap()].to_string()
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the server to stop by itself; returns its last JSON line.
+    fn wait_stopped(mut self, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "the publish exited with {status}");
+                let mut rest = String::new();
+                self.lines.read_to_string(&mut rest).unwrap();
+                let last = rest.lines().last().expect("a closing line");
+                return serde_json::from_str(last).unwrap();
+            }
+            assert!(Instant::now() < deadline, "the publish did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Publish {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a printed command line with sh, in `dir`; returns (exit code, stdout, stderr).
+fn sh(dir: &Path, line: &str) -> (i32, String, String) {
+    let out = Command::new("sh")
+        .args(["-c", line])
+        .current_dir(dir)
+        .env("PATH", path_with_snapport())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// PATH with the built binary first, so the printed `snapport fetch` runs it.
+fn path_with_snapport() -> String {
+    let bin = Path::new(env!("CARGO_BIN_EXE_snapport")).parent().unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// curl with the publish's pin; returns (status, body).
+fn curl(publish: &Publish, extra: &[&str], url: &str) -> (u16, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    let mut args = vec![
+        "-s".to_string(),
+        "--path-as-is".into(),
+        "-o".into(),
+        p(&body).into(),
+        "-w".into(),
+        "%{http_code}".into(),
+    ];
+    if url.starts_with("https") {
+        args.extend([
+            "-k".into(),
+            "--pinnedpubkey".into(),
+            publish.s("pinned_pubkey"),
+        ]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(url.into());
+    let out = Command::new("curl").args(&args).output().unwrap();
+    let code: u16 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    (code, std::fs::read(&body).unwrap_or_default())
+}
+
+fn bearer(publish: &Publish) -> String {
+    format!("Authorization: Bearer {}", publish.s("token"))
+}
+
+/// The `snapport fetch` line printed, writing to `out` instead, with extra options.
+fn fetch_line(publish: &Publish, out: &Path, extra: &str) -> String {
+    let line = publish.s("fetch");
+    let cut = line.rfind(" -o ").unwrap();
+    format!("{} -o {} {extra}", &line[..cut], p(out))
+}
+
+#[test]
+fn printed_curl_and_fetch_commands_download_what_download_writes() {
+    let home = Home::new();
+    let local = disk(&home, "web", 40);
+    let publish = Publish::start(&home, &["vd/web"]);
+    assert!(
+        publish.url().starts_with("https://127.0.0.1:"),
+        "{}",
+        publish.info
+    );
+    let curl_line = publish.s("curl");
+    assert!(curl_line.contains("--pinnedpubkey sha256//") && curl_line.contains(" -k "));
+
+    // curl, as printed (it writes web.raw in its folder).
+    let dir = home.out("curl");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (code, _, err) = sh(&dir, &curl_line);
+    assert_eq!(code, 0, "{curl_line}: {err}");
+    tool("cmp", &[p(&local), p(&dir.join("web.raw"))]);
+
+    // fetch, as printed, then with 4 streams; each verified and identical.
+    let dir = home.out("fetch");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (code, _, err) = sh(&dir, &publish.s("fetch"));
+    assert_eq!(code, 0, "{err}");
+    tool("cmp", &[p(&local), p(&dir.join("web.raw"))]);
+    let four = dir.join("four.raw");
+    let (code, out, err) = sh(&dir, &fetch_line(&publish, &four, "--parallel 4 --json"));
+    assert_eq!(code, 0, "{err}");
+    tool("cmp", &[p(&local), p(&four)]);
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    // The digest fetch verified is the one sha256sum computes.
+    let sum = tool("sha256sum", &[p(&local)]);
+    assert_eq!(summary["sha256"].as_str().unwrap(), &sum[..64]);
+    // Zeros were not written: the fetched file is sparse like the export.
+    assert!(common::allocated(&four) <= common::allocated(&local) + (1 << 20));
+    assert!(!dir.join("four.raw.part").exists() && !dir.join("four.raw.part.state").exists());
+
+    // The sidecar checks with sha256sum -c.
+    let (code, body) = curl(
+        &publish,
+        &["-H", &bearer(&publish)],
+        &format!("{}.sha256", publish.url()),
+    );
+    assert_eq!(code, 200);
+    std::fs::write(dir.join("web.raw.sha256"), &body).unwrap();
+    tool(
+        "sh",
+        &[
+            "-c",
+            &format!("cd {} && sha256sum -c web.raw.sha256", p(&dir)),
+        ],
+    );
+
+    // HEAD: the size, ranges, the validator and the digest, no body.
+    let out = tool(
+        "curl",
+        &[
+            "-s",
+            "-I",
+            "-k",
+            "--pinnedpubkey",
+            &publish.s("pinned_pubkey"),
+            "-H",
+            &bearer(&publish),
+            &publish.url(),
+        ],
+    )
+    .to_lowercase();
+    assert!(out.starts_with("http/1.1 200"), "{out}");
+    let size = std::fs::metadata(&local).unwrap().len();
+    assert!(out.contains(&format!("content-length: {size}")), "{out}");
+    assert!(
+        out.contains("accept-ranges: bytes") && out.contains("etag: \"raw-"),
+        "{out}"
+    );
+    assert!(out.contains("repr-digest: sha-256=:"), "{out}");
+
+    // A range is the same bytes as the file's slice.
+    let all = std::fs::read(&local).unwrap();
+    let (code, body) = curl(
+        &publish,
+        &["-H", &bearer(&publish), "-r", "1000-70999"],
+        &publish.url(),
+    );
+    assert_eq!(code, 206);
+    assert_eq!(body, all[1000..71000]);
+    let (code, body) = curl(
+        &publish,
+        &["-H", &bearer(&publish), "-r", "-100"],
+        &publish.url(),
+    );
+    assert_eq!((code, &body[..]), (206, &all[all.len() - 100..]));
+}
+
+#[test]
+fn compressed_and_qcow2_publishes_are_the_local_exports() {
+    let home = Home::new();
+    let local = disk(&home, "z", 24);
+    let dir = home.out("z");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (format, file) in [("raw.zst", "z.raw.zst"), ("qcow2", "z.qcow2")] {
+        let publish = Publish::start(&home, &["vd/z", "--format", format]);
+        let got = dir.join(file);
+        let (code, _, err) = sh(&dir, &fetch_line(&publish, &got, ""));
+        assert_eq!(code, 0, "{err}");
+        if format == "qcow2" {
+            tool("qemu-img", &["check", p(&got)]);
+            tool(
+                "qemu-img",
+                &["compare", "-f", "raw", "-F", "qcow2", p(&local), p(&got)],
+            );
+        } else {
+            tool("zstd", &["-q", "-t", p(&got)]);
+            let plain = dir.join("z.unpacked");
+            tool("zstd", &["-q", "-d", "-f", p(&got), "-o", p(&plain)]);
+            tool("cmp", &[p(&local), p(&plain)]);
+        }
+    }
+    // The spool files were unlinked: nothing of the publish is left in the temp folder.
+    let leftovers: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".snapport-publish-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Waits until `path` (a fetch state file) records at least `bytes` written.
+fn wait_for_progress(path: &Path, bytes: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(b) = std::fs::read(path) {
+            if let Ok(v) = serde_json::from_slice::<Value>(&b) {
+                let done: u64 = v["done"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r[1].as_u64().unwrap() - r[0].as_u64().unwrap())
+                    .sum();
+                if done >= bytes {
+                    return;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no progress in {}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn spawn_fetch(dir: &Path, line: &str) -> Child {
+    Command::new("sh")
+        .args(["-c", &format!("exec {line}")])
+        .current_dir(dir)
+        .env("PATH", path_with_snapport())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn fetch_resumes_after_the_client_or_the_server_is_killed() {
+    let home = Home::new();
+    let local = disk(&home, "big", 64);
+    let dir = home.out("resume");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("big.raw");
+    let state = dir.join("big.raw.part.state");
+
+    // The client dies (SIGKILL) part-way; the next run asks only for the rest.
+    let publish = Publish::start(&home, &["vd/big"]);
+    let mut child = spawn_fetch(
+        &dir,
+        &fetch_line(&publish, &out, "--parallel 2 --limit-rate 8M"),
+    );
+    wait_for_progress(&state, 8 << 20);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.exists());
+    let (code, stdout, err) = sh(&dir, &fetch_line(&publish, &out, "--parallel 3 --json"));
+    assert_eq!(code, 0, "{err}");
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(summary["resumed"].as_u64().unwrap() >= 8 << 20, "{summary}");
+    assert!(
+        summary["received"].as_u64().unwrap() < 64 << 20,
+        "{summary}"
+    );
+    tool("cmp", &[p(&local), p(&out)]);
+    drop(publish);
+
+    // The server dies part-way: the client stops with a line saying how to resume; a new
+    // publish of the same disk (new port, token and certificate) completes the download.
+    std::fs::remove_file(&out).unwrap();
+    let mut publish = Publish::start(&home, &["vd/big"]);
+    let child = spawn_fetch(&dir, &fetch_line(&publish, &out, "--limit-rate 8M"));
+    wait_for_progress(&state, 8 << 20);
+    let _ = publish.child.kill();
+    let _ = publish.child.wait();
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(err.contains("to resume"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!out.exists());
+    let again = Publish::start(&home, &["vd/big"]);
+    assert_eq!(
+        again.s("etag"),
+        publish.s("etag"),
+        "same disk, same validator"
+    );
+    let (code, stdout, err) = sh(&dir, &fetch_line(&again, &out, "--parallel 4 --json"));
+    assert_eq!(code, 0, "{err}");
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(summary["resumed"].as_u64().unwrap() >= 8 << 20, "{summary}");
+    tool("cmp", &[p(&local), p(&out)]);
+    assert!(!state.exists());
+
+    // A partial file of other content is refused, not appended to.
+    std::fs::remove_file(&out).unwrap();
+    let child = spawn_fetch(&dir, &fetch_line(&again, &out, "--limit-rate 8M"));
+    wait_for_progress(&state, 4 << 20);
+    let mut child = child;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(again);
+    // The disk changes: its validator changes with it.
+    common::qemu_io(
+        &home.pool().join("big.qcow2"),
+        "qcow2",
+        &["write -P 7 0 64k"],
+    );
+    let changed = Publish::start(&home, &["vd/big"]);
+    let (code, _, err) = sh(&dir, &fetch_line(&changed, &out, ""));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("other content") && err.contains("remove it"),
+        "{err}"
+    );
+    assert!(
+        dir.join("big.raw.part").exists(),
+        "the partial file is kept for the user"
+    );
+}
+
+/// A server that sends an ETag but ignores Range (answers 200 with everything).
+fn range_ignoring_server(dir: &Path) -> (Child, u16) {
+    let script = r#"
+import http.server, sys, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_HEAD(self): self.send(False)
+    def do_GET(self): self.send(True)
+    def send(self, body):
+        data = open(sys.argv[1], 'rb').read()
+        if self.path.split('?')[0].endswith('.sha256'):
+            import hashlib
+            data = (hashlib.sha256(data).hexdigest() + '  x\n').encode()
+        self.send_response(200)
+        self.send_header('Content-Length', str(len(data)))
+        self.send_header('ETag', '"fixed"')
+        self.send_header('Accept-Ranges', 'bytes')
+        self.end_headers()
+        if body:
+            try:
+                self.wfile.write(data)
+            except Exception:
+                pass
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script, p(&dir.join("served"))])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line.trim().parse().unwrap())
+}
+
+#[test]
+fn fetch_refuses_to_resume_from_a_server_that_ignores_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..(24u32 << 20)).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.path().join("served"), &data).unwrap();
+    let (mut server, port) = range_ignoring_server(dir.path());
+    let out = dir.path().join("x.raw");
+    let url = format!("http://127.0.0.1:{port}/x?token=whatever");
+    let bin = env!("CARGO_BIN_EXE_snapport");
+    // A fresh single stream needs no Range: it works.
+    tool(bin, &["fetch", &url, "-o", p(&out), "-q"]);
+    assert_eq!(std::fs::read(&out).unwrap(), data);
+    // Interrupted, it cannot resume: refused with a clear line, nothing appended.
+    std::fs::remove_file(&out).unwrap();
+    let mut child = Command::new(bin)
+        .args(["fetch", &url, "-o", p(&out), "--limit-rate", "4M", "-q"])
+        .spawn()
+        .unwrap();
+    wait_for_progress(&dir.path().join("x.raw.part.state"), 4 << 20);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let o = Command::new(bin)
+        .args(["fetch", &url, "-o", p(&out)])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ignores Range") || err.contains("does not take Range"),
+        "{err}"
+    );
+    assert!(!out.exists());
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+/// Sends `request` on a plain TCP connection; returns what came back before the server
+/// closed it (or the deadline passed).
+fn raw_request(addr: &str, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn tokens_paths_ranges_and_malformed_requests_get_the_right_answers() {
+    let home = Home::new();
+    let local = disk(&home, "sec", 8);
+    let size = std::fs::metadata(&local).unwrap().len();
+    let publish = Publish::start(&home, &["vd/sec"]);
+    let token = publish.s("token");
+    let url = publish.url();
+    let base = publish.base();
+    let all = std::fs::read(&local).unwrap();
+
+    // Without the right token, in the right place, nothing: 401 and a short message.
+    let mut wrong = token.clone().into_bytes();
+    wrong[0] = if wrong[0] == b'a' { b'b' } else { b'a' };
+    let wrong = String::from_utf8(wrong).unwrap();
+    let refusals: Vec<(Vec<String>, String)> = vec![
+        (vec![], url.clone()),
+        (
+            vec!["-H".into(), format!("Authorization: Bearer {wrong}")],
+            url.clone(),
+        ),
+        (vec![], format!("{url}?token={wrong}")),
+        (vec![], format!("{url}?token={}", &token[..32])),
+        (vec![], format!("{base}/{token}/sec.raw")),
+        (
+            vec!["-H".into(), format!("Cookie: token={token}")],
+            url.clone(),
+        ),
+        (vec!["-H".into(), format!("X-Token: {token}")], url.clone()),
+        (vec!["-u".into(), format!("{token}:")], url.clone()),
+        (
+            vec!["-H".into(), format!("Authorization: {token}")],
+            url.clone(),
+        ),
+        // A wrong header is not rescued by a right query.
+        (
+            vec!["-H".into(), format!("Authorization: Bearer {wrong}")],
+            format!("{url}?token={token}"),
+        ),
+        (vec![], format!("{base}/?tok={token}")),
+        (vec![], format!("{base}/status.json")),
+        (vec![], format!("{url}.sha256")),
+        (vec!["-X".into(), "DELETE".into()], url.clone()),
+    ];
+    for (extra, u) in &refusals {
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let (code, body) = curl(&publish, &extra, u);
+        assert_eq!(code, 401, "{extra:?} {u}");
+        assert!(body.len() < 200, "{extra:?} {u}: {} bytes", body.len());
+    }
+    let auth = bearer(&publish);
+    let ok = |extra: &[&str], u: &str| {
+        let mut e = vec!["-H", auth.as_str()];
+        e.extend_from_slice(extra);
+        curl(&publish, &e, u)
+    };
+    // The token in the query works (how the index page's links carry it).
+    let (code, body) = curl(&publish, &[], &format!("{url}?token={token}"));
+    assert_eq!((code, body.len() as u64), (200, size));
+
+    // Paths: only the published names exist.
+    for path in [
+        "/../../etc/passwd",
+        "/%2e%2e/%2e%2e/etc/passwd",
+        "/sec.raw/../../etc/passwd",
+        "//etc/passwd",
+        "/sec.raw/",
+        "/SEC.RAW",
+        "/.sha256",
+        "/sec.raw%00",
+        "/sec.raw.sha256.sha256",
+    ] {
+        let (code, body) = ok(&[], &format!("{base}{path}"));
+        assert_eq!(code, 404, "{path}");
+        assert!(body.len() < 200);
+    }
+    // Methods: read-only.
+    for m in ["PUT", "POST", "DELETE", "PATCH"] {
+        assert_eq!(ok(&["-X", m], &url).0, 405, "{m}");
+    }
+
+    // Ranges: beyond the end is 416 with the size; odd ones get the whole item.
+    for r in [format!("{size}-"), format!("{}-{}", size + 10, size + 20)] {
+        let out = tool(
+            "curl",
+            &[
+                "-s",
+                "-i",
+                "-k",
+                "--pinnedpubkey",
+                &publish.s("pinned_pubkey"),
+                "-H",
+                &auth,
+                "-r",
+                &r,
+                &url,
+            ],
+        );
+        assert!(out.starts_with("HTTP/1.1 416"), "{r}: {out}");
+        assert!(out
+            .to_lowercase()
+            .contains(&format!("content-range: bytes */{size}")));
+    }
+    for r in [
+        "bytes=5-1",
+        "bytes=abc",
+        "bytes=0-1,5-9",
+        "pages=1-2",
+        "bytes=-",
+    ] {
+        let (code, body) = ok(&["-H", &format!("Range: {r}")], &url);
+        assert_eq!((code, body.len() as u64), (200, size), "{r}");
+    }
+    // If-Range with another validator: the whole item, not a part of other bytes.
+    let (code, body) = ok(&["-r", "0-9", "-H", "If-Range: \"other\""], &url);
+    assert_eq!((code, body.len() as u64), (200, size));
+    let (code, body) = ok(
+        &[
+            "-r",
+            "10-19",
+            "-H",
+            &format!("If-Range: {}", publish.s("etag")),
+        ],
+        &url,
+    );
+    assert_eq!((code, &body[..]), (206, &all[10..20]));
+
+    // Malformed requests on a plain-HTTP publish (raw sockets; TLS would hide them).
+    let plain = Publish::start(&home, &["vd/sec", "--no-tls"]);
+    let addr = plain.base().trim_start_matches("http://").to_string();
+    let t = plain.s("token");
+    for (request, expect) in [
+        ("GARBAGE\r\n\r\n".to_string(), "HTTP/1.1 400"),
+        ("GET /sec.raw HTTP/1.1\r\nno colon here\r\n\r\n".into(), "HTTP/1.1 400"),
+        (format!("GET /sec.raw HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nContent-Length: -5\r\n\r\n"), "HTTP/1.1 400"),
+        (format!("GET /sec.raw HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20)), "HTTP/1.1 431"),
+        ("GET /sec.raw HTTP/1.1\r\nHost: x\r\n\r\n".into(), "HTTP/1.1 401"),
+        (format!("GET /sec.raw HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\nRange: bytes=0-3\r\nConnection: close\r\n\r\n"), "HTTP/1.1 206"),
+    ] {
+        let answer = raw_request(&addr, request.as_bytes());
+        assert!(answer.starts_with(expect), "{request:.80}: {answer:.200}");
+    }
+    // Still serving after all that.
+    let (code, body) = ok(&[], &url);
+    assert_eq!((code, body), (200, all));
+}
+
+/// The server's peak resident memory, from /proc.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_hundred_clients_and_slow_loris_leave_the_server_up_and_bounded() {
+    let home = Home::new();
+    let local = disk(&home, "many", 16);
+    let size = std::fs::metadata(&local).unwrap().len();
+    let publish = Publish::start(&home, &["vd/many"]);
+    let auth = bearer(&publish);
+
+    // 100 clients at once, each reading the whole disk slowly: 32 are served, the rest
+    // are told 503 (try again); every served one gets every byte.
+    let clients: Vec<Child> = (0..100)
+        .map(|_| {
+            Command::new("curl")
+                .args([
+                    "-s",
+                    "-k",
+                    "--pinnedpubkey",
+                    &publish.s("pinned_pubkey"),
+                    "-H",
+                    &auth,
+                    "--limit-rate",
+                    "4M",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{size_download}",
+                    &publish.url(),
+                ])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut served = 0;
+    let mut busy = 0;
+    for c in clients {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        match text.split_once(' ') {
+            Some(("200", n)) => {
+                assert_eq!(n.parse::<u64>().unwrap(), size, "a short response");
+                served += 1;
+            }
+            Some(("503", _)) => busy += 1,
+            _ => panic!("unexpected answer {text:?}"),
+        }
+    }
+    assert_eq!(served + busy, 100);
+    assert!(served >= 32 && busy > 0, "served {served}, busy {busy}");
+    let rss = peak_rss_kib(publish.pid());
+    println!("peak memory of the server with 100 clients: {rss} KiB");
+    assert!(rss < 400 << 10, "peak memory {rss} KiB with 100 clients");
+
+    // Slow-loris: connections that send half a request, or never finish a TLS
+    // handshake, are closed after the I/O deadline; meanwhile, and after, real clients
+    // are served.
+    drop(publish);
+    let publish = Publish::start(&home, &["vd/many", "--io-timeout", "3s"]);
+    let auth = bearer(&publish);
+    let addr = publish.base().trim_start_matches("https://").to_string();
+    let lorises: Vec<TcpStream> = (0..40)
+        .map(|i| {
+            let mut s = TcpStream::connect(&addr).unwrap();
+            if i % 2 == 0 {
+                // The start of a TLS ClientHello, and nothing more.
+                s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+            }
+            s
+        })
+        .collect();
+    let started = Instant::now();
+    for mut s in lorises {
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 64];
+        let closed = matches!(s.read(&mut buf), Ok(0) | Err(_));
+        assert!(closed, "a slow-loris connection was kept open");
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let (code, body) = curl(&publish, &["-H", &auth], &publish.url());
+    assert_eq!((code, body.len() as u64), (200, size));
+
+    // Over plain HTTP, headers trickled in stay unfinished: closed too.
+    let plain = Publish::start(&home, &["vd/many", "--no-tls", "--io-timeout", "2s"]);
+    let addr = plain.base().trim_start_matches("http://").to_string();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET /many.raw HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut trickle_closed = false;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(500));
+        if s.write_all(b"X-a: b\r\n").is_err() {
+            trickle_closed = true;
+            break;
+        }
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(
+        trickle_closed || answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+}
+
+#[test]
+fn the_ttl_counts_from_the_last_access_and_downloads_can_be_capped() {
+    let home = Home::new();
+    let local = disk(&home, "t", 4);
+    let size = std::fs::metadata(&local).unwrap().len();
+
+    // Accessed every second, a 3 s TTL keeps it alive; left alone, it stops and says so.
+    let mut publish = Publish::start(&home, &["vd/t", "--ttl", "3s"]);
+    let auth = bearer(&publish);
+    for _ in 0..6 {
+        std::thread::sleep(Duration::from_secs(1));
+        let (code, _) = curl(&publish, &["-H", &auth, "-I"], &publish.url());
+        assert_eq!(code, 200);
+    }
+    assert!(publish.running(), "stopped while in use");
+    let url = publish.url();
+    let pin = publish.s("pinned_pubkey");
+    let stopped = publish.wait_stopped(Duration::from_secs(20));
+    assert_eq!(stopped["stopped"], "ttl", "{stopped}");
+    // Gone: nothing answers any more.
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-k",
+            "--pinnedpubkey",
+            &pin,
+            "-H",
+            &auth,
+            "-o",
+            "/dev/null",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+
+    // --max-downloads 1: a complete download ends the publish.
+    let publish = Publish::start(&home, &["vd/t", "--max-downloads", "1"]);
+    let auth = bearer(&publish);
+    // A part that does not reach the end is not a download.
+    assert_eq!(
+        curl(&publish, &["-H", &auth, "-r", "0-99"], &publish.url()).0,
+        206
+    );
+    let (code, body) = curl(&publish, &["-H", &auth], &publish.url());
+    assert_eq!((code, body.len() as u64), (200, size));
+    let stopped = publish.wait_stopped(Duration::from_secs(20));
+    assert_eq!(stopped["stopped"], "downloads", "{stopped}");
+    assert_eq!(stopped["downloads"], 1);
+}
+
+#[test]
+fn the_index_page_lists_the_export_in_headless_chromium_with_the_token_only() {
+    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|c| {
+            Command::new(c)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    else {
+        panic!("headless Chromium is needed for this test: apt-get install chromium");
+    };
+    let home = Home::new();
+    disk(&home, "page", 4);
+    let publish = Publish::start(&home, &["vd/page"]);
+    let spki = publish
+        .s("pinned_pubkey")
+        .trim_start_matches("sha256//")
+        .to_string();
+    let profile = tempfile::tempdir().unwrap();
+    let dump = |url: &str| -> String {
+        let out = Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                &format!("--user-data-dir={}", p(profile.path())),
+                // Trust exactly the publish's key, as curl's --pinnedpubkey does.
+                &format!("--ignore-certificate-errors-spki-list={spki}"),
+                "--dump-dom",
+                url,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let page = dump(&publish.s("index"));
+    assert!(page.contains("snapport publish"), "{page}");
+    assert!(page.contains(">page.raw</a>"), "{page}");
+    assert!(page.contains("4.0 MiB"), "{page}");
+    assert!(page.contains(&format!("href=\"/page.raw?token={}\"", publish.s("token"))));
+    let refused = dump(&format!("{}/", publish.base()));
+    assert!(refused.contains("a valid token is required"), "{refused}");
+    assert!(!refused.contains("page.raw"), "{refused}");
+}
