@@ -893,3 +893,216 @@ fn the_index_page_lists_the_export_in_headless_chromium_with_the_token_only() {
     assert!(refused.contains("a valid token is required"), "{refused}");
     assert!(!refused.contains("page.raw"), "{refused}");
 }
+
+/// A running `upload --publish -o json` and what it printed.
+struct Receiving {
+    child: Child,
+    info: Value,
+    /// Kept open: the server prints its summary at the end.
+    _lines: BufReader<std::process::ChildStdout>,
+}
+
+impl Receiving {
+    fn start(home: &Home, args: &[&str]) -> Receiving {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_snapport"))
+            .args(["upload", "--publish", "-o", "json", "-q"])
+            .args(args)
+            .env("SNAPPORT_HOME", home.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        lines.read_line(&mut line).unwrap();
+        let info = serde_json::from_str(&line).expect("the first line is JSON");
+        Receiving {
+            child,
+            info,
+            _lines: lines,
+        }
+    }
+
+    fn s(&self, key: &str) -> String {
+        self.info[key].as_str().unwrap_or_default().to_string()
+    }
+
+    /// `snapport push` as printed, for `file`, with extra options.
+    fn push_line(&self, file: &Path, extra: &str) -> String {
+        format!(
+            "{} {extra}",
+            self.s("push").replace(" FILE ", &format!(" {} ", p(file)))
+        )
+    }
+
+    /// The server's Upload-Offset, asked with curl.
+    fn offset(&self) -> u64 {
+        let out = tool(
+            "curl",
+            &[
+                "-s",
+                "-I",
+                "-k",
+                "--pinnedpubkey",
+                &self.s("pinned_pubkey"),
+                "-H",
+                &format!("Authorization: Bearer {}", self.s("token")),
+                &self.s("url"),
+            ],
+        );
+        out.lines()
+            .find_map(|l| {
+                l.to_lowercase()
+                    .strip_prefix("upload-offset:")
+                    .map(|v| v.trim().to_string())
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits for the server to end; returns its exit code and stderr.
+    fn wait(mut self) -> (i32, String) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                self.child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return (status.code().unwrap_or(-1), err);
+            }
+            assert!(Instant::now() < deadline, "the upload server did not stop");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every file in the pool folder, hidden ones included.
+fn pool_files(home: &Home) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(home.pool())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_push_killed_mid_way_resumes_and_bad_pushes_leave_no_disk() {
+    let home = Home::new();
+    let src = home.out("src.raw");
+    let f = std::fs::File::create(&src).unwrap();
+    f.set_len(48 << 20).unwrap();
+    drop(f);
+    tool(
+        "dd",
+        &[
+            "if=/dev/urandom",
+            &format!("of={}", p(&src)),
+            "bs=1M",
+            "count=40",
+            "conv=notrunc",
+            "status=none",
+        ],
+    );
+    let dir = home.out("push");
+    std::fs::create_dir_all(&dir).unwrap();
+
+    // Killed part-way, pushed again: the server keeps what it had, the disk is whole.
+    let receiving = Receiving::start(&home, &["vd/pushed"]);
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &format!("exec {}", receiving.push_line(&src, "--limit-rate 8M -q")),
+        ])
+        .env("PATH", path_with_snapport())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while receiving.offset() < 8 << 20 {
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let had = receiving.offset();
+    assert!((8 << 20..48 << 20).contains(&had), "{had}");
+    let (code, out, err) = sh(&dir, &receiving.push_line(&src, "--json"));
+    assert_eq!(code, 0, "{err}");
+    let summary: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(summary["target"], "vd/pushed", "{summary}");
+    assert_eq!(
+        summary["verified"][0],
+        "sha256 from the uploader's Upload-Sha256"
+    );
+    let (code, err) = receiving.wait();
+    assert_eq!(code, 0, "{err}");
+    let disk = home.pool().join("pushed.qcow2");
+    tool("qemu-img", &["check", p(&disk)]);
+    tool(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "qcow2", p(&src), p(&disk)],
+    );
+    let before = pool_files(&home);
+
+    // A wrong SHA-256: the pusher and the server both say so; no disk.
+    let receiving = Receiving::start(&home, &["vd/wrong"]);
+    let (code, _, err) = sh(
+        &dir,
+        &receiving.push_line(&src, &format!("--sha256 {}", "0".repeat(64))),
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("SHA-256 mismatch") && err.contains("422"),
+        "{err}"
+    );
+    let (code, err) = receiving.wait();
+    assert_eq!(code, 1);
+    assert!(err.contains("SHA-256 mismatch"), "{err}");
+    assert_eq!(pool_files(&home), before);
+
+    // A truncated upload (fewer bytes than declared, then nothing until the TTL): no disk.
+    let receiving = Receiving::start(&home, &["vd/cut", "--ttl", "3s"]);
+    let part = home.out("part.raw");
+    std::fs::write(&part, &std::fs::read(&src).unwrap()[..4 << 20]).unwrap();
+    let out = tool(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-k",
+            "--pinnedpubkey",
+            &receiving.s("pinned_pubkey"),
+            "-H",
+            &format!("Authorization: Bearer {}", receiving.s("token")),
+            "-H",
+            &format!("Upload-Length: {}", 48 << 20),
+            "-H",
+            &format!("Upload-Sha256: {}", "1".repeat(64)),
+            "-T",
+            p(&part),
+            &receiving.s("url"),
+        ],
+    );
+    assert_eq!(out, "204");
+    let (code, err) = receiving.wait();
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(pool_files(&home), before);
+    let listed = home.ok(&["get", "vd", "-o", "json"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("pushed") && !listed.contains("wrong") && !listed.contains("cut"));
+}

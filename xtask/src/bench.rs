@@ -11,6 +11,9 @@
 //! - sparse.qcow2: 1 TiB virtual, 1 MiB of data;
 //! - sparse8.raw: an 8 GiB sparse disk: fs.raw's 4 GiB file system, then 4 GiB of hole.
 //!
+//! The publish bench serves random.qcow2 over loopback HTTPS (`download --publish`) and
+//! times curl and `snapport fetch` against a local `download` of the same disk.
+//!
 //! Imports go into the qcow2 pool `default` and are compared with `qemu-img convert -O
 //! qcow2` of the same raw file.
 
@@ -359,7 +362,134 @@ fn print_table(title: &str, results: &[(String, f64, f64)]) {
     println!();
 }
 
-/// `cargo xtask bench [--runs N] [--only export|import|sparse]`.
+/// A `download --publish --json` of `address` running in the background, killed on drop.
+struct Published {
+    child: std::process::Child,
+    info: serde_json::Value,
+}
+
+impl Published {
+    fn start(home: &Path, address: &str) -> Result<Published> {
+        use std::io::BufRead;
+        let mut child = Command::new(snapport())
+            .env("SNAPPORT_HOME", home)
+            .args([
+                "download",
+                address,
+                "--publish",
+                "--json",
+                "-q",
+                "--ttl",
+                "1d",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .context("starting download --publish")?;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().context("no stdout")?).read_line(&mut line)?;
+        let info: serde_json::Value =
+            serde_json::from_str(&line).context("download --publish --json printed no JSON")?;
+        let p = Published { child, info };
+        // Wait for the server's SHA-256 pass, so it does not run during the timings.
+        for _ in 0..600 {
+            let st = Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "-k",
+                    "--pinnedpubkey",
+                ])
+                .arg(p.s("pinned_pubkey"))
+                .arg("-H")
+                .arg(format!("Authorization: Bearer {}", p.s("token")))
+                .arg(format!("{}.sha256", p.s("url")))
+                .output()?;
+            if st.stdout == b"200" {
+                return Ok(p);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        bail!("the publish never computed its SHA-256")
+    }
+
+    fn s(&self, key: &str) -> String {
+        self.info[key].as_str().unwrap_or_default().to_string()
+    }
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Loopback transfer of a publish: curl as printed, snapport fetch with 4 and 1 streams,
+/// against a plain local download of the same disk.
+fn publish_variants(home: &Path, published: &Published, out: &Path) -> Vec<Variant> {
+    let url = published.s("url");
+    let with_token = format!("{url}?token={}", published.s("token"));
+    let bearer = format!("Authorization: Bearer {}", published.s("token"));
+    let pin = published.s("pinned_pubkey");
+    let fp = published.s("fingerprint");
+    let _ = home;
+    vec![
+        Variant {
+            label: "snapport download (local)",
+            program: snapport(),
+            args: args(&[&"download", &"vd/random", &"-q", &"-o", &out]),
+        },
+        Variant {
+            label: "curl (the printed command)",
+            program: "curl".into(),
+            args: args(&[
+                &"-s",
+                &"--fail",
+                &"-k",
+                &"--pinnedpubkey",
+                &pin,
+                &"-H",
+                &bearer,
+                &"-o",
+                &out,
+                &url,
+            ]),
+        },
+        Variant {
+            label: "snapport fetch --parallel 4",
+            program: snapport(),
+            args: args(&[
+                &"fetch",
+                &"-q",
+                &"--fingerprint",
+                &fp,
+                &with_token,
+                &"-o",
+                &out,
+                &"--parallel",
+                &"4",
+            ]),
+        },
+        Variant {
+            label: "snapport fetch",
+            program: snapport(),
+            args: args(&[
+                &"fetch",
+                &"-q",
+                &"--fingerprint",
+                &fp,
+                &with_token,
+                &"-o",
+                &out,
+            ]),
+        },
+    ]
+}
+
+/// `cargo xtask bench [--runs N] [--only export|import|sparse|publish]`.
 pub fn run(args: &[String]) -> Result<()> {
     let mut runs = 5;
     let mut only: Option<String> = None;
@@ -368,9 +498,13 @@ pub fn run(args: &[String]) -> Result<()> {
         match a.as_str() {
             "--runs" => runs = it.next().context("--runs N")?.parse()?,
             "--only" => {
-                only = Some(it.next().context("--only export|import|sparse")?.clone());
-                if !["export", "import", "sparse"].contains(&only.as_deref().unwrap()) {
-                    bail!("--only takes export, import or sparse");
+                only = Some(
+                    it.next()
+                        .context("--only export|import|sparse|publish")?
+                        .clone(),
+                );
+                if !["export", "import", "sparse", "publish"].contains(&only.as_deref().unwrap()) {
+                    bail!("--only takes export, import, sparse or publish");
                 }
             }
             other => bail!("bench: unknown argument {other}"),
@@ -528,6 +662,40 @@ pub fn run(args: &[String]) -> Result<()> {
         verdicts.push(format!(
             "{}  sparse: 1 TiB disk with 1 MiB of data to raw in {t:.3} s (target < 1 s)",
             if t < 1.0 { "PASS" } else { "MISS" }
+        ));
+    }
+    // Publish: the dense 2 GiB disk over loopback HTTPS.
+    if wanted("publish") {
+        let published = Published::start(&home, "vd/random")?;
+        let out = dir.join("fetched.raw");
+        let outputs = [
+            out.clone(),
+            dir.join("fetched.raw.digest"),
+            dir.join("fetched.raw.part"),
+            dir.join("fetched.raw.part.state"),
+        ];
+        let results = compare(
+            &home,
+            &outputs,
+            &publish_variants(&home, &published, &out),
+            runs,
+        )?;
+        drop(published);
+        print_table("random.qcow2 (2 GiB) over loopback HTTPS", &results);
+        let size = 2.0 * GIB as f64;
+        let local = results[0].1;
+        let (_, curl, _) = &results[1];
+        let gbs = size / curl / 1e9;
+        verdicts.push(format!(
+            "{}  publish: curl at {gbs:.2} GB/s over loopback (target >= 1)",
+            if gbs >= 1.0 { "PASS" } else { "MISS" }
+        ));
+        let (_, fetch4, rss) = &results[2];
+        let ratio = local / fetch4;
+        verdicts.push(format!(
+            "{}  publish: fetch --parallel 4 at {:.2} GB/s, {ratio:.2} x the local download's throughput (target >= 0.8), peak {rss:.0} MiB",
+            if ratio >= 0.8 { "PASS" } else { "MISS" },
+            size / fetch4 / 1e9
         ));
     }
     for v in &verdicts {

@@ -32,6 +32,8 @@ enum Command {
     Download(commands::download::Args),
     /// Download what `download --publish` serves: resumable, parallel, verified.
     Fetch(commands::fetch::Args),
+    /// Send an image to `upload --publish`: resumable, verified by the server.
+    Push(commands::push::Args),
     /// Import an image (file, stdin or URL; raw, qcow2 or zstd) as a new disk or image.
     Upload(commands::upload::Args),
     /// Create a disk or image from an image, a disk or a snapshot (full copy or thin).
@@ -51,6 +53,7 @@ fn main() {
     let result = match cli.command {
         Command::Download(a) => commands::download::run(a),
         Command::Fetch(a) => commands::fetch::run(a),
+        Command::Push(a) => commands::push::run(a),
         Command::Upload(a) => commands::upload::run(a),
         Command::Create(a) => commands::create::run(a),
         Command::Delete(a) => commands::delete::run(a),

@@ -186,7 +186,7 @@ impl Input {
     }
 }
 
-fn read_head(r: &mut dyn Read) -> std::io::Result<Vec<u8>> {
+pub fn read_head(r: &mut dyn Read) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(HEAD);
     r.take(HEAD as u64).read_to_end(&mut head)?;
     Ok(head)

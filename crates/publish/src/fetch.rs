@@ -94,7 +94,7 @@ fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// The URL without its `token` parameter, and the token.
-fn split_token(url: &str) -> Result<(reqwest::Url, Option<String>)> {
+pub(crate) fn split_token(url: &str) -> Result<(reqwest::Url, Option<String>)> {
     let mut u = reqwest::Url::parse(url).map_err(|e| Error::with(format!("{url:?}"), e))?;
     if !matches!(u.scheme(), "http" | "https") {
         return Err(Error::new(format!("{url:?} is not an http(s) URL")));

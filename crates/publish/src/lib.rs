@@ -14,6 +14,7 @@ pub mod error;
 pub mod fetch;
 pub mod server;
 pub mod tls;
+pub mod upload;
 
 pub use error::{Error, Result};
 

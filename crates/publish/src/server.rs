@@ -21,6 +21,7 @@
 
 use crate::content::{Item, Sha256State};
 use crate::error::{Error, Result};
+use crate::upload::{declared_of, UploadSlot};
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
@@ -76,6 +77,8 @@ pub enum Stopped {
     Expired(Duration),
     /// `max_downloads` complete downloads were served.
     Downloaded(u64),
+    /// The upload came in and its import is done (committed or refused).
+    Uploaded,
 }
 
 /// A snapshot of the server's state, for a progress display or `/status.json`.
@@ -104,6 +107,7 @@ pub struct ItemStatus {
 
 struct Shared {
     items: Vec<Item>,
+    uploads: Vec<Arc<UploadSlot>>,
     config: Config,
     started: Instant,
     /// Milliseconds from `started` to the last authorized access.
@@ -126,6 +130,10 @@ impl Shared {
     }
 
     fn should_stop(&self) -> Option<Stopped> {
+        let idle = self.in_flight.load(Ordering::Relaxed) == 0;
+        if idle && !self.uploads.is_empty() && self.uploads.iter().all(|u| u.is_finished()) {
+            return Some(Stopped::Uploaded);
+        }
         if let Some(max) = self.config.max_downloads {
             let done: u64 = self.items.iter().map(Item::downloads).sum();
             if done >= max {
@@ -187,6 +195,7 @@ impl Server {
     pub fn new(
         listener: std::net::TcpListener,
         items: Vec<Item>,
+        uploads: Vec<Arc<UploadSlot>>,
         config: Config,
     ) -> Result<Server> {
         if config.token.len() < 32 {
@@ -201,6 +210,7 @@ impl Server {
             listener,
             shared: Arc::new(Shared {
                 items,
+                uploads,
                 config,
                 started: Instant::now(),
                 last_access: AtomicU64::new(0),
@@ -286,6 +296,10 @@ async fn accept_loop(
         }
     };
     drop(listener);
+    // An upload that never finished will not: its import sees the stream end.
+    for u in &shared.uploads {
+        u.abandon();
+    }
     // Let responses in flight finish (a parallel download's other ranges), within the
     // deadline a stalled one would get anyway.
     let deadline = Instant::now() + shared.config.io_timeout;
@@ -326,7 +340,7 @@ where
         let shared = Arc::clone(&shared);
         async move {
             Ok::<_, Infallible>(if admitted {
-                handle(req, shared)
+                handle(req, shared).await
             } else {
                 busy()
             })
@@ -412,7 +426,7 @@ impl Drop for InFlight {
     }
 }
 
-fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
+async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     if !authorized(&req, &shared.config.token) {
         let mut r = text(
             StatusCode::UNAUTHORIZED,
@@ -423,6 +437,24 @@ fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
         return r;
     }
     shared.touch();
+    let slot = req
+        .uri()
+        .path()
+        .strip_prefix('/')
+        .and_then(|n| shared.uploads.iter().find(|u| u.name == n))
+        .cloned();
+    if let Some(slot) = slot {
+        return match *req.method() {
+            Method::HEAD => upload_offset(&slot),
+            Method::PUT => receive(req, &shared, slot).await,
+            _ => {
+                let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only HEAD and PUT");
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("HEAD, PUT"));
+                r
+            }
+        };
+    }
     let head = match *req.method() {
         Method::GET => false,
         Method::HEAD => true,
@@ -467,6 +499,119 @@ fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
         return Response::from_parts(parts, empty());
     }
     response
+}
+
+/// `HEAD` of an upload: how much of it has arrived.
+fn upload_offset(slot: &UploadSlot) -> Response<Body> {
+    let st = slot.lock();
+    let mut r = Response::new(empty());
+    let h = r.headers_mut();
+    h.insert("upload-offset", HeaderValue::from(st.offset));
+    if let Some(d) = &st.declared {
+        h.insert("upload-length", HeaderValue::from(d.length));
+    }
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn conflict(message: &str, offset: u64) -> Response<Body> {
+    let mut r = text(StatusCode::CONFLICT, message);
+    r.headers_mut()
+        .insert("upload-offset", HeaderValue::from(offset));
+    r
+}
+
+/// Resets an upload's busy flag when its `PUT` ends, however it ends.
+struct Busy(Arc<UploadSlot>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.lock().busy = false;
+    }
+}
+
+/// A `PUT` of (the rest of) an upload: its bytes go to the import as they arrive.
+async fn receive(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    slot: Arc<UploadSlot>,
+) -> Response<Body> {
+    let (declared, offset) = match declared_of(req.headers()) {
+        Ok(x) => x,
+        Err(m) => return text(StatusCode::BAD_REQUEST, &m),
+    };
+    {
+        let mut st = slot.lock();
+        if st.outcome.is_some() {
+            return conflict("this upload is already complete", st.offset);
+        }
+        if st.declared.as_ref().is_some_and(|d| *d != declared) {
+            return conflict(
+                "another upload (other Upload-Length or Upload-Sha256) is in progress",
+                st.offset,
+            );
+        }
+        if st.busy {
+            return conflict("another PUT is sending this upload now", st.offset);
+        }
+        if offset != st.offset {
+            return conflict("Upload-Offset is not the offset received so far", st.offset);
+        }
+        st.declared = Some(declared.clone());
+        st.busy = true;
+    }
+    slot.changed.notify_all();
+    let _busy = Busy(Arc::clone(&slot));
+    let _in_flight = InFlight::new(shared);
+    let Some(tx) = slot.tx.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
+        return conflict("this upload is no longer received", slot.offset());
+    };
+    let mut body = req.into_body();
+    let mut import_ended = false;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            // The client went away: what arrived stays acknowledged.
+            return text(StatusCode::BAD_REQUEST, "the request body broke off");
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let n = data.len() as u64;
+        if slot.offset() + n > declared.length {
+            drop(tx);
+            slot.abandon();
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "more bytes than Upload-Length",
+            );
+        }
+        if tx.send(data).await.is_err() {
+            import_ended = true;
+            break;
+        }
+        slot.lock().offset += n;
+        shared.touch();
+    }
+    drop(tx);
+    if !import_ended && slot.offset() < declared.length {
+        // A complete request with fewer bytes: the client sends the rest later.
+        let mut r = upload_offset(&slot);
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        return r;
+    }
+    // Everything is in (or the import stopped): close the stream, wait for the verdict.
+    slot.abandon();
+    let outcome = loop {
+        let ready = slot.outcome_ready.notified();
+        if let Some(o) = slot.lock().outcome.clone() {
+            break o;
+        }
+        ready.await;
+    };
+    match outcome {
+        Ok(summary) => full(StatusCode::CREATED, "application/json", summary),
+        Err(why) => text(StatusCode::UNPROCESSABLE_ENTITY, &why),
+    }
 }
 
 fn empty() -> Body {

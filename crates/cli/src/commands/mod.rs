@@ -5,6 +5,7 @@ pub mod fetch;
 pub mod get;
 pub mod plugin;
 pub mod publish;
+pub mod push;
 pub mod upload;
 
 use snapport_core::progress::{NoProgress, Progress};

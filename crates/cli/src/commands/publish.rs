@@ -30,6 +30,20 @@ pub struct PublishArgs {
     /// file; prints ready-to-paste curl and `snapport fetch` commands.
     #[arg(long)]
     pub publish: bool,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Stop after this many complete downloads.
+    #[arg(long, requires = "publish")]
+    pub max_downloads: Option<u64>,
+    /// Where raw.zst and qcow2 exports are prepared before being served (default: the
+    /// system's temporary folder). The file is unlinked at once: nothing stays behind.
+    #[arg(long, requires = "publish")]
+    pub spool_dir: Option<PathBuf>,
+}
+
+/// How a publish server listens and protects itself (download and upload alike).
+#[derive(clap::Args)]
+pub struct ServeArgs {
     /// Where to listen, HOST:PORT (port 0 picks a free one).
     #[arg(
         long = "address",
@@ -41,9 +55,6 @@ pub struct PublishArgs {
     /// Stop after this long without an access (30s, 10m, 2h, 1d).
     #[arg(long, default_value = "15m", value_parser = parse_duration, requires = "publish")]
     pub ttl: Duration,
-    /// Stop after this many complete downloads.
-    #[arg(long, requires = "publish")]
-    pub max_downloads: Option<u64>,
     /// TLS certificate chain (PEM) to serve instead of a self-signed one.
     #[arg(long, requires_all = ["publish", "tls_key"])]
     pub tls_cert: Option<PathBuf>,
@@ -59,10 +70,6 @@ pub struct PublishArgs {
     /// Deadline for a TLS handshake, request headers, or a transfer that stalls.
     #[arg(long, default_value = "30s", value_parser = parse_duration, hide = true)]
     pub io_timeout: Duration,
-    /// Where raw.zst and qcow2 exports are prepared before being served (default: the
-    /// system's temporary folder). The file is unlinked at once: nothing stays behind.
-    #[arg(long, requires = "publish")]
-    pub spool_dir: Option<PathBuf>,
 }
 
 /// `30s`, `10m`, `2h`, `1d`, or plain seconds.
@@ -306,7 +313,7 @@ fn url_host(addr: std::net::SocketAddr) -> String {
 }
 
 /// The TLS identity: the given certificate, or a fresh self-signed one.
-fn identity(args: &PublishArgs, host: &str) -> Result<Option<Identity>> {
+fn identity(args: &ServeArgs, host: &str) -> Result<Option<Identity>> {
     if args.no_tls {
         return Ok(None);
     }
@@ -323,8 +330,65 @@ fn identity(args: &PublishArgs, host: &str) -> Result<Option<Identity>> {
     }))
 }
 
+/// A bound server and what clients need to reach it.
+pub struct Started {
+    pub server: Server,
+    pub base: String,
+    pub token: String,
+    pub tls: Option<Identity>,
+}
+
+impl Started {
+    /// The client options that trust this server: a pinned fingerprint, if TLS.
+    pub fn fingerprint_arg(&self) -> String {
+        match &self.tls {
+            Some(t) => format!("--fingerprint {} ", t.fingerprint),
+            None => String::new(),
+        }
+    }
+}
+
+/// Binds, makes the TLS identity and the token, and builds the server.
+pub fn start(
+    serve: &ServeArgs,
+    items: Vec<Item>,
+    uploads: Vec<Arc<snapport_publish::upload::UploadSlot>>,
+    max_downloads: Option<u64>,
+) -> Result<Started> {
+    let token = snapport_publish::new_token()?;
+    // Bind first: the certificate names the address actually bound.
+    let listener = std::net::TcpListener::bind(&serve.listen)
+        .with_context(|| format!("listening on {}", serve.listen))?;
+    let bound = listener
+        .local_addr()
+        .context("reading the listening address")?;
+    let host = url_host(bound);
+    let tls = identity(serve, &host)?;
+    let config = Config {
+        token: token.clone(),
+        tls: tls.as_ref().map(|t| Arc::clone(&t.config)),
+        ttl: Some(serve.ttl),
+        max_downloads,
+        max_clients: serve.max_clients,
+        io_timeout: serve.io_timeout,
+    };
+    let server = Server::new(listener, items, uploads, config)
+        .with_context(|| format!("publishing on {bound}"))?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    Ok(Started {
+        server,
+        base: format!("{scheme}://{host}:{}", bound.port()),
+        token,
+        tls,
+    })
+}
+
+pub fn show_ttl(d: Duration) -> String {
+    show_duration(d)
+}
+
 /// Shell-quotes `s` for a printed command line.
-fn sh(s: &str) -> String {
+pub fn sh(s: &str) -> String {
     if s.bytes()
         .all(|b| b.is_ascii_alphanumeric() || b"-_./:@%+=".contains(&b))
     {
@@ -358,28 +422,12 @@ pub fn serve_export(
     };
     let size = item.content.size();
     let etag = item.etag.clone();
-    let token = snapport_publish::new_token()?;
-
-    // Bind first: the certificate names the address actually bound.
-    let listener = std::net::TcpListener::bind(&args.listen)
-        .with_context(|| format!("listening on {}", args.listen))?;
-    let bound = listener
-        .local_addr()
-        .context("reading the listening address")?;
-    let host = url_host(bound);
-    let tls = identity(args, &host)?;
-    let config = Config {
-        token: token.clone(),
-        tls: tls.as_ref().map(|t| Arc::clone(&t.config)),
-        ttl: Some(args.ttl),
-        max_downloads: args.max_downloads,
-        max_clients: args.max_clients,
-        io_timeout: args.io_timeout,
-    };
-    let server = Server::new(listener, vec![item], config)
-        .with_context(|| format!("publishing on {bound}"))?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let base = format!("{scheme}://{host}:{}", bound.port());
+    let Started {
+        server,
+        base,
+        token,
+        tls,
+    } = start(&args.serve, vec![item], Vec::new(), args.max_downloads)?;
     let url = format!("{base}/{name}");
     let index = format!("{base}/?token={token}");
     let (curl, fetch) = match &tls {
@@ -426,7 +474,7 @@ pub fn serve_export(
             "etag": etag,
             "fingerprint": tls.as_ref().map(|t| &t.fingerprint),
             "pinned_pubkey": tls.as_ref().map(|t| &t.pinned_pubkey),
-            "ttl_seconds": args.ttl.as_secs(),
+            "ttl_seconds": args.serve.ttl.as_secs(),
             "max_downloads": args.max_downloads,
             "curl": curl,
             "fetch": fetch,
@@ -448,7 +496,10 @@ pub fn serve_export(
             "or with snapport (resumable, parallel, verified):\n  {fetch}"
         )?;
         writeln!(out, "index page: {index}")?;
-        let mut stop = format!("stops after {} without access", show_duration(args.ttl));
+        let mut stop = format!(
+            "stops after {} without access",
+            show_duration(args.serve.ttl)
+        );
         if let Some(n) = args.max_downloads {
             stop.push_str(&format!(" or after {n} download(s)"));
         }
@@ -489,10 +540,11 @@ pub fn serve_export(
     let reason = match &stopped {
         Stopped::Expired(ttl) => format!("no access for {}", show_duration(*ttl)),
         Stopped::Downloaded(n) => format!("{n} download(s) done"),
+        Stopped::Uploaded => "upload done".into(),
     };
     if json {
         let doc = serde_json::json!({
-            "stopped": match stopped { Stopped::Expired(_) => "ttl", Stopped::Downloaded(_) => "downloads" },
+            "stopped": match stopped { Stopped::Expired(_) => "ttl", _ => "downloads" },
             "downloads": st.items[0].downloads,
             "bytes_sent": st.items[0].bytes_sent,
         });

@@ -16,10 +16,17 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The image: a file, - for stdin, or an http(s):// URL.
+    /// The image: a file, - for stdin, or an http(s):// URL. With --publish, the new
+    /// volume instead.
     source: String,
     /// The new volume: vd/NAME (a writable disk) or vi/NAME (a read-only image).
-    target: String,
+    target: Option<String>,
+    /// Receive the image over HTTPS instead (`snapport push FILE URL`, resumable);
+    /// prints the URL, token and certificate fingerprint.
+    #[arg(long)]
+    publish: bool,
+    #[command(flatten)]
+    serve: crate::commands::publish::ServeArgs,
     /// The pool to create it in.
     #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
     pool: String,
@@ -120,9 +127,17 @@ fn check(expected: &Expected, content: Option<&str>, sha256: Option<&str>) -> Re
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let target = Address::parse(&args.target)?;
+    if args.publish {
+        if args.target.is_some() {
+            bail!("--publish receives the image over HTTPS: give only the new volume, as in snapport upload --publish vd/NAME");
+        }
+        return serve_upload(args);
+    }
+    let Some(target) = args.target.as_deref() else {
+        bail!("give the image and the new volume: snapport upload FILE vd/NAME (or snapport upload --publish vd/NAME)");
+    };
+    let target = Address::parse(target)?;
     kind_of(&target)?;
-    let given = args.size.as_deref().map(source::parse_size).transpose()?;
     let expected = source::expected(
         &args.source,
         args.digest.clone(),
@@ -131,17 +146,134 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let ctx = Context::new()?;
     let input = source::open(&args.source)?;
+    let started = Instant::now();
+    let (format, summary, verified) =
+        import_input(&args, &ctx, &target, input, &expected, &args.source)?;
+    let seconds = started.elapsed().as_secs_f64();
+    report(
+        &args,
+        &args.source,
+        &target,
+        format,
+        &summary,
+        &verified,
+        seconds,
+    )
+}
+
+/// `upload --publish`: waits for a push, imports it as it arrives, answers the pusher
+/// with the outcome.
+fn serve_upload(args: Args) -> Result<()> {
+    use snapport_publish::upload::UploadSlot;
+    let target = Address::parse(&args.source)?;
+    kind_of(&target)?;
+    let name = target.disk().to_string();
+    if !snapport_publish::content::valid_name(&name) {
+        bail!("{target}: to receive it over HTTP, the name must be letters, digits, '.', '_', '-' or '@'");
+    }
+    let ctx = Context::new()?;
+    let (slot, reader) = UploadSlot::new(&name);
+    let started =
+        crate::commands::publish::start(&args.serve, Vec::new(), vec![Arc::clone(&slot)], None)?;
+    let url = format!("{}/{name}", started.base);
+    let sh = crate::commands::publish::sh;
+    let push = format!(
+        "snapport push {}FILE {}",
+        started.fingerprint_arg(),
+        sh(&format!("{url}?token={}", started.token))
+    );
+    if args.output == OutputArg::Json {
+        let doc = serde_json::json!({
+            "target": target.to_string(),
+            "pool": args.pool,
+            "url": url,
+            "token": started.token,
+            "fingerprint": started.tls.as_ref().map(|t| &t.fingerprint),
+            "pinned_pubkey": started.tls.as_ref().map(|t| &t.pinned_pubkey),
+            "ttl_seconds": args.serve.ttl.as_secs(),
+            "push": push,
+        });
+        println!("{doc}");
+    } else {
+        println!("waiting for an upload to {target} at {url}");
+        if let Some(t) = &started.tls {
+            println!("certificate SHA-256 fingerprint: {}", t.fingerprint);
+        }
+        println!("token: {}", started.token);
+        println!("send it (resumable; raw or raw.zst):\n  {push}");
+        println!(
+            "stops after {} without access",
+            crate::commands::publish::show_ttl(args.serve.ttl)
+        );
+    }
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    let server = started.server;
+    let serving = std::thread::spawn(move || server.run());
+    let started_at = Instant::now();
+    let result = (|| {
+        let Some(declared) = reader.wait_declared() else {
+            bail!("no upload came before the server stopped; nothing was imported");
+        };
+        let mut stream: Box<dyn std::io::Read + Send> = Box::new(reader);
+        let head = source::read_head(&mut stream).context("receiving the upload")?;
+        let input = Input::Stream {
+            reader: stream,
+            head,
+            length: Some(declared.length),
+        };
+        let mut expected = source::expected("-", args.digest.clone(), None, false)?;
+        expected.sha256 = Some((declared.sha256, "the uploader's Upload-Sha256".into()));
+        import_input(&args, &ctx, &target, input, &expected, "the upload")
+    })();
+    let seconds = started_at.elapsed().as_secs_f64();
+    match &result {
+        Ok((format, summary, verified)) => slot.finish(Ok(serde_json::json!({
+            "target": target.to_string(),
+            "pool": args.pool,
+            "format": format.name(),
+            "source_size": summary.source_size,
+            "written_bytes": summary.written_bytes,
+            "content_digest": summary.content_digest,
+            "verified": verified,
+        })
+        .to_string())),
+        Err(e) => slot.finish(Err(format!("{e:#}"))),
+    }
+    let stopped = serving
+        .join()
+        .map_err(|_| anyhow::anyhow!("the upload server failed"))?;
+    let (format, summary, verified) = result?;
+    stopped?;
+    report(
+        &args,
+        "the upload",
+        &target,
+        format,
+        &summary,
+        &verified,
+        seconds,
+    )
+}
+
+/// Detects the input's format and imports it into a new volume, verified.
+fn import_input(
+    args: &Args,
+    ctx: &Context,
+    target: &Address,
+    input: Input,
+    expected: &Expected,
+    what: &str,
+) -> Result<(InputFormat, ImportSummary, Vec<String>)> {
+    let given = args.size.as_deref().map(source::parse_size).transpose()?;
     let head = input.head()?;
     let format = match args.format {
         // The plugin decides raw or qcow2 by content: a forced qcow2 must be one.
         Some(InputFormat::Qcow2) if !head.starts_with(b"QFI\xfb") => {
-            bail!(
-                "{} is not qcow2 (no QFI\\xfb magic at its start)",
-                args.source
-            )
+            bail!("{what} is not qcow2 (no QFI\\xfb magic at its start)")
         }
         Some(f) => f,
-        None => source::detect(&head, &args.source)?,
+        None => source::detect(&head, what)?,
     };
     let mut pool = ctx.pool_with(&args.pool, args.fsync)?;
     let mut progress = new_progress(args.quiet);
@@ -150,23 +282,15 @@ pub fn run(args: Args) -> Result<()> {
         content_sha256: false,
         workers: args.workers,
     };
-    let what = args.source.as_str();
-    let context = || {
-        format!(
-            "uploading {} to {target} in pool {}",
-            args.source, args.pool
-        )
-    };
-    let started = Instant::now();
-
+    let context = || format!("uploading {what} to {target} in pool {}", args.pool);
     let (summary, verified) = match (format, input) {
         (InputFormat::Qcow2, Input::File(path)) => {
             let (mut reader, name) = ctx.file_source(&path)?;
             let mut volume = reader.open_volume(&name, None).with_context(|| format!("reading {what}"))?;
             let size = target_size(given, Some(volume.info.size), what)?;
             let sha = expected.sha256.as_ref().map(|_| source::sha256_file(&path)).transpose()?;
-            write_volume(&mut pool, &target, size, Source::Volume(&mut volume), &options, progress.as_mut(), |s| {
-                check(&expected, s.content_digest.as_deref(), sha.as_deref())
+            write_volume(&mut pool, target, size, Source::Volume(&mut volume), &options, progress.as_mut(), |s| {
+                check(expected, s.content_digest.as_deref(), sha.as_deref())
             })
         }
         (InputFormat::Qcow2, Input::Stream { .. }) => bail!(
@@ -176,8 +300,8 @@ pub fn run(args: Args) -> Result<()> {
             let mut file = RawFile::open(&path)?;
             let size = target_size(given, Some(snapport_core::extent::VolumeSource::size(&file)), what)?;
             options.content_sha256 = expected.sha256.is_some();
-            write_volume(&mut pool, &target, size, Source::Volume(&mut file), &options, progress.as_mut(), |s| {
-                check(&expected, s.content_digest.as_deref(), s.content_sha256.as_deref())
+            write_volume(&mut pool, target, size, Source::Volume(&mut file), &options, progress.as_mut(), |s| {
+                check(expected, s.content_digest.as_deref(), s.content_sha256.as_deref())
             })
         }
         (InputFormat::Raw, input @ Input::Stream { .. }) => {
@@ -188,12 +312,12 @@ pub fn run(args: Args) -> Result<()> {
             let mut reader = input.into_reader()?;
             write_volume(
                 &mut pool,
-                &target,
+                target,
                 size,
                 Source::Stream { reader: &mut reader, length },
                 &options,
                 progress.as_mut(),
-                |s| check(&expected, s.content_digest.as_deref(), s.content_sha256.as_deref()),
+                |s| check(expected, s.content_digest.as_deref(), s.content_sha256.as_deref()),
             )
         }
         (InputFormat::RawZst, input) => {
@@ -208,21 +332,20 @@ pub fn run(args: Args) -> Result<()> {
             let mut reader = ZstdSource(decoder);
             write_volume(
                 &mut pool,
-                &target,
+                target,
                 size,
                 Source::Stream { reader: &mut reader, length: recorded },
                 &options,
                 progress.as_mut(),
                 |s| {
                     let sha = expected.sha256.as_ref().map(|_| hex::encode(hash.lock().unwrap().clone().finalize()));
-                    check(&expected, s.content_digest.as_deref(), sha.as_deref())
+                    check(expected, s.content_digest.as_deref(), sha.as_deref())
                 },
             )
         }
     }
     .with_context(context)?;
-    let seconds = started.elapsed().as_secs_f64();
-    report(&args, &target, format, &summary, &verified, seconds)
+    Ok((format, summary, verified))
 }
 
 /// Whether the zstd stream starting with `head` decompresses to a qcow2 image (which
@@ -271,6 +394,7 @@ impl std::io::Read for ZstdSource {
 
 fn report(
     args: &Args,
+    what: &str,
     target: &Address,
     format: InputFormat,
     summary: &ImportSummary,
@@ -280,7 +404,7 @@ fn report(
     match args.output {
         OutputArg::Json => {
             let doc = serde_json::json!({
-                "source": args.source,
+                "source": what,
                 "target": target.to_string(),
                 "pool": args.pool,
                 "format": format.name(),
@@ -295,7 +419,7 @@ fn report(
         OutputArg::Text if !args.quiet => {
             eprintln!(
                 "uploaded {} ({}, {}, {} written) to {target} in pool {} in {seconds:.2} s",
-                args.source,
+                what,
                 format.name(),
                 human(summary.source_size),
                 human(summary.written_bytes),
