@@ -167,8 +167,6 @@ struct Job<'a> {
     done: &'a Mutex<Vec<(u64, u64)>>,
     received: &'a AtomicU64,
     failed: &'a AtomicBool,
-    /// Hashes the bytes in order when one stream fetches the whole file from its start.
-    inline: Option<&'a Mutex<Sha256>>,
     /// The rate limit and when this run started.
     limit: Option<(u64, Instant)>,
 }
@@ -280,9 +278,6 @@ impl Job<'_> {
                 Err(e) => return Err((pos, Error::io("receiving", e), true)),
             };
             let block = &buf[..n];
-            if let Some(h) = self.inline {
-                h.lock().unwrap_or_else(|p| p.into_inner()).update(block);
-            }
             write_sparse(self.file, block, pos)
                 .map_err(|e| (pos, Error::io("writing the downloaded bytes", e), false))?;
             add_range(
@@ -428,7 +423,6 @@ pub fn fetch(options: &FetchOptions, progress: &mut dyn Progress) -> Result<Fetc
     let resumed: u64 = done.iter().map(|(a, b)| b - a).sum();
     let todo = missing(&done, size);
     let parallel = options.parallel.max(1);
-    let inline = (parallel == 1 && done.is_empty()).then(|| Mutex::new(Sha256::new()));
     // Work units: each stream takes the next; small enough that streams end together.
     let total_missing: u64 = todo.iter().map(|(a, b)| b - a).sum();
     let unit = (total_missing / (parallel as u64 * 4)).clamp(8 << 20, 1 << 30);
@@ -466,10 +460,9 @@ pub fn fetch(options: &FetchOptions, progress: &mut dyn Progress) -> Result<Fetc
         done: &done,
         received: &received,
         failed: &failed,
-        inline: inline.as_ref(),
         limit: options.limit_rate.map(|r| (r.max(1), Instant::now())),
     };
-    std::thread::scope(|s| {
+    let hashed = std::thread::scope(|s| {
         let mut workers = Vec::new();
         for _ in 0..parallel {
             let (job, queue, failed, first_error) = (&job, &queue, &failed, &first_error);
@@ -493,6 +486,33 @@ pub fn fetch(options: &FetchOptions, progress: &mut dyn Progress) -> Result<Fetc
             }
             finished.store(true, Ordering::Release);
         });
+        // The SHA-256 follows the written prefix of the file as it grows (the streams
+        // take their ranges in order), so little is left to hash at the end.
+        let (part_file, written, stopped) = (&file, &done, &failed);
+        let hasher = s.spawn(move || -> std::io::Result<Option<String>> {
+            let mut h = Sha256::new();
+            let mut buf = vec![0u8; 4 << 20];
+            let mut pos = 0u64;
+            while pos < size {
+                let ready = match written.lock().unwrap_or_else(|p| p.into_inner()).first() {
+                    Some(&(0, end)) => end,
+                    _ => 0,
+                };
+                if ready > pos {
+                    let n = ((ready - pos) as usize).min(buf.len());
+                    part_file.read_exact_at(&mut buf[..n], pos)?;
+                    h.update(&buf[..n]);
+                    pos += n as u64;
+                } else if stopped.load(Ordering::Relaxed)
+                    || finished.load(Ordering::Acquire) && ready < size
+                {
+                    return Ok(None);
+                } else {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+            Ok(Some(hex::encode(h.finalize())))
+        });
         let mut shown = 0;
         let mut saved = Instant::now();
         while !finished.load(Ordering::Acquire) {
@@ -506,6 +526,9 @@ pub fn fetch(options: &FetchOptions, progress: &mut dyn Progress) -> Result<Fetc
             }
         }
         progress.advance(received.load(Ordering::Relaxed) - shown);
+        hasher
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the hashing thread panicked")))
     });
     save_state(&state_path, &state_of(&done))?;
     progress.finish();
@@ -524,10 +547,9 @@ pub fn fetch(options: &FetchOptions, progress: &mut dyn Progress) -> Result<Fetc
         server_sha = Some(sidecar_sha256(&client, &url, &token)?);
     }
     let want = server_sha.unwrap_or_default();
-    let got = match inline {
-        Some(h) => hex::encode(h.into_inner().unwrap_or_else(|p| p.into_inner()).finalize()),
-        None => file_sha256(&file, size).map_err(|e| Error::io("hashing the download", e))?,
-    };
+    let got = hashed
+        .map_err(|e| Error::io("hashing the download", e))?
+        .ok_or_else(|| Error::new("the download ended before the whole file was written"))?;
     if got != want {
         let _ = std::fs::remove_file(&part);
         let _ = std::fs::remove_file(&state_path);
@@ -589,19 +611,6 @@ fn sidecar_sha256(client: &Client, url: &reqwest::Url, token: &Option<String>) -
             _ => return Err(status_error("asking the server for the SHA-256", resp)),
         }
     }
-}
-
-fn file_sha256(file: &File, size: u64) -> std::io::Result<String> {
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 4 << 20];
-    let mut pos = 0;
-    while pos < size {
-        let n = ((size - pos) as usize).min(buf.len());
-        file.read_exact_at(&mut buf[..n], pos)?;
-        h.update(&buf[..n]);
-        pos += n as u64;
-    }
-    Ok(hex::encode(h.finalize()))
 }
 
 #[cfg(test)]

@@ -172,6 +172,14 @@ fn serve_upload(args: Args) -> Result<()> {
         bail!("{target}: to receive it over HTTP, the name must be letters, digits, '.', '_', '-' or '@'");
     }
     let ctx = Context::new()?;
+    // Refused now rather than after the whole upload has crossed the network.
+    let existing = ctx.pool(&args.pool)?.list_volumes()?;
+    if existing.iter().any(|v| v.name == name) {
+        bail!(
+            "{name} already exists in pool {}; delete it first or choose another name",
+            args.pool
+        );
+    }
     let (slot, reader) = UploadSlot::new(&name);
     let started =
         crate::commands::publish::start(&args.serve, Vec::new(), vec![Arc::clone(&slot)], None)?;
