@@ -12,6 +12,7 @@
 pub mod content;
 pub mod error;
 pub mod fetch;
+pub mod range;
 pub mod server;
 pub mod tls;
 pub mod upload;
