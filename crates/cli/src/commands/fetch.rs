@@ -18,45 +18,58 @@ pub struct Args {
     /// Ranged streams at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     parallel: u16,
-    /// The server certificate's SHA-256 fingerprint, as printed by the publish; without
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// What `fetch` and `push` share: how to trust and reach the server, and what to print.
+#[derive(clap::Args)]
+pub struct ClientArgs {
+    /// The server certificate's SHA-256 fingerprint, as the publish printed it; without
     /// it, the certificate must be signed by a CA in the system roots.
     #[arg(long)]
-    fingerprint: Option<String>,
-    /// At most this many bytes per second over all streams (a suffix K, M or G counts
-    /// in 1024s), as curl's --limit-rate.
-    #[arg(long, value_parser = crate::source::parse_size)]
-    limit_rate: Option<u64>,
+    pub fingerprint: Option<String>,
     /// The token, when the URL does not carry it.
     #[arg(long)]
-    token: Option<String>,
+    pub token: Option<String>,
+    /// At most this many bytes per second (a suffix K, M or G counts in 1024s), as
+    /// curl's --limit-rate.
+    #[arg(long, value_parser = crate::source::parse_size)]
+    pub limit_rate: Option<u64>,
     /// No progress bar, no summary.
     #[arg(short, long)]
-    quiet: bool,
+    pub quiet: bool,
     /// Print the summary as JSON on stdout.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
+}
+
+impl ClientArgs {
+    pub fn fingerprint(&self) -> Result<Option<[u8; 32]>> {
+        Ok(self
+            .fingerprint
+            .as_deref()
+            .map(snapport_publish::tls::parse_fingerprint)
+            .transpose()?)
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let fingerprint = args
-        .fingerprint
-        .as_deref()
-        .map(snapport_publish::tls::parse_fingerprint)
-        .transpose()?;
+    let c = &args.client;
     let options = FetchOptions {
         url: args.url.clone(),
         output: args.output.clone(),
-        token: args.token.clone(),
-        fingerprint,
+        token: c.token.clone(),
+        fingerprint: c.fingerprint()?,
         parallel: args.parallel.into(),
-        limit_rate: args.limit_rate,
+        limit_rate: c.limit_rate,
     };
-    let mut progress = crate::commands::new_progress(args.quiet);
+    let mut progress = crate::commands::new_progress(c.quiet);
     let started = Instant::now();
     let summary = fetch(&options, progress.as_mut())
         .with_context(|| format!("fetching into {}", args.output.display()))?;
     let seconds = started.elapsed().as_secs_f64();
-    if args.json {
+    if c.json {
         let doc = serde_json::json!({
             "output": args.output,
             "size": summary.size,
@@ -66,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
             "seconds": seconds,
         });
         println!("{doc}");
-    } else if !args.quiet {
+    } else if !c.quiet {
         let resumed = if summary.resumed > 0 {
             format!(", {} of it from an earlier run", human(summary.resumed))
         } else {

@@ -95,7 +95,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-fn show_duration(d: Duration) -> String {
+/// A duration as `parse_duration` reads it: `15m`, `2h`, `90s`.
+pub fn show_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         _ if s.is_multiple_of(86400) => format!("{}d", s / 86400),
@@ -381,10 +382,6 @@ pub fn start(
         token,
         tls,
     })
-}
-
-pub fn show_ttl(d: Duration) -> String {
-    show_duration(d)
 }
 
 /// Shell-quotes `s` for a printed command line.

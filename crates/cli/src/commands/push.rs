@@ -13,48 +13,31 @@ pub struct Args {
     file: PathBuf,
     /// The URL `upload --publish` printed (https://HOST:PORT/NAME?token=TOKEN).
     url: String,
-    /// The server certificate's SHA-256 fingerprint, as printed by `upload --publish`.
-    #[arg(long)]
-    fingerprint: Option<String>,
-    /// The token, when the URL does not carry it.
-    #[arg(long)]
-    token: Option<String>,
     /// The SHA-256 to declare for the file (default: computed from it).
     #[arg(long)]
     sha256: Option<String>,
-    /// At most this many bytes per second (K, M, G suffixes count in 1024s).
-    #[arg(long, value_parser = crate::source::parse_size)]
-    limit_rate: Option<u64>,
-    /// No progress bar, no summary.
-    #[arg(short, long)]
-    quiet: bool,
-    /// Print the server's summary as JSON on stdout.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    client: crate::commands::fetch::ClientArgs,
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let fingerprint = args
-        .fingerprint
-        .as_deref()
-        .map(snapport_publish::tls::parse_fingerprint)
-        .transpose()?;
+    let c = &args.client;
     let options = PushOptions {
         file: args.file.clone(),
         url: args.url.clone(),
-        token: args.token.clone(),
-        fingerprint,
+        token: c.token.clone(),
+        fingerprint: c.fingerprint()?,
         sha256: args.sha256.clone(),
-        limit_rate: args.limit_rate,
+        limit_rate: c.limit_rate,
     };
-    let mut progress = crate::commands::new_progress(args.quiet);
+    let mut progress = crate::commands::new_progress(c.quiet);
     let started = Instant::now();
     let summary = push(&options, progress.as_mut())
         .with_context(|| format!("pushing {}", args.file.display()))?;
     let seconds = started.elapsed().as_secs_f64();
-    if args.json {
+    if c.json {
         println!("{}", summary.server.trim());
-    } else if !args.quiet {
+    } else if !c.quiet {
         let resumed = if summary.resumed > 0 {
             format!(", resumed at {}", human(summary.resumed))
         } else {

@@ -211,7 +211,7 @@ fn serve_upload(args: Args) -> Result<()> {
         println!("send it (resumable; raw or raw.zst):\n  {push}");
         println!(
             "stops after {} without access",
-            crate::commands::publish::show_ttl(args.serve.ttl)
+            crate::commands::publish::show_duration(args.serve.ttl)
         );
     }
     use std::io::Write;
