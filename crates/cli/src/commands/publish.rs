@@ -82,13 +82,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like 30s, 10m, 2h or 1d"))?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
         _ => return Err(format!("{s:?}: the unit is s, m, h or d")),
     };
+    let secs = n
+        .checked_mul(unit_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))?;
     if secs == 0 {
         return Err("a duration must be positive".into());
     }
@@ -566,7 +569,7 @@ mod tests {
         assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
         assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86400));
         assert_eq!(parse_duration("45").unwrap(), Duration::from_secs(45));
-        for bad in ["", "0", "m", "5x", "-1s", "1.5h"] {
+        for bad in ["", "0", "m", "5x", "-1s", "1.5h", "999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
         assert_eq!(show_duration(Duration::from_secs(900)), "15m");
