@@ -236,15 +236,15 @@ fn serve_upload(args: Args) -> Result<()> {
     })();
     let seconds = started_at.elapsed().as_secs_f64();
     match &result {
-        Ok((format, summary, verified)) => slot.finish(Ok(serde_json::json!({
-            "target": target.to_string(),
-            "pool": args.pool,
-            "format": format.name(),
-            "source_size": summary.source_size,
-            "written_bytes": summary.written_bytes,
-            "content_digest": summary.content_digest,
-            "verified": verified,
-        })
+        Ok((format, summary, verified)) => slot.finish(Ok(summary_json(
+            &args,
+            "the upload",
+            &target,
+            *format,
+            summary,
+            verified,
+            seconds,
+        )
         .to_string())),
         Err(e) => slot.finish(Err(format!("{e:#}"))),
     }
@@ -400,6 +400,30 @@ impl std::io::Read for ZstdSource {
     }
 }
 
+/// An upload's summary as JSON: what `-o json` prints, and what `upload --publish`
+/// answers the pusher with.
+fn summary_json(
+    args: &Args,
+    what: &str,
+    target: &Address,
+    format: InputFormat,
+    summary: &ImportSummary,
+    verified: &[String],
+    seconds: f64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "source": what,
+        "target": target.to_string(),
+        "pool": args.pool,
+        "format": format.name(),
+        "source_size": summary.source_size,
+        "written_bytes": summary.written_bytes,
+        "content_digest": summary.content_digest,
+        "verified": verified,
+        "seconds": seconds,
+    })
+}
+
 fn report(
     args: &Args,
     what: &str,
@@ -411,17 +435,7 @@ fn report(
 ) -> Result<()> {
     match args.output {
         OutputArg::Json => {
-            let doc = serde_json::json!({
-                "source": what,
-                "target": target.to_string(),
-                "pool": args.pool,
-                "format": format.name(),
-                "source_size": summary.source_size,
-                "written_bytes": summary.written_bytes,
-                "content_digest": summary.content_digest,
-                "verified": verified,
-                "seconds": seconds,
-            });
+            let doc = summary_json(args, what, target, format, summary, verified, seconds);
             println!("{doc}");
         }
         OutputArg::Text if !args.quiet => {
