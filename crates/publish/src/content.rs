@@ -95,6 +95,10 @@ pub struct Item {
     /// so a client can resume from another run of the same publish.
     pub etag: String,
     pub sha256: Arc<Mutex<Sha256State>>,
+    /// The content digest (`sha256-64k-4m:HEX`, see `snapport_core::digest`) of the
+    /// served bytes, known no later than the SHA-256. Clients verify it group by group
+    /// as the bytes arrive, in parallel streams, instead of reading the file back.
+    pub content_digest: Arc<Mutex<Option<String>>>,
     pub(crate) stats: ItemStats,
 }
 
@@ -112,6 +116,7 @@ impl Item {
             content,
             etag,
             sha256: Arc::new(Mutex::new(Sha256State::Computing)),
+            content_digest: Arc::new(Mutex::new(None)),
             stats: ItemStats::default(),
         }
     }
@@ -125,6 +130,13 @@ impl Item {
 
     pub fn set_sha256(&self, state: Sha256State) {
         *self.sha256.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    pub fn content_digest(&self) -> Option<String> {
+        self.content_digest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub(crate) fn downloads(&self) -> u64 {

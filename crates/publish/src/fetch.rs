@@ -5,9 +5,15 @@
 //! second and only ever lists bytes already written, so after the client or the server is
 //! killed, the next run (against the same URL or a new publish of the same content: the
 //! ETag says) asks only for what is missing. The missing ranges are split among
-//! `parallel` ranged streams. At the end the file's SHA-256 is compared with the server's
-//! (`Repr-Digest`, else `NAME.sha256`), and only then is `FILE.part` renamed to `FILE`.
-//! All-zero blocks are not written, so a sparse disk stays sparse.
+//! `parallel` ranged streams.
+//!
+//! Verification: each stream hashes the 4 MiB groups it receives whole, in memory, as
+//! they arrive (the content digest of `snapport_core::digest`, which the server sends in
+//! `Repr-Digest` as `sha256-64k-4m`), so the streams share the hashing and nothing is read
+//! back; groups from an earlier run are read back from the file. A server that offers only
+//! the SHA-256 (`Repr-Digest: sha-256`, else `NAME.sha256`) gets the file read back and
+//! hashed. Only a verified file is renamed from `FILE.part` to `FILE`. All-zero blocks are
+//! not written, so a sparse disk stays sparse.
 
 use crate::error::{Error, Result};
 use base64::Engine as _;
@@ -16,6 +22,10 @@ use reqwest::header;
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use snapport_core::digest::{
+    group_hash, scanned_group_hash, ContentDigest, CONTENT_DIGEST_PREFIX, GROUP_SIZE, LEAF_SIZE,
+};
+use snapport_core::import::is_zero;
 use snapport_core::progress::Progress;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
@@ -46,8 +56,9 @@ pub struct FetchSummary {
     pub resumed: u64,
     /// Bytes received in this run.
     pub received: u64,
-    /// The verified SHA-256 (hex).
-    pub sha256: String,
+    /// The digest verified against the server's: `sha256-64k-4m:HEX` (the content
+    /// digest) or `sha256:HEX` (the plain SHA-256, when the server offers only that).
+    pub digest: String,
 }
 
 /// What survives between runs, beside the partial file.
@@ -163,8 +174,13 @@ struct Job<'a> {
     token: &'a Option<String>,
     etag: &'a str,
     size: u64,
-    file: &'a File,
+    out: &'a Output,
+    /// Streams take turns writing: concurrent writers to one file spin on its inode
+    /// lock (a tenth of the CPU in a 4-stream profile).
+    write_turn: &'a Mutex<()>,
     done: &'a Mutex<Vec<(u64, u64)>>,
+    /// The hash of each 4 MiB group received whole in this run.
+    groups: &'a Mutex<Vec<Option<[u8; 32]>>>,
     received: &'a AtomicU64,
     failed: &'a AtomicBool,
     /// The rate limit and when this run started.
@@ -263,23 +279,27 @@ impl Job<'_> {
         }
         let mut resp = resp;
         let mut pos = a;
-        let mut buf = vec![0u8; 1 << 20];
+        // One group, aligned for O_DIRECT.
+        let mut space = vec![0u8; GROUP_SIZE as usize + DIRECT_ALIGN];
+        let skip = space.as_ptr().align_offset(DIRECT_ALIGN);
+        let buf = &mut space[skip..skip + GROUP_SIZE as usize];
         while pos < b {
-            let want = ((b - pos) as usize).min(buf.len());
-            let n = match read_full(&mut resp, &mut buf[..want]) {
-                Ok(0) => {
-                    return Err((
-                        pos,
-                        Error::new(format!("the stream ended at byte {pos} of {b}")),
-                        true,
-                    ))
-                }
-                Ok(n) => n,
-                Err(e) => return Err((pos, Error::io("receiving", e), true)),
-            };
+            // Up to the next group boundary, so whole groups can be hashed in memory.
+            let group = pos / GROUP_SIZE;
+            let boundary = ((group + 1) * GROUP_SIZE).min(self.size);
+            let want = (boundary.min(b) - pos) as usize;
+            let n = read_full(&mut resp, &mut buf[..want])
+                .map_err(|e| (pos, Error::io("receiving", e), true))?;
             let block = &buf[..n];
-            write_sparse(self.file, block, pos)
-                .map_err(|e| (pos, Error::io("writing the downloaded bytes", e), false))?;
+            let zero_leaves = {
+                let _turn = self.write_turn.lock().unwrap_or_else(|p| p.into_inner());
+                write_sparse(self.out, block, pos)
+                    .map_err(|e| (pos, Error::io("writing the downloaded bytes", e), false))?
+            };
+            if pos == group * GROUP_SIZE && pos + n as u64 == boundary {
+                let h = group_hash(block, |i| zero_leaves & (1 << i) != 0);
+                self.groups.lock().unwrap_or_else(|p| p.into_inner())[group as usize] = Some(h);
+            }
             add_range(
                 &mut self.done.lock().unwrap_or_else(|p| p.into_inner()),
                 pos,
@@ -287,6 +307,13 @@ impl Job<'_> {
             );
             let total = self.received.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
             pos += n as u64;
+            if n < want {
+                return Err((
+                    pos,
+                    Error::new(format!("the stream ended at byte {pos} of {b}")),
+                    true,
+                ));
+            }
             if let Some((rate, started)) = self.limit {
                 let due = Duration::from_secs_f64(total as f64 / rate as f64);
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -312,30 +339,103 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Writes `block` at `pos`, skipping 64 KiB pieces that are all zeros (the file was
-/// created at its full size, so they read as zeros already).
-fn write_sparse(file: &File, block: &[u8], pos: u64) -> std::io::Result<()> {
-    const PIECE: usize = 64 << 10;
-    let mut i = 0;
-    while i < block.len() {
-        let end = (i + PIECE).min(block.len());
-        let piece = &block[i..end];
-        if piece.iter().any(|&b| b != 0) {
-            file.write_all_at(piece, pos + i as u64)?;
+/// Writes `block` (at most 4 MiB) at `pos`, skipping 64 KiB pieces that are all zeros
+/// (the file was created at its full size, so they read as zeros already). Returns which
+/// pieces were zeros, bit `i` for piece `i`: the content digest skips hashing them.
+fn write_sparse(out: &Output, block: &[u8], pos: u64) -> std::io::Result<u64> {
+    let leaf = LEAF_SIZE as usize;
+    let mut zeros = 0u64;
+    let mut run: Option<usize> = None;
+    for (i, piece) in block.chunks(leaf).enumerate() {
+        if is_zero(piece) {
+            zeros |= 1 << i;
+            if let Some(start) = run.take() {
+                out.write_at(&block[start..i * leaf], pos + start as u64)?;
+            }
+        } else if run.is_none() {
+            run = Some(i * leaf);
         }
-        i = end;
     }
-    Ok(())
+    if let Some(start) = run {
+        out.write_at(&block[start..], pos + start as u64)?;
+    }
+    Ok(zeros)
 }
 
-/// The server's SHA-256 from a `Repr-Digest: sha-256=:BASE64:` header.
-fn repr_digest(resp: &Response) -> Option<String> {
-    let v = resp.headers().get("repr-digest")?.to_str().ok()?;
-    v.split(',').find_map(|part| {
-        let b64 = part.trim().strip_prefix("sha-256=:")?.strip_suffix(':')?;
-        let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
-        (raw.len() == 32).then(|| hex::encode(raw))
-    })
+/// The partial file, open twice: with `O_DIRECT` for aligned blocks, which skips the page
+/// cache (copies into it cost more than the network on a loaded host), and plainly for
+/// the rest and where the file system refuses `O_DIRECT`.
+struct Output {
+    file: File,
+    direct: Option<File>,
+}
+
+/// What `O_DIRECT` needs aligned: memory, offsets and lengths.
+const DIRECT_ALIGN: usize = 4096;
+
+impl Output {
+    fn open(path: &Path, file: File) -> Output {
+        use std::os::unix::fs::OpenOptionsExt;
+        let direct = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok();
+        Output { file, direct }
+    }
+
+    fn write_at(&self, bytes: &[u8], pos: u64) -> std::io::Result<()> {
+        match &self.direct {
+            Some(d)
+                if (bytes.as_ptr() as usize | bytes.len() | pos as usize)
+                    .is_multiple_of(DIRECT_ALIGN) =>
+            {
+                d.write_all_at(bytes, pos)
+            }
+            _ => self.file.write_all_at(bytes, pos),
+        }
+    }
+}
+
+/// What `Repr-Digest` (RFC 9530) offers: the SHA-256 (`sha-256`) and the content digest
+/// (`sha256-64k-4m`), each as hex.
+#[derive(Default)]
+struct Offered {
+    sha256: Option<String>,
+    content: Option<String>,
+}
+
+fn repr_digest(resp: &Response) -> Offered {
+    let mut offered = Offered::default();
+    let Some(v) = resp
+        .headers()
+        .get("repr-digest")
+        .and_then(|v| v.to_str().ok())
+    else {
+        return offered;
+    };
+    for member in v.split(',') {
+        let Some((key, value)) = member.trim().split_once('=') else {
+            continue;
+        };
+        let Some(b64) = value.strip_prefix(':').and_then(|v| v.strip_suffix(':')) else {
+            continue;
+        };
+        let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64) else {
+            continue;
+        };
+        if raw.len() != 32 {
+            continue;
+        }
+        match key {
+            "sha-256" => offered.sha256 = Some(hex::encode(raw)),
+            "sha256-64k-4m" => {
+                offered.content = Some(format!("{CONTENT_DIGEST_PREFIX}{}", hex::encode(raw)))
+            }
+            _ => {}
+        }
+    }
+    offered
 }
 
 fn save_state(path: &Path, state: &State) -> Result<()> {
@@ -380,7 +480,7 @@ pub fn fetch(options: &FetchOptions, progress: &mut dyn Progress) -> Result<Fetc
         .headers()
         .get(header::ACCEPT_RANGES)
         .is_some_and(|v| v.as_bytes() == b"bytes");
-    let mut server_sha = repr_digest(&head);
+    let mut offered = repr_digest(&head);
 
     let part = with_suffix(&options.output, ".part");
     let state_path = with_suffix(&options.output, ".part.state");
@@ -420,23 +520,37 @@ pub fn fetch(options: &FetchOptions, progress: &mut dyn Progress) -> Result<Fetc
         .map_err(|e| Error::io(format!("opening {}", part.display()), e))?;
     file.set_len(size)
         .map_err(|e| Error::io(format!("sizing {}", part.display()), e))?;
+    let output = Output::open(
+        &part,
+        file.try_clone()
+            .map_err(|e| Error::io(format!("opening {}", part.display()), e))?,
+    );
     let resumed: u64 = done.iter().map(|(a, b)| b - a).sum();
     let todo = missing(&done, size);
-    let parallel = options.parallel.max(1);
+    // Splitting needs ranges; without them, one stream from the start.
+    let parallel = if ranges { options.parallel.max(1) } else { 1 };
     // Work units: each stream takes the next; small enough that streams end together.
     let total_missing: u64 = todo.iter().map(|(a, b)| b - a).sum();
-    let unit = (total_missing / (parallel as u64 * 4)).clamp(8 << 20, 1 << 30);
+    // Whole groups, so that each is hashed as it arrives and written aligned.
+    let unit = (total_missing / (parallel as u64 * 4))
+        .clamp(8 << 20, 1 << 30)
+        .next_multiple_of(GROUP_SIZE);
     let mut units = Vec::new();
     for (a, b) in todo {
         let mut p = a;
         while p < b {
-            let e = if parallel == 1 { b } else { (p + unit).min(b) };
+            let e = if parallel == 1 {
+                b
+            } else {
+                ((p / unit + 1) * unit).min(b)
+            };
             units.push((p, e));
             p = e;
         }
     }
     let queue = Mutex::new(units.into_iter());
     let done = Mutex::new(done);
+    let groups = Mutex::new(vec![None; size.div_ceil(GROUP_SIZE) as usize]);
     let received = AtomicU64::new(0);
     let failed = AtomicBool::new(false);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
@@ -449,20 +563,21 @@ pub fn fetch(options: &FetchOptions, progress: &mut dyn Progress) -> Result<Fetc
 
     progress.start(size);
     progress.advance(resumed);
-    let finished = AtomicBool::new(false);
     let job = Job {
         client: &client,
         url: &url,
         token: &token,
         etag: &etag,
         size,
-        file: &file,
+        out: &output,
+        write_turn: &Mutex::new(()),
         done: &done,
+        groups: &groups,
         received: &received,
         failed: &failed,
         limit: options.limit_rate.map(|r| (r.max(1), Instant::now())),
     };
-    let hashed = std::thread::scope(|s| {
+    std::thread::scope(|s| {
         let mut workers = Vec::new();
         for _ in 0..parallel {
             let (job, queue, failed, first_error) = (&job, &queue, &failed, &first_error);
@@ -479,43 +594,9 @@ pub fn fetch(options: &FetchOptions, progress: &mut dyn Progress) -> Result<Fetc
                 }
             }));
         }
-        let finished = &finished;
-        s.spawn(move || {
-            for w in workers {
-                let _ = w.join();
-            }
-            finished.store(true, Ordering::Release);
-        });
-        // The SHA-256 follows the written prefix of the file as it grows (the streams
-        // take their ranges in order), so little is left to hash at the end.
-        let (part_file, written, stopped) = (&file, &done, &failed);
-        let hasher = s.spawn(move || -> std::io::Result<Option<String>> {
-            let mut h = Sha256::new();
-            let mut buf = vec![0u8; 4 << 20];
-            let mut pos = 0u64;
-            while pos < size {
-                let ready = match written.lock().unwrap_or_else(|p| p.into_inner()).first() {
-                    Some(&(0, end)) => end,
-                    _ => 0,
-                };
-                if ready > pos {
-                    let n = ((ready - pos) as usize).min(buf.len());
-                    part_file.read_exact_at(&mut buf[..n], pos)?;
-                    h.update(&buf[..n]);
-                    pos += n as u64;
-                } else if stopped.load(Ordering::Relaxed)
-                    || finished.load(Ordering::Acquire) && ready < size
-                {
-                    return Ok(None);
-                } else {
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-            Ok(Some(hex::encode(h.finalize())))
-        });
         let mut shown = 0;
         let mut saved = Instant::now();
-        while !finished.load(Ordering::Acquire) {
+        while !workers.iter().all(|w| w.is_finished()) {
             std::thread::sleep(Duration::from_millis(100));
             let now = received.load(Ordering::Relaxed);
             progress.advance(now - shown);
@@ -526,9 +607,6 @@ pub fn fetch(options: &FetchOptions, progress: &mut dyn Progress) -> Result<Fetc
             }
         }
         progress.advance(received.load(Ordering::Relaxed) - shown);
-        hasher
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the hashing thread panicked")))
     });
     save_state(&state_path, &state_of(&done))?;
     progress.finish();
@@ -541,20 +619,28 @@ pub fn fetch(options: &FetchOptions, progress: &mut dyn Progress) -> Result<Fetc
         )));
     }
 
-    // The digest: from the first answer, else the sidecar (the server may still be
-    // computing it).
-    if server_sha.is_none() {
-        server_sha = Some(sidecar_sha256(&client, &url, &token)?);
+    // The server's digests: from the first answer, else once it has computed them.
+    if offered.sha256.is_none() {
+        let sha256 = sidecar_sha256(&client, &url, &token)?;
+        offered = head_digests(&client, &url, &token)?;
+        offered.sha256.get_or_insert(sha256);
     }
-    let want = server_sha.unwrap_or_default();
-    let got = hashed
-        .map_err(|e| Error::io("hashing the download", e))?
-        .ok_or_else(|| Error::new("the download ended before the whole file was written"))?;
+    let (got, want) = match offered.content {
+        Some(want) => {
+            let groups = groups.into_inner().unwrap_or_else(|p| p.into_inner());
+            (content_digest(&file, size, groups), want)
+        }
+        None => (
+            file_sha256(&file).map(|h| format!("sha256:{h}")),
+            format!("sha256:{}", offered.sha256.unwrap_or_default()),
+        ),
+    };
+    let got = got.map_err(|e| Error::io(format!("reading back {}", part.display()), e))?;
     if got != want {
         let _ = std::fs::remove_file(&part);
         let _ = std::fs::remove_file(&state_path);
         return Err(Error::new(format!(
-            "the download's SHA-256 is {got}, the server's is {want}: the bytes were damaged \
+            "the download's digest is {got}, the server's is {want}: the bytes were damaged \
              on the way or changed at the source; the partial file was removed, fetch again"
         )));
     }
@@ -573,8 +659,54 @@ pub fn fetch(options: &FetchOptions, progress: &mut dyn Progress) -> Result<Fetc
         size,
         resumed,
         received: received.load(Ordering::Relaxed),
-        sha256: want,
+        digest: want,
     })
+}
+
+/// The content digest of the file: the groups hashed as they arrived, the rest (from an
+/// earlier run) read back.
+fn content_digest(
+    file: &File,
+    size: u64,
+    groups: Vec<Option<[u8; 32]>>,
+) -> std::io::Result<String> {
+    let mut digest = ContentDigest::new();
+    let mut buf = Vec::new();
+    for (g, hash) in groups.into_iter().enumerate() {
+        let hash = match hash {
+            Some(h) => h,
+            None => {
+                let at = g as u64 * GROUP_SIZE;
+                buf.resize((size - at).min(GROUP_SIZE) as usize, 0);
+                file.read_exact_at(&mut buf, at)?;
+                scanned_group_hash(&buf)
+            }
+        };
+        digest.push(&hash);
+    }
+    Ok(digest.finish())
+}
+
+/// The plain SHA-256 of the whole file, read back.
+fn file_sha256(mut file: &File) -> std::io::Result<String> {
+    use std::io::{Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut file, &mut h)?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Asks again for the digests the server offers, after the download.
+fn head_digests(client: &Client, url: &reqwest::Url, token: &Option<String>) -> Result<Offered> {
+    let r = client.head(url.clone());
+    let r = match token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    };
+    let resp = r
+        .send()
+        .map_err(|e| Error::with("asking the server for its digests", e))?;
+    Ok(repr_digest(&resp))
 }
 
 /// `NAME.sha256` beside the URL, waiting while the server computes it.

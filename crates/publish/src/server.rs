@@ -6,7 +6,9 @@
 //! - `GET|HEAD /NAME`: the item, with `Content-Length`, single `Range`s (206, or 416
 //!   beyond the end; several ranges or a malformed header get the whole item, as RFC 9110
 //!   allows), `If-Range`, a strong `ETag`, and `Repr-Digest: sha-256=:BASE64:` (RFC 9530)
-//!   once the SHA-256 is known.
+//!   once the SHA-256 is known, with `sha256-64k-4m=:BASE64:` beside it: the content
+//!   digest of `snapport_core::digest`, which a client checks per 4 MiB group in
+//!   parallel streams (recipients ignore algorithms they do not know).
 //! - `GET|HEAD /NAME.sha256`: the digest in `sha256sum` format; 503 with `Retry-After`
 //!   while it is being computed.
 //! - `GET /` (`/index.html`): an HTML page listing the items, their sizes, digests and
@@ -30,6 +32,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use snapport_core::digest::CONTENT_DIGEST_PREFIX;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -100,6 +103,8 @@ pub struct ItemStatus {
     pub size: u64,
     pub etag: String,
     pub sha256: Option<String>,
+    /// `sha256-64k-4m:HEX`, once known.
+    pub digest: Option<String>,
     pub bytes_sent: u64,
     pub downloads: u64,
     /// Responses streaming now.
@@ -162,6 +167,7 @@ impl Shared {
                         Sha256State::Known(h) => Some(h),
                         _ => None,
                     },
+                    digest: i.content_digest(),
                     bytes_sent: i.stats.bytes_sent.load(Ordering::Relaxed),
                     downloads: i.downloads(),
                     active: i.stats.active.load(Ordering::Relaxed),
@@ -701,9 +707,21 @@ fn serve_item(req: &Request<Incoming>, shared: &Arc<Shared>, index: usize) -> Re
         v(&format!("attachment; filename=\"{}\"", item.name)),
     );
     if let Sha256State::Known(hex_digest) = item.sha256() {
-        if let Ok(raw) = hex::decode(&hex_digest) {
-            let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
-            h.insert("repr-digest", v(&format!("sha-256=:{b64}:")));
+        let b64 = |hex_digest: &str| {
+            hex::decode(hex_digest)
+                .ok()
+                .map(|raw| base64::engine::general_purpose::STANDARD.encode(raw))
+        };
+        let mut members: Vec<String> = b64(&hex_digest)
+            .map(|b| format!("sha-256=:{b}:"))
+            .into_iter()
+            .collect();
+        if let Some(d) = item.content_digest() {
+            let hex_part = d.strip_prefix(CONTENT_DIGEST_PREFIX).unwrap_or_default();
+            members.extend(b64(hex_part).map(|b| format!("sha256-64k-4m=:{b}:")));
+        }
+        if !members.is_empty() {
+            h.insert("repr-digest", v(&members.join(", ")));
         }
     }
     if status == StatusCode::PARTIAL_CONTENT {

@@ -15,8 +15,8 @@ pub struct Args {
     /// which): run the same command again to resume.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
-    /// Ranged streams at once.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    /// Ranged streams at once (one when the server does not announce ranges).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     parallel: u16,
     #[command(flatten)]
     client: ClientArgs,
@@ -75,7 +75,7 @@ pub fn run(args: Args) -> Result<()> {
             "size": summary.size,
             "resumed": summary.resumed,
             "received": summary.received,
-            "sha256": summary.sha256,
+            "digest": summary.digest,
             "seconds": seconds,
         });
         println!("{doc}");
@@ -86,11 +86,11 @@ pub fn run(args: Args) -> Result<()> {
             String::new()
         };
         eprintln!(
-            "fetched {} ({}{resumed}) in {seconds:.2} s ({}/s); sha256 {} verified",
+            "fetched {} ({}{resumed}) in {seconds:.2} s ({}/s); {} verified",
             args.output.display(),
             human(summary.size),
             human((summary.received as f64 / seconds.max(1e-9)) as u64),
-            summary.sha256
+            summary.digest
         );
     }
     Ok(())

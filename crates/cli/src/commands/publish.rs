@@ -13,6 +13,7 @@ use crate::commands::human;
 use crate::context::Context;
 use anyhow::{anyhow, Context as _, Result};
 use sha2::{Digest, Sha256};
+use snapport_core::digest::ContentHasher;
 use snapport_core::export::{self, ExportOptions, Format, Target};
 use snapport_core::volume_reader::{serve_plans, VolumeReader};
 use snapport_publish::content::{FileContent, Item, Sha256State, VolumeContent};
@@ -228,26 +229,39 @@ fn raw_item(pool: &str, address: &Address, name: &str) -> Result<Item> {
     let (reader, etag) = rx
         .recv()
         .map_err(|_| anyhow!("the map thread stopped while opening {address}"))??;
-    let size = reader.size();
-    let item = Item::new(name, Arc::new(VolumeContent(reader.clone())), etag);
-    let sha = Arc::clone(&item.sha256);
+    let item = Item::new(name, Arc::new(VolumeContent(reader)), etag);
+    digest_pass(&item, None)?;
+    Ok(item)
+}
+
+/// Computes the item's digests in one background pass at low priority: the content
+/// digest, and the SHA-256 unless it is `known` already (a spooled export's). Both are
+/// published together, content digest first, so a client that sees the SHA-256 has both.
+fn digest_pass(item: &Item, known: Option<String>) -> Result<()> {
+    let content = Arc::clone(&item.content);
+    let (sha, chunked) = (Arc::clone(&item.sha256), Arc::clone(&item.content_digest));
     std::thread::Builder::new()
-        .name("sha256".into())
+        .name("digests".into())
         .spawn(move || {
             background_priority();
             let mut h = Sha256::new();
-            let r = reader.read_range(0, size, &mut |b| {
-                h.update(&b);
+            let mut c = ContentHasher::new();
+            let r = content.read_range(0, content.size(), &mut |b| {
+                if known.is_none() {
+                    h.update(&b);
+                }
+                c.update(&b);
                 Ok(())
             });
+            *chunked.lock().unwrap_or_else(|p| p.into_inner()) = r.is_ok().then(|| c.finish());
             let state = match r {
-                Ok(()) => Sha256State::Known(hex::encode(h.finalize())),
+                Ok(()) => Sha256State::Known(known.unwrap_or_else(|| hex::encode(h.finalize()))),
                 Err(e) => Sha256State::Failed(e.to_string()),
             };
             *sha.lock().unwrap_or_else(|p| p.into_inner()) = state;
         })
         .context("starting the digest thread")?;
-    Ok(item)
+    Ok(())
 }
 
 /// Exports into an unlinked spool file and serves that.
@@ -293,7 +307,7 @@ fn spooled_item(
         .ok_or_else(|| anyhow!("the export computed no SHA-256"))?;
     let content = FileContent::new(file?).context("reading the spool file's size")?;
     let item = Item::new(name, Arc::new(content), format!("\"sha256-{sha}\""));
-    item.set_sha256(Sha256State::Known(sha));
+    digest_pass(&item, Some(sha))?;
     Ok(item)
 }
 
