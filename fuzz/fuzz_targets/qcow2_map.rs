@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     for name in names {
         let Ok(Some(view)) = image.view(data, name.as_deref()) else { continue };
         let Ok(image) = Image::open(data) else { return };
-        let layers = vec![(data, Layer::Qcow2 { image, view })];
+        let layers = vec![(data, Layer::Qcow2 { image: Box::new(image), view })];
         let mut start = 0;
         for _ in 0..MAX_PAGES {
             let Ok((extents, next)) = chain::map(&layers, start, 256) else { break };

@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
     let parsed = Image::open(&file[..]).expect("the writer's image parses");
     assert_eq!(parsed.size, size);
     let view = parsed.view(&file[..], None).unwrap().unwrap();
-    let layers = vec![(&file[..], Layer::Qcow2 { image: parsed, view })];
+    let layers = vec![(&file[..], Layer::Qcow2 { image: Box::new(parsed), view })];
     let mut start = 0;
     let mut hosts = HashSet::new();
     loop {

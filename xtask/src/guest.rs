@@ -241,3 +241,38 @@ pub fn seed_qcow2_corpus(corpus: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Seeds for the snapshot writer: each reader seed with a snapshot QEMU made, behind an
+/// operations byte that asks for create, revert and delete.
+pub fn seed_snapshot_corpus(qcow2_seeds: &Path, corpus: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(qcow2_seeds)? {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if !name.starts_with("seed-") {
+            continue;
+        }
+        let seed = corpus.join(name);
+        if seed.exists() {
+            continue;
+        }
+        let work = corpus.join(format!(".{name}"));
+        std::fs::copy(&path, &work)?;
+        let made = Command::new("qemu-img")
+            .args(["snapshot", "-c", "s1"])
+            .arg(&work)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if made {
+            let mut bytes = vec![7u8];
+            bytes.extend(std::fs::read(&work)?);
+            std::fs::write(&seed, bytes)?;
+        } else {
+            println!("fuzz: qemu-img could not snapshot {name}; not seeded");
+        }
+        std::fs::remove_file(&work)?;
+    }
+    Ok(())
+}

@@ -39,7 +39,7 @@ fn run() -> Result<()> {
                  build     plugins + the snapport binary (release)\n\
                  demo      build, then export a disk of the default pool (makes a sample disk)\n\
                  test      build, then run the whole test suite (extra args go to cargo test)\n\
-                 fuzz [S]  fuzz the qcow2 reader S seconds and its writer S/2 (default 60)\n\
+                 fuzz [S]  fuzz the qcow2 reader S seconds, its writer and snapshot writer S/2 (default 60)\n\
                  bench     export benches against qemu-img convert and cp"
             );
             Ok(())
@@ -182,6 +182,19 @@ fn fuzz(args: &[String]) -> Result<()> {
             .arg(format!("-max_total_time={}", seconds.div_ceil(2)))
             .arg("-rss_limit_mb=1024")
             .arg(&writer_corpus),
+    )?;
+    // The snapshot writer: seeds are the reader's seeds with a snapshot QEMU made, behind
+    // the operations byte (all three operations).
+    let snapshot_corpus = root().join("fuzz/corpus/qcow2_snapshot");
+    std::fs::create_dir_all(&snapshot_corpus)?;
+    guest::seed_snapshot_corpus(&corpus, &snapshot_corpus)?;
+    run_cmd(
+        Command::new("cargo")
+            .current_dir(root().join("fuzz"))
+            .args(["+nightly", "fuzz", "run", "qcow2_snapshot", "--"])
+            .arg(format!("-max_total_time={}", seconds.div_ceil(2)))
+            .arg("-rss_limit_mb=1024")
+            .arg(&snapshot_corpus),
     )?;
     // The publish server's Range header parser, from a few well-formed seeds.
     let range_corpus = root().join("fuzz/corpus/range_header");

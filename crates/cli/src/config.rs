@@ -13,6 +13,9 @@
 //! settings = { key = "value" }     # passed to the plugin as they are
 //! memory_mib = 256                 # per-instance memory cap
 //! call_timeout_ms = 30000          # CPU deadline of one call into the plugin
+//! snapshot_limit = 3               # snapshots per disk (default 3)
+//! pre_snapshot_hooks = ["fsfreeze -f /mnt"]   # run in order before each snapshot
+//! post_snapshot_hooks = ["fsfreeze -u /mnt"]  # and after it, on every path
 //! ```
 //!
 //! With no configuration at all, the pool `default` is the folder `$SNAPPORT_HOME/default/`
@@ -26,6 +29,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const DEFAULT_POOL: &str = "default";
+/// Snapshots per disk when the pool does not say (as VMmanager's default).
+pub const DEFAULT_SNAPSHOT_LIMIT: usize = 3;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +53,16 @@ pub struct PoolConfig {
     pub settings: BTreeMap<String, String>,
     pub memory_mib: Option<usize>,
     pub call_timeout_ms: Option<u64>,
+    /// Snapshots one disk may have (default 3). Lowering it keeps the snapshots a disk
+    /// has; only new ones are refused until it is under the limit again.
+    pub snapshot_limit: Option<usize>,
+    /// Commands (`sh -c`) run in order before each snapshot of this pool's disks, to
+    /// quiesce what uses them; a failure means the snapshot is not consistent.
+    #[serde(default)]
+    pub pre_snapshot_hooks: Vec<String>,
+    /// Commands run in order after each snapshot, on every path.
+    #[serde(default)]
+    pub post_snapshot_hooks: Vec<String>,
 }
 
 impl PoolConfig {
@@ -106,6 +121,9 @@ impl Config {
                 settings: BTreeMap::new(),
                 memory_mib: None,
                 call_timeout_ms: None,
+                snapshot_limit: None,
+                pre_snapshot_hooks: Vec::new(),
+                post_snapshot_hooks: Vec::new(),
             });
         Ok(Config {
             home,

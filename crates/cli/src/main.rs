@@ -10,6 +10,8 @@ mod config;
 mod context;
 mod interrupt;
 mod progress;
+mod quiesce;
+mod snapshots;
 mod source;
 
 use clap::{Parser, Subcommand};
@@ -38,10 +40,19 @@ enum Command {
     Upload(commands::upload::Args),
     /// Create a disk or image from an image, a disk or a snapshot (full copy or thin).
     Create(commands::create::Args),
-    /// Delete a disk or an image.
+    /// Delete a disk, an image or a disk snapshot.
     Delete(commands::delete::Args),
     /// List disks (vd), images (vi) or disk snapshots (vds) of a pool.
     Get(commands::get::Args),
+    /// Show one disk snapshot: phase, consistency, parent, comment.
+    Describe(commands::describe::Args),
+    /// Take snapshots.
+    #[command(subcommand)]
+    Snapshot(commands::snapshot::Command),
+    /// A disk's snapshots, each under the one taken before it.
+    Tree(commands::tree::Args),
+    /// Make a disk's content a snapshot's again (dry-run by default).
+    Restore(commands::restore::Args),
     /// List or inspect backend plugins.
     #[command(subcommand)]
     Plugin(commands::plugin::Command),
@@ -58,6 +69,10 @@ fn main() {
         Command::Create(a) => commands::create::run(a),
         Command::Delete(a) => commands::delete::run(a),
         Command::Get(a) => commands::get::run(a),
+        Command::Describe(a) => commands::describe::run(a),
+        Command::Snapshot(c) => commands::snapshot::run(c),
+        Command::Tree(a) => commands::tree::run(a),
+        Command::Restore(a) => commands::restore::run(a),
         Command::Plugin(c) => commands::plugin::run(c),
     };
     if let Err(e) = result {

@@ -206,6 +206,19 @@ impl GrantedDevices {
             .write(write)
             .open(&path)
             .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
+        if write {
+            // Never change what QEMU has open, and keep QEMU out while we do.
+            let busy = crate::locks::in_use(&file)
+                .map_err(|e| io_err(format!("testing the locks of {}", path.display()), e))?;
+            if busy {
+                return Err(BackendError::Busy(format!(
+                    "{} is in use by another process (it holds QEMU's image lock); stop the VM or tool using it, or retry later",
+                    path.display()
+                )));
+            }
+            crate::locks::lock_for_writing(&file)
+                .map_err(|e| io_err(format!("locking {}", path.display()), e))?;
+        }
         self.add(file, path, access)
     }
 

@@ -11,6 +11,7 @@
 
 mod error;
 pub mod grants;
+mod locks;
 
 pub use error::{BackendErrorKind, Error, ErrorKind, Result};
 pub use grants::{Grants, Logger};
@@ -502,6 +503,51 @@ impl Instance {
     /// Deletes volume `name`.
     pub fn delete_volume(&mut self, name: &str) -> Result<()> {
         self.call("deleting a volume", |s, g| g.call_delete_volume(s, name))
+    }
+
+    /// Whether another process has `volume` open the way QEMU marks its images (a
+    /// running VM, `qemu-img`, `qemu-nbd`): what makes a snapshot taken now only
+    /// crash-consistent, unless the guest is frozen.
+    pub fn volume_in_use(&mut self, volume: &str) -> Result<bool> {
+        let open = self.open_volume(volume, None)?;
+        for device in open.devices() {
+            let busy = locks::in_use(&device.file).map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!("testing the locks of {}: {e}", device.name),
+                )
+            })?;
+            if busy {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Takes snapshot `name` of `volume`, dated `created_unix_ms`.
+    pub fn create_snapshot(
+        &mut self,
+        volume: &str,
+        name: &str,
+        created_unix_ms: u64,
+    ) -> Result<SnapshotInfo> {
+        self.call("creating a snapshot", |s, g| {
+            g.call_create_snapshot(s, volume, name, created_unix_ms)
+        })
+    }
+
+    /// Deletes snapshot `name` of `volume`.
+    pub fn delete_snapshot(&mut self, volume: &str, name: &str) -> Result<()> {
+        self.call("deleting a snapshot", |s, g| {
+            g.call_delete_snapshot(s, volume, name)
+        })
+    }
+
+    /// Makes `volume`'s content that of its snapshot `name`.
+    pub fn restore_snapshot(&mut self, volume: &str, name: &str) -> Result<()> {
+        self.call("restoring a snapshot", |s, g| {
+            g.call_restore_snapshot(s, volume, name)
+        })
     }
 
     /// Removes files created by this instance and never published.

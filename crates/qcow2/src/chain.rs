@@ -3,6 +3,7 @@
 //! backing file's end, they stay unallocated (read as zeros).
 
 use crate::format::{self, Image, Mapping, Medium, Result, Run, View};
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 /// QEMU caps backing chains too (crosvm's MAX_NESTING_DEPTH is 10); 16 is generous.
@@ -10,7 +11,7 @@ pub const MAX_DEPTH: usize = 16;
 
 /// One layer of a chain: a qcow2 image (at a chosen L1 table) or a raw file.
 pub enum Layer {
-    Qcow2 { image: Image, view: View },
+    Qcow2 { image: Box<Image>, view: View },
     Raw { size: u64 },
 }
 

@@ -121,6 +121,9 @@ pub struct Snapshot {
     pub date_sec: u32,
     pub date_nsec: u32,
     pub vm_state_size: u64,
+    /// The table entry as stored (without its padding): kept whole when the table is
+    /// rewritten, so fields this reader does not know survive.
+    pub(crate) entry: Vec<u8>,
 }
 
 /// The parsed header and tables of one qcow2 file (one layer of a chain).
@@ -135,9 +138,13 @@ pub struct Image {
     pub backing_file: Option<String>,
     pub backing_format: Option<String>,
     pub snapshots: Vec<Snapshot>,
-    file_size: u64,
-    l1_size: u32,
-    l1_table_offset: u64,
+    pub(crate) file_size: u64,
+    pub(crate) l1_size: u32,
+    pub(crate) l1_table_offset: u64,
+    pub(crate) refcount_order: u32,
+    pub(crate) refcount_table_offset: u64,
+    pub(crate) refcount_table_clusters: u32,
+    pub(crate) snapshots_offset: u64,
     /// Metadata ranges (offset, length) no data or L2 cluster may overlap.
     metadata: Vec<(u64, u64)>,
     l2_cache: RefCell<Option<(u64, Vec<u64>)>>,
@@ -169,7 +176,7 @@ impl Image {
         1 << self.cluster_bits
     }
 
-    fn l2_entry_bytes(&self) -> u64 {
+    pub(crate) fn l2_entry_bytes(&self) -> u64 {
         if self.extended_l2 {
             16
         } else {
@@ -228,12 +235,14 @@ impl Image {
         let snapshots_offset = be64(&h, 64);
 
         let (mut incompatible, mut header_length, mut compression_type) = (0u64, 72u32, 0u8);
+        // Version 2 has 16-bit refcounts only.
+        let mut refcount_order = 4;
         if version == 3 {
             if file_size < 104 {
                 return corrupt("version 3 header is truncated (needs 104 bytes)".into());
             }
             incompatible = be64(&h, 72);
-            let refcount_order = be32(&h, 96);
+            refcount_order = be32(&h, 96);
             header_length = be32(&h, 100);
             if refcount_order > 6 {
                 return corrupt(format!("refcount_order {refcount_order} > 6"));
@@ -289,6 +298,10 @@ impl Image {
             file_size,
             l1_size,
             l1_table_offset,
+            refcount_order,
+            refcount_table_offset,
+            refcount_table_clusters,
+            snapshots_offset,
             metadata: vec![(0, cluster_size)],
             l2_cache: RefCell::new(None),
         };
@@ -338,7 +351,7 @@ impl Image {
     }
 
     /// Checks that `[offset, offset + len)` is cluster-aligned and inside the file.
-    fn check_table(&self, what: &str, offset: u64, len: u64) -> Result<()> {
+    pub(crate) fn check_table(&self, what: &str, offset: u64, len: u64) -> Result<()> {
         if offset & (self.cluster_size() - 1) != 0 {
             return corrupt(format!("{what} at {offset:#x} is not cluster-aligned"));
         }
@@ -447,6 +460,7 @@ impl Image {
                 date_sec: be32(&e, 16),
                 date_nsec: be32(&e, 20),
                 vm_state_size,
+                entry: [&e[..], &rest[..]].concat(),
             };
             self.check_l1(
                 l1_table_offset,
@@ -489,7 +503,7 @@ impl Image {
         Ok(Some(View { l1, size }))
     }
 
-    fn overlaps_metadata(&self, offset: u64, len: u64) -> Option<(u64, u64)> {
+    pub(crate) fn overlaps_metadata(&self, offset: u64, len: u64) -> Option<(u64, u64)> {
         self.metadata
             .iter()
             .copied()

@@ -4,7 +4,8 @@
 //! - [`format`]: reading an image (header, snapshot table, L1/L2, compressed clusters);
 //! - [`chain`]: a backing chain mapped as one volume;
 //! - [`layout`]: the header and refcount arithmetic every new image needs;
-//! - [`writer`]: a new image filled in any order, its metadata written at the end.
+//! - [`writer`]: a new image filled in any order, its metadata written at the end;
+//! - [`snapshot`]: internal snapshots created, deleted and reverted to in place.
 //!
 //! `no_std` + `alloc` and free of I/O: callers bring the bytes in ([`format::Medium`]) and
 //! take them out (the writer returns what to write where).
@@ -15,4 +16,5 @@ extern crate alloc;
 pub mod chain;
 pub mod format;
 pub mod layout;
+pub mod snapshot;
 pub mod writer;

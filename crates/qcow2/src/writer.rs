@@ -293,7 +293,13 @@ mod tests {
         );
         let image = Image::open(&file[..]).unwrap();
         let view = image.view(&file[..], None).unwrap().unwrap();
-        let layers = vec![(&file[..], Layer::Qcow2 { image, view })];
+        let layers = vec![(
+            &file[..],
+            Layer::Qcow2 {
+                image: Box::new(image),
+                view,
+            },
+        )];
         let (extents, _) = chain::map(&layers, 0, 100).unwrap();
         let data: Vec<(u64, u64, u64)> = extents
             .iter()

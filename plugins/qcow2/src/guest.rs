@@ -1,9 +1,11 @@
 //! The component glue: WIT bindings, host-backed media and the exported backend.
 
 use alloc::borrow::ToOwned;
-use core::cell::RefCell;
+use alloc::boxed::Box;
+use core::cell::{Cell, RefCell};
 use snapport_qcow2::chain::{self, Layer, Location, MAX_DEPTH};
-use snapport_qcow2::format::{self, Image, Medium};
+use snapport_qcow2::format::{self, Image, Medium, Snapshot};
+use snapport_qcow2::snapshot::{self, MediumMut};
 use snapport_qcow2::writer::NewImage;
 use alloc::format;
 use alloc::string::String;
@@ -63,6 +65,82 @@ impl Medium for Device {
             done += got.len();
         }
         Ok(())
+    }
+}
+
+/// A disk file opened read-write for in-place metadata changes (snapshots).
+struct WritableDevice {
+    id: u32,
+    size: Cell<u64>,
+}
+
+impl WritableDevice {
+    fn open(name: &str) -> Result<WritableDevice, BackendError> {
+        let id = host::open(name, None, Access::ReadWrite)?;
+        let size = Cell::new(host::device_size(id)?);
+        Ok(WritableDevice { id, size })
+    }
+}
+
+impl Medium for WritableDevice {
+    fn size(&self) -> u64 {
+        self.size.get()
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> format::Result<()> {
+        Device { id: self.id, size: self.size.get() }.read_exact_at(offset, buf)
+    }
+}
+
+impl MediumMut for WritableDevice {
+    fn write_all_at(&self, offset: u64, bytes: &[u8]) -> format::Result<()> {
+        let end = offset + bytes.len() as u64;
+        // The host reads no further than the size it knows: grow it first.
+        if end > self.size.get() {
+            host::set_size(self.id, end).map_err(|e| format::Error::Io(describe(&e)))?;
+            self.size.set(end);
+        }
+        host::write_at(self.id, offset, bytes).map_err(|e| format::Error::Io(describe(&e)))
+    }
+}
+
+/// The qcow2 file of disk `volume`, open for a snapshot change, and its parsed header.
+fn snapshot_target(volume: &str) -> Result<(String, WritableDevice, Image), BackendError> {
+    let pool_file = find(volume)?;
+    if pool_file.kind == VolumeKind::Image {
+        return Err(BackendError::PermissionDenied(format!(
+            "vi/{volume} is a read-only image; snapshots are of disks"
+        )));
+    }
+    let file = pool_file.file.name;
+    let dev = WritableDevice::open(&file)?;
+    let mut magic = [0u8; 4];
+    if dev.size() < 4 || dev.read_exact_at(0, &mut magic).is_err() || !format::is_qcow2(&magic) {
+        return Err(BackendError::Unsupported(format!("{file} is a raw file: only qcow2 disks have snapshots")));
+    }
+    let image = Image::open(&dev).map_err(|e| format_error(&file, e))?;
+    Ok((file, dev, image))
+}
+
+/// `name` must name a snapshot of `image` (by name, else by id).
+fn existing(image: &Image, volume: &str, name: &str) -> Result<(), BackendError> {
+    if image.snapshots.iter().any(|s| s.name == name || s.id == name) {
+        Ok(())
+    } else {
+        Err(BackendError::NotFound(format!("disk {volume} has no snapshot {name}")))
+    }
+}
+
+fn snapshot_info(volume: &str, s: &Snapshot) -> SnapshotInfo {
+    SnapshotInfo {
+        name: s.name.clone(),
+        volume: volume.to_owned(),
+        id: s.id.clone(),
+        size: s.disk_size,
+        created_unix_ms: Some(u64::from(s.date_sec) * 1000 + u64::from(s.date_nsec) / 1_000_000),
+        parent: None,
+        phase: SnapshotPhase::Ready,
+        consistent: false,
+        labels: Vec::new(),
     }
 }
 
@@ -194,7 +272,7 @@ fn open_chain(file: &str, snapshot: Option<&str>) -> Result<Vec<(Device, Layer)>
             if let Some(b) = &image.backing_file {
                 next = Some((b.clone(), Some(dev.id), image.backing_format.clone()));
             }
-            Layer::Qcow2 { image, view }
+            Layer::Qcow2 { image: Box::new(image), view }
         } else if snapshot.is_some() && layers.is_empty() {
             return Err(BackendError::NotFound(format!("{name} is a raw file: it has no snapshots")));
         } else {
@@ -248,7 +326,10 @@ impl Guest for Plugin {
                 | Capabilities::ZERO
                 | Capabilities::VOLUME_CREATE
                 | Capabilities::VOLUME_DELETE
-                | Capabilities::THIN_CLONE,
+                | Capabilities::THIN_CLONE
+                | Capabilities::SNAPSHOT_CREATE
+                | Capabilities::SNAPSHOT_DELETE
+                | Capabilities::SNAPSHOT_RESTORE,
         }
     }
 
@@ -267,19 +348,7 @@ impl Guest for Plugin {
                 continue;
             }
             let image = Image::open(&dev).map_err(|e| format_error(&f.name, e))?;
-            for s in &image.snapshots {
-                out.push(SnapshotInfo {
-                    name: s.name.clone(),
-                    volume: stem.clone(),
-                    id: s.id.clone(),
-                    size: s.disk_size,
-                    created_unix_ms: Some(u64::from(s.date_sec) * 1000 + u64::from(s.date_nsec) / 1_000_000),
-                    parent: None,
-                    phase: SnapshotPhase::Ready,
-                    consistent: false,
-                    labels: Vec::new(),
-                });
-            }
+            out.extend(image.snapshots.iter().map(|s| snapshot_info(&stem, s)));
         }
         if let Some(v) = volume {
             if out.is_empty() {
@@ -384,12 +453,33 @@ impl Guest for Plugin {
         host::remove_file(&file_of(&name)?)
     }
 
-    fn create_snapshot(_: String, _: String) -> Result<SnapshotInfo, BackendError> {
-        Err(BackendError::Unsupported("the qcow2 plugin cannot create snapshots yet".into()))
+    /// A qcow2 internal snapshot, as `qemu-img snapshot -c` makes it.
+    fn create_snapshot(volume: String, name: String, created_unix_ms: u64) -> Result<SnapshotInfo, BackendError> {
+        let (file, dev, image) = snapshot_target(&volume)?;
+        if let Some(s) = image.snapshots.iter().find(|s| s.name == name || s.id == name) {
+            return Err(BackendError::Conflict(format!(
+                "disk {volume} has a snapshot {name} already (id {}, name {})",
+                s.id, s.name
+            )));
+        }
+        let date = ((created_unix_ms / 1000) as u32, (created_unix_ms % 1000) as u32 * 1_000_000);
+        let made = snapshot::create(&dev, &name, date).map_err(|e| format_error(&file, e))?;
+        host::flush(dev.id)?;
+        Ok(snapshot_info(&volume, &made))
     }
 
-    fn delete_snapshot(_: String, _: String) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported("the qcow2 plugin cannot delete snapshots yet".into()))
+    fn delete_snapshot(volume: String, name: String) -> Result<(), BackendError> {
+        let (file, dev, image) = snapshot_target(&volume)?;
+        existing(&image, &volume, &name)?;
+        snapshot::delete(&dev, &name).map_err(|e| format_error(&file, e))?;
+        host::flush(dev.id)
+    }
+
+    fn restore_snapshot(volume: String, name: String) -> Result<(), BackendError> {
+        let (file, dev, image) = snapshot_target(&volume)?;
+        existing(&image, &volume, &name)?;
+        snapshot::revert(&dev, &name).map_err(|e| format_error(&file, e))?;
+        host::flush(dev.id)
     }
 }
 

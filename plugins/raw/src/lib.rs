@@ -150,11 +150,15 @@ impl Guest for Plugin {
         host::remove_file(&v.target)
     }
 
-    fn create_snapshot(_: String, _: String) -> Result<SnapshotInfo, BackendError> {
+    fn create_snapshot(_: String, _: String, _: u64) -> Result<SnapshotInfo, BackendError> {
         Err(BackendError::Unsupported("raw volumes have no snapshots".into()))
     }
 
     fn delete_snapshot(_: String, _: String) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported("raw volumes have no snapshots".into()))
+    }
+
+    fn restore_snapshot(_: String, _: String) -> Result<(), BackendError> {
         Err(BackendError::Unsupported("raw volumes have no snapshots".into()))
     }
 }

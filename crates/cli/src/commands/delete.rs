@@ -1,15 +1,17 @@
-//! `snapport delete vd/NAME|vi/NAME`: removes a volume, unless another volume reads
-//! through to it (a thin clone's image); `--force` deletes anyway and names what breaks.
+//! `snapport delete vd/NAME|vi/NAME|vds/DISK@SNAP`: removes a volume, unless another
+//! volume reads through to it (a thin clone's image; `--force` deletes anyway and names
+//! what breaks), or a disk snapshot (`Terminating` until the backend is done).
 
 use crate::address::Address;
 use crate::commands::create::check_kind;
 use crate::commands::OutputArg;
 use crate::context::Context;
+use crate::snapshots::{self, key, Phase};
 use anyhow::{bail, Context as _, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// vd/NAME or vi/NAME.
+    /// vd/NAME, vi/NAME or vds/DISK@SNAP.
     target: String,
     #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
     pool: String,
@@ -24,8 +26,8 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     let target = Address::parse(&args.target)?;
-    if matches!(target, Address::DiskSnapshot { .. }) {
-        bail!("{target}: delete takes vd/NAME or vi/NAME");
+    if let Address::DiskSnapshot { disk, snapshot } = &target {
+        return delete_snapshot(&args, &target, disk, snapshot);
     }
     let ctx = Context::new()?;
     let mut pool = ctx.pool(&args.pool)?;
@@ -62,6 +64,68 @@ pub fn run(args: Args) -> Result<()> {
                 );
             }
         }
+        OutputArg::Text => {}
+    }
+    Ok(())
+}
+
+fn delete_snapshot(args: &Args, target: &Address, disk: &str, name: &str) -> Result<()> {
+    let ctx = Context::new()?;
+    let home = &ctx.config.home;
+    let mut pool = ctx.pool(&args.pool)?;
+    let views = snapshots::list(home, &args.pool, &mut pool, Some(disk))?;
+    let Some(view) = views.iter().find(|v| v.name == name) else {
+        bail!("no {target} in pool {}", args.pool);
+    };
+    if matches!(view.phase, Phase::Pending | Phase::InProgress) {
+        bail!("{target} is {:?}: wait for it to finish", view.phase);
+    }
+    let k = key(disk, name);
+    // A snapshot that never came to be is only a record.
+    if view.id.is_some() {
+        snapshots::update(home, &args.pool, |r| {
+            let rec = r.snapshots.entry(k.clone()).or_default();
+            rec.phase = Phase::Terminating;
+            rec.error = None;
+        })?;
+        if let Err(e) = pool.delete_snapshot(disk, name) {
+            let e = anyhow::Error::new(e).context(format!("deleting {target}"));
+            let why = format!("{e:#}");
+            snapshots::update(home, &args.pool, |r| {
+                if let Some(rec) = r.snapshots.get_mut(&k) {
+                    rec.error = Some(why);
+                }
+            })?;
+            return Err(e);
+        }
+    }
+    // Its children now follow from its parent; a disk whose content came from it, too.
+    snapshots::update(home, &args.pool, |r| {
+        let parent = r
+            .snapshots
+            .remove(&k)
+            .and_then(|rec| rec.parent)
+            .or(view.parent.clone());
+        for (other, rec) in r.snapshots.iter_mut() {
+            if other.split_once('@').is_some_and(|(d, _)| d == disk)
+                && rec.parent.as_deref() == Some(name)
+            {
+                rec.parent = parent.clone();
+            }
+        }
+        if r.heads.get(disk).map(String::as_str) == Some(name) {
+            match &parent {
+                Some(p) => r.heads.insert(disk.to_string(), p.clone()),
+                None => r.heads.remove(disk),
+            };
+        }
+    })?;
+    match args.output {
+        OutputArg::Json => println!(
+            "{}",
+            serde_json::json!({ "deleted": target.to_string(), "pool": args.pool })
+        ),
+        OutputArg::Text if !args.quiet => eprintln!("deleted {target} from pool {}", args.pool),
         OutputArg::Text => {}
     }
     Ok(())

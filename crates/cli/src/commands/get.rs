@@ -76,33 +76,30 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
     } else {
-        let snaps = instance.list_snapshots(args.name.as_deref())?;
+        let views = crate::snapshots::list(
+            &ctx.config.home,
+            &args.pool,
+            &mut instance,
+            args.name.as_deref(),
+        )?;
         if args.output == "json" {
-            let docs: Vec<_> = snaps
-                .iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "name": format!("vds/{}@{}", s.volume, s.name),
-                        "pool": args.pool,
-                        "disk": s.volume,
-                        "id": s.id,
-                        "size": s.size,
-                        "created_unix_ms": s.created_unix_ms,
-                        "phase": format!("{:?}", s.phase),
-                        "consistent": s.consistent,
-                    })
-                })
-                .collect();
+            let docs: Vec<_> = views.iter().map(|v| v.to_json(&args.pool)).collect();
             println!("{}", serde_json::to_string_pretty(&docs)?);
         } else {
-            println!("{:<40} {:>10} {:<8} ID", "NAME", "SIZE", "PHASE");
-            for s in &snaps {
+            println!(
+                "{:<40} {:>10} {:<12} {:<10} {:<20} ID",
+                "NAME", "SIZE", "PHASE", "CONSISTENT", "CREATED"
+            );
+            for v in &views {
                 println!(
-                    "{:<40} {:>10} {:<8} {}",
-                    format!("vds/{}@{}", s.volume, s.name),
-                    human(s.size),
-                    format!("{:?}", s.phase),
-                    s.id
+                    "{:<40} {:>10} {:<12} {:<10} {:<20} {}",
+                    v.address(),
+                    v.size.map_or_else(|| "-".into(), human),
+                    format!("{:?}", v.phase),
+                    if v.consistent { "yes" } else { "no" },
+                    v.created_unix_ms
+                        .map_or_else(|| "-".into(), crate::snapshots::utc),
+                    v.id.as_deref().unwrap_or("-")
                 );
             }
         }

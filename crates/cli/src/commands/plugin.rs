@@ -31,6 +31,7 @@ fn capability_names(c: Capabilities) -> Vec<&'static str> {
         (Capabilities::CHANGED_BLOCKS, "changed-blocks"),
         (Capabilities::SNAPSHOT_CREATE, "snapshot-create"),
         (Capabilities::SNAPSHOT_DELETE, "snapshot-delete"),
+        (Capabilities::SNAPSHOT_RESTORE, "snapshot-restore"),
         (Capabilities::VOLUME_CREATE, "volume-create"),
         (Capabilities::VOLUME_DELETE, "volume-delete"),
     ]

@@ -105,11 +105,15 @@ impl Guest for Plugin {
         Err(BackendError::Unsupported("test plugin".into()))
     }
 
-    fn create_snapshot(_: String, _: String) -> Result<SnapshotInfo, BackendError> {
+    fn create_snapshot(_: String, _: String, _: u64) -> Result<SnapshotInfo, BackendError> {
         Err(BackendError::Unsupported("test plugin".into()))
     }
 
     fn delete_snapshot(_: String, _: String) -> Result<(), BackendError> {
+        Err(BackendError::Unsupported("test plugin".into()))
+    }
+
+    fn restore_snapshot(_: String, _: String) -> Result<(), BackendError> {
         Err(BackendError::Unsupported("test plugin".into()))
     }
 }

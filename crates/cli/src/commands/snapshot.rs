@@ -1,0 +1,279 @@
+//! `snapport snapshot create vd/NAME`: a point-in-time snapshot of a disk, through the
+//! pool's plugin (for qcow2 pools: a qcow2 internal snapshot `qemu-img` lists).
+//!
+//! The phases are recorded as the work goes (`Pending` while checks run, `InProgress`
+//! during the backend call, then `Ready` or `Failed`), so a `get vds` in another shell
+//! sees them. The per-disk limit counts every snapshot that is not `Failed`.
+
+use crate::address::Address;
+use crate::commands::OutputArg;
+use crate::context::Context;
+use crate::quiesce::{self, Plan};
+use crate::snapshots::{self, key, Phase, Record};
+use anyhow::{bail, Context as _, Result};
+use snapport_host::VolumeKind;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Take a snapshot of a disk.
+    Create(CreateArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Consistency {
+    /// Fail unless the guest's file systems are frozen or the disk is not in use.
+    Required,
+    /// Take it anyway and record `consistent: false` when that cannot be ensured.
+    BestEffort,
+}
+
+#[derive(clap::Args)]
+pub struct CreateArgs {
+    /// vd/NAME.
+    target: String,
+    /// The snapshot's name (default: the UTC date and time, `20261124-064012`).
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, value_enum, default_value_t = Consistency::BestEffort)]
+    consistency: Consistency,
+    /// A note kept with the snapshot.
+    #[arg(long)]
+    comment: Option<String>,
+    /// The QEMU guest agent's Unix socket: the guest's file systems are frozen while the
+    /// snapshot is taken.
+    #[arg(long, value_name = "SOCKET")]
+    guest_agent: Option<std::path::PathBuf>,
+    /// A command (`sh -c`) run before the snapshot, after the pool's own; repeatable, run
+    /// in order. A failure means "not quiesced".
+    #[arg(long = "pre-hook", value_name = "CMD")]
+    pre_hooks: Vec<String>,
+    /// A command run after the snapshot (and the thaw) on every path; repeatable.
+    #[arg(long = "post-hook", value_name = "CMD")]
+    post_hooks: Vec<String>,
+    #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
+    pool: String,
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputArg::Text)]
+    output: OutputArg,
+}
+
+pub fn run(command: Command) -> Result<()> {
+    match command {
+        Command::Create(args) => create(args),
+    }
+}
+
+/// A snapshot name snapport accepts: what fits `vds/DISK@NAME` and a file name.
+pub fn check_name(name: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 255
+        || name.starts_with('.')
+        || name.contains(['/', '@'])
+        || name.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        bail!(
+            "{name:?} cannot name a snapshot (1 to 255 bytes; no '/', '@', spaces or leading '.')"
+        );
+    }
+    Ok(())
+}
+
+fn create(args: CreateArgs) -> Result<()> {
+    let target = Address::parse(&args.target)?;
+    let Address::Disk(disk) = &target else {
+        bail!("{target}: snapshot create takes a disk, vd/NAME");
+    };
+    let created = snapshots::now_ms();
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => snapshots::utc(created)
+            .trim_end_matches('Z')
+            .replace(['-', ':'], "")
+            .replace('T', "-"),
+    };
+    check_name(&name)?;
+    let ctx = Context::new()?;
+    let pool_config = ctx.config.pool(&args.pool)?;
+    let limit = pool_config
+        .snapshot_limit
+        .unwrap_or(crate::config::DEFAULT_SNAPSHOT_LIMIT);
+    let plan = Plan {
+        agent: args.guest_agent.clone(),
+        pre: [&pool_config.pre_snapshot_hooks[..], &args.pre_hooks[..]].concat(),
+        post: [&pool_config.post_snapshot_hooks[..], &args.post_hooks[..]].concat(),
+        env: vec![
+            ("SNAPPORT_POOL".into(), args.pool.clone()),
+            ("SNAPPORT_DISKS".into(), disk.clone()),
+            ("SNAPPORT_SNAPSHOT".into(), name.clone()),
+        ],
+    };
+    let home = ctx.config.home.clone();
+    let mut pool = ctx.pool(&args.pool)?;
+    let volumes = pool.list_volumes()?;
+    match volumes.iter().find(|v| &v.name == disk) {
+        None => bail!("no {target} in pool {}", args.pool),
+        Some(v) if v.kind == VolumeKind::Image => {
+            bail!("vi/{disk} is a read-only image; snapshots are of disks (vd/)")
+        }
+        Some(_) => {}
+    }
+    let this = format!("vds/{disk}@{name}");
+    let listed = pool.list_snapshots(Some(disk))?;
+
+    // Pending: the checks, under the records' lock, so two creates cannot both pass the
+    // limit.
+    let parent = snapshots::update(&home, &args.pool, |records| -> Result<Option<String>> {
+        let views = snapshots::merge(listed, records, Some(disk));
+        if let Some(v) = views
+            .iter()
+            .find(|v| v.name == name && v.phase != Phase::Failed)
+        {
+            bail!(
+                "{this} exists already ({:?}); choose another --name",
+                v.phase
+            );
+        }
+        let live = views.iter().filter(|v| v.phase != Phase::Failed).count();
+        if live >= limit {
+            bail!(
+                "vd/{disk} has {live} snapshots, the limit of pool {} (snapshot_limit = {limit}); delete or prune one, or raise snapshot_limit",
+                args.pool
+            );
+        }
+        let parent = records.heads.get(disk.as_str()).cloned().or_else(|| {
+            views
+                .iter()
+                .rev()
+                .find(|v| v.phase == Phase::Ready)
+                .map(|v| v.name.clone())
+        });
+        records.snapshots.insert(
+            key(disk, &name),
+            Record {
+                phase: Phase::Pending,
+                consistent: false,
+                comment: args.comment.clone(),
+                parent: parent.clone(),
+                created_unix_ms: Some(created),
+                error: None,
+            },
+        );
+        Ok(parent)
+    })??;
+
+    let set = |phase: Phase, consistent: bool, error: Option<String>| {
+        snapshots::update(&home, &args.pool, |records| {
+            if let Some(r) = records.snapshots.get_mut(&key(disk, &name)) {
+                r.phase = phase;
+                r.consistent = consistent;
+                r.error = error;
+            }
+            if phase == Phase::Ready {
+                records.heads.insert(disk.clone(), name.clone());
+            }
+        })
+    };
+    let in_use = match pool.volume_in_use(disk) {
+        Ok(b) => b,
+        Err(e) => {
+            let e = anyhow::Error::new(e).context(format!("checking whether vd/{disk} is in use"));
+            set(Phase::Failed, false, Some(format!("{e:#}")))?;
+            return Err(e);
+        }
+    };
+
+    // From the first hook to the thaw, a signal waits: the guest must not stay frozen.
+    let _hold = crate::interrupt::defer();
+    let mut frozen = quiesce::freeze(&plan);
+    let consistent = if plan.quiesces() {
+        frozen.quiesced
+    } else {
+        !in_use
+    };
+    if args.consistency == Consistency::Required && !consistent {
+        let mut why = if plan.quiesces() {
+            frozen.problems.join("; ")
+        } else {
+            format!(
+                "vd/{disk} is in use and nothing is configured to freeze its guest (--guest-agent, --pre-hook or the pool's pre_snapshot_hooks)"
+            )
+        };
+        for p in frozen.thaw() {
+            why.push_str("; ");
+            why.push_str(&p);
+        }
+        let why = format!("{this} not taken: --consistency required: {why}");
+        set(Phase::Failed, false, Some(why.clone()))?;
+        bail!(why);
+    }
+    set(Phase::InProgress, consistent, None)?;
+    let made = pool.create_snapshot(disk, &name, created);
+    let thaw_problems = frozen.thaw();
+    let info = match made {
+        Ok(info) => info,
+        Err(e) => {
+            use snapport_host::{BackendErrorKind as B, ErrorKind as K};
+            // A request the backend refuses outright (a raw disk, a name it rejects)
+            // made nothing: no record. An attempt that broke stays visible as Failed.
+            let refused = matches!(
+                e.kind,
+                K::Backend(
+                    B::Unsupported
+                        | B::InvalidArgument
+                        | B::NotFound
+                        | B::Conflict
+                        | B::PermissionDenied
+                )
+            );
+            let mut e = anyhow::Error::new(e).context(format!("creating {this}"));
+            if !thaw_problems.is_empty() {
+                e = e.context(thaw_problems.join("; "));
+            }
+            if refused {
+                snapshots::update(&home, &args.pool, |r| r.snapshots.remove(&key(disk, &name)))?;
+            } else {
+                set(Phase::Failed, false, Some(format!("{e:#}")))?;
+            }
+            return Err(e);
+        }
+    };
+    let problems = (!thaw_problems.is_empty()).then(|| thaw_problems.join("; "));
+    set(Phase::Ready, consistent, problems.clone())
+        .context("the snapshot exists, but its record was not saved")?;
+    if let Some(p) = problems {
+        bail!("{this} was created, but: {p}");
+    }
+    let view = snapshots::View {
+        disk: disk.clone(),
+        name: info.name,
+        id: Some(info.id),
+        size: Some(info.size),
+        created_unix_ms: info.created_unix_ms.or(Some(created)),
+        phase: Phase::Ready,
+        consistent,
+        comment: args.comment,
+        parent,
+        error: None,
+    };
+    match args.output {
+        OutputArg::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&view.to_json(&args.pool))?
+        ),
+        OutputArg::Text if !args.quiet => eprintln!(
+            "created {} in pool {} (Ready, {})",
+            view.address(),
+            args.pool,
+            if consistent {
+                "consistent"
+            } else if in_use {
+                "not consistent: the disk is in use and its guest was not frozen"
+            } else {
+                "not consistent: quiescing failed"
+            }
+        ),
+        OutputArg::Text => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,559 @@
+//! Disk snapshots on a qcow2 pool, judged by QEMU: `qemu-img snapshot -l` lists what
+//! snapport made, `qemu-img check` finds every refcount and flag right, and exports and
+//! restores compare identical (`qemu-img compare`) with what `qemu-img convert` reads.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+
+fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Names `qemu-img snapshot -l` lists.
+fn qemu_listed(img: &Path) -> Vec<String> {
+    tool("qemu-img", &["snapshot", "-l", p(img)])
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_owned))
+        .collect()
+}
+
+/// `qemu-img check` must report neither errors nor leaks.
+fn check(img: &Path) {
+    let out = std::process::Command::new("qemu-img")
+        .args(["check", p(img)])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "qemu-img check: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn active_raw(img: &Path, to: &Path) {
+    let _ = std::fs::remove_file(to);
+    tool("qemu-img", &["convert", "-O", "raw", p(img), p(to)]);
+}
+
+fn same(a: &Path, b: &Path) {
+    tool(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "raw", p(a), p(b)],
+    );
+}
+
+fn snapshots(home: &Home) -> Vec<Value> {
+    json(&home.ok(&["get", "vds", "-o", "json"]))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn phase_of(home: &Home, address: &str) -> Option<String> {
+    snapshots(home)
+        .iter()
+        .find(|s| s["name"] == address)
+        .map(|s| s["phase"].as_str().unwrap().to_owned())
+}
+
+fn sha256(path: &Path) -> String {
+    tool("sha256sum", &[p(path)])
+}
+
+#[test]
+fn lifecycle_limit_restore_and_delete() {
+    let home = Home::new();
+    let img = home.pool().join("d.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "64M"]);
+    qemu_io(
+        &img,
+        "qcow2",
+        &[
+            "write -P 0x11 0 4M",
+            "write -c -P 0x12 8M 64k",
+            "write -z 9M 1M",
+        ],
+    );
+    let a = home.out("a.raw");
+    active_raw(&img, &a);
+
+    let s1 = json(&home.ok(&["snapshot", "create", "vd/d", "--name", "s1", "-o", "json"]));
+    assert_eq!(s1["name"], "vds/d@s1");
+    assert_eq!(s1["phase"], "Ready");
+    // Nobody had the disk open: taken offline, it is consistent.
+    assert_eq!(s1["consistent"], true);
+    check(&img);
+
+    qemu_io(
+        &img,
+        "qcow2",
+        &["write -P 0x22 1M 2M", "write -P 0x23 30M 1M"],
+    );
+    let b = home.out("b.raw");
+    active_raw(&img, &b);
+    home.ok(&[
+        "snapshot",
+        "create",
+        "vd/d",
+        "--name",
+        "s2",
+        "--comment",
+        "before the upgrade",
+        "-q",
+    ]);
+    // A snapshot QEMU makes is one of the disk's like any other.
+    tool("qemu-img", &["snapshot", "-c", "q3", p(&img)]);
+    assert_eq!(qemu_listed(&img), ["s1", "s2", "q3"]);
+    check(&img);
+
+    let listed = snapshots(&home);
+    let names: Vec<&str> = listed.iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["vds/d@s1", "vds/d@s2", "vds/d@q3"]);
+    assert!(listed.iter().all(|s| s["phase"] == "Ready"), "{listed:?}");
+
+    // The default limit is 3: the fourth is refused and nothing changes.
+    let err = home.fails(&["snapshot", "create", "vd/d", "--name", "s4"]);
+    assert!(err.contains("limit"), "{err}");
+    assert_eq!(qemu_listed(&img), ["s1", "s2", "q3"]);
+
+    // Exports of the snapshots are what QEMU reads in them.
+    for (snap, want) in [("s1", &a), ("s2", &b)] {
+        let got = home.out(&format!("{snap}.raw"));
+        home.ok(&["download", &format!("vds/d@{snap}"), "-o", p(&got), "-q"]);
+        same(want, &got);
+    }
+
+    let s2 = json(&home.ok(&["describe", "vds/d@s2", "-o", "json"]));
+    assert_eq!(s2["comment"], "before the upgrade");
+    assert_eq!(s2["parent"], "vds/d@s1");
+    let text = String::from_utf8(home.ok(&["describe", "vds/d@s2"]).stdout).unwrap();
+    assert!(text.contains("Parent:      vds/d@s1"), "{text}");
+
+    // The tree: s2 under s1, the disk's present under s2, q3 (no record) at the top.
+    let tree = String::from_utf8(home.ok(&["tree", "vd/d"]).stdout).unwrap();
+    let indent = |name: &str| {
+        let line = tree
+            .lines()
+            .find(|l| l.contains(name))
+            .unwrap_or_else(|| panic!("{name} not in\n{tree}"));
+        line.find(name).unwrap()
+    };
+    assert!(indent("s2") > indent("s1"), "{tree}");
+    assert!(indent("(now)") > indent("s2"), "{tree}");
+    assert_eq!(indent("q3"), indent("s1"), "{tree}");
+
+    // Restore. The dry run (the default) changes nothing and reports the newer snapshots.
+    qemu_io(&img, "qcow2", &["write -P 0x33 0 8M"]);
+    let before = (sha256(&img), files_in(&home.pool()));
+    let dry = json(&home.ok(&["restore", "vd/d", "--from", "vds/d@s1", "-o", "json"]));
+    assert_eq!(dry["restored"], false);
+    assert_eq!(dry["mode"], "DryRun");
+    let conflicts = dry["conflicts"].to_string();
+    assert!(
+        conflicts.contains("vds/d@s2") && conflicts.contains("vds/d@q3"),
+        "{conflicts}"
+    );
+    assert_eq!(before, (sha256(&img), files_in(&home.pool())));
+    // Strict refuses them, and changes nothing either.
+    let err = home.fails(&["restore", "vd/d", "--from", "vds/d@s1", "--mode", "strict"]);
+    assert!(err.contains("vds/d@s2"), "{err}");
+    assert_eq!(before, (sha256(&img), files_in(&home.pool())));
+    // Another disk's snapshot is no source for this one.
+    let err = home.fails(&[
+        "restore",
+        "vd/d",
+        "--from",
+        "vds/other@s1",
+        "--mode",
+        "strict",
+    ]);
+    assert!(err.contains("not of vd/d"), "{err}");
+    // Best effort restores and reports what it set aside.
+    let done = json(&home.ok(&[
+        "restore",
+        "vd/d",
+        "--from",
+        "vds/d@s1",
+        "--mode",
+        "best-effort",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(done["restored"], true);
+    assert!(done["conflicts"].to_string().contains("vds/d@s2"));
+    check(&img);
+    tool("qemu-img", &["compare", "-F", "raw", p(&img), p(&a)]);
+    // The disk's present now hangs under s1.
+    let tree = String::from_utf8(home.ok(&["tree", "vd/d"]).stdout).unwrap();
+    let now = tree.lines().position(|l| l.contains("(now)")).unwrap();
+    let s1_line = tree.lines().position(|l| l.contains("s1")).unwrap();
+    let s2_line = tree.lines().position(|l| l.contains("s2")).unwrap();
+    assert!(now > s2_line && s2_line > s1_line, "{tree}");
+    // Guest writes after the restore leave every snapshot whole.
+    qemu_io(&img, "qcow2", &["write -P 0x44 2M 4M"]);
+    check(&img);
+
+    // Delete: gone from QEMU's list, the image checks clean, the others still export.
+    home.ok(&["delete", "vds/d@s2", "-q"]);
+    assert_eq!(qemu_listed(&img), ["s1", "q3"]);
+    check(&img);
+    let got = home.out("s1.again.raw");
+    home.ok(&["download", "vds/d@s1", "-o", p(&got), "-q"]);
+    same(&a, &got);
+    let err = home.fails(&["delete", "vds/d@s2"]);
+    assert!(err.contains("no vds/d@s2"), "{err}");
+
+    // A lower limit keeps what the disk has and refuses new ones.
+    home.write_config(
+        "[pools.default]\nplugin = \"qcow2\"\nfolders = [\"default\"]\nwritable = true\nsnapshot_limit = 1\n",
+    );
+    let err = home.fails(&["snapshot", "create", "vd/d", "--name", "s5"]);
+    assert!(err.contains("snapshot_limit = 1"), "{err}");
+    assert_eq!(qemu_listed(&img), ["s1", "q3"]);
+    check(&img);
+}
+
+#[test]
+fn phases_failed_and_terminating_show_in_json() {
+    let home = Home::new();
+    let img = home.pool().join("d.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "16M"]);
+    qemu_io(&img, "qcow2", &["write -P 0x11 0 1M"]);
+
+    // Required consistency that a hook cannot give: Failed, recorded with why, nothing
+    // made.
+    let err = home.fails(&[
+        "snapshot",
+        "create",
+        "vd/d",
+        "--name",
+        "x",
+        "--consistency",
+        "required",
+        "--pre-hook",
+        "exit 3",
+    ]);
+    assert!(err.contains("pre hook `exit 3` failed"), "{err}");
+    let listed = snapshots(&home);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["phase"], "Failed");
+    assert!(listed[0]["error"].as_str().unwrap().contains("exit 3"));
+    assert!(qemu_listed(&img).is_empty());
+    // A failed one does not count towards the limit, and can be removed.
+    home.ok(&["delete", "vds/d@x", "-q"]);
+    assert!(snapshots(&home).is_empty());
+
+    // The default name is the UTC date and time.
+    let made = json(&home.ok(&["snapshot", "create", "vd/d", "-o", "json"]));
+    let name = made["snapshot"].as_str().unwrap().to_owned();
+    assert!(
+        name.len() == 15
+            && name.as_bytes()[8] == b'-'
+            && name.chars().filter(char::is_ascii_digit).count() == 14,
+        "{name}"
+    );
+    assert_eq!(qemu_listed(&img), [name.as_str()]);
+
+    // A delete the pool cannot carry out leaves it Terminating, with the reason.
+    home.write_config(
+        "[pools.default]\nplugin = \"qcow2\"\nfolders = [\"default\"]\nwritable = false\n",
+    );
+    let address = format!("vds/d@{name}");
+    let err = home.fails(&["delete", &address]);
+    assert!(err.contains("read-only"), "{err}");
+    assert_eq!(phase_of(&home, &address).as_deref(), Some("Terminating"));
+    assert_eq!(qemu_listed(&img), [name.as_str()]);
+    // And a retry once it can finishes the job.
+    home.write_config(
+        "[pools.default]\nplugin = \"qcow2\"\nfolders = [\"default\"]\nwritable = true\n",
+    );
+    home.ok(&["delete", &address, "-q"]);
+    assert!(snapshots(&home).is_empty());
+    assert!(qemu_listed(&img).is_empty());
+    check(&img);
+}
+
+#[test]
+fn what_cannot_be_snapshotted_is_refused_clearly() {
+    let home = Home::new();
+    std::fs::write(home.pool().join("r.raw"), vec![7u8; 1 << 20]).unwrap();
+    let err = home.fails(&["snapshot", "create", "vd/r", "--name", "s"]);
+    assert!(err.contains("raw file"), "{err}");
+    tool(
+        "qemu-img",
+        &[
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            p(&home.pool().join("base.image.qcow2")),
+            "1M",
+        ],
+    );
+    let err = home.fails(&["snapshot", "create", "vd/base"]);
+    assert!(err.contains("read-only image"), "{err}");
+    let err = home.fails(&["snapshot", "create", "vd/none"]);
+    assert!(err.contains("no vd/none"), "{err}");
+    for bad in ["a/b", "a@b", "has space", ".hidden", ""] {
+        let err = home.fails(&["snapshot", "create", "vd/r", "--name", bad]);
+        assert!(err.contains("cannot name a snapshot"), "{bad}: {err}");
+    }
+    // None of it left a record behind.
+    assert!(snapshots(&home).is_empty());
+}
+
+/// A QEMU guest agent on a Unix socket, answering the real protocol (JSON lines). It
+/// logs each command with the number of snapshots the image had at that moment, and
+/// fails `guest-fsfreeze-freeze` when told to.
+struct FakeAgent {
+    socket: std::path::PathBuf,
+    log: std::sync::Arc<std::sync::Mutex<Vec<(String, usize)>>>,
+    fail_freeze: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FakeAgent {
+    fn start(dir: &Path, img: &Path) -> FakeAgent {
+        use std::io::{BufRead, BufReader, Write};
+        let socket = dir.join("qga.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let fail_freeze = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (log2, fail2, img) = (log.clone(), fail_freeze.clone(), img.to_path_buf());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { return };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                    let cmd: Value = serde_json::from_str(&line).unwrap();
+                    line.clear();
+                    let name = cmd["execute"].as_str().unwrap().to_owned();
+                    // -U: snapport holds the image's write lock meanwhile.
+                    let count = tool("qemu-img", &["snapshot", "-U", "-l", p(&img)])
+                        .lines()
+                        .skip(2)
+                        .count();
+                    log2.lock().unwrap().push((name.clone(), count));
+                    let fail = fail2.load(std::sync::atomic::Ordering::SeqCst);
+                    let answer = match name.as_str() {
+                        // A stale answer first, as a channel an earlier client left may
+                        // hold: the client must wait for its own id.
+                        "guest-sync" => format!(
+                            "{{\"return\": 4242}}\n{{\"return\": {}}}\n",
+                            cmd["arguments"]["id"]
+                        ),
+                        "guest-fsfreeze-freeze" if fail => {
+                            "{\"error\": {\"class\": \"GenericError\", \"desc\": \"failed to freeze /: Device or resource busy\"}}\n".to_string()
+                        }
+                        _ => "{\"return\": 2}\n".to_string(),
+                    };
+                    conn.write_all(answer.as_bytes()).unwrap();
+                }
+            }
+        });
+        FakeAgent {
+            socket,
+            log,
+            fail_freeze,
+        }
+    }
+
+    fn take(&self) -> Vec<(String, usize)> {
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+
+    fn calls(&self) -> Vec<String> {
+        self.take().into_iter().map(|(c, _)| c).collect()
+    }
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn consistency_through_a_guest_agent_hooks_and_locks() {
+    let home = Home::new();
+    let img = home.pool().join("d.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "16M"]);
+    qemu_io(&img, "qcow2", &["write -P 0x11 0 1M"]);
+    let agent = FakeAgent::start(home.path(), &img);
+    let log = home.out("hooks.log");
+    let pre1 = format!("echo pre1 >> {}", p(&log));
+    let pre2 = format!(
+        "echo pre2-$SNAPPORT_DISKS-$SNAPPORT_SNAPSHOT >> {}",
+        p(&log)
+    );
+    let post = format!("echo post-$SNAPPORT_CONSISTENT >> {}", p(&log));
+    let socket = p(&agent.socket).to_owned();
+    let with = |name: &str, mode: &str| -> Vec<String> {
+        [
+            "snapshot",
+            "create",
+            "vd/d",
+            "--name",
+            name,
+            "--consistency",
+            mode,
+            "--guest-agent",
+            &socket,
+            "--pre-hook",
+            &pre1,
+            "--pre-hook",
+            &pre2,
+            "--post-hook",
+            &post,
+            "-o",
+            "json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+
+    // Frozen around the snapshot: none at the freeze, one at the thaw; hooks in order.
+    let made = json(&home.ok(&strs(&with("a", "required"))));
+    assert_eq!(made["consistent"], true);
+    assert_eq!(
+        agent.take(),
+        [
+            ("guest-sync".to_string(), 0),
+            ("guest-fsfreeze-freeze".to_string(), 0),
+            ("guest-fsfreeze-thaw".to_string(), 1)
+        ]
+    );
+    assert_eq!(lines(&log), ["pre1", "pre2-d-a", "post-true"]);
+    std::fs::remove_file(&log).unwrap();
+
+    // A failing freeze: `required` fails, and the guest is thawed all the same.
+    agent
+        .fail_freeze
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = home.fails(&strs(&with("b", "required")));
+    assert!(err.contains("Device or resource busy"), "{err}");
+    assert_eq!(
+        agent.calls(),
+        ["guest-sync", "guest-fsfreeze-freeze", "guest-fsfreeze-thaw"]
+    );
+    assert_eq!(lines(&log), ["pre1", "pre2-d-b", "post-false"]);
+    assert_eq!(qemu_listed(&img), ["a"]);
+    assert_eq!(phase_of(&home, "vds/d@b").as_deref(), Some("Failed"));
+    std::fs::remove_file(&log).unwrap();
+    // `best-effort` takes it, marked not consistent, thawed too.
+    home.ok(&["delete", "vds/d@b", "-q"]);
+    let made = json(&home.ok(&strs(&with("b", "best-effort"))));
+    assert_eq!(made["consistent"], false);
+    assert_eq!(
+        agent.calls(),
+        ["guest-sync", "guest-fsfreeze-freeze", "guest-fsfreeze-thaw"]
+    );
+    assert_eq!(qemu_listed(&img), ["a", "b"]);
+    std::fs::remove_file(&log).unwrap();
+
+    // A failing pre hook stops the hooks after it, is reported, and the post hooks run.
+    let err = home.fails(&[
+        "snapshot",
+        "create",
+        "vd/d",
+        "--name",
+        "c",
+        "--consistency",
+        "required",
+        "--pre-hook",
+        &pre1,
+        "--pre-hook",
+        "echo quiescing; exit 7",
+        "--pre-hook",
+        &pre2,
+        "--post-hook",
+        &post,
+    ]);
+    assert!(
+        err.contains("pre hook `echo quiescing; exit 7` failed"),
+        "{err}"
+    );
+    assert_eq!(lines(&log), ["pre1", "post-false"]);
+    home.ok(&["delete", "vds/d@c", "-q"]);
+    // A failing post hook is reported; the snapshot stands. (The limit is 3: make room.)
+    home.ok(&["delete", "vds/d@b", "-q"]);
+    let err = home.fails(&[
+        "snapshot",
+        "create",
+        "vd/d",
+        "--name",
+        "c",
+        "--post-hook",
+        "exit 9",
+    ]);
+    assert!(
+        err.contains("was created, but: post hook `exit 9` failed"),
+        "{err}"
+    );
+    assert_eq!(qemu_listed(&img), ["a", "c"]);
+    home.ok(&["delete", "vds/d@c", "-q"]);
+    check(&img);
+
+    // A disk QEMU has open: nothing freezes it, so `required` cannot hold; and snapport
+    // never changes an image another process holds, whatever the mode.
+    let mut holder = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "sleep 60000", p(&img)])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until it holds its locks: a plain `qemu-img info` is refused then.
+    for _ in 0..200 {
+        let out = std::process::Command::new("qemu-img")
+            .args(["info", p(&img)])
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let err = home.fails(&[
+        "snapshot",
+        "create",
+        "vd/d",
+        "--name",
+        "busy",
+        "--consistency",
+        "required",
+    ]);
+    assert!(err.contains("in use"), "{err}");
+    let err = home.fails(&["snapshot", "create", "vd/d", "--name", "busy2"]);
+    assert!(err.contains("in use by another process"), "{err}");
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert_eq!(qemu_listed(&img), ["a"]);
+    check(&img);
+    // Offline, a snapshot taken without freezing anything is consistent.
+    home.ok(&["delete", "vds/d@busy", "-q"]);
+    home.ok(&["delete", "vds/d@busy2", "-q"]);
+    let made = json(&home.ok(&[
+        "snapshot",
+        "create",
+        "vd/d",
+        "--name",
+        "offline",
+        "--consistency",
+        "required",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(made["consistent"], true);
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
