@@ -557,3 +557,126 @@ fn consistency_through_a_guest_agent_hooks_and_locks() {
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
 }
+
+/// Rewrites the creation dates of `img`'s snapshots in its qcow2 snapshot table
+/// (qcow2.txt: entry byte 16, seconds), as if they had been taken then.
+fn set_dates(img: &Path, dates: &[(&str, u64)]) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(img)
+        .unwrap();
+    let mut h = [0u8; 12];
+    f.read_exact_at(&mut h, 60).unwrap();
+    let count = u32::from_be_bytes(h[0..4].try_into().unwrap());
+    let mut at = u64::from_be_bytes(h[4..12].try_into().unwrap());
+    for _ in 0..count {
+        let mut e = [0u8; 40];
+        f.read_exact_at(&mut e, at).unwrap();
+        let id_len = u64::from(u16::from_be_bytes([e[12], e[13]]));
+        let name_len = u16::from_be_bytes([e[14], e[15]]) as usize;
+        let extra = u64::from(u32::from_be_bytes(e[36..40].try_into().unwrap()));
+        let mut name = vec![0u8; name_len];
+        f.read_exact_at(&mut name, at + 40 + extra + id_len)
+            .unwrap();
+        let name = String::from_utf8(name).unwrap();
+        if let Some((_, secs)) = dates.iter().find(|(n, _)| *n == name) {
+            let mut d = (*secs as u32).to_be_bytes().to_vec();
+            d.extend([0u8; 4]);
+            f.write_all_at(&d, at + 16).unwrap();
+        }
+        at = (at + 40 + extra + id_len + name_len as u64).next_multiple_of(8);
+    }
+}
+
+#[test]
+fn prune_removes_exactly_what_its_dry_run_listed() {
+    let home = Home::new();
+    home.write_config(
+        "[pools.default]\nplugin = \"qcow2\"\nfolders = [\"default\"]\nwritable = true\nsnapshot_limit = 20\n",
+    );
+    let img = home.pool().join("d.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "16M"]);
+    let names = ["s1", "s2", "s3", "s4", "s5", "s6", "s7"];
+    for (i, n) in names.iter().enumerate() {
+        qemu_io(&img, "qcow2", &[&format!("write -P {} {}M 1M", i + 1, i)]);
+        home.ok(&["snapshot", "create", "vd/d", "--name", n, "-q"]);
+    }
+    // Monday 2026-11-23 00:00 UTC, then days and hours after it.
+    let monday = 1_795_392_000u64;
+    let at = |day: u64, hour: u64| monday + day * 86400 + hour * 3600;
+    set_dates(
+        &img,
+        &[
+            ("s1", at(1, 8)),
+            ("s2", at(1, 20)),
+            ("s3", at(2, 9)),
+            ("s4", at(8, 10)),
+            ("s5", at(9, 7)),
+            ("s6", at(9, 22)),
+            ("s7", at(15, 12)),
+        ],
+    );
+    check(&img);
+    let policy = [
+        "--keep-last",
+        "1",
+        "--keep-daily",
+        "2",
+        "--keep-weekly",
+        "2",
+    ];
+    let run = |apply: bool| -> Value {
+        let mut a = vec!["prune", "vd/d", "-o", "json"];
+        a.extend(policy);
+        if apply {
+            a.push("--apply");
+        }
+        json(&home.ok(&a))
+    };
+    let with_action = |doc: &Value, action: &str| -> Vec<String> {
+        doc["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["action"] == action)
+            .map(|s| {
+                s["name"]
+                    .as_str()
+                    .unwrap()
+                    .trim_start_matches("vds/d@")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let dry = run(false);
+    assert_eq!(dry["dry_run"], true);
+    // keep-last takes s7; daily the newest of days 9 and 8 (s6, s4); weekly the newest
+    // of the week not yet covered (s3).
+    assert_eq!(with_action(&dry, "remove"), ["s1", "s2", "s5"]);
+    assert_eq!(with_action(&dry, "keep"), ["s3", "s4", "s6", "s7"]);
+    // The dry run deleted nothing.
+    assert_eq!(qemu_listed(&img), names);
+
+    let applied = run(true);
+    assert_eq!(
+        with_action(&applied, "removed"),
+        with_action(&dry, "remove")
+    );
+    assert_eq!(qemu_listed(&img), with_action(&dry, "keep"));
+    check(&img);
+    // Applied again, there is nothing left to remove.
+    assert!(with_action(&run(true), "removed").is_empty());
+
+    // Without a policy it refuses; the pool's own policy serves when configured.
+    let err = home.fails(&["prune"]);
+    assert!(err.contains("no retention policy"), "{err}");
+    home.write_config(
+        "[pools.default]\nplugin = \"qcow2\"\nfolders = [\"default\"]\nwritable = true\nsnapshot_limit = 20\nretention = { keep_last = 2 }\n",
+    );
+    let doc = json(&home.ok(&["prune", "-o", "json", "--apply"]));
+    assert_eq!(with_action(&doc, "removed"), ["s3", "s4"]);
+    assert_eq!(qemu_listed(&img), ["s6", "s7"]);
+    check(&img);
+}

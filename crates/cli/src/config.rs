@@ -16,6 +16,7 @@
 //! snapshot_limit = 3               # snapshots per disk (default 3)
 //! pre_snapshot_hooks = ["fsfreeze -f /mnt"]   # run in order before each snapshot
 //! post_snapshot_hooks = ["fsfreeze -u /mnt"]  # and after it, on every path
+//! retention = { keep_last = 3, keep_daily = 7 } # what `snapport prune` keeps
 //! ```
 //!
 //! With no configuration at all, the pool `default` is the folder `$SNAPPORT_HOME/default/`
@@ -63,6 +64,8 @@ pub struct PoolConfig {
     /// Commands run in order after each snapshot, on every path.
     #[serde(default)]
     pub post_snapshot_hooks: Vec<String>,
+    /// What `snapport prune` keeps when its command line gives no `--keep-*`.
+    pub retention: Option<crate::retention::Policy>,
 }
 
 impl PoolConfig {
@@ -124,6 +127,7 @@ impl Config {
                 snapshot_limit: None,
                 pre_snapshot_hooks: Vec::new(),
                 post_snapshot_hooks: Vec::new(),
+                retention: None,
             });
         Ok(Config {
             home,

@@ -11,6 +11,7 @@ mod context;
 mod interrupt;
 mod progress;
 mod quiesce;
+mod retention;
 mod snapshots;
 mod source;
 
@@ -53,6 +54,8 @@ enum Command {
     Tree(commands::tree::Args),
     /// Make a disk's content a snapshot's again (dry-run by default).
     Restore(commands::restore::Args),
+    /// Delete the snapshots a retention policy does not keep (lists them without --apply).
+    Prune(commands::prune::Args),
     /// List or inspect backend plugins.
     #[command(subcommand)]
     Plugin(commands::plugin::Command),
@@ -73,6 +76,7 @@ fn main() {
         Command::Snapshot(c) => commands::snapshot::run(c),
         Command::Tree(a) => commands::tree::run(a),
         Command::Restore(a) => commands::restore::run(a),
+        Command::Prune(a) => commands::prune::run(a),
         Command::Plugin(c) => commands::plugin::run(c),
     };
     if let Err(e) = result {

@@ -243,7 +243,7 @@ pub fn utc(ms: u64) -> String {
 }
 
 /// Days since 1970-01-01 to (year, month, day): Howard Hinnant's `civil_from_days`.
-fn civil(days: i64) -> (i64, u32, u32) {
+pub fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -283,6 +283,64 @@ pub fn update<R>(home: &Path, pool: &str, f: impl FnOnce(&mut Records) -> R) -> 
     let r = f(&mut store.records);
     store.save()?;
     Ok(r)
+}
+
+/// Deletes the snapshot `view` shows: `Terminating` while the backend works (and after,
+/// with the reason, if it fails), then its record goes, its children hang from its
+/// parent, and a disk whose content came from it follows its parent too.
+pub fn remove(
+    home: &Path,
+    pool: &str,
+    instance: &mut snapport_host::Instance,
+    view: &View,
+) -> Result<()> {
+    let (disk, name) = (view.disk.as_str(), view.name.as_str());
+    if matches!(view.phase, Phase::Pending | Phase::InProgress) {
+        anyhow::bail!(
+            "{} is {:?}: wait for it to finish",
+            view.address(),
+            view.phase
+        );
+    }
+    let k = key(disk, name);
+    // A snapshot that never came to be is only a record.
+    if view.id.is_some() {
+        update(home, pool, |r| {
+            let rec = r.snapshots.entry(k.clone()).or_default();
+            rec.phase = Phase::Terminating;
+            rec.error = None;
+        })?;
+        if let Err(e) = instance.delete_snapshot(disk, name) {
+            let e = anyhow::Error::new(e).context(format!("deleting {}", view.address()));
+            let why = format!("{e:#}");
+            update(home, pool, |r| {
+                if let Some(rec) = r.snapshots.get_mut(&k) {
+                    rec.error = Some(why);
+                }
+            })?;
+            return Err(e);
+        }
+    }
+    update(home, pool, |r| {
+        let parent = r
+            .snapshots
+            .remove(&k)
+            .and_then(|rec| rec.parent)
+            .or(view.parent.clone());
+        for (other, rec) in r.snapshots.iter_mut() {
+            if other.split_once('@').is_some_and(|(d, _)| d == disk)
+                && rec.parent.as_deref() == Some(name)
+            {
+                rec.parent = parent.clone();
+            }
+        }
+        if r.heads.get(disk).map(String::as_str) == Some(name) {
+            match &parent {
+                Some(p) => r.heads.insert(disk.to_string(), p.clone()),
+                None => r.heads.remove(disk),
+            };
+        }
+    })
 }
 
 #[cfg(test)]

@@ -87,6 +87,12 @@ impl GrantedDevices {
         }
     }
 
+    /// Whether this instance holds `file` open read-write (and so holds its locks).
+    pub fn held_for_writing(&self, file: &File) -> bool {
+        file.metadata()
+            .is_ok_and(|m| self.by_inode.contains_key(&(m.dev(), m.ino(), true)))
+    }
+
     pub fn grants(&self) -> &Grants {
         &self.grants
     }
@@ -206,6 +212,14 @@ impl GrantedDevices {
             .write(write)
             .open(&path)
             .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
+        // The same file open the same way is the same device (and our own locks on it
+        // must not read as somebody else's).
+        let meta = file
+            .metadata()
+            .map_err(|e| io_err(format!("{}", path.display()), e))?;
+        if let Some(&id) = self.by_inode.get(&(meta.dev(), meta.ino(), write)) {
+            return Ok(id);
+        }
         if write {
             // Never change what QEMU has open, and keep QEMU out while we do.
             let busy = crate::locks::in_use(&file)

@@ -510,7 +510,17 @@ impl Instance {
     /// crash-consistent, unless the guest is frozen.
     pub fn volume_in_use(&mut self, volume: &str) -> Result<bool> {
         let open = self.open_volume(volume, None)?;
-        for device in open.devices() {
+        let devices = open.devices();
+        drop(open);
+        for device in devices {
+            // Locks this instance took itself are not somebody else's use.
+            let ours = self
+                .live
+                .as_ref()
+                .is_some_and(|l| l.store.data().devices.held_for_writing(&device.file));
+            if ours {
+                continue;
+            }
             let busy = locks::in_use(&device.file).map_err(|e| {
                 Error::new(
                     ErrorKind::Io,

@@ -6,7 +6,7 @@ use crate::address::Address;
 use crate::commands::create::check_kind;
 use crate::commands::OutputArg;
 use crate::context::Context;
-use crate::snapshots::{self, key, Phase};
+use crate::snapshots;
 use anyhow::{bail, Context as _, Result};
 
 #[derive(clap::Args)]
@@ -77,49 +77,7 @@ fn delete_snapshot(args: &Args, target: &Address, disk: &str, name: &str) -> Res
     let Some(view) = views.iter().find(|v| v.name == name) else {
         bail!("no {target} in pool {}", args.pool);
     };
-    if matches!(view.phase, Phase::Pending | Phase::InProgress) {
-        bail!("{target} is {:?}: wait for it to finish", view.phase);
-    }
-    let k = key(disk, name);
-    // A snapshot that never came to be is only a record.
-    if view.id.is_some() {
-        snapshots::update(home, &args.pool, |r| {
-            let rec = r.snapshots.entry(k.clone()).or_default();
-            rec.phase = Phase::Terminating;
-            rec.error = None;
-        })?;
-        if let Err(e) = pool.delete_snapshot(disk, name) {
-            let e = anyhow::Error::new(e).context(format!("deleting {target}"));
-            let why = format!("{e:#}");
-            snapshots::update(home, &args.pool, |r| {
-                if let Some(rec) = r.snapshots.get_mut(&k) {
-                    rec.error = Some(why);
-                }
-            })?;
-            return Err(e);
-        }
-    }
-    // Its children now follow from its parent; a disk whose content came from it, too.
-    snapshots::update(home, &args.pool, |r| {
-        let parent = r
-            .snapshots
-            .remove(&k)
-            .and_then(|rec| rec.parent)
-            .or(view.parent.clone());
-        for (other, rec) in r.snapshots.iter_mut() {
-            if other.split_once('@').is_some_and(|(d, _)| d == disk)
-                && rec.parent.as_deref() == Some(name)
-            {
-                rec.parent = parent.clone();
-            }
-        }
-        if r.heads.get(disk).map(String::as_str) == Some(name) {
-            match &parent {
-                Some(p) => r.heads.insert(disk.to_string(), p.clone()),
-                None => r.heads.remove(disk),
-            };
-        }
-    })?;
+    snapshots::remove(home, &args.pool, &mut pool, view)?;
     match args.output {
         OutputArg::Json => println!(
             "{}",

@@ -5,6 +5,7 @@ pub mod download;
 pub mod fetch;
 pub mod get;
 pub mod plugin;
+pub mod prune;
 pub mod publish;
 pub mod push;
 pub mod restore;
