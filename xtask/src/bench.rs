@@ -14,6 +14,9 @@
 //! The publish bench serves random.qcow2 over loopback HTTPS (`download --publish`) and
 //! times curl and `snapport fetch` against a local `download` of the same disk.
 //!
+//! The delta bench exports a 4 GiB disk's snapshot in full and as a delta against an
+//! earlier snapshot, 1 % of the disk apart (`delta4g.qcow2`, made once).
+//!
 //! Imports go into the qcow2 pool `default` and are compared with `qemu-img convert -O
 //! qcow2` of the same raw file.
 
@@ -530,7 +533,7 @@ fn publish_variants(tls: &Published, plain: &Published, out: &Path) -> Vec<Varia
     v
 }
 
-/// `cargo xtask bench [--runs N] [--only export|import|sparse|publish]`.
+/// `cargo xtask bench [--runs N] [--only export|import|sparse|publish|delta]`.
 pub fn run(args: &[String]) -> Result<()> {
     let mut runs = 5;
     let mut only: Option<String> = None;
@@ -541,11 +544,13 @@ pub fn run(args: &[String]) -> Result<()> {
             "--only" => {
                 only = Some(
                     it.next()
-                        .context("--only export|import|sparse|publish")?
+                        .context("--only export|import|sparse|publish|delta")?
                         .clone(),
                 );
-                if !["export", "import", "sparse", "publish"].contains(&only.as_deref().unwrap()) {
-                    bail!("--only takes export, import, sparse or publish");
+                if !["export", "import", "sparse", "publish", "delta"]
+                    .contains(&only.as_deref().unwrap())
+                {
+                    bail!("--only takes export, import, sparse, publish or delta");
                 }
             }
             other => bail!("bench: unknown argument {other}"),
@@ -756,8 +761,131 @@ pub fn run(args: &[String]) -> Result<()> {
             ));
         }
     }
+    if wanted("delta") {
+        delta_bench(&dir, &home, runs, &mut verdicts)?;
+    }
     for v in &verdicts {
         println!("{v}");
     }
+    Ok(())
+}
+
+/// Makes `default/delta4g.qcow2`: 4 GiB of data (snapshot `s1`), then 1 % of it
+/// rewritten in 41 scattered MiB (snapshot `s2`). Snapshots go through snapport.
+fn make_delta_fixture(home: &Path) -> Result<()> {
+    let disk = home.join("default/delta4g.qcow2");
+    if disk.exists() {
+        return Ok(());
+    }
+    let tmp = home.join("delta4g.qcow2.tmp");
+    run_cmd(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2"])
+            .arg(&tmp)
+            .arg("4G"),
+    )?;
+    let mut io = Command::new("qemu-io");
+    io.args(["-f", "qcow2"]);
+    for g in 0..4u64 {
+        io.arg("-c").arg(format!("write -P {} {g}G 1G", 0x41 + g));
+    }
+    run_cmd(io.arg(&tmp))?;
+    std::fs::rename(&tmp, &disk)?;
+    let snap = |name: &str| {
+        run_cmd(Command::new(snapport()).env("SNAPPORT_HOME", home).args([
+            "snapshot",
+            "create",
+            "vd/delta4g",
+            "-q",
+            "--name",
+            name,
+        ]))
+    };
+    snap("s1")?;
+    let mut io = Command::new("qemu-io");
+    io.args(["-f", "qcow2"]);
+    for i in 0..41u64 {
+        // Spread over the disk, off any 64 KiB or cluster boundary.
+        io.arg("-c").arg(format!(
+            "write -P 0x7e {} 1M",
+            i * 97 * (1 << 20) + 12345 * 512
+        ));
+    }
+    run_cmd(io.arg(&disk))?;
+    snap("s2")
+}
+
+/// Incremental export: the delta of s2 since s1 against a full export of s2 (snapport's
+/// and qemu-img's). The base's leaf map is cached by the first delta (the warm-up round);
+/// one more run without it shows what a first delta costs.
+fn delta_bench(dir: &Path, home: &Path, runs: usize, verdicts: &mut Vec<String>) -> Result<()> {
+    make_delta_fixture(home)?;
+    let disk = home.join("default/delta4g.qcow2");
+    let out = dir.join("delta-out.raw");
+    let delta = dir.join("delta-out.delta");
+    let variants = vec![
+        Variant {
+            label: "qemu-img convert -l snapshot.name=s2".into(),
+            program: "qemu-img".into(),
+            args: args(&[
+                &"convert",
+                &"-l",
+                &"snapshot.name=s2",
+                &"-O",
+                &"raw",
+                &disk,
+                &out,
+            ]),
+        },
+        Variant {
+            label: "snapport download vds/delta4g@s2".into(),
+            program: snapport(),
+            args: args(&[&"download", &"vds/delta4g@s2", &"-q", &"-o", &out]),
+        },
+        Variant {
+            label: "snapport download ... --since s1".into(),
+            program: snapport(),
+            args: args(&[
+                &"download",
+                &"vds/delta4g@s2",
+                &"--since",
+                &"vds/delta4g@s1",
+                &"-q",
+                &"-o",
+                &delta,
+            ]),
+        },
+    ];
+    let outputs = [out.clone(), dir.join("delta-out.raw.digest"), delta.clone()];
+    let results = compare(home, &outputs, &variants, runs)?;
+    print_table(
+        "delta4g (4 GiB, 1 % changed): full export vs delta",
+        &results,
+    );
+    let full = results[1].seconds;
+    let row = &results[2];
+    let share = row.seconds / full;
+    verdicts.push(format!(
+        "{}  delta: {:.3} s = {:.1} % of the full export ({:.1} % of qemu-img's), peak {:.0} MiB (target <= 3 %)",
+        if share <= 0.03 { "PASS" } else { "MISS" },
+        row.seconds,
+        share * 100.0,
+        row.seconds / results[0].seconds * 100.0,
+        row.peak_mib
+    ));
+    // Without the base's cached leaf map: the base is read once, in full.
+    let maps = home.join("state/default/digests");
+    let _ = std::fs::remove_file(maps.join("delta4g@s1.leaves"));
+    let first = measure(
+        Command::new(snapport())
+            .env("SNAPPORT_HOME", home)
+            .args(&variants[2].args),
+    )?;
+    let size = std::fs::metadata(&delta).map(|m| m.len()).unwrap_or(0);
+    let _ = std::fs::remove_file(&delta);
+    verdicts.push(format!(
+        "INFO  delta: the first delta since s1 (no cached map of s1, so s1 is read once): {:.3} s, {:.0} MiB peak; delta file {} bytes",
+        first.seconds, first.peak_rss_mib, size
+    ));
     Ok(())
 }

@@ -8,6 +8,7 @@ mod address;
 mod commands;
 mod config;
 mod context;
+mod incremental;
 mod interrupt;
 mod progress;
 mod quiesce;

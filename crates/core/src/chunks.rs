@@ -132,22 +132,7 @@ impl<'a> Chunker<'a> {
             pieces.push(piece);
             if e.end() > end {
                 // The rest of this extent belongs to the next chunk.
-                let consumed = end - e.offset;
-                let mut rest = e;
-                rest.offset = end;
-                rest.length -= consumed;
-                rest.location = match e.location {
-                    Location::Data { device, offset } => Location::Data {
-                        device,
-                        offset: offset + consumed,
-                    },
-                    Location::Encoded(mut x) => {
-                        x.skip += consumed as u32;
-                        Location::Encoded(x)
-                    }
-                    other => other,
-                };
-                self.carry = Some(rest);
+                self.carry = Some(e.advance(end - e.offset));
                 break;
             }
             if e.end() == end {

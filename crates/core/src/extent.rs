@@ -54,6 +54,27 @@ impl Extent {
     pub fn end(&self) -> u64 {
         self.offset + self.length
     }
+
+    /// The extent without its first `n` bytes (`n` < `length`). Saturating, so an
+    /// unchecked extent cannot overflow here; the map's checks still see the result.
+    pub fn advance(self, n: u64) -> Extent {
+        let location = match self.location {
+            Location::Data { device, offset } => Location::Data {
+                device,
+                offset: offset.saturating_add(n),
+            },
+            Location::Encoded(mut x) => {
+                x.skip = x.skip.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+                Location::Encoded(x)
+            }
+            other => other,
+        };
+        Extent {
+            offset: self.offset.saturating_add(n),
+            length: self.length.saturating_sub(n),
+            location,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 
 mod chunks;
 pub mod cleanup;
+pub mod delta;
 pub mod digest;
 pub mod error;
 pub mod export;

@@ -9,7 +9,7 @@
 use crate::chunks::{read_span, Chunk, Chunker};
 use crate::digest::GROUP_SIZE;
 use crate::error::{Error, ErrorKind, Result};
-use crate::extent::VolumeSource;
+use crate::extent::{ExtentPage, VolumeSource};
 use std::sync::mpsc;
 
 /// Chunks asked for in one request: 32 MiB of plans per round trip to the map thread.
@@ -28,8 +28,9 @@ pub struct PlanRequest {
 /// the thread that owns the plugin instance.
 pub fn serve_plans(source: &mut dyn VolumeSource, requests: mpsc::Receiver<PlanRequest>) {
     let size = source.size();
+    let mut source = LastPage { source, page: None };
     for r in requests {
-        let mut chunker = Chunker::at(source, size, r.first * GROUP_SIZE);
+        let mut chunker = Chunker::at(&mut source, size, r.first * GROUP_SIZE);
         let mut plans = Vec::new();
         let answer = loop {
             if plans.len() as u64 == r.count {
@@ -43,6 +44,58 @@ pub fn serve_plans(source: &mut dyn VolumeSource, requests: mpsc::Receiver<PlanR
         };
         // A reader that went away no longer wants its answer.
         let _ = r.reply.send(answer);
+    }
+}
+
+/// A source that keeps the last map page its plugin gave and answers from it while a
+/// request starts inside it. Readers ask for chunks near one another (a delta's records,
+/// an HTTP client's next range), and one page of a dense volume can cover all of it:
+/// without this, every request would have the plugin map the rest of the volume again.
+/// The pages still pass the map's checks on every use.
+struct LastPage<'a> {
+    source: &'a mut dyn VolumeSource,
+    /// Where the page was asked for, and the page.
+    page: Option<(u64, ExtentPage)>,
+}
+
+impl VolumeSource for LastPage<'_> {
+    fn size(&self) -> u64 {
+        self.source.size()
+    }
+
+    fn map_page(&mut self, start: u64) -> Result<ExtentPage> {
+        if let Some((from, page)) = &self.page {
+            let end = page.extents.last().map_or(*from, |e| e.end());
+            // (A page that is not in order, a lie the checks will catch, finds nothing.)
+            let i = page.extents.partition_point(|e| e.end() <= start);
+            if let Some(first) = page
+                .extents
+                .get(i)
+                .filter(|_| (*from..end).contains(&start))
+            {
+                let mut extents = vec![first.advance(start.saturating_sub(first.offset))];
+                extents.extend_from_slice(&page.extents[i + 1..]);
+                return Ok(ExtentPage {
+                    extents,
+                    next_offset: page.next_offset,
+                });
+            }
+        }
+        let page = self.source.map_page(start)?;
+        self.page = Some((start, page.clone()));
+        Ok(page)
+    }
+
+    fn device(&self, id: u32) -> Result<std::sync::Arc<crate::extent::Device>> {
+        self.source.device(id)
+    }
+
+    fn decode(&mut self, codec: u32, stored: &[u8], decoded_length: u32) -> Result<Vec<u8>> {
+        self.source.decode(codec, stored, decoded_length)
+    }
+
+    fn describe(&self) -> String {
+        self.source.describe()
     }
 }
 

@@ -608,6 +608,74 @@ impl OpenVolume<'_> {
             .unwrap_or_default()
     }
 
+    /// The ranges of this volume that may differ from its snapshot `base`, from the
+    /// backend's metadata (`changed-extents`), merged. Only the ranges are taken: the
+    /// bytes are read through the checked map like any export. A page that runs
+    /// backwards, overlaps, leaves the volume or does not move on is refused.
+    pub fn changed_ranges(&mut self, base: &str) -> Result<Vec<(u64, u64)>> {
+        let size = self.info.size;
+        let handle = self.handle;
+        let who = format!("{} for {}", self.instance.who(), self.info.name);
+        let lie = |what: String| {
+            Error::new(
+                ErrorKind::Trap,
+                format!("{who} returned bad changed extents: {what}"),
+            )
+        };
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let mut start = 0u64;
+        loop {
+            self.check_generation()?;
+            let page = self.instance.call("listing changed extents", |s, g| {
+                g.volume()
+                    .call_changed_extents(s, handle, base, start, PAGE_EXTENTS)
+            })?;
+            if page.extents.len() > PAGE_EXTENTS as usize {
+                return Err(lie(format!(
+                    "{} extents where {PAGE_EXTENTS} were asked for",
+                    page.extents.len()
+                )));
+            }
+            let mut pos = start;
+            for e in &page.extents {
+                let end = e.offset.checked_add(e.length).filter(|&end| end <= size);
+                match end {
+                    _ if e.length == 0 => {
+                        return Err(lie(format!("an empty extent at {}", e.offset)))
+                    }
+                    _ if e.offset < pos => {
+                        return Err(lie(format!(
+                            "extents overlap or run backwards at {} (expected {pos} or later)",
+                            e.offset
+                        )))
+                    }
+                    None => {
+                        return Err(lie(format!(
+                            "extent at {} of {} bytes runs past the volume's end ({size})",
+                            e.offset, e.length
+                        )))
+                    }
+                    Some(end) => {
+                        match out.last_mut() {
+                            Some(last) if last.0 + last.1 == e.offset => last.1 += e.length,
+                            _ => out.push((e.offset, e.length)),
+                        }
+                        pos = end;
+                    }
+                }
+            }
+            match page.next_offset {
+                None => return Ok(out),
+                Some(n) if n <= start || n < pos || n >= size => {
+                    return Err(lie(format!(
+                        "next page at {n} after a page from {start} to {pos} of {size} bytes"
+                    )))
+                }
+                Some(n) => start = n,
+            }
+        }
+    }
+
     fn check_generation(&self) -> Result<()> {
         if self.generation != self.instance.generation || self.instance.live.is_none() {
             return Err(Error::new(

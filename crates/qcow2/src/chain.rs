@@ -79,6 +79,16 @@ pub fn map<M: Medium>(
     Ok((out, (pos < size).then_some(pos)))
 }
 
+/// Maps exactly `[start, end)` of the chain into `out` (merged extents).
+pub fn map_range<M: Medium>(
+    layers: &[(M, Layer)],
+    start: u64,
+    end: u64,
+    out: &mut Vec<Extent>,
+) -> Result<()> {
+    map_layer(layers, 0, start, end, out)
+}
+
 fn map_layer<M: Medium>(
     layers: &[(M, Layer)],
     i: usize,

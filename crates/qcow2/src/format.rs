@@ -23,6 +23,8 @@ const MAX_REFTABLE_CLUSTERS_BYTES: u64 = 8 * 1024 * 1024;
 /// Bits 9-55 of an L1 or standard L2 entry: the host cluster offset.
 const OFFSET_MASK: u64 = 0x00ff_ffff_ffff_fe00;
 const L2_COMPRESSED: u64 = 1 << 62;
+/// Bit 63 of L1 and L2 entries: refcount exactly one (not part of what the entry names).
+const COPIED: u64 = 1 << 63;
 const L2_ZERO: u64 = 1;
 /// Incompatible feature bits (qcow2.txt, header byte 72).
 const INCOMPAT_DIRTY: u64 = 1 << 0;
@@ -519,21 +521,95 @@ impl Image {
     ) -> Result<R> {
         let mut cache = self.l2_cache.borrow_mut();
         if cache.as_ref().is_none_or(|(o, _)| *o != offset) {
-            self.check_table("L2 table", offset, self.cluster_size())?;
-            if let Some((o, l)) = self.overlaps_metadata(offset, self.cluster_size()) {
-                return corrupt(format!(
-                    "L2 table at {offset:#x} overlaps metadata at {o:#x}+{l:#x}"
-                ));
-            }
-            let mut raw = vec![0u8; self.cluster_size() as usize];
-            m.read_exact_at(offset, &mut raw)?;
-            let words = raw
-                .chunks_exact(8)
-                .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
-                .collect();
-            *cache = Some((offset, words));
+            *cache = Some((offset, self.read_l2(m, offset)?));
         }
         Ok(f(&cache.as_ref().unwrap().1))
+    }
+
+    /// The words of the L2 table at `offset`, checked like every table this reader
+    /// follows; a zero offset (no table) reads as all zero words.
+    fn l2_words<M: Medium + ?Sized>(&self, m: &M, offset: u64) -> Result<Vec<u64>> {
+        if offset == 0 {
+            return Ok(vec![0; (self.cluster_size() / 8) as usize]);
+        }
+        self.read_l2(m, offset)
+    }
+
+    /// Reads the L2 table at `offset` after checking it lies where a table may.
+    fn read_l2<M: Medium + ?Sized>(&self, m: &M, offset: u64) -> Result<Vec<u64>> {
+        self.check_table("L2 table", offset, self.cluster_size())?;
+        if let Some((o, l)) = self.overlaps_metadata(offset, self.cluster_size()) {
+            return corrupt(format!(
+                "L2 table at {offset:#x} overlaps metadata at {o:#x}+{l:#x}"
+            ));
+        }
+        let mut raw = vec![0u8; self.cluster_size() as usize];
+        m.read_exact_at(offset, &mut raw)?;
+        Ok(raw
+            .chunks_exact(8)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap()))
+            .collect())
+    }
+
+    /// Appends to `out` the guest ranges within `[start, end)` where `new` and `base`
+    /// (two views of this image: snapshots, or the active state and a snapshot) may hold
+    /// different bytes, from the tables alone: a range whose L1 entry names the same L2
+    /// table, or whose L2 entries are equal (same cluster, same flags), is the same data,
+    /// because a cluster two views share is never written in place (its refcount is
+    /// above one, so QEMU copies it first). Whole clusters, merged; `end` must not
+    /// exceed `new.size`. Ranges past `base.size` always differ.
+    pub fn differing<M: Medium + ?Sized>(
+        &self,
+        m: &M,
+        new: &View,
+        base: &View,
+        start: u64,
+        end: u64,
+        out: &mut Vec<(u64, u64)>,
+    ) -> Result<()> {
+        let mut add = |a: u64, b: u64| {
+            let (a, b) = (a.max(start), b.min(end));
+            if a >= b {
+                return;
+            }
+            match out.last_mut() {
+                Some(last) if last.0 + last.1 == a => last.1 += b - a,
+                _ => out.push((a, b - a)),
+            }
+        };
+        let cs = self.cluster_size();
+        let coverage = self.l2_coverage();
+        let stride = (self.l2_entry_bytes() / 8) as usize;
+        let mut pos = start;
+        while pos < end {
+            let index = pos / coverage;
+            let table_start = index * coverage;
+            let table_end = (table_start + coverage).min(end);
+            if table_start >= base.size {
+                add(pos, table_end);
+                pos = table_end;
+                continue;
+            }
+            let entry = |v: &View| v.l1.get(index as usize).copied().unwrap_or(0) & OFFSET_MASK;
+            let (a, b) = (entry(new), entry(base));
+            if a != b {
+                let (na, nb) = (self.l2_words(m, a)?, self.l2_words(m, b)?);
+                let mut c = pos / cs * cs;
+                while c < table_end {
+                    let i = ((c - table_start) / cs) as usize * stride;
+                    let same = (na[i] & !COPIED) == (nb[i] & !COPIED)
+                        && (stride == 1 || na[i + 1] == nb[i + 1]);
+                    if !same || c + cs > base.size {
+                        add(c, c + cs);
+                    }
+                    c += cs;
+                }
+            } else if table_end > base.size {
+                add(base.size, table_end);
+            }
+            pos = table_end;
+        }
+        Ok(())
     }
 
     /// Maps guest bytes `[start, end)` of `view` in this layer alone, appending merged

@@ -25,6 +25,10 @@ pub struct Args {
     /// Output image format.
     #[arg(long, value_enum, default_value_t = FormatArg::Raw)]
     format: FormatArg,
+    /// Write only what changed since this earlier snapshot of the same disk
+    /// (vds/DISK@BASE), as a snapport delta that `upload --onto` applies.
+    #[arg(long, value_name = "vds/DISK@BASE", conflicts_with = "publish")]
+    since: Option<String>,
     /// zstd compression level for raw.zst (1 fastest .. 19 smallest).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=19))]
     zstd_level: i32,
@@ -111,6 +115,44 @@ pub fn run(args: Args) -> Result<()> {
     }
     let output = args.output.clone().unwrap_or_default();
     let ctx = Context::new()?;
+    if let Some(since) = &args.since {
+        let base = Address::parse(since)?;
+        let started = Instant::now();
+        let done = crate::incremental::export_delta(
+            &ctx, &args.pool, &address, &base, &output, args.quiet,
+        )
+        .with_context(|| format!("exporting {address} since {base} from pool {}", args.pool))?;
+        let seconds = started.elapsed().as_secs_f64();
+        if args.json {
+            let doc = serde_json::json!({
+                "source": address.to_string(),
+                "since": base.to_string(),
+                "pool": args.pool,
+                "output": output,
+                "format": "snapport-delta",
+                "output_size": done.summary.file_bytes,
+                "records": done.summary.footer.records,
+                "data_bytes": done.summary.footer.data_bytes,
+                "zero_bytes": done.summary.footer.zero_bytes,
+                "changed_bytes": done.changed_bytes,
+                "base_digest": done.base_digest,
+                "target_digest": done.summary.footer.target_digest,
+                "sha256": done.summary.file_sha256,
+                "seconds": seconds,
+            });
+            if output == "-" {
+                eprintln!("{doc}");
+            } else {
+                println!("{doc}");
+            }
+        } else if !args.quiet {
+            eprintln!(
+                "exported {address} since {base} in {seconds:.2} s: {}",
+                crate::incremental::describe_export(&done)
+            );
+        }
+        return Ok(());
+    }
     let mut instance = ctx.pool(&args.pool)?;
     let mut volume = instance
         .open_volume(address.disk(), address.snapshot())

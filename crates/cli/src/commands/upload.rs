@@ -47,6 +47,10 @@ pub struct Args {
     /// Do not look for SOURCE.digest and SOURCE.sha256 beside the source.
     #[arg(long)]
     no_sidecars: bool,
+    /// The source is a snapport delta (`download --since`): apply it onto this volume
+    /// or snapshot, which must hold the delta's base content (checked by digest).
+    #[arg(long, value_name = "vds/..|vd/..|vi/..")]
+    onto: Option<String>,
     /// Make the volume durable (fsync) before it appears under its name.
     #[arg(long)]
     fsync: bool,
@@ -138,6 +142,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let target = Address::parse(target)?;
     kind_of(&target)?;
+    if let Some(onto) = &args.onto {
+        return upload_delta(&args, &target, &Address::parse(onto)?);
+    }
     let expected = source::expected(
         &args.source,
         args.digest.clone(),
@@ -453,6 +460,51 @@ fn report(
                 eprintln!("verified: {}", verified.join(", "));
             }
         }
+        OutputArg::Text => {}
+    }
+    Ok(())
+}
+
+/// `upload DELTA vd/NAME --onto ADDRESS`.
+fn upload_delta(args: &Args, target: &Address, onto: &Address) -> Result<()> {
+    if args.source == "-" || args.source.contains("://") {
+        bail!("--onto applies a delta file; save the delta to a file first");
+    }
+    let ctx = Context::new()?;
+    let started = Instant::now();
+    let (delta, summary) = crate::incremental::apply_delta(
+        &ctx,
+        &args.pool,
+        std::path::Path::new(&args.source),
+        target,
+        onto,
+        args.fsync,
+        args.quiet,
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    match args.output {
+        OutputArg::Json => println!(
+            "{}",
+            serde_json::json!({
+                "target": target.to_string(),
+                "pool": args.pool,
+                "onto": onto.to_string(),
+                "base": delta.manifest.base.name,
+                "from": delta.manifest.target.name,
+                "size": delta.manifest.target.size,
+                "records": delta.footer.records,
+                "written_bytes": summary.written_bytes,
+                "content_digest": summary.content_digest,
+                "seconds": seconds,
+            })
+        ),
+        OutputArg::Text if !args.quiet => eprintln!(
+            "created {target} in pool {}: {onto} with the delta to {} applied ({} records), content digest {} verified, in {seconds:.2} s",
+            args.pool,
+            delta.manifest.target.name,
+            delta.footer.records,
+            summary.content_digest.as_deref().unwrap_or("-"),
+        ),
         OutputArg::Text => {}
     }
     Ok(())

@@ -1,0 +1,317 @@
+//! Incremental exports and their application: `download vds/D@NEW --since vds/D@BASE`
+//! and `upload DELTA vd/NAME --onto ADDRESS` (see `snapport_core::delta` for the file).
+//!
+//! Both ends need a snapshot's digest without reading the whole snapshot each time: the
+//! leaf map of a snapshot is kept under `state/POOL/digests/`, labelled with the
+//! snapshot's backend id, date and size (snapshots never change; one deleted and made
+//! again under the same name gets a new label). The first delta from a base computes
+//! its map once; every delta saves its target's map, so the next delta of a chain finds
+//! its base's ready.
+
+use crate::address::Address;
+use crate::commands::{human, new_progress};
+use crate::context::Context;
+use crate::snapshots::{self, Phase};
+use anyhow::{bail, Context as _, Result};
+use snapport_core::delta::{self, Identity, LeafMap, Manifest, Overlay};
+use snapport_core::import::{ImportOptions, Source};
+use snapport_core::io::OutputFile;
+use snapport_core::progress::Progress;
+use snapport_core::volume_reader::{serve_plans, VolumeReader};
+use snapport_host::Instance;
+use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+
+/// A snapshot as a delta names it, and the label of its leaf map.
+struct Snap {
+    identity: Identity,
+    label: String,
+}
+
+fn snap(home: &Path, pool: &str, instance: &mut Instance, disk: &str, name: &str) -> Result<Snap> {
+    let views = snapshots::list(home, pool, instance, Some(disk))?;
+    let Some(v) = views.iter().find(|v| v.name == name) else {
+        bail!("no vds/{disk}@{name} in pool {pool}");
+    };
+    if v.phase != Phase::Ready || v.size.is_none() {
+        bail!("{} is {:?}, not Ready", v.address(), v.phase);
+    }
+    let size = v.size.unwrap_or_default();
+    Ok(Snap {
+        label: format!(
+            "{}:{}:{}",
+            v.id.as_deref().unwrap_or(""),
+            v.created_unix_ms.unwrap_or(0),
+            size
+        ),
+        identity: Identity {
+            name: v.address(),
+            id: v.id.clone(),
+            size,
+            created_unix_ms: v.created_unix_ms,
+            digest: None,
+        },
+    })
+}
+
+fn map_path(home: &Path, pool: &str, disk: &str, name: &str) -> PathBuf {
+    home.join("state")
+        .join(pool)
+        .join("digests")
+        .join(format!("{disk}@{name}.leaves"))
+}
+
+/// Reads `address` through `instance` on a second thread while this one answers the
+/// plugin's map questions; `work` gets the reader.
+fn with_reader<T: Send>(
+    instance: &mut Instance,
+    address: &Address,
+    work: impl FnOnce(VolumeReader) -> snapport_core::Result<T> + Send,
+) -> Result<T> {
+    let mut volume = instance
+        .open_volume(address.disk(), address.snapshot())
+        .with_context(|| format!("opening {address}"))?;
+    let (reader, requests) = VolumeReader::new(volume.info.size);
+    let result = std::thread::scope(|s| {
+        let worker = s.spawn(move || work(reader));
+        serve_plans(&mut volume, requests);
+        worker.join()
+    });
+    match result {
+        Ok(r) => Ok(r?),
+        Err(_) => bail!("reading {address}: the worker thread panicked"),
+    }
+}
+
+/// The leaf map of `address`: from the store when `label` names a saved one, else read
+/// in full (and saved when labelled).
+fn leaf_map(
+    instance: &mut Instance,
+    address: &Address,
+    store: Option<(&Path, &str)>,
+    quiet: bool,
+) -> Result<LeafMap> {
+    if let Some((path, label)) = store {
+        if let Some(m) = LeafMap::load(path, label) {
+            return Ok(m);
+        }
+    }
+    if !quiet {
+        eprintln!("reading {address} once for its digest map");
+    }
+    let mut progress = new_progress(quiet);
+    let map = with_reader(instance, address, |reader| {
+        LeafMap::compute(&reader, progress.as_mut())
+    })?;
+    if let Some((path, label)) = store {
+        map.save(path, label)?;
+    }
+    Ok(map)
+}
+
+/// What `download --since` did.
+pub struct DeltaExport {
+    pub summary: delta::DeltaSummary,
+    pub base_digest: String,
+    pub changed_bytes: u64,
+}
+
+/// Writes the delta of `new` (vds/D@NEW) since `base` (vds/D@BASE) to `output` (a file,
+/// or - for stdout).
+pub fn export_delta(
+    ctx: &Context,
+    pool: &str,
+    new: &Address,
+    base: &Address,
+    output: &str,
+    quiet: bool,
+) -> Result<DeltaExport> {
+    let (
+        Address::DiskSnapshot { disk, snapshot },
+        Address::DiskSnapshot {
+            disk: base_disk,
+            snapshot: base_name,
+        },
+    ) = (new, base)
+    else {
+        bail!(
+            "--since takes two snapshots of one disk: download vds/DISK@NEW --since vds/DISK@BASE"
+        );
+    };
+    if disk != base_disk {
+        bail!("{base} is a snapshot of vd/{base_disk}, not of vd/{disk}: a delta is between snapshots of one disk");
+    }
+    let home = &ctx.config.home;
+    let mut instance = ctx.pool(pool)?;
+    let target = snap(home, pool, &mut instance, disk, snapshot)?;
+    let mut base_snap = snap(home, pool, &mut instance, disk, base_name)?;
+    let base_path = map_path(home, pool, disk, base_name);
+    let base_map = leaf_map(
+        &mut instance,
+        base,
+        Some((&base_path, &base_snap.label)),
+        quiet,
+    )?;
+    let base_digest = base_map.digest();
+    base_snap.identity.digest = Some(base_digest.clone());
+    let manifest = Manifest::new(disk, base_snap.identity, target.identity);
+
+    let mut volume = instance
+        .open_volume(disk, Some(snapshot))
+        .with_context(|| format!("opening {new}"))?;
+    let changed = volume
+        .changed_ranges(base_name)
+        .with_context(|| format!("listing what changed in {new} since {base}"))?;
+    let changed_bytes = changed.iter().map(|r| r.1).sum();
+
+    let to_stdout = output == "-";
+    let file = if to_stdout {
+        None
+    } else {
+        Some(OutputFile::create_beside(Path::new(output))?)
+    };
+    let mut sink: Box<dyn Write + Send> = match &file {
+        Some(f) => Box::new(BufWriter::with_capacity(
+            1 << 20,
+            f.file().try_clone().context("opening the output")?,
+        )),
+        None => Box::new(std::fs::File::from(
+            std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("duplicating stdout")?,
+        )),
+    };
+    let mut progress = new_progress(quiet);
+    let (reader, requests) = VolumeReader::new(volume.info.size);
+    let written = std::thread::scope(|s| {
+        let worker = s.spawn(|| {
+            // Taken by value: the plan server stops when the last reader is dropped.
+            let reader = reader;
+            delta::write_delta(
+                &mut sink,
+                &manifest,
+                &changed,
+                &reader,
+                &base_map,
+                progress.as_mut(),
+            )
+        });
+        serve_plans(&mut volume, requests);
+        worker.join()
+    });
+    drop(sink);
+    let (target_map, summary) = match written {
+        Ok(r) => r.with_context(|| format!("writing the delta of {new} since {base}"))?,
+        Err(_) => bail!("writing the delta: the worker thread panicked"),
+    };
+    if let Some(f) = file {
+        f.commit(Path::new(output), false)?;
+    }
+    target_map.save(&map_path(home, pool, disk, snapshot), &target.label)?;
+    Ok(DeltaExport {
+        summary,
+        base_digest,
+        changed_bytes,
+    })
+}
+
+/// Applies the delta in `file` onto `onto` (anything holding the delta's base content:
+/// the base snapshot, a disk restored from it, the result of the previous delta) as the
+/// new volume `target`. Refused before anything is written when `onto`'s content is not
+/// the base's; the new volume appears only once its digest is the delta's target's.
+pub fn apply_delta(
+    ctx: &Context,
+    pool_name: &str,
+    file: &Path,
+    target: &Address,
+    onto: &Address,
+    fsync: bool,
+    quiet: bool,
+) -> Result<(delta::Delta, snapport_core::import::ImportSummary)> {
+    let delta = delta::read_delta(&mut BufReader::with_capacity(
+        1 << 20,
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+    ))
+    .with_context(|| format!("reading {}", file.display()))?;
+    let manifest = &delta.manifest;
+    let Some(want) = manifest.base.digest.clone() else {
+        bail!(
+            "{} records no digest of its base: it cannot be checked, so it is not applied",
+            file.display()
+        );
+    };
+    let home = &ctx.config.home;
+    let mut reader = ctx.pool(pool_name)?;
+    let store = match onto {
+        Address::DiskSnapshot { disk, snapshot } => {
+            let s = snap(home, pool_name, &mut reader, disk, snapshot)?;
+            Some((map_path(home, pool_name, disk, snapshot), s.label))
+        }
+        // A disk changes: its content is read every time.
+        _ => None,
+    };
+    let base_map = leaf_map(
+        &mut reader,
+        onto,
+        store.as_ref().map(|(p, l)| (p.as_path(), l.as_str())),
+        quiet,
+    )?;
+    let got = base_map.digest();
+    if got != want || base_map.size != manifest.base.size {
+        bail!(
+            "{onto} is not the base of this delta: its content digest is {got} ({} bytes); the delta applies to {} ({want}, {} bytes); nothing was created",
+            base_map.size,
+            manifest.base.name,
+            manifest.base.size
+        );
+    }
+
+    let mut base = reader
+        .open_volume(onto.disk(), onto.snapshot())
+        .with_context(|| format!("opening {onto}"))?;
+    let mut overlay = Overlay::new(
+        &mut base,
+        std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?,
+        &delta.records,
+        manifest.target.size,
+    )?;
+    let mut pool = ctx.pool_with(pool_name, fsync)?;
+    let mut progress: Box<dyn Progress> = new_progress(quiet);
+    let options = ImportOptions {
+        content_digest: true,
+        ..ImportOptions::default()
+    };
+    let want_target = delta.footer.target_digest.clone();
+    let (summary, _) = crate::commands::upload::write_volume(
+        &mut pool,
+        target,
+        manifest.target.size,
+        Source::Volume(&mut overlay),
+        &options,
+        progress.as_mut(),
+        |s| {
+            let got = s.content_digest.clone().unwrap_or_default();
+            if got != want_target {
+                bail!("{onto} with the delta applied has content digest {got}, not the delta's {want_target}; nothing was created");
+            }
+            Ok(vec![format!("content digest {got}")])
+        },
+    )
+    .with_context(|| format!("applying {} onto {onto} as {target}", file.display()))?;
+    Ok((delta, summary))
+}
+
+/// One line for `download --since`.
+pub fn describe_export(e: &DeltaExport) -> String {
+    format!(
+        "{} in {} records ({} of data, {} of zeros) from {} changed; target digest {}",
+        human(e.summary.file_bytes),
+        e.summary.footer.records,
+        human(e.summary.footer.data_bytes),
+        human(e.summary.footer.zero_bytes),
+        human(e.changed_bytes),
+        e.summary.footer.target_digest
+    )
+}
