@@ -40,7 +40,7 @@ fn run() -> Result<()> {
                  demo      build, then export a disk of the default pool (makes a sample disk)\n\
                  test      build, then run the whole test suite (extra args go to cargo test)\n\
                  fuzz [S]  fuzz the qcow2 reader S seconds, its writer and snapshot writer S/2,\n\
-                           the delta reader and Range parser S/4 (default 60)\n\
+                           the delta and bundle readers and Range parser S/4 (default 60)\n\
                  bench     export benches against qemu-img convert and cp"
             );
             Ok(())
@@ -178,6 +178,58 @@ fn delta_seed() -> Vec<u8> {
     b
 }
 
+/// Runs one fuzz target for `seconds` over `corpus`.
+fn fuzz_target(name: &str, seconds: u64, corpus: &std::path::Path) -> Result<()> {
+    run_cmd(
+        Command::new("cargo")
+            .current_dir(root().join("fuzz"))
+            .args(["+nightly", "fuzz", "run", name, "--"])
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-rss_limit_mb=1024")
+            .arg(corpus),
+    )
+}
+
+/// A small bundle made by stock `tar` (so the reader meets GNU tar's own headers): the
+/// members a bundle has, with a payload that is not a real disk.
+fn bundle_seed(corpus: &std::path::Path) -> Result<()> {
+    let dir = root().join("target/fuzz-bundle-seed");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("disks"))?;
+    std::fs::write(
+        dir.join("vm.json"),
+        r#"{"name":"a","disks":[{"name":"d"}]}"#,
+    )?;
+    std::fs::write(
+        dir.join("disks/d.raw.zst"),
+        [0x28, 0xb5, 0x2f, 0xfd, 0, 0, 0, 0],
+    )?;
+    std::fs::write(
+        dir.join("manifest.json"),
+        r#"{"format":"snapport-bundle","version":1,"vm":"a","created_unix_ms":0,"snapshot":null,"consistent":false,"payload":"raw.zst","disks":[{"name":"d","pool":"default","size":65536,"file":"disks/d.raw.zst","content_digest":"x","sha256":"0000000000000000000000000000000000000000000000000000000000000000"}]}"#,
+    )?;
+    let sums = Command::new("sha256sum")
+        .args(["manifest.json", "vm.json", "disks/d.raw.zst"])
+        .current_dir(&dir)
+        .output();
+    let tar = |sums: &[u8]| -> Result<bool> {
+        std::fs::write(dir.join("SHA256SUMS"), sums)?;
+        Ok(Command::new("tar")
+            .arg("-cf")
+            .arg(corpus.join("seed0"))
+            .args(["SHA256SUMS", "manifest.json", "vm.json", "disks/d.raw.zst"])
+            .current_dir(&dir)
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false))
+    };
+    match sums {
+        Ok(o) if o.status.success() && tar(&o.stdout)? => {}
+        _ => println!("fuzz: sha256sum or tar not usable, bundle corpus not seeded"),
+    }
+    Ok(())
+}
+
 fn fuzz(args: &[String]) -> Result<()> {
     let seconds: u64 = match args.first() {
         Some(s) => s.parse().context("fuzz takes a number of seconds")?,
@@ -195,51 +247,28 @@ fn fuzz(args: &[String]) -> Result<()> {
     let corpus = root().join("fuzz/corpus/qcow2");
     std::fs::create_dir_all(&corpus)?;
     guest::seed_qcow2_corpus(&corpus)?;
-    run_cmd(
-        Command::new("cargo")
-            .current_dir(root().join("fuzz"))
-            .args(["+nightly", "fuzz", "run", "qcow2_map", "--"])
-            .arg(format!("-max_total_time={seconds}"))
-            .arg("-rss_limit_mb=1024")
-            .arg(&corpus),
-    )?;
+    fuzz_target("qcow2_map", seconds, &corpus)?;
     // The writer against the reader: no seed corpus, the operations are the input.
     let writer_corpus = root().join("fuzz/corpus/qcow2_writer");
     std::fs::create_dir_all(&writer_corpus)?;
-    run_cmd(
-        Command::new("cargo")
-            .current_dir(root().join("fuzz"))
-            .args(["+nightly", "fuzz", "run", "qcow2_writer", "--"])
-            .arg(format!("-max_total_time={}", seconds.div_ceil(2)))
-            .arg("-rss_limit_mb=1024")
-            .arg(&writer_corpus),
-    )?;
+    fuzz_target("qcow2_writer", seconds.div_ceil(2), &writer_corpus)?;
     // The snapshot writer: seeds are the reader's seeds with a snapshot QEMU made, behind
     // the operations byte (all three operations).
     let snapshot_corpus = root().join("fuzz/corpus/qcow2_snapshot");
     std::fs::create_dir_all(&snapshot_corpus)?;
     guest::seed_snapshot_corpus(&corpus, &snapshot_corpus)?;
-    run_cmd(
-        Command::new("cargo")
-            .current_dir(root().join("fuzz"))
-            .args(["+nightly", "fuzz", "run", "qcow2_snapshot", "--"])
-            .arg(format!("-max_total_time={}", seconds.div_ceil(2)))
-            .arg("-rss_limit_mb=1024")
-            .arg(&snapshot_corpus),
-    )?;
+    fuzz_target("qcow2_snapshot", seconds.div_ceil(2), &snapshot_corpus)?;
     // The delta reader, from one well-formed delta (mode byte 1: the target appends the
     // closing SHA-256, so mutations get past it).
     let delta_corpus = root().join("fuzz/corpus/delta_reader");
     std::fs::create_dir_all(&delta_corpus)?;
     std::fs::write(delta_corpus.join("seed0"), delta_seed())?;
-    run_cmd(
-        Command::new("cargo")
-            .current_dir(root().join("fuzz"))
-            .args(["+nightly", "fuzz", "run", "delta_reader", "--"])
-            .arg(format!("-max_total_time={}", seconds.div_ceil(4)))
-            .arg("-rss_limit_mb=1024")
-            .arg(&delta_corpus),
-    )?;
+    fuzz_target("delta_reader", seconds.div_ceil(4), &delta_corpus)?;
+    // The bundle reader, from a bundle-shaped archive GNU tar wrote.
+    let bundle_corpus = root().join("fuzz/corpus/bundle_reader");
+    std::fs::create_dir_all(&bundle_corpus)?;
+    bundle_seed(&bundle_corpus)?;
+    fuzz_target("bundle_reader", seconds.div_ceil(4), &bundle_corpus)?;
     // The publish server's Range header parser, from a few well-formed seeds.
     let range_corpus = root().join("fuzz/corpus/range_header");
     std::fs::create_dir_all(&range_corpus)?;
@@ -251,12 +280,5 @@ fn fuzz(args: &[String]) -> Result<()> {
         b.extend_from_slice(seed.as_bytes());
         std::fs::write(range_corpus.join(format!("seed{i}")), b)?;
     }
-    run_cmd(
-        Command::new("cargo")
-            .current_dir(root().join("fuzz"))
-            .args(["+nightly", "fuzz", "run", "range_header", "--"])
-            .arg(format!("-max_total_time={}", seconds.div_ceil(4)))
-            .arg("-rss_limit_mb=1024")
-            .arg(&range_corpus),
-    )
+    fuzz_target("range_header", seconds.div_ceil(4), &range_corpus)
 }

@@ -5,6 +5,7 @@
 //! exit code 1; usage errors exit with 2.
 
 mod address;
+mod bundle;
 mod commands;
 mod config;
 mod context;
@@ -15,6 +16,7 @@ mod quiesce;
 mod retention;
 mod snapshots;
 mod source;
+mod vm;
 
 use clap::{Parser, Subcommand};
 

@@ -4,6 +4,7 @@
 //! [`extent::VolumeSource`], progress goes out through [`progress::Progress`], and every
 //! failure is an [`Error`] with a kind and context.
 
+pub mod bundle;
 mod chunks;
 pub mod cleanup;
 pub mod delta;

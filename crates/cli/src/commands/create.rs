@@ -17,8 +17,12 @@ pub struct Args {
     /// The new volume: vd/NAME or vi/NAME.
     target: String,
     /// What it starts as: vi/NAME, vd/NAME or vds/DISK@SNAPSHOT (same pool).
-    #[arg(long)]
-    from: String,
+    #[arg(long, required_unless_present = "config")]
+    from: Option<String>,
+    /// For vm/NAME: the VM's config, a JSON document with its name, disks (name, pool)
+    /// and network identifiers (mac, ip); other fields are kept as written.
+    #[arg(long, conflicts_with_all = ["from", "thin", "size"])]
+    config: Option<std::path::PathBuf>,
     #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
     pool: String,
     /// A thin clone of the image instead of a full copy: instant, shares the image's
@@ -38,9 +42,15 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(vm) = crate::vm::parse_vm(&args.target) {
+        return create_vm(&args, &vm?);
+    }
     let target = Address::parse(&args.target)?;
     let kind = kind_of(&target)?;
-    let from = Address::parse(&args.from)?;
+    let Some(from) = &args.from else {
+        bail!("{target}: give what it starts as with --from (--config is for vm/NAME)");
+    };
+    let from = Address::parse(from)?;
     let given = args
         .size
         .as_deref()
@@ -127,4 +137,35 @@ pub fn check_kind(address: &Address, kind: VolumeKind) -> Result<()> {
         (Address::Image(n), VolumeKind::Disk) => bail!("{n} is a disk: address it as vd/{n}"),
         _ => Ok(()),
     }
+}
+
+/// `create vm/NAME --config FILE`: records a VM whose disks exist in their pools.
+fn create_vm(args: &Args, name: &str) -> Result<()> {
+    let Some(path) = &args.config else {
+        bail!("vm/{name}: give its config with --config FILE (JSON: name, disks, network)");
+    };
+    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg = crate::vm::parse(&text, &path.display().to_string())?;
+    if cfg.name != name {
+        bail!(
+            "{} names the VM {:?}, not {name:?}",
+            path.display(),
+            cfg.name
+        );
+    }
+    let ctx = Context::new()?;
+    for d in &cfg.disks {
+        let mut pool = ctx.pool(&d.pool)?;
+        pool.open_volume(&d.name, None)
+            .with_context(|| format!("vm/{name}: its disk vd/{} in pool {}", d.name, d.pool))?;
+    }
+    crate::vm::save_new(&ctx.config.home, &cfg)?;
+    match args.output {
+        OutputArg::Json => println!("{}", serde_json::to_string(&cfg)?),
+        OutputArg::Text if !args.quiet => {
+            eprintln!("created vm/{name} ({} disks)", cfg.disks.len())
+        }
+        OutputArg::Text => {}
+    }
+    Ok(())
 }

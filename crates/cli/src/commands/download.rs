@@ -22,9 +22,13 @@ pub struct Args {
     /// Output file, or - for stdout.
     #[arg(short = 'o', long = "output", required_unless_present = "publish")]
     output: Option<String>,
-    /// Output image format.
-    #[arg(long, value_enum, default_value_t = FormatArg::Raw)]
-    format: FormatArg,
+    /// Output image format (default raw). A VM (vm/NAME) always downloads as a bundle:
+    /// a tar of its config and disks.
+    #[arg(long, value_enum)]
+    format: Option<FormatArg>,
+    /// The disks' format inside a VM bundle.
+    #[arg(long, value_enum, default_value_t = PayloadArg::RawZst)]
+    payload: PayloadArg,
     /// Write only what changed since this earlier snapshot of the same disk
     /// (vds/DISK@BASE), as a snapport delta that `upload --onto` applies.
     #[arg(long, value_name = "vds/DISK@BASE", conflicts_with = "publish")]
@@ -74,6 +78,13 @@ impl FormatArg {
     }
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PayloadArg {
+    #[value(name = "raw.zst")]
+    RawZst,
+    Qcow2,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum DigestArg {
     Chunked,
@@ -98,6 +109,10 @@ fn sidecar(output: &Path, ext: &str) -> PathBuf {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(vm) = crate::vm::parse_vm(&args.address) {
+        return download_vm(&args, &vm?);
+    }
+    let format = args.format.unwrap_or(FormatArg::Raw);
     let address = Address::parse(&args.address)?;
     if args.publish.publish {
         if args.output.is_some() {
@@ -106,7 +121,7 @@ pub fn run(args: Args) -> Result<()> {
         return crate::commands::publish::serve_export(
             &address,
             &args.pool,
-            args.format,
+            format,
             args.zstd_level,
             &args.publish,
             args.quiet,
@@ -170,7 +185,7 @@ pub fn run(args: Args) -> Result<()> {
         Target::File(PathBuf::from(&output))
     };
     let options = ExportOptions {
-        format: match args.format {
+        format: match format {
             FormatArg::Raw => Format::Raw,
             FormatArg::Qcow2 => Format::Qcow2,
             FormatArg::RawZst => Format::RawZst {
@@ -221,7 +236,7 @@ pub fn run(args: Args) -> Result<()> {
             "source": address.to_string(),
             "pool": args.pool,
             "output": output,
-            "format": args.format.name(),
+            "format": format.name(),
             "size": summary.size,
             "output_size": summary.output_size,
             "data_bytes": summary.data_bytes,
@@ -249,6 +264,53 @@ pub fn run(args: Args) -> Result<()> {
         if let Some(h) = &summary.stream_sha256 {
             eprintln!("sha256 {h}");
         }
+    }
+    Ok(())
+}
+
+/// `download vm/NAME -o FILE.tar`: the VM's config and disks as one bundle.
+fn download_vm(args: &Args, name: &str) -> Result<()> {
+    if args.format.is_some() {
+        anyhow::bail!("a VM downloads as a bundle (a tar); choose its disks' format with --payload raw.zst|qcow2");
+    }
+    if args.since.is_some() || args.publish.publish {
+        anyhow::bail!("vm/{name}: --since and --publish take a disk or a disk snapshot, not a VM");
+    }
+    let Some(output) = args.output.as_deref() else {
+        anyhow::bail!("give the bundle's file with -o FILE.tar (or -o - for stdout)");
+    };
+    let ctx = Context::new()?;
+    let payload = match args.payload {
+        PayloadArg::RawZst => FormatArg::RawZst,
+        PayloadArg::Qcow2 => FormatArg::Qcow2,
+    };
+    let started = Instant::now();
+    let done = crate::bundle::export_vm(&ctx, name, output, payload, args.zstd_level, args.quiet)
+        .with_context(|| format!("exporting vm/{name}"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if args.json {
+        let doc = serde_json::json!({
+            "source": format!("vm/{name}"),
+            "output": output,
+            "format": "bundle",
+            "payload": done.manifest.payload,
+            "output_size": done.output_size,
+            "sha256": done.sha256,
+            "disks": done.manifest.disks,
+            "seconds": seconds,
+        });
+        if output == "-" {
+            eprintln!("{doc}");
+        } else {
+            println!("{doc}");
+        }
+    } else if !args.quiet {
+        eprintln!(
+            "exported vm/{name} ({} disks, {}) to {} in {seconds:.2} s; check it with: tar -xf FILE && sha256sum -c SHA256SUMS",
+            done.manifest.disks.len(),
+            human(done.output_size),
+            if output == "-" { "stdout" } else { output },
+        );
     }
     Ok(())
 }

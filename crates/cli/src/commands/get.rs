@@ -7,7 +7,7 @@ use snapport_host::VolumeKind;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// vd (disks), vi (images) or vds (disk snapshots).
+    /// vd (disks), vi (images), vds (disk snapshots) or vm (VMs).
     kind: String,
     /// Only this disk (for vds: this disk's snapshots).
     name: Option<String>,
@@ -23,11 +23,14 @@ pub fn run(args: Args) -> Result<()> {
         bail!("-o {}: choose table, json or wide", args.output);
     }
     let ctx = Context::new()?;
+    if args.kind == "vm" {
+        return list_vms(&ctx, &args);
+    }
     let mut instance = ctx.pool(&args.pool)?;
     match args.kind.as_str() {
         "vd" | "vi" | "vds" => {}
         other => bail!(
-            "get {other}: this snapport lists vd (disks), vi (images) and vds (disk snapshots)"
+            "get {other}: this snapport lists vd (disks), vi (images), vds (disk snapshots) and vm (VMs)"
         ),
     }
     if args.kind == "vd" || args.kind == "vi" {
@@ -103,6 +106,36 @@ pub fn run(args: Args) -> Result<()> {
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// `get vm [NAME]`: the VMs and their disks (VMs span pools, so -n does not apply).
+fn list_vms(ctx: &Context, args: &Args) -> Result<()> {
+    let mut vms = crate::vm::list(&ctx.config.home)?;
+    if let Some(n) = &args.name {
+        vms.retain(|v| &v.name == n);
+        if vms.is_empty() {
+            bail!("no vm/{n}");
+        }
+    }
+    if args.output == "json" {
+        println!("{}", serde_json::to_string(&vms)?);
+        return Ok(());
+    }
+    println!("{:<24} {:<6} DISKS", "NAME", "NICS");
+    for v in &vms {
+        let disks: Vec<_> = v
+            .disks
+            .iter()
+            .map(|d| format!("{}/vd/{}", d.pool, d.name))
+            .collect();
+        println!(
+            "{:<24} {:<6} {}",
+            format!("vm/{}", v.name),
+            v.network.len(),
+            disks.join(",")
+        );
     }
     Ok(())
 }

@@ -51,6 +51,17 @@ pub struct Args {
     /// or snapshot, which must hold the delta's base content (checked by digest).
     #[arg(long, value_name = "vds/..|vd/..|vi/..")]
     onto: Option<String>,
+    /// For a VM bundle (upload FILE.tar vm/NEW): put this in front of every disk name.
+    #[arg(long, default_value = "")]
+    name_prefix: String,
+    /// For a VM bundle: put this after every disk name.
+    #[arg(long, default_value = "")]
+    name_suffix: String,
+    /// For a VM bundle: replace OLD by NEW in every disk name (repeatable; before the
+    /// prefix and suffix). Without any naming flag, the old VM name in a disk name becomes
+    /// the new one (or NEW- goes in front).
+    #[arg(long, value_name = "OLD=NEW")]
+    name_replace: Vec<String>,
     /// Make the volume durable (fsync) before it appears under its name.
     #[arg(long)]
     fsync: bool,
@@ -140,6 +151,9 @@ pub fn run(args: Args) -> Result<()> {
     let Some(target) = args.target.as_deref() else {
         bail!("give the image and the new volume: snapport upload FILE vd/NAME (or snapport upload --publish vd/NAME)");
     };
+    if let Some(vm) = crate::vm::parse_vm(target) {
+        return upload_vm(&args, &vm?);
+    }
     let target = Address::parse(target)?;
     kind_of(&target)?;
     if let Some(onto) = &args.onto {
@@ -373,17 +387,14 @@ fn compressed_qcow2(head: &[u8]) -> bool {
     std::io::Read::read_exact(&mut d, &mut magic).is_ok() && &magic == b"QFI\xfb"
 }
 
-type Decoder = zstd::stream::read::Decoder<
-    'static,
-    std::io::BufReader<HashingReader<Box<dyn std::io::Read + Send>>>,
->;
-
 /// The decompressed stream. zstd's own errors are named as what they are, a damaged
 /// stream; at its end, whatever follows the last frame is read too, so the SHA-256 of the
 /// compressed bytes covers all of them.
-struct ZstdSource(Decoder);
+pub(crate) struct ZstdSource<R: std::io::BufRead>(
+    pub(crate) zstd::stream::read::Decoder<'static, R>,
+);
 
-impl std::io::Read for ZstdSource {
+impl<R: std::io::BufRead> std::io::Read for ZstdSource<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self.0.read(buf) {
             Ok(0) if !buf.is_empty() => {
@@ -505,6 +516,60 @@ fn upload_delta(args: &Args, target: &Address, onto: &Address) -> Result<()> {
             delta.footer.records,
             summary.content_digest.as_deref().unwrap_or("-"),
         ),
+        OutputArg::Text => {}
+    }
+    Ok(())
+}
+
+/// `upload FILE.tar vm/NEW`: a bundle as a new VM, its disks cloned under new names.
+fn upload_vm(args: &Args, name: &str) -> Result<()> {
+    if args.onto.is_some() || args.size.is_some() || args.format.is_some() {
+        bail!("vm/{name}: a bundle brings its own disks; --onto, --size and --format apply to single disks");
+    }
+    let naming = crate::vm::Naming {
+        prefix: args.name_prefix.clone(),
+        suffix: args.name_suffix.clone(),
+        replacements: crate::vm::Naming::parse_replacements(&args.name_replace)?,
+    };
+    let ctx = Context::new()?;
+    let started = Instant::now();
+    let done = crate::bundle::import_vm(
+        &ctx,
+        &args.source,
+        name,
+        &args.pool,
+        &naming,
+        args.fsync,
+        args.quiet,
+    )
+    .with_context(|| format!("uploading {} as vm/{name}", args.source))?;
+    let seconds = started.elapsed().as_secs_f64();
+    match args.output {
+        OutputArg::Json => println!(
+            "{}",
+            serde_json::json!({
+                "target": format!("vm/{name}"),
+                "pool": args.pool,
+                "from_vm": done.manifest.vm,
+                "disks": done.config.disks.iter().zip(&done.disks).map(|(d, s)| serde_json::json!({
+                    "name": format!("vd/{}", d.name),
+                    "written_bytes": s.written_bytes,
+                    "content_digest": s.content_digest,
+                })).collect::<Vec<_>>(),
+                "changes": done.notes,
+                "seconds": seconds,
+            })
+        ),
+        OutputArg::Text if !args.quiet => {
+            eprintln!(
+                "created vm/{name} from a bundle of vm/{} in {seconds:.2} s ({} disks, each verified by content digest)",
+                done.manifest.vm,
+                done.disks.len()
+            );
+            for n in &done.notes {
+                eprintln!("  {n}");
+            }
+        }
         OutputArg::Text => {}
     }
     Ok(())

@@ -1,0 +1,317 @@
+//! VMs (`vm/NAME`): a config document the user owns (name, disks in pools, network
+//! identifiers), kept as `$SNAPPORT_HOME/vms/NAME.json`. snapport reads the fields it
+//! needs and keeps every other field as it was written.
+
+use anyhow::{bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmConfig {
+    pub name: String,
+    pub disks: Vec<VmDisk>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network: Vec<Nic>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmDisk {
+    /// The disk, `vd/NAME` of `pool`.
+    pub name: String,
+    #[serde(default = "default_pool")]
+    pub pool: String,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Nic {
+    #[serde(default)]
+    pub mac: Option<String>,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+fn default_pool() -> String {
+    crate::config::DEFAULT_POOL.to_string()
+}
+
+/// `vm/NAME` → NAME; `None` when `s` is not a VM address at all.
+pub fn parse_vm(s: &str) -> Option<Result<String>> {
+    let name = s.strip_prefix("vm/")?;
+    Some(if valid_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err(anyhow::anyhow!(
+            "{s:?}: a VM is vm/NAME (letters, digits, '-', '_', '.'; not starting with '.')"
+        ))
+    })
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 200
+        && !n.starts_with('.')
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+fn dir(home: &Path) -> PathBuf {
+    home.join("vms")
+}
+
+fn path(home: &Path, name: &str) -> PathBuf {
+    dir(home).join(format!("{name}.json"))
+}
+
+pub fn exists(home: &Path, name: &str) -> bool {
+    path(home, name).exists()
+}
+
+/// Checks what snapport relies on: names, at least one disk, no disk twice.
+pub fn validate(cfg: &VmConfig) -> Result<()> {
+    if !valid_name(&cfg.name) {
+        bail!(
+            "the VM name {:?} is not a valid name (letters, digits, '-', '_', '.')",
+            cfg.name
+        );
+    }
+    if cfg.disks.is_empty() {
+        bail!("vm/{} lists no disks", cfg.name);
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for d in &cfg.disks {
+        if !valid_name(&d.name) || !valid_name(&d.pool) {
+            bail!(
+                "vm/{}: disk {:?} in pool {:?} is not a valid name",
+                cfg.name,
+                d.name,
+                d.pool
+            );
+        }
+        if !seen.insert((d.pool.as_str(), d.name.as_str())) {
+            bail!(
+                "vm/{} lists vd/{} of pool {} twice",
+                cfg.name,
+                d.name,
+                d.pool
+            );
+        }
+    }
+    Ok(())
+}
+
+pub fn parse(text: &[u8], what: &str) -> Result<VmConfig> {
+    let cfg: VmConfig = serde_json::from_slice(text)
+        .with_context(|| format!("{what} is not a VM config (JSON with name and disks)"))?;
+    validate(&cfg)?;
+    Ok(cfg)
+}
+
+pub fn load(home: &Path, name: &str) -> Result<VmConfig> {
+    let p = path(home, name);
+    let text = match std::fs::read(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            bail!("no vm/{name}; create it with snapport create vm/{name} --config FILE")
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+    };
+    parse(&text, &p.display().to_string())
+}
+
+pub fn list(home: &Path) -> Result<Vec<VmConfig>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir(home)) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).context("listing VMs"),
+    };
+    for e in entries {
+        let p = e?.path();
+        let Some(name) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        if !name.starts_with('.') {
+            out.push(load(home, name)?);
+        }
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// Saves a new VM's config; refused when the name is taken (checked atomically: the
+/// config appears by a hard link, which fails on an existing name).
+pub fn save_new(home: &Path, cfg: &VmConfig) -> Result<()> {
+    validate(cfg)?;
+    std::fs::create_dir_all(dir(home)).context("creating the VM folder")?;
+    let tmp = dir(home).join(format!(".{}.{}.tmp", cfg.name, std::process::id()));
+    let text = serde_json::to_vec_pretty(cfg).expect("a config serialises");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    let linked = std::fs::hard_link(&tmp, path(home, &cfg.name));
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            bail!("vm/{} already exists; choose another name", cfg.name)
+        }
+        Err(e) => Err(e).context("saving the VM config"),
+    }
+}
+
+/// How a clone names what it creates, as Deckhouse's VirtualMachineOperation clone does:
+/// replacements first, then the prefix and suffix.
+#[derive(Debug, Clone, Default)]
+pub struct Naming {
+    pub prefix: String,
+    pub suffix: String,
+    /// (old, new) pairs, applied to every name in turn.
+    pub replacements: Vec<(String, String)>,
+}
+
+impl Naming {
+    /// From `--name-replace OLD=NEW` flags.
+    pub fn parse_replacements(flags: &[String]) -> Result<Vec<(String, String)>> {
+        flags
+            .iter()
+            .map(|f| match f.split_once('=') {
+                Some((a, b)) if !a.is_empty() => Ok((a.to_string(), b.to_string())),
+                _ => bail!("--name-replace {f:?}: give OLD=NEW"),
+            })
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.prefix.is_empty() && self.suffix.is_empty() && self.replacements.is_empty()
+    }
+
+    pub fn apply(&self, name: &str) -> String {
+        let mut n = name.to_string();
+        for (a, b) in &self.replacements {
+            n = n.replace(a, b);
+        }
+        format!("{}{n}{}", self.prefix, self.suffix)
+    }
+}
+
+/// A locally administered, unicast MAC address (02:xx:xx:xx:xx:xx), from the kernel's
+/// random source.
+pub fn new_mac() -> Result<String> {
+    use std::io::Read;
+    let mut b = [0u8; 5];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom for a new MAC address")?;
+    Ok(format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4]
+    ))
+}
+
+/// The config of a clone of `cfg` named `new_name`, its disks renamed by `naming` (or,
+/// with no naming given, the old VM name replaced by the new one in each disk name, and
+/// `NEW-` in front where the old name does not occur) and placed in `pool`. Network
+/// identifiers are new: fresh MAC addresses, IP addresses cleared for the network to
+/// assign. Returns the config and what changed, for the report.
+pub fn clone_config(
+    cfg: &VmConfig,
+    new_name: &str,
+    naming: &Naming,
+    pool: &str,
+) -> Result<(VmConfig, Vec<String>)> {
+    let mut out = cfg.clone();
+    let mut notes = Vec::new();
+    out.name = new_name.to_string();
+    for d in &mut out.disks {
+        let renamed = if naming.is_empty() {
+            let r = d.name.replace(&cfg.name, new_name);
+            if r == d.name {
+                format!("{new_name}-{r}")
+            } else {
+                r
+            }
+        } else {
+            naming.apply(&d.name)
+        };
+        notes.push(format!("vd/{} -> vd/{renamed} (pool {pool})", d.name));
+        d.name = renamed;
+        d.pool = pool.to_string();
+    }
+    for nic in &mut out.network {
+        let mac = new_mac()?;
+        notes.push(format!(
+            "MAC {} -> {mac}{}",
+            nic.mac.as_deref().unwrap_or("(none)"),
+            match &nic.ip {
+                Some(ip) => format!(", IP {ip} cleared"),
+                None => String::new(),
+            }
+        ));
+        nic.mac = Some(mac);
+        nic.ip = None;
+    }
+    validate(&out)?;
+    Ok((out, notes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> VmConfig {
+        parse(
+            br#"{"name":"web","cpu":2,"disks":[{"name":"web-root"},{"name":"data","bus":"virtio"}],
+                "network":[{"mac":"52:54:00:00:00:01","ip":"10.0.0.5","bridge":"br0"}]}"#,
+            "test",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn clones_rename_and_renew_identifiers() {
+        let (c, _) = clone_config(&cfg(), "web2", &Naming::default(), "p").unwrap();
+        let names: Vec<_> = c.disks.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["web2-root", "web2-data"]);
+        assert!(c.disks.iter().all(|d| d.pool == "p"));
+        let nic = &c.network[0];
+        assert!(nic.ip.is_none() && nic.mac.as_deref() != Some("52:54:00:00:00:01"));
+        assert_eq!(nic.mac.as_deref().unwrap().len(), 17);
+        // Fields snapport does not know are kept.
+        assert_eq!(c.other["cpu"], 2);
+        assert_eq!(c.disks[1].other["bus"], "virtio");
+        assert_eq!(nic.other["bridge"], "br0");
+
+        let naming = Naming {
+            prefix: "x-".into(),
+            suffix: "-y".into(),
+            replacements: Naming::parse_replacements(&["web=app".into()]).unwrap(),
+        };
+        let (c, _) = clone_config(&cfg(), "n", &naming, "p").unwrap();
+        assert_eq!(c.disks[0].name, "x-app-root-y");
+        assert!(Naming::parse_replacements(&["=a".into()]).is_err());
+    }
+
+    #[test]
+    fn bad_configs_are_refused() {
+        for bad in [
+            r#"{"name":"x","disks":[]}"#,
+            r#"{"name":"../x","disks":[{"name":"a"}]}"#,
+            r#"{"name":"x","disks":[{"name":"a"},{"name":"a"}]}"#,
+            r#"{"name":"x"}"#,
+        ] {
+            assert!(parse(bad.as_bytes(), "t").is_err(), "{bad}");
+        }
+        assert!(parse_vm("vm/a").unwrap().is_ok());
+        assert!(parse_vm("vm/../a").unwrap().is_err());
+        assert!(parse_vm("vd/a").is_none());
+    }
+}

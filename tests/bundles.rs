@@ -1,0 +1,233 @@
+//! Whole-VM bundles: a VM of three disks exports to one tar that stock `tar -x` and
+//! `sha256sum -c SHA256SUMS` verify; importing it as a new VM gives identical disks
+//! (`qemu-img compare`) under new names with new MAC addresses; a damaged or truncated
+//! bundle, or a name conflict, is refused with no VM and no disk created.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// (name, data offset, size) of each member, read from the tar headers by hand.
+fn members(tar: &[u8]) -> Vec<(String, usize, usize)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    let mut long: Option<String> = None;
+    while at + 512 <= tar.len() && tar[at..at + 512].iter().any(|&b| b != 0) {
+        let h = &tar[at..at + 512];
+        let name = String::from_utf8_lossy(&h[..100])
+            .trim_end_matches('\0')
+            .to_string();
+        let size_field = String::from_utf8_lossy(&h[124..136]);
+        let size =
+            usize::from_str_radix(size_field.trim_matches(|c| c == '\0' || c == ' '), 8).unwrap();
+        let data = at + 512;
+        if h[156] == b'L' {
+            long = Some(
+                String::from_utf8_lossy(&tar[data..data + size])
+                    .trim_end_matches('\0')
+                    .to_string(),
+            );
+        } else {
+            out.push((long.take().unwrap_or(name), data, size));
+        }
+        at = data + size.div_ceil(512) * 512;
+    }
+    out
+}
+
+fn vm_names(home: &Home) -> Vec<String> {
+    let docs = json(&home.ok(&["get", "vm", "-o", "json"]));
+    docs.as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_vm_bundle_round_trips_and_damage_leaves_nothing() {
+    let home = Home::new();
+    let pool = home.pool();
+    let root = pool.join("web-root.qcow2");
+    let data = pool.join("web-data.qcow2");
+    let logs = pool.join("logs.raw");
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", p(&root), "256M"],
+    );
+    qemu_io(
+        &root,
+        "qcow2",
+        &["write -P 0x11 0 8M", "write -P 0x22 100M 3M"],
+    );
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", p(&data), "128M"],
+    );
+    qemu_io(&data, "qcow2", &["write -P 0x33 64M 1M"]);
+    tool("qemu-img", &["create", "-q", "-f", "raw", p(&logs), "64M"]);
+    qemu_io(&logs, "raw", &["write -P 0x44 1M 1M"]);
+    let cfg = home.out("web.json");
+    std::fs::write(
+        &cfg,
+        r#"{"name":"web","cpu":2,
+            "disks":[{"name":"web-root"},{"name":"web-data"},{"name":"logs","bus":"virtio"}],
+            "network":[{"mac":"52:54:00:12:34:56","ip":"10.0.0.5"}]}"#,
+    )
+    .unwrap();
+    home.ok(&["create", "vm/web", "--config", p(&cfg), "-q"]);
+    assert_eq!(vm_names(&home), ["web"]);
+    // A config naming a disk that is not there is refused.
+    std::fs::write(&cfg, r#"{"name":"ghost","disks":[{"name":"nope"}]}"#).unwrap();
+    let err = home.fails(&["create", "vm/ghost", "--config", p(&cfg)]);
+    assert!(err.contains("vd/nope"), "{err}");
+
+    let originals = [&root, &data, &logs];
+    for payload in ["raw.zst", "qcow2"] {
+        let tar = home.out(&format!("web-{payload}.tar"));
+        let doc = json(&home.ok(&[
+            "download",
+            "vm/web",
+            "-o",
+            p(&tar),
+            "--payload",
+            payload,
+            "-q",
+            "--json",
+        ]));
+        assert_eq!(doc["output_size"], std::fs::metadata(&tar).unwrap().len());
+        // Stock tools verify it.
+        let dir = home.out(&format!("x-{payload}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        tool("tar", &["-xf", p(&tar), "-C", p(&dir)]);
+        let check = Command::new("sha256sum")
+            .args(["-c", "SHA256SUMS"])
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{}",
+            String::from_utf8_lossy(&check.stdout)
+        );
+        let checked = String::from_utf8_lossy(&check.stdout)
+            .matches(": OK")
+            .count();
+        assert_eq!(checked, 5, "manifest, vm.json and three disks");
+        for (name, orig) in ["web-root", "web-data", "logs"].iter().zip(originals) {
+            let f = dir.join(format!("disks/{name}.{payload}"));
+            if payload == "qcow2" {
+                tool("qemu-img", &["check", p(&f)]);
+                tool("qemu-img", &["compare", p(&f), p(orig)]);
+            } else {
+                tool("zstd", &["-t", "-q", p(&f)]);
+            }
+        }
+    }
+
+    // Imported as a new VM: identical disks, new names, new MAC, IP cleared.
+    let tar = home.out("web-raw.zst.tar");
+    let doc = json(&home.ok(&["upload", p(&tar), "vm/copy", "-q", "-o", "json"]));
+    let names: Vec<_> = doc["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["vd/copy-root", "vd/copy-data", "vd/copy-logs"]);
+    for (new, orig) in ["copy-root", "copy-data", "copy-logs"]
+        .iter()
+        .zip(originals)
+    {
+        tool(
+            "qemu-img",
+            &["compare", p(&pool.join(format!("{new}.qcow2"))), p(orig)],
+        );
+    }
+    let copy = &json(&home.ok(&["get", "vm", "copy", "-o", "json"]))[0];
+    assert_eq!(copy["cpu"], 2);
+    assert_eq!(copy["disks"][2]["bus"], "virtio");
+    assert_ne!(copy["network"][0]["mac"], "52:54:00:12:34:56");
+    assert!(copy["network"][0]["ip"].is_null());
+
+    // The qcow2 payloads, through stdin, with a name prefix.
+    let q = home.out("web-qcow2.tar");
+    let up = Command::new(env!("CARGO_BIN_EXE_snapport"))
+        .args(["upload", "-", "vm/q", "--name-prefix", "q-", "-q"])
+        .env("SNAPPORT_HOME", home.path())
+        .stdin(std::fs::File::open(&q).unwrap())
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        up.status.success(),
+        "{}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    for (new, orig) in ["q-web-root", "q-web-data", "q-logs"].iter().zip(originals) {
+        tool(
+            "qemu-img",
+            &["compare", p(&pool.join(format!("{new}.qcow2"))), p(orig)],
+        );
+    }
+
+    // Refusals: nothing created, nothing left.
+    let before = files_in(&pool);
+    let vms = vm_names(&home);
+    let err = home.fails(&["upload", p(&tar), "vm/copy"]);
+    assert!(err.contains("already exists"), "{err}");
+    let err = home.fails(&["upload", p(&tar), "vm/other", "--name-replace", "web=copy"]);
+    assert!(
+        err.contains("vd/copy-root") && err.contains("already exist"),
+        "{err}"
+    );
+
+    let bytes = std::fs::read(&tar).unwrap();
+    let m = members(&bytes);
+    let names: Vec<_> = m.iter().map(|x| x.0.as_str()).collect();
+    assert_eq!(names[..3], ["SHA256SUMS", "manifest.json", "vm.json"]);
+    // One flipped byte in the second disk's payload: the first disk is imported, then
+    // deleted when the second fails its SHA-256.
+    let (_, at, size) = m
+        .iter()
+        .find(|x| x.0 == "disks/web-data.raw.zst")
+        .unwrap()
+        .clone();
+    let mut bad = bytes.clone();
+    bad[at + size / 2] ^= 0x40;
+    let badf = home.out("bad.tar");
+    std::fs::write(&badf, &bad).unwrap();
+    let err = home.fails(&["upload", p(&badf), "vm/bad", "-q"]);
+    assert!(err.contains("vm/bad was not created"), "{err}");
+    // A flipped byte in a header, in the manifest, and a cut in the last payload.
+    for (what, damaged) in [
+        ("header", {
+            let mut b = bytes.clone();
+            b[5] ^= 1;
+            b
+        }),
+        ("manifest", {
+            let mut b = bytes.clone();
+            b[m[1].1 + 20] ^= 1;
+            b
+        }),
+        ("cut", bytes[..m[5].1 + m[5].2 / 2].to_vec()),
+    ] {
+        std::fs::write(&badf, &damaged).unwrap();
+        let err = home.fails(&["upload", p(&badf), "vm/bad", "-q"]);
+        assert!(
+            err.contains("bundle") || err.contains("SHA256SUMS") || err.contains("zstd"),
+            "{what}: {err}"
+        );
+    }
+    assert_eq!(files_in(&pool), before);
+    assert_eq!(vm_names(&home), vms);
+    assert!(!Path::new(&home.path().join("vms/bad.json")).exists());
+}
