@@ -231,3 +231,184 @@ fn a_vm_bundle_round_trips_and_damage_leaves_nothing() {
     assert_eq!(vm_names(&home), vms);
     assert!(!Path::new(&home.path().join("vms/bad.json")).exists());
 }
+
+fn snapshot_raw(home: &Home, img: &Path, snap: &str) -> std::path::PathBuf {
+    let raw = home.out(&format!(
+        "{}-{snap}.raw",
+        img.file_stem().unwrap().to_str().unwrap()
+    ));
+    if !raw.exists() {
+        tool(
+            "qemu-img",
+            &[
+                "convert",
+                "-l",
+                &format!("snapshot.name={snap}"),
+                "-O",
+                "raw",
+                p(img),
+                p(&raw),
+            ],
+        );
+    }
+    raw
+}
+
+fn sums(files: &[&std::path::PathBuf]) -> String {
+    let args: Vec<&str> = files.iter().map(|f| p(f)).collect();
+    tool("sha256sum", &args)
+}
+
+#[test]
+fn vm_snapshots_restore_in_three_modes_and_export_as_bundles() {
+    let home = Home::new();
+    let pool = home.pool();
+    let disks: Vec<_> = ["v-root", "v-data", "v-logs"]
+        .iter()
+        .map(|n| pool.join(format!("{n}.qcow2")))
+        .collect();
+    for (i, d) in disks.iter().enumerate() {
+        tool("qemu-img", &["create", "-q", "-f", "qcow2", p(d), "64M"]);
+        qemu_io(d, "qcow2", &[&format!("write -P {} 0 2M", 0x10 + i)]);
+    }
+    let cfg = home.out("v.json");
+    std::fs::write(&cfg, r#"{"name":"v","disks":[{"name":"v-root"},{"name":"v-data"},{"name":"v-logs"}],"network":[{"mac":"52:54:00:00:00:07"}]}"#).unwrap();
+    home.ok(&["create", "vm/v", "--config", p(&cfg), "-q"]);
+
+    // A failing pre-hook with --consistency required: nothing taken, the attempt Failed.
+    let err = home.fails(&[
+        "snapshot",
+        "create",
+        "vm/v",
+        "--name",
+        "bad",
+        "--consistency",
+        "required",
+        "--pre-hook",
+        "exit 3",
+    ]);
+    assert!(err.contains("not taken"), "{err}");
+    for d in &disks {
+        assert!(!tool("qemu-img", &["snapshot", "-l", p(d)]).contains("bad"));
+    }
+    let vms = json(&home.ok(&["get", "vms", "-o", "json"]));
+    assert_eq!(vms[0]["phase"], "Failed");
+
+    let s1 = json(&home.ok(&["snapshot", "create", "vm/v", "--name", "s1", "-o", "json"]));
+    assert_eq!(
+        (s1["phase"].as_str(), s1["consistent"].as_bool()),
+        (Some("Ready"), Some(true))
+    );
+    for d in &disks {
+        assert!(tool("qemu-img", &["snapshot", "-l", p(d)]).contains("s1"));
+        tool("qemu-img", &["check", p(d)]);
+        qemu_io(d, "qcow2", &["write -P 0x77 1M 2M"]);
+    }
+    home.ok(&["snapshot", "create", "vm/v", "--name", "s2", "-q"]);
+    for d in &disks {
+        qemu_io(d, "qcow2", &["write -P 0x88 8M 1M"]);
+    }
+
+    // dry-run changes nothing; strict refuses (s2 was taken after s1).
+    let before = sums(&disks.iter().collect::<Vec<_>>());
+    let dry = json(&home.ok(&["restore", "vm/v", "--from", "vms/v@s1", "-o", "json"]));
+    assert_eq!(dry["restored"], false);
+    let err = home.fails(&["restore", "vm/v", "--from", "vms/v@s1", "--mode", "strict"]);
+    assert!(err.contains("taken after"), "{err}");
+    assert_eq!(sums(&disks.iter().collect::<Vec<_>>()), before);
+    // best-effort restores every disk to s1.
+    let done = json(&home.ok(&[
+        "restore",
+        "vm/v",
+        "--from",
+        "vms/v@s1",
+        "--mode",
+        "best-effort",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(done["restored"], true);
+    for d in &disks {
+        tool(
+            "qemu-img",
+            &[
+                "compare",
+                "-F",
+                "raw",
+                p(d),
+                p(&snapshot_raw(&home, d, "s1")),
+            ],
+        );
+    }
+
+    // A missing dependency: strict refuses, best-effort leaves the disk out and says so.
+    home.ok(&["delete", "vds/v-data@s2", "-q"]);
+    let data_before = sums(&[&disks[1]]);
+    let err = home.fails(&["restore", "vm/v", "--from", "vms/v@s2", "--mode", "strict"]);
+    assert!(err.contains("missing dependency"), "{err}");
+    let done = json(&home.ok(&[
+        "restore",
+        "vm/v",
+        "--from",
+        "vms/v@s2",
+        "--mode",
+        "best-effort",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(done["dropped"], serde_json::json!(["vd/v-data"]));
+    tool(
+        "qemu-img",
+        &[
+            "compare",
+            "-F",
+            "raw",
+            p(&disks[0]),
+            p(&snapshot_raw(&home, &disks[0], "s2")),
+        ],
+    );
+    assert_eq!(sums(&[&disks[1]]), data_before);
+    let v = json(&home.ok(&["get", "vm", "v", "-o", "json"]));
+    assert_eq!(v[0]["disks"].as_array().unwrap().len(), 2);
+
+    // A VM snapshot as a bundle: stock tools verify it; imported, it is the snapshot.
+    let tar = home.out("v-s1.tar");
+    let doc = json(&home.ok(&["download", "vms/v@s1", "-o", p(&tar), "-q", "--json"]));
+    assert_eq!(doc["snapshot"], "vms/v@s1");
+    assert_eq!(doc["consistent"], true);
+    let dir = home.out("x-s1");
+    std::fs::create_dir_all(&dir).unwrap();
+    tool("tar", &["-xf", p(&tar), "-C", p(&dir)]);
+    let check = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(check.status.success());
+    home.ok(&["upload", p(&tar), "vm/w", "-q"]);
+    for (n, d) in ["w-root", "w-data", "w-logs"].iter().zip(&disks) {
+        tool(
+            "qemu-img",
+            &[
+                "compare",
+                "-F",
+                "raw",
+                p(&pool.join(format!("{n}.qcow2"))),
+                p(&snapshot_raw(&home, d, "s1")),
+            ],
+        );
+    }
+
+    // Deleting the VM snapshot deletes its disks' snapshots.
+    home.ok(&["delete", "vms/v@s1", "-q"]);
+    for d in &disks {
+        assert!(!tool("qemu-img", &["snapshot", "-l", p(d)]).contains("s1"));
+    }
+    let names: Vec<_> = json(&home.ok(&["get", "vms", "v", "-o", "json"]))
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["vms/v@bad", "vms/v@s2"]);
+}

@@ -78,17 +78,29 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// Writes vm/`name` (its config and every disk) as a bundle to `output` (a file, or -).
+/// Writes vm/`name` (its config and every disk) as a bundle to `output` (a file, or -);
+/// with `snapshot`, the VM snapshot vms/`name`@`snapshot` (the config and the disks as
+/// they were then).
 pub fn export_vm(
     ctx: &Context,
     name: &str,
+    snapshot: Option<&str>,
     output: &str,
     payload: FormatArg,
     zstd_level: i32,
     quiet: bool,
 ) -> Result<BundleExport> {
     let home = &ctx.config.home;
-    let cfg = vm::load(home, name)?;
+    let (cfg, taken) = match snapshot {
+        None => (vm::load(home, name)?, None),
+        Some(s) => {
+            let snap = crate::snapshots::vm_snapshot(home, name, s)?;
+            if snap.phase != crate::snapshots::Phase::Ready {
+                bail!("{} is {:?}, not Ready", snap.address(), snap.phase);
+            }
+            (snap.config.clone(), Some(snap))
+        }
+    };
     let (format, ext) = match payload {
         FormatArg::RawZst => (Format::RawZst { level: zstd_level }, "raw.zst"),
         FormatArg::Qcow2 => (Format::Qcow2, "qcow2"),
@@ -99,7 +111,7 @@ pub fn export_vm(
     for (i, d) in cfg.disks.iter().enumerate() {
         let mut instance = ctx.pool(&d.pool)?;
         let mut volume = instance
-            .open_volume(&d.name, None)
+            .open_volume(&d.name, snapshot)
             .with_context(|| format!("vm/{name}: opening vd/{} of pool {}", d.name, d.pool))?;
         let path = spool.0.join(format!("{i}.{ext}"));
         let options = ExportOptions {
@@ -137,8 +149,8 @@ pub fn export_vm(
         version: bundle::VERSION,
         vm: cfg.name.clone(),
         created_unix_ms: crate::snapshots::now_ms(),
-        snapshot: None,
-        consistent: false,
+        snapshot: taken.as_ref().map(|t| t.address()),
+        consistent: taken.as_ref().is_some_and(|t| t.consistent),
         payload: ext.into(),
         disks: disks.iter().map(|d| d.0.clone()).collect(),
     };

@@ -64,6 +64,61 @@ pub struct Records {
     pub snapshots: BTreeMap<String, Record>,
     #[serde(default)]
     pub heads: BTreeMap<String, String>,
+    /// VM snapshots by `VM@NAME`; only in the VM records ([`update_vms`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vm_snapshots: BTreeMap<String, VmSnapshot>,
+}
+
+/// A VM snapshot: one disk snapshot of the same name per disk, taken under one freeze,
+/// and the VM's config as it was.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VmSnapshot {
+    pub vm: String,
+    pub name: String,
+    pub phase: Phase,
+    pub consistent: bool,
+    pub created_unix_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub config: crate::vm::VmConfig,
+}
+
+impl VmSnapshot {
+    pub fn address(&self) -> String {
+        format!("vms/{}@{}", self.vm, self.name)
+    }
+}
+
+/// The VM snapshot records live under `state/.vms/` (no pool name starts with '.'),
+/// locked like a pool's: a VM spans pools.
+const VM_STATE: &str = ".vms";
+
+pub fn update_vms<R>(
+    home: &Path,
+    f: impl FnOnce(&mut BTreeMap<String, VmSnapshot>) -> R,
+) -> Result<R> {
+    update(home, VM_STATE, |r| f(&mut r.vm_snapshots))
+}
+
+/// `vms/VM@NAME` → (VM, NAME); `None` when `s` is not a VM snapshot address at all.
+pub fn parse_vms(s: &str) -> Option<Result<(String, String)>> {
+    let rest = s.strip_prefix("vms/")?;
+    Some(match rest.split_once('@') {
+        Some((vm, snap))
+            if crate::vm::parse_vm(&format!("vm/{vm}"))?.is_ok() && !snap.is_empty() =>
+        {
+            Ok((vm.to_string(), snap.to_string()))
+        }
+        _ => Err(anyhow::anyhow!("{s:?}: a VM snapshot is vms/VM@SNAPSHOT")),
+    })
+}
+
+/// The VM snapshot `vms/VM@NAME`, which must exist.
+pub fn vm_snapshot(home: &Path, vm: &str, name: &str) -> Result<VmSnapshot> {
+    update_vms(home, |m| m.get(&key(vm, name)).cloned())?
+        .ok_or_else(|| anyhow::anyhow!("no vms/{vm}@{name}; `snapport get vms` lists them"))
 }
 
 pub fn key(disk: &str, name: &str) -> String {

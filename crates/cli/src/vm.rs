@@ -168,6 +168,16 @@ pub fn save_new(home: &Path, cfg: &VmConfig) -> Result<()> {
     }
 }
 
+/// Replaces a VM's config (a restore); written beside and renamed into place.
+pub fn save(home: &Path, cfg: &VmConfig) -> Result<()> {
+    validate(cfg)?;
+    std::fs::create_dir_all(dir(home)).context("creating the VM folder")?;
+    let tmp = dir(home).join(format!(".{}.{}.tmp", cfg.name, std::process::id()));
+    let text = serde_json::to_vec_pretty(cfg).expect("a config serialises");
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path(home, &cfg.name)).context("saving the VM config")
+}
+
 /// How a clone names what it creates, as Deckhouse's VirtualMachineOperation clone does:
 /// replacements first, then the prefix and suffix.
 #[derive(Debug, Clone, Default)]

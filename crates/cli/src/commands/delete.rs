@@ -6,7 +6,7 @@ use crate::address::Address;
 use crate::commands::create::check_kind;
 use crate::commands::OutputArg;
 use crate::context::Context;
-use crate::snapshots;
+use crate::snapshots::{self, Phase};
 use anyhow::{bail, Context as _, Result};
 
 #[derive(clap::Args)]
@@ -25,6 +25,10 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(vms) = snapshots::parse_vms(&args.target) {
+        let (vm, name) = vms?;
+        return delete_vm_snapshot(&args, &vm, &name);
+    }
     let target = Address::parse(&args.target)?;
     if let Address::DiskSnapshot { disk, snapshot } = &target {
         return delete_snapshot(&args, &target, disk, snapshot);
@@ -84,6 +88,37 @@ fn delete_snapshot(args: &Args, target: &Address, disk: &str, name: &str) -> Res
             serde_json::json!({ "deleted": target.to_string(), "pool": args.pool })
         ),
         OutputArg::Text if !args.quiet => eprintln!("deleted {target} from pool {}", args.pool),
+        OutputArg::Text => {}
+    }
+    Ok(())
+}
+
+/// `delete vms/VM@NAME`: each disk's snapshot (those still there), then the record.
+fn delete_vm_snapshot(args: &Args, vm: &str, name: &str) -> Result<()> {
+    let ctx = Context::new()?;
+    let home = &ctx.config.home;
+    let snap = snapshots::vm_snapshot(home, vm, name)?;
+    let this = snap.address();
+    if matches!(snap.phase, Phase::Pending | Phase::InProgress) {
+        bail!("{this} is {:?}: wait for it to finish", snap.phase);
+    }
+    snapshots::update_vms(home, |m| {
+        if let Some(s) = m.get_mut(&snapshots::key(vm, name)) {
+            s.phase = Phase::Terminating;
+        }
+    })?;
+    for d in &snap.config.disks {
+        let mut pool = ctx.pool(&d.pool)?;
+        let views = snapshots::list(home, &d.pool, &mut pool, Some(&d.name))?;
+        if let Some(view) = views.iter().find(|v| v.name == name) {
+            snapshots::remove(home, &d.pool, &mut pool, view)
+                .with_context(|| format!("deleting {this}"))?;
+        }
+    }
+    snapshots::update_vms(home, |m| m.remove(&snapshots::key(vm, name)))?;
+    match args.output {
+        OutputArg::Json => println!("{}", serde_json::json!({ "deleted": this })),
+        OutputArg::Text if !args.quiet => eprintln!("deleted {this} and its disk snapshots"),
         OutputArg::Text => {}
     }
     Ok(())

@@ -14,7 +14,8 @@ use std::time::Instant;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// What to export: vd/NAME or vds/DISK@SNAPSHOT.
+    /// What to export: vd/NAME, vi/NAME, vds/DISK@SNAPSHOT, or a VM bundle of vm/NAME
+    /// or vms/VM@SNAPSHOT.
     address: String,
     /// The pool holding it.
     #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
@@ -110,7 +111,11 @@ fn sidecar(output: &Path, ext: &str) -> PathBuf {
 
 pub fn run(args: Args) -> Result<()> {
     if let Some(vm) = crate::vm::parse_vm(&args.address) {
-        return download_vm(&args, &vm?);
+        return download_vm(&args, &vm?, None);
+    }
+    if let Some(vms) = crate::snapshots::parse_vms(&args.address) {
+        let (vm, snap) = vms?;
+        return download_vm(&args, &vm, Some(&snap));
     }
     let format = args.format.unwrap_or(FormatArg::Raw);
     let address = Address::parse(&args.address)?;
@@ -268,13 +273,18 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// `download vm/NAME -o FILE.tar`: the VM's config and disks as one bundle.
-fn download_vm(args: &Args, name: &str) -> Result<()> {
+/// `download vm/NAME|vms/NAME@SNAP -o FILE.tar`: the VM's config and disks (now, or as
+/// the snapshot has them) as one bundle.
+fn download_vm(args: &Args, name: &str, snapshot: Option<&str>) -> Result<()> {
+    let this = match snapshot {
+        Some(s) => format!("vms/{name}@{s}"),
+        None => format!("vm/{name}"),
+    };
     if args.format.is_some() {
         anyhow::bail!("a VM downloads as a bundle (a tar); choose its disks' format with --payload raw.zst|qcow2");
     }
     if args.since.is_some() || args.publish.publish {
-        anyhow::bail!("vm/{name}: --since and --publish take a disk or a disk snapshot, not a VM");
+        anyhow::bail!("{this}: --since and --publish take a disk or a disk snapshot, not a VM");
     }
     let Some(output) = args.output.as_deref() else {
         anyhow::bail!("give the bundle's file with -o FILE.tar (or -o - for stdout)");
@@ -285,14 +295,24 @@ fn download_vm(args: &Args, name: &str) -> Result<()> {
         PayloadArg::Qcow2 => FormatArg::Qcow2,
     };
     let started = Instant::now();
-    let done = crate::bundle::export_vm(&ctx, name, output, payload, args.zstd_level, args.quiet)
-        .with_context(|| format!("exporting vm/{name}"))?;
+    let done = crate::bundle::export_vm(
+        &ctx,
+        name,
+        snapshot,
+        output,
+        payload,
+        args.zstd_level,
+        args.quiet,
+    )
+    .with_context(|| format!("exporting {this}"))?;
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
         let doc = serde_json::json!({
-            "source": format!("vm/{name}"),
+            "source": this,
             "output": output,
             "format": "bundle",
+            "snapshot": done.manifest.snapshot,
+            "consistent": done.manifest.consistent,
             "payload": done.manifest.payload,
             "output_size": done.output_size,
             "sha256": done.sha256,
@@ -306,7 +326,7 @@ fn download_vm(args: &Args, name: &str) -> Result<()> {
         }
     } else if !args.quiet {
         eprintln!(
-            "exported vm/{name} ({} disks, {}) to {} in {seconds:.2} s; check it with: tar -xf FILE && sha256sum -c SHA256SUMS",
+            "exported {this} ({} disks, {}) to {} in {seconds:.2} s; check it with: tar -xf FILE && sha256sum -c SHA256SUMS",
             done.manifest.disks.len(),
             human(done.output_size),
             if output == "-" { "stdout" } else { output },

@@ -7,7 +7,7 @@ use snapport_host::VolumeKind;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// vd (disks), vi (images), vds (disk snapshots) or vm (VMs).
+    /// vd (disks), vi (images), vds (disk snapshots), vm (VMs) or vms (VM snapshots).
     kind: String,
     /// Only this disk (for vds: this disk's snapshots).
     name: Option<String>,
@@ -26,11 +26,14 @@ pub fn run(args: Args) -> Result<()> {
     if args.kind == "vm" {
         return list_vms(&ctx, &args);
     }
+    if args.kind == "vms" {
+        return list_vm_snapshots(&ctx, &args);
+    }
     let mut instance = ctx.pool(&args.pool)?;
     match args.kind.as_str() {
         "vd" | "vi" | "vds" => {}
         other => bail!(
-            "get {other}: this snapport lists vd (disks), vi (images), vds (disk snapshots) and vm (VMs)"
+            "get {other}: this snapport lists vd (disks), vi (images), vds (disk snapshots), vm (VMs) and vms (VM snapshots)"
         ),
     }
     if args.kind == "vd" || args.kind == "vi" {
@@ -135,6 +138,40 @@ fn list_vms(ctx: &Context, args: &Args) -> Result<()> {
             format!("vm/{}", v.name),
             v.network.len(),
             disks.join(",")
+        );
+    }
+    Ok(())
+}
+
+/// `get vms [VM]`: VM snapshots, oldest first.
+fn list_vm_snapshots(ctx: &Context, args: &Args) -> Result<()> {
+    let mut snaps: Vec<_> = crate::snapshots::update_vms(&ctx.config.home, |m| {
+        m.values().cloned().collect::<Vec<_>>()
+    })?;
+    if let Some(n) = &args.name {
+        snaps.retain(|s| &s.vm == n);
+    }
+    snaps.sort_by_key(|s| (s.vm.clone(), s.created_unix_ms));
+    if args.output == "json" {
+        let docs: Vec<_> = snaps
+            .iter()
+            .map(crate::commands::snapshot::vm_snapshot_json)
+            .collect();
+        println!("{}", serde_json::to_string(&docs)?);
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:<11} {:<10} {:<21} DISKS",
+        "NAME", "PHASE", "CONSISTENT", "CREATED"
+    );
+    for s in &snaps {
+        println!(
+            "{:<32} {:<11} {:<10} {:<21} {}",
+            s.address(),
+            format!("{:?}", s.phase),
+            s.consistent,
+            crate::snapshots::utc(s.created_unix_ms),
+            s.config.disks.len()
         );
     }
     Ok(())

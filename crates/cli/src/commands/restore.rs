@@ -25,9 +25,9 @@ pub enum Mode {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// vd/NAME.
+    /// vd/NAME, or vm/NAME for all of a VM's disks and its config.
     target: String,
-    /// vds/NAME@SNAP: a snapshot of that same disk.
+    /// vds/NAME@SNAP: a snapshot of that same disk (for a VM, vms/VM@SNAP).
     #[arg(long)]
     from: String,
     #[arg(long, value_enum, default_value_t = Mode::DryRun)]
@@ -46,6 +46,9 @@ struct Conflict {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    if let Some(vm) = crate::vm::parse_vm(&args.target) {
+        return restore_vm(&args, &vm?);
+    }
     let target = Address::parse(&args.target)?;
     let Address::Disk(disk) = &target else {
         bail!("{target}: restore takes a disk, vd/NAME");
@@ -58,68 +61,10 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{from} is a snapshot of vd/{of}, not of {target}; to make a new disk from it, use `snapport create vd/NEW --from {from}`");
     }
     let ctx = Context::new()?;
-    let mut pool = ctx.pool(&args.pool)?;
-    let Some(volume) = pool.list_volumes()?.into_iter().find(|v| &v.name == disk) else {
-        bail!("no {target} in pool {}", args.pool);
+    let (conflicts, mut pool) = match check_disk(&ctx, &args.pool, disk, snapshot)? {
+        Found::Missing(why) => bail!("{why}"),
+        Found::Present(c, pool) => (c, pool),
     };
-    let views = snapshots::list(&ctx.config.home, &args.pool, &mut pool, Some(disk))?;
-    let Some(snap) = views.iter().find(|v| &v.name == snapshot) else {
-        bail!("no {from} in pool {}", args.pool);
-    };
-
-    let mut conflicts = Vec::new();
-    let mut fatal = |message: String| {
-        conflicts.push(Conflict {
-            fatal: true,
-            message,
-        })
-    };
-    if snap.phase != Phase::Ready {
-        fatal(format!("{from} is {:?}, not Ready", snap.phase));
-    }
-    if let Some(size) = snap.size.filter(|&s| s != volume.size) {
-        fatal(format!(
-            "the size changed: {from} is of {size} bytes, {target} now has {}",
-            volume.size
-        ));
-    }
-    if !pool
-        .info()?
-        .capabilities
-        .contains(Capabilities::SNAPSHOT_RESTORE)
-    {
-        fatal(format!(
-            "the plugin of pool {} cannot restore snapshots in place; create a new disk from {from} instead",
-            args.pool
-        ));
-    }
-    for v in views.iter().filter(|v| {
-        matches!(
-            v.phase,
-            Phase::Pending | Phase::InProgress | Phase::Terminating
-        )
-    }) {
-        fatal(format!(
-            "{} is {:?}: wait for it to finish",
-            v.address(),
-            v.phase
-        ));
-    }
-    let newer: Vec<String> = views
-        .iter()
-        .filter(|v| v.phase == Phase::Ready && v.created_unix_ms > snap.created_unix_ms)
-        .map(|v| v.address())
-        .collect();
-    if !newer.is_empty() {
-        conflicts.push(Conflict {
-            fatal: false,
-            message: format!(
-                "{} taken after {from}: kept, but the disk will no longer follow from them",
-                newer.join(", ")
-            ),
-        });
-    }
-
     let blocked =
         conflicts.iter().any(|c| c.fatal) || (args.mode == Mode::Strict && !conflicts.is_empty());
     let restored = args.mode != Mode::DryRun && !blocked;
@@ -167,6 +112,217 @@ pub fn run(args: Args) -> Result<()> {
     if blocked && args.mode != Mode::DryRun {
         bail!(
             "{target} was not restored from {from} ({mode}): {}",
+            conflicts
+                .iter()
+                .filter(|c| c.fatal || args.mode == Mode::Strict)
+                .map(|c| c.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    Ok(())
+}
+
+/// What restoring one disk from one of its snapshots meets.
+enum Found {
+    /// The disk or the snapshot is not there (a missing dependency, for a VM).
+    Missing(String),
+    Present(Vec<Conflict>, Box<snapport_host::Instance>),
+}
+
+/// The conflict report for restoring vd/`disk` of `pool_name` from its snapshot
+/// `snapshot`, and the pool's instance to do it with.
+fn check_disk(ctx: &Context, pool_name: &str, disk: &str, snapshot: &str) -> Result<Found> {
+    let target = format!("vd/{disk}");
+    let from = format!("vds/{disk}@{snapshot}");
+    let mut pool = ctx.pool(pool_name)?;
+    let Some(volume) = pool.list_volumes()?.into_iter().find(|v| v.name == disk) else {
+        return Ok(Found::Missing(format!("no {target} in pool {pool_name}")));
+    };
+    let views = snapshots::list(&ctx.config.home, pool_name, &mut pool, Some(disk))?;
+    let Some(snap) = views.iter().find(|v| v.name == snapshot) else {
+        return Ok(Found::Missing(format!("no {from} in pool {pool_name}")));
+    };
+
+    let mut conflicts = Vec::new();
+    let mut fatal = |message: String| {
+        conflicts.push(Conflict {
+            fatal: true,
+            message,
+        })
+    };
+    if snap.phase != Phase::Ready {
+        fatal(format!("{from} is {:?}, not Ready", snap.phase));
+    }
+    if let Some(size) = snap.size.filter(|&s| s != volume.size) {
+        fatal(format!(
+            "the size changed: {from} is of {size} bytes, {target} now has {}",
+            volume.size
+        ));
+    }
+    if !pool
+        .info()?
+        .capabilities
+        .contains(Capabilities::SNAPSHOT_RESTORE)
+    {
+        fatal(format!(
+            "the plugin of pool {pool_name} cannot restore snapshots in place; create a new disk from {from} instead"
+        ));
+    }
+    for v in views.iter().filter(|v| {
+        matches!(
+            v.phase,
+            Phase::Pending | Phase::InProgress | Phase::Terminating
+        )
+    }) {
+        fatal(format!(
+            "{} is {:?}: wait for it to finish",
+            v.address(),
+            v.phase
+        ));
+    }
+    let newer: Vec<String> = views
+        .iter()
+        .filter(|v| v.phase == Phase::Ready && v.created_unix_ms > snap.created_unix_ms)
+        .map(|v| v.address())
+        .collect();
+    if !newer.is_empty() {
+        conflicts.push(Conflict {
+            fatal: false,
+            message: format!(
+                "{} taken after {from}: kept, but the disk will no longer follow from them",
+                newer.join(", ")
+            ),
+        });
+    }
+
+    Ok(Found::Present(conflicts, Box::new(pool)))
+}
+
+/// `restore vm/NAME --from vms/NAME@SNAP`: every disk from its snapshot, and the config
+/// as it was. A disk (or its snapshot) that is gone is a missing dependency: `strict`
+/// refuses, `best-effort` leaves it out (and out of the restored config) and says so.
+/// A conflict that stops one disk stops the whole VM: it is restored all together.
+fn restore_vm(args: &Args, vm: &str) -> Result<()> {
+    let (of, name) = match snapshots::parse_vms(&args.from) {
+        Some(v) => v?,
+        None => bail!("--from {}: a VM snapshot, vms/VM@SNAP", args.from),
+    };
+    if of != vm {
+        bail!("{} is a snapshot of vm/{of}, not of vm/{vm}", args.from);
+    }
+    let ctx = Context::new()?;
+    let home = &ctx.config.home;
+    let snap = snapshots::vm_snapshot(home, vm, &name)?;
+    let from = snap.address();
+    let current = crate::vm::load(home, vm)?;
+    let mut conflicts = Vec::new();
+    if snap.phase != Phase::Ready {
+        conflicts.push(Conflict {
+            fatal: true,
+            message: format!("{from} is {:?}, not Ready", snap.phase),
+        });
+    }
+    let mut dropped = Vec::new();
+    let mut work = Vec::new();
+    for d in &snap.config.disks {
+        match check_disk(&ctx, &d.pool, &d.name, &name)? {
+            Found::Missing(why) => {
+                dropped.push(d.name.clone());
+                conflicts.push(Conflict {
+                    fatal: false,
+                    message: format!(
+                        "missing dependency: {why} (best-effort leaves vd/{} out)",
+                        d.name
+                    ),
+                });
+            }
+            Found::Present(c, pool) => {
+                conflicts.extend(c);
+                work.push((d, pool));
+            }
+        }
+    }
+    if work.is_empty() {
+        conflicts.push(Conflict {
+            fatal: true,
+            message: format!("none of {from}'s disks is there to restore"),
+        });
+    }
+    let now: Vec<_> = current.disks.iter().map(|d| (&d.pool, &d.name)).collect();
+    let then: Vec<_> = snap
+        .config
+        .disks
+        .iter()
+        .map(|d| (&d.pool, &d.name))
+        .collect();
+    if now != then {
+        conflicts.push(Conflict {
+            fatal: false,
+            message: format!(
+                "vm/{vm}'s disks changed since {from}; its config goes back to the snapshot's"
+            ),
+        });
+    }
+    let blocked =
+        conflicts.iter().any(|c| c.fatal) || (args.mode == Mode::Strict && !conflicts.is_empty());
+    let restored = args.mode != Mode::DryRun && !blocked;
+    if restored {
+        for (d, pool) in &mut work {
+            pool.restore_snapshot(&d.name, &name)
+                .with_context(|| format!("restoring vd/{} from vds/{}@{name}", d.name, d.name))?;
+            snapshots::update(home, &d.pool, |r| {
+                r.heads.insert(d.name.clone(), name.clone());
+            })?;
+        }
+        let mut config = snap.config.clone();
+        config.disks.retain(|d| !dropped.contains(&d.name));
+        crate::vm::save(home, &config)?;
+    }
+    let mode = format!("{:?}", args.mode);
+    match args.output {
+        crate::commands::OutputArg::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "target": format!("vm/{vm}"),
+                "from": from,
+                "mode": mode,
+                "restored": restored,
+                "dropped": if restored { dropped.iter().map(|d| format!("vd/{d}")).collect() } else { Vec::new() },
+                "conflicts": conflicts.iter().map(|c| serde_json::json!({
+                    "fatal": c.fatal, "message": c.message,
+                })).collect::<Vec<_>>(),
+            }))?
+        ),
+        crate::commands::OutputArg::Text if blocked && args.mode != Mode::DryRun => {}
+        crate::commands::OutputArg::Text => {
+            for c in &conflicts {
+                eprintln!(
+                    "{}: {}",
+                    if c.fatal { "conflict" } else { "warning" },
+                    c.message
+                );
+            }
+            if restored {
+                eprintln!(
+                    "restored vm/{vm} from {from} ({mode}): {} disks{}",
+                    work.len(),
+                    if dropped.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", left out: {}", dropped.join(", "))
+                    }
+                );
+            } else if !blocked {
+                eprintln!("dry run: vm/{vm} would be restored from {from}; nothing changed (run with --mode strict or best-effort)");
+            } else {
+                eprintln!("dry run: vm/{vm} could not be restored from {from} as things are; nothing changed");
+            }
+        }
+    }
+    if blocked && args.mode != Mode::DryRun {
+        bail!(
+            "vm/{vm} was not restored from {from} ({mode}): {}",
             conflicts
                 .iter()
                 .filter(|c| c.fatal || args.mode == Mode::Strict)

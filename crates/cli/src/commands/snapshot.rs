@@ -15,7 +15,7 @@ use snapport_host::VolumeKind;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
-    /// Take a snapshot of a disk.
+    /// Take a snapshot of a disk, or of all of a VM's disks at once.
     Create(CreateArgs),
 }
 
@@ -29,7 +29,7 @@ pub enum Consistency {
 
 #[derive(clap::Args)]
 pub struct CreateArgs {
-    /// vd/NAME.
+    /// vd/NAME, or vm/NAME for all of a VM's disks under one freeze.
     target: String,
     /// The snapshot's name (default: the UTC date and time, `20261124-064012`).
     #[arg(long)]
@@ -79,7 +79,93 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Pending: the checks, under the records' lock, so two creates cannot both pass the
+/// limit; records `DISK@NAME` as Pending. Returns the new snapshot's parent.
+#[allow(clippy::too_many_arguments)]
+fn reserve(
+    home: &std::path::Path,
+    pool: &str,
+    disk: &str,
+    name: &str,
+    listed: Vec<snapport_host::SnapshotInfo>,
+    limit: usize,
+    comment: Option<String>,
+    created: u64,
+) -> Result<Option<String>> {
+    let this = format!("vds/{disk}@{name}");
+    snapshots::update(home, pool, |records| -> Result<Option<String>> {
+        let views = snapshots::merge(listed, records, Some(disk));
+        if let Some(v) = views
+            .iter()
+            .find(|v| v.name == name && v.phase != Phase::Failed)
+        {
+            bail!(
+                "{this} exists already ({:?}); choose another --name",
+                v.phase
+            );
+        }
+        let live = views.iter().filter(|v| v.phase != Phase::Failed).count();
+        if live >= limit {
+            bail!(
+                "vd/{disk} has {live} snapshots, the limit of pool {pool} (snapshot_limit = {limit}); delete or prune one, or raise snapshot_limit"
+            );
+        }
+        let parent = records.heads.get(disk).cloned().or_else(|| {
+            views
+                .iter()
+                .rev()
+                .find(|v| v.phase == Phase::Ready)
+                .map(|v| v.name.clone())
+        });
+        records.snapshots.insert(
+            key(disk, name),
+            Record {
+                phase: Phase::Pending,
+                consistent: false,
+                comment,
+                parent: parent.clone(),
+                created_unix_ms: Some(created),
+                error: None,
+            },
+        );
+        Ok(parent)
+    })?
+}
+
+/// Moves `DISK@NAME`'s record to `phase`; `Ready` also makes it the disk's head.
+fn set_phase(
+    home: &std::path::Path,
+    pool: &str,
+    disk: &str,
+    name: &str,
+    phase: Phase,
+    consistent: bool,
+    error: Option<String>,
+) -> Result<()> {
+    snapshots::update(home, pool, |records| {
+        if let Some(r) = records.snapshots.get_mut(&key(disk, name)) {
+            r.phase = phase;
+            r.consistent = consistent;
+            r.error = error;
+        }
+        if phase == Phase::Ready {
+            records.heads.insert(disk.to_string(), name.to_string());
+        }
+    })
+}
+
+/// The default snapshot name: the UTC date and time, `20261124-064012`.
+fn default_name(created: u64) -> String {
+    snapshots::utc(created)
+        .trim_end_matches('Z')
+        .replace(['-', ':'], "")
+        .replace('T', "-")
+}
+
 fn create(args: CreateArgs) -> Result<()> {
+    if let Some(vm) = crate::vm::parse_vm(&args.target) {
+        return create_vm(args, &vm?);
+    }
     let target = Address::parse(&args.target)?;
     let Address::Disk(disk) = &target else {
         bail!("{target}: snapshot create takes a disk, vd/NAME");
@@ -87,10 +173,7 @@ fn create(args: CreateArgs) -> Result<()> {
     let created = snapshots::now_ms();
     let name = match &args.name {
         Some(n) => n.clone(),
-        None => snapshots::utc(created)
-            .trim_end_matches('Z')
-            .replace(['-', ':'], "")
-            .replace('T', "-"),
+        None => default_name(created),
     };
     check_name(&name)?;
     let ctx = Context::new()?;
@@ -121,58 +204,18 @@ fn create(args: CreateArgs) -> Result<()> {
     let this = format!("vds/{disk}@{name}");
     let listed = pool.list_snapshots(Some(disk))?;
 
-    // Pending: the checks, under the records' lock, so two creates cannot both pass the
-    // limit.
-    let parent = snapshots::update(&home, &args.pool, |records| -> Result<Option<String>> {
-        let views = snapshots::merge(listed, records, Some(disk));
-        if let Some(v) = views
-            .iter()
-            .find(|v| v.name == name && v.phase != Phase::Failed)
-        {
-            bail!(
-                "{this} exists already ({:?}); choose another --name",
-                v.phase
-            );
-        }
-        let live = views.iter().filter(|v| v.phase != Phase::Failed).count();
-        if live >= limit {
-            bail!(
-                "vd/{disk} has {live} snapshots, the limit of pool {} (snapshot_limit = {limit}); delete or prune one, or raise snapshot_limit",
-                args.pool
-            );
-        }
-        let parent = records.heads.get(disk.as_str()).cloned().or_else(|| {
-            views
-                .iter()
-                .rev()
-                .find(|v| v.phase == Phase::Ready)
-                .map(|v| v.name.clone())
-        });
-        records.snapshots.insert(
-            key(disk, &name),
-            Record {
-                phase: Phase::Pending,
-                consistent: false,
-                comment: args.comment.clone(),
-                parent: parent.clone(),
-                created_unix_ms: Some(created),
-                error: None,
-            },
-        );
-        Ok(parent)
-    })??;
-
+    let parent = reserve(
+        &home,
+        &args.pool,
+        disk,
+        &name,
+        listed,
+        limit,
+        args.comment.clone(),
+        created,
+    )?;
     let set = |phase: Phase, consistent: bool, error: Option<String>| {
-        snapshots::update(&home, &args.pool, |records| {
-            if let Some(r) = records.snapshots.get_mut(&key(disk, &name)) {
-                r.phase = phase;
-                r.consistent = consistent;
-                r.error = error;
-            }
-            if phase == Phase::Ready {
-                records.heads.insert(disk.clone(), name.clone());
-            }
-        })
+        set_phase(&home, &args.pool, disk, &name, phase, consistent, error)
     };
     let in_use = match pool.volume_in_use(disk) {
         Ok(b) => b,
@@ -276,4 +319,254 @@ fn create(args: CreateArgs) -> Result<()> {
         OutputArg::Text => {}
     }
     Ok(())
+}
+
+/// `snapshot create vm/NAME`: a snapshot of every disk of the VM under one freeze, all
+/// of the same name, and the VM's config kept with them (`vms/VM@NAME`). All or
+/// nothing: when one disk cannot be snapshotted, the ones already taken are deleted.
+fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
+    let ctx = Context::new()?;
+    let home = ctx.config.home.clone();
+    let cfg = crate::vm::load(&home, vm)?;
+    let created = snapshots::now_ms();
+    let name = args.name.clone().unwrap_or_else(|| default_name(created));
+    check_name(&name)?;
+    let this = format!("vms/{vm}@{name}");
+    let vkey = key(vm, &name);
+    snapshots::update_vms(&home, |m| -> Result<()> {
+        if m.get(&vkey).is_some_and(|s| s.phase != Phase::Failed) {
+            bail!("{this} exists already; choose another --name");
+        }
+        m.insert(
+            vkey.clone(),
+            snapshots::VmSnapshot {
+                vm: vm.to_string(),
+                name: name.clone(),
+                phase: Phase::Pending,
+                consistent: false,
+                created_unix_ms: created,
+                comment: args.comment.clone(),
+                error: None,
+                config: cfg.clone(),
+            },
+        );
+        Ok(())
+    })??;
+    let set_vm = |phase: Phase, consistent: bool, error: Option<String>| {
+        snapshots::update_vms(&home, |m| {
+            if let Some(s) = m.get_mut(&vkey) {
+                s.phase = phase;
+                s.consistent = consistent;
+                s.error = error;
+            }
+        })
+    };
+    // One plugin instance per pool; hooks of every pool involved, each once, in order.
+    let mut pools: std::collections::BTreeMap<String, snapport_host::Instance> = Default::default();
+    let (mut pre, mut post) = (Vec::new(), Vec::new());
+    let mut limits = std::collections::BTreeMap::new();
+    for d in &cfg.disks {
+        if !pools.contains_key(&d.pool) {
+            let pc = ctx.config.pool(&d.pool)?;
+            pre.extend(pc.pre_snapshot_hooks.iter().cloned());
+            post.extend(pc.post_snapshot_hooks.iter().cloned());
+            limits.insert(
+                d.pool.clone(),
+                pc.snapshot_limit
+                    .unwrap_or(crate::config::DEFAULT_SNAPSHOT_LIMIT),
+            );
+            pools.insert(d.pool.clone(), ctx.pool(&d.pool)?);
+        }
+    }
+    pre.extend(args.pre_hooks.iter().cloned());
+    post.extend(args.post_hooks.iter().cloned());
+
+    // Pending: every disk passes its checks, or none is reserved.
+    let mut reserved: Vec<&crate::vm::VmDisk> = Vec::new();
+    let mut in_use = false;
+    let checked = (|| -> Result<()> {
+        for d in &cfg.disks {
+            let pool = pools.get_mut(&d.pool).expect("an instance per pool");
+            match pool.list_volumes()?.iter().find(|v| v.name == d.name) {
+                None => bail!("vm/{vm}: no vd/{} in pool {}", d.name, d.pool),
+                Some(v) if v.kind == VolumeKind::Image => {
+                    bail!("vm/{vm}: vi/{} is a read-only image, not a disk", d.name)
+                }
+                Some(_) => {}
+            }
+            let listed = pool.list_snapshots(Some(&d.name))?;
+            reserve(
+                &home,
+                &d.pool,
+                &d.name,
+                &name,
+                listed,
+                limits[&d.pool],
+                args.comment.clone(),
+                created,
+            )?;
+            reserved.push(d);
+            in_use |= pool
+                .volume_in_use(&d.name)
+                .with_context(|| format!("checking whether vd/{} is in use", d.name))?;
+        }
+        Ok(())
+    })();
+    let fail_all = |reserved: &[&crate::vm::VmDisk], why: String| -> Result<()> {
+        for d in reserved {
+            set_phase(
+                &home,
+                &d.pool,
+                &d.name,
+                &name,
+                Phase::Failed,
+                false,
+                Some(why.clone()),
+            )?;
+        }
+        set_vm(Phase::Failed, false, Some(why))
+    };
+    if let Err(e) = checked {
+        let e = e.context(format!("{this} not taken"));
+        fail_all(&reserved, format!("{e:#}"))?;
+        return Err(e);
+    }
+
+    let plan = Plan {
+        agent: args.guest_agent.clone(),
+        pre,
+        post,
+        env: vec![
+            (
+                "SNAPPORT_POOL".into(),
+                pools.keys().cloned().collect::<Vec<_>>().join(","),
+            ),
+            (
+                "SNAPPORT_DISKS".into(),
+                cfg.disks
+                    .iter()
+                    .map(|d| d.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("SNAPPORT_SNAPSHOT".into(), name.clone()),
+            ("SNAPPORT_VM".into(), vm.to_string()),
+        ],
+    };
+    let _hold = crate::interrupt::defer();
+    let mut frozen = quiesce::freeze(&plan);
+    let consistent = if plan.quiesces() {
+        frozen.quiesced
+    } else {
+        !in_use
+    };
+    if args.consistency == Consistency::Required && !consistent {
+        let mut why = if plan.quiesces() {
+            frozen.problems.join("; ")
+        } else {
+            format!("a disk of vm/{vm} is in use and nothing is configured to freeze its guest (--guest-agent, --pre-hook or the pools' pre_snapshot_hooks)")
+        };
+        for p in frozen.thaw() {
+            why.push_str("; ");
+            why.push_str(&p);
+        }
+        let why = format!("{this} not taken: --consistency required: {why}");
+        fail_all(&reserved, why.clone())?;
+        bail!(why);
+    }
+    set_vm(Phase::InProgress, consistent, None)?;
+    let mut taken: Vec<&crate::vm::VmDisk> = Vec::new();
+    let mut failure = None;
+    for d in &cfg.disks {
+        set_phase(
+            &home,
+            &d.pool,
+            &d.name,
+            &name,
+            Phase::InProgress,
+            consistent,
+            None,
+        )?;
+        let pool = pools.get_mut(&d.pool).expect("an instance per pool");
+        match pool.create_snapshot(&d.name, &name, created) {
+            Ok(_) => taken.push(d),
+            Err(e) => {
+                failure =
+                    Some(anyhow::Error::new(e).context(format!("creating vds/{}@{name}", d.name)));
+                break;
+            }
+        }
+    }
+    let thaw_problems = frozen.thaw();
+    if let Some(mut e) = failure {
+        // All or nothing: the snapshots already taken go again.
+        for d in &taken {
+            let pool = pools.get_mut(&d.pool).expect("an instance per pool");
+            if let Err(x) = pool.delete_snapshot(&d.name, &name) {
+                e = e.context(format!(
+                    "vds/{}@{name} could not be deleted again: {x}",
+                    d.name
+                ));
+            }
+        }
+        for d in &reserved {
+            snapshots::update(&home, &d.pool, |r| r.snapshots.remove(&key(&d.name, &name)))?;
+        }
+        if !thaw_problems.is_empty() {
+            e = e.context(thaw_problems.join("; "));
+        }
+        let e = e.context(format!("{this} not taken"));
+        set_vm(Phase::Failed, false, Some(format!("{e:#}")))?;
+        return Err(e);
+    }
+    let problems = (!thaw_problems.is_empty()).then(|| thaw_problems.join("; "));
+    for d in &cfg.disks {
+        set_phase(
+            &home,
+            &d.pool,
+            &d.name,
+            &name,
+            Phase::Ready,
+            consistent,
+            problems.clone(),
+        )?;
+    }
+    set_vm(Phase::Ready, consistent, problems.clone())
+        .context("the snapshots exist, but the VM snapshot's record was not saved")?;
+    if let Some(p) = problems {
+        bail!("{this} was created, but: {p}");
+    }
+    let doc = snapshots::vm_snapshot(&home, vm, &name)?;
+    match args.output {
+        OutputArg::Json => println!("{}", serde_json::to_string_pretty(&vm_snapshot_json(&doc))?),
+        OutputArg::Text if !args.quiet => eprintln!(
+            "created {this} ({} disks, Ready, {})",
+            cfg.disks.len(),
+            if consistent {
+                "consistent"
+            } else {
+                "not consistent"
+            }
+        ),
+        OutputArg::Text => {}
+    }
+    Ok(())
+}
+
+/// A VM snapshot as `-o json` shows it.
+pub fn vm_snapshot_json(s: &snapshots::VmSnapshot) -> serde_json::Value {
+    serde_json::json!({
+        "name": s.address(),
+        "vm": s.vm,
+        "phase": s.phase,
+        "consistent": s.consistent,
+        "created": snapshots::utc(s.created_unix_ms),
+        "created_unix_ms": s.created_unix_ms,
+        "comment": s.comment,
+        "error": s.error,
+        "disks": s.config.disks.iter().map(|d| serde_json::json!({
+            "snapshot": format!("vds/{}@{}", d.name, s.name),
+            "pool": d.pool,
+        })).collect::<Vec<_>>(),
+    })
 }
