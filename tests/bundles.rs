@@ -412,3 +412,119 @@ fn vm_snapshots_restore_in_three_modes_and_export_as_bundles() {
         .collect();
     assert_eq!(names, ["vms/v@bad", "vms/v@s2"]);
 }
+
+#[test]
+fn clones_rename_copy_and_refuse_conflicts_in_strict_mode() {
+    let home = Home::new();
+    let pool = home.pool();
+    let disks: Vec<_> = ["c-root", "c-data"]
+        .iter()
+        .map(|n| pool.join(format!("{n}.qcow2")))
+        .collect();
+    for d in &disks {
+        tool("qemu-img", &["create", "-q", "-f", "qcow2", p(d), "32M"]);
+        qemu_io(d, "qcow2", &["write -P 0x31 0 1M"]);
+    }
+    let cfg = home.out("c.json");
+    std::fs::write(&cfg, r#"{"name":"c","disks":[{"name":"c-root"},{"name":"c-data"}],"network":[{"mac":"52:54:00:00:00:09","ip":"10.1.1.1"}]}"#).unwrap();
+    home.ok(&["create", "vm/c", "--config", p(&cfg), "-q"]);
+    home.ok(&["snapshot", "create", "vm/c", "--name", "s1", "-q"]);
+    for d in &disks {
+        qemu_io(d, "qcow2", &["write -P 0x32 4M 1M"]);
+    }
+
+    // From the VM now, and from its snapshot with a prefix.
+    let doc = json(&home.ok(&["clone", "vm/c", "--to", "vm/d", "-o", "json"]));
+    assert_eq!(doc["cloned"], true);
+    assert_ne!(doc["config"]["network"][0]["mac"], "52:54:00:00:00:09");
+    assert!(doc["config"]["network"][0]["ip"].is_null());
+    for (n, d) in ["d-root", "d-data"].iter().zip(&disks) {
+        tool(
+            "qemu-img",
+            &["compare", p(&pool.join(format!("{n}.qcow2"))), p(d)],
+        );
+    }
+    home.ok(&[
+        "clone",
+        "vms/c@s1",
+        "--to",
+        "vm/e",
+        "--name-prefix",
+        "x-",
+        "-q",
+    ]);
+    for (n, d) in ["x-c-root", "x-c-data"].iter().zip(&disks) {
+        let raw = home.out(&format!("{n}.s1.raw"));
+        tool(
+            "qemu-img",
+            &[
+                "convert",
+                "-l",
+                "snapshot.name=s1",
+                "-O",
+                "raw",
+                p(d),
+                p(&raw),
+            ],
+        );
+        tool(
+            "qemu-img",
+            &[
+                "compare",
+                "-F",
+                "raw",
+                p(&pool.join(format!("{n}.qcow2"))),
+                p(&raw),
+            ],
+        );
+    }
+
+    // A taken name: strict refuses, dry-run reports, nothing changes; best-effort numbers.
+    let before = files_in(&pool);
+    let vms = vm_names(&home);
+    let err = home.fails(&["clone", "vm/c", "--to", "vm/f", "--name-replace", "c-=d-"]);
+    assert!(err.contains("vd/d-root exists"), "{err}");
+    let err = home.fails(&["clone", "vm/c", "--to", "vm/d", "--name-prefix", "new-"]);
+    assert!(err.contains("vm/d exists"), "{err}");
+    let dry = json(&home.ok(&[
+        "clone",
+        "vm/c",
+        "--to",
+        "vm/f",
+        "--name-replace",
+        "c-=d-",
+        "--mode",
+        "dry-run",
+        "-o",
+        "json",
+    ]));
+    assert_eq!(dry["cloned"], false);
+    assert_eq!(dry["conflicts"].as_array().unwrap().len(), 2);
+    assert_eq!(files_in(&pool), before);
+    assert_eq!(vm_names(&home), vms);
+    let doc = json(&home.ok(&[
+        "clone",
+        "vm/c",
+        "--to",
+        "vm/f",
+        "--name-replace",
+        "c-=d-",
+        "--mode",
+        "best-effort",
+        "-o",
+        "json",
+    ]));
+    let names: Vec<_> = doc["config"]["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["d-root-2", "d-data-2"]);
+    for (n, d) in names.iter().zip(&disks) {
+        tool(
+            "qemu-img",
+            &["compare", p(&pool.join(format!("{n}.qcow2"))), p(d)],
+        );
+    }
+}

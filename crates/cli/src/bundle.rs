@@ -292,7 +292,7 @@ pub fn import_vm(
     if !same_disks {
         bail!("not a valid snapport bundle: its manifest and vm.json list different disks");
     }
-    let (new_config, notes) = vm::clone_config(&config, new_name, naming, pool)?;
+    let (new_config, notes) = vm::clone_config(&config, new_name, naming, Some(pool))?;
 
     // Strict: every name is free before anything is written.
     let mut instance = ctx.pool_with(pool, fsync)?;

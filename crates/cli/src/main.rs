@@ -57,6 +57,9 @@ enum Command {
     Tree(commands::tree::Args),
     /// Make a disk's content a snapshot's again (dry-run by default).
     Restore(commands::restore::Args),
+    /// A new VM from a VM or a VM snapshot: full copies of its disks, renamed, with new
+    /// MAC addresses.
+    Clone(commands::clone::Args),
     /// Delete the snapshots a retention policy does not keep (lists them without --apply).
     Prune(commands::prune::Args),
     /// List or inspect backend plugins.
@@ -79,6 +82,7 @@ fn main() {
         Command::Snapshot(c) => commands::snapshot::run(c),
         Command::Tree(a) => commands::tree::run(a),
         Command::Restore(a) => commands::restore::run(a),
+        Command::Clone(a) => commands::clone::run(a),
         Command::Prune(a) => commands::prune::run(a),
         Command::Plugin(c) => commands::plugin::run(c),
     };

@@ -229,14 +229,15 @@ pub fn new_mac() -> Result<String> {
 
 /// The config of a clone of `cfg` named `new_name`, its disks renamed by `naming` (or,
 /// with no naming given, the old VM name replaced by the new one in each disk name, and
-/// `NEW-` in front where the old name does not occur) and placed in `pool`. Network
+/// `NEW-` in front where the old name does not occur), each in `pool` when one is given
+/// (else in its own pool). Network
 /// identifiers are new: fresh MAC addresses, IP addresses cleared for the network to
 /// assign. Returns the config and what changed, for the report.
 pub fn clone_config(
     cfg: &VmConfig,
     new_name: &str,
     naming: &Naming,
-    pool: &str,
+    pool: Option<&str>,
 ) -> Result<(VmConfig, Vec<String>)> {
     let mut out = cfg.clone();
     let mut notes = Vec::new();
@@ -252,9 +253,11 @@ pub fn clone_config(
         } else {
             naming.apply(&d.name)
         };
-        notes.push(format!("vd/{} -> vd/{renamed} (pool {pool})", d.name));
+        if let Some(pool) = pool {
+            d.pool = pool.to_string();
+        }
+        notes.push(format!("vd/{} -> vd/{renamed} (pool {})", d.name, d.pool));
         d.name = renamed;
-        d.pool = pool.to_string();
     }
     for nic in &mut out.network {
         let mac = new_mac()?;
@@ -288,7 +291,7 @@ mod tests {
 
     #[test]
     fn clones_rename_and_renew_identifiers() {
-        let (c, _) = clone_config(&cfg(), "web2", &Naming::default(), "p").unwrap();
+        let (c, _) = clone_config(&cfg(), "web2", &Naming::default(), Some("p")).unwrap();
         let names: Vec<_> = c.disks.iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["web2-root", "web2-data"]);
         assert!(c.disks.iter().all(|d| d.pool == "p"));
@@ -305,8 +308,9 @@ mod tests {
             suffix: "-y".into(),
             replacements: Naming::parse_replacements(&["web=app".into()]).unwrap(),
         };
-        let (c, _) = clone_config(&cfg(), "n", &naming, "p").unwrap();
+        let (c, _) = clone_config(&cfg(), "n", &naming, None).unwrap();
         assert_eq!(c.disks[0].name, "x-app-root-y");
+        assert_eq!(c.disks[0].pool, "default");
         assert!(Naming::parse_replacements(&["=a".into()]).is_err());
     }
 

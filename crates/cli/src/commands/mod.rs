@@ -1,3 +1,4 @@
+pub mod clone;
 pub mod create;
 pub mod delete;
 pub mod describe;
