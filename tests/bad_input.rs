@@ -284,3 +284,21 @@ fn an_interrupted_export_leaves_nothing_behind() {
         );
     }
 }
+
+#[test]
+fn a_reader_that_stops_reading_ends_the_listing_quietly() {
+    let (home, _img) = good_image();
+    // `snapport get vd | true`: stdout's reader is gone before anything is printed.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_snapport"))
+        .args(["get", "vd"])
+        .env("SNAPPORT_HOME", home.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}

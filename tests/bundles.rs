@@ -132,6 +132,64 @@ fn a_vm_bundle_round_trips_and_damage_leaves_nothing() {
         }
     }
 
+    // To stdout, and published over HTTP(S): the same members, verified by stock tools.
+    let piped = home.ok(&["download", "vm/web", "-o", "-", "-q"]);
+    let from_stdout = home.out("stdout.tar");
+    std::fs::write(&from_stdout, &piped.stdout).unwrap();
+    let listed = tool("tar", &["-tf", p(&from_stdout)]);
+    assert_eq!(listed.lines().count(), 6, "{listed}");
+    let mut publisher = Command::new(env!("CARGO_BIN_EXE_snapport"))
+        .args([
+            "download",
+            "vm/web",
+            "--publish",
+            "--json",
+            "-q",
+            "--max-downloads",
+            "1",
+        ])
+        .env("SNAPPORT_HOME", home.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines =
+        std::io::BufRead::lines(std::io::BufReader::new(publisher.stdout.take().unwrap()));
+    let line = lines.next().unwrap().unwrap();
+    let info: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(info["format"], "bundle");
+    let fetched = home.out("published.tar");
+    tool(
+        "curl",
+        &[
+            "-s",
+            "--fail",
+            "-k",
+            "--pinnedpubkey",
+            info["pinned_pubkey"].as_str().unwrap(),
+            "-H",
+            &format!("Authorization: Bearer {}", info["token"].as_str().unwrap()),
+            "-o",
+            p(&fetched),
+            info["url"].as_str().unwrap(),
+        ],
+    );
+    let closing: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(closing["downloads"], 1);
+    assert!(publisher.wait().unwrap().success());
+    let dir = home.out("x-published");
+    std::fs::create_dir_all(&dir).unwrap();
+    tool("tar", &["-xf", p(&fetched), "-C", p(&dir)]);
+    let check = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+
     // Imported as a new VM: identical disks, new names, new MAC, IP cleared.
     let tar = home.out("web-raw.zst.tar");
     let doc = json(&home.ok(&["upload", p(&tar), "vm/copy", "-q", "-o", "json"]));
@@ -311,11 +369,15 @@ fn vm_snapshots_restore_in_three_modes_and_export_as_bundles() {
 
     // dry-run changes nothing; strict refuses (s2 was taken after s1).
     let before = sums(&disks.iter().collect::<Vec<_>>());
+    let listing = tool("qemu-img", &["snapshot", "-l", p(&disks[0])]);
+    let files = files_in(&pool);
     let dry = json(&home.ok(&["restore", "vm/v", "--from", "vms/v@s1", "-o", "json"]));
     assert_eq!(dry["restored"], false);
     let err = home.fails(&["restore", "vm/v", "--from", "vms/v@s1", "--mode", "strict"]);
     assert!(err.contains("taken after"), "{err}");
     assert_eq!(sums(&disks.iter().collect::<Vec<_>>()), before);
+    assert_eq!(tool("qemu-img", &["snapshot", "-l", p(&disks[0])]), listing);
+    assert_eq!(files_in(&pool), files);
     // best-effort restores every disk to s1.
     let done = json(&home.ok(&[
         "restore",

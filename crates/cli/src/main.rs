@@ -67,9 +67,29 @@ enum Command {
     Plugin(commands::plugin::Command),
 }
 
+/// A listing piped into `head` (or anything that stops reading) ends the command
+/// quietly with the status a SIGPIPE death would give, as other Unix tools do, instead of
+/// std's panic in `println!`. SIGPIPE itself stays ignored: a guest agent or a client that
+/// hangs up must come back as an error, not kill snapport with a guest frozen.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .unwrap_or_default();
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
+}
+
 fn main() {
     let cli = Cli::parse();
     interrupt::install();
+    quiet_on_closed_stdout();
     let result = match cli.command {
         Command::Download(a) => commands::download::run(a),
         Command::Fetch(a) => commands::fetch::run(a),

@@ -283,17 +283,31 @@ fn download_vm(args: &Args, name: &str, snapshot: Option<&str>) -> Result<()> {
     if args.format.is_some() {
         anyhow::bail!("a VM downloads as a bundle (a tar); choose its disks' format with --payload raw.zst|qcow2");
     }
-    if args.since.is_some() || args.publish.publish {
-        anyhow::bail!("{this}: --since and --publish take a disk or a disk snapshot, not a VM");
+    if args.since.is_some() {
+        anyhow::bail!("{this}: --since takes a disk snapshot, not a VM");
+    }
+    let payload = match args.payload {
+        PayloadArg::RawZst => FormatArg::RawZst,
+        PayloadArg::Qcow2 => FormatArg::Qcow2,
+    };
+    if args.publish.publish {
+        if args.output.is_some() {
+            anyhow::bail!("--publish serves the bundle instead of writing it: drop -o");
+        }
+        return crate::commands::publish::serve_bundle(
+            name,
+            snapshot,
+            payload,
+            args.zstd_level,
+            &args.publish,
+            args.quiet,
+            args.json,
+        );
     }
     let Some(output) = args.output.as_deref() else {
         anyhow::bail!("give the bundle's file with -o FILE.tar (or -o - for stdout)");
     };
     let ctx = Context::new()?;
-    let payload = match args.payload {
-        PayloadArg::RawZst => FormatArg::RawZst,
-        PayloadArg::Qcow2 => FormatArg::Qcow2,
-    };
     let started = Instant::now();
     let done = crate::bundle::export_vm(
         &ctx,

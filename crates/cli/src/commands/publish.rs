@@ -116,7 +116,13 @@ fn item_name(address: &Address, format: FormatArg) -> String {
         Some(s) => format!("{}@{s}", address.disk()),
         None => address.disk().to_string(),
     };
-    let base: String = base
+    format!("{}.{}", url_safe(&base), format.name())
+}
+
+/// `name` with anything but letters, digits, `._-@` replaced, and no leading dot: a
+/// path segment that needs no escaping.
+fn url_safe(name: &str) -> String {
+    let base: String = name
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "._-@".contains(c) {
@@ -126,7 +132,7 @@ fn item_name(address: &Address, format: FormatArg) -> String {
             }
         })
         .collect();
-    format!("{}.{}", base.trim_start_matches('.'), format.name())
+    base.trim_start_matches('.').to_string()
 }
 
 /// A strong ETag for bytes read from a volume: the same for the same devices, unchanged
@@ -434,6 +440,79 @@ pub fn serve_export(
             quiet,
         )?,
     };
+    serve_item(
+        &address.to_string(),
+        Some(pool),
+        &name,
+        format.name(),
+        item,
+        args,
+        quiet,
+        json,
+    )
+}
+
+/// `download vm/NAME|vms/VM@SNAP --publish`: the bundle is made in the spool folder
+/// (a tar needs its members' sizes), then served like any export.
+#[allow(clippy::too_many_arguments)]
+pub fn serve_bundle(
+    vm: &str,
+    snapshot: Option<&str>,
+    payload: FormatArg,
+    zstd_level: i32,
+    args: &PublishArgs,
+    quiet: bool,
+    json: bool,
+) -> Result<()> {
+    let source = match snapshot {
+        Some(s) => format!("vms/{vm}@{s}"),
+        None => format!("vm/{vm}"),
+    };
+    let name = match snapshot {
+        Some(s) => format!("{}.tar", url_safe(&format!("{vm}@{s}"))),
+        None => format!("{}.tar", url_safe(vm)),
+    };
+    let dir = args.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let path = dir.join(format!(".snapport-publish-{}-{name}", std::process::id()));
+    let ctx = Context::new()?;
+    if !quiet {
+        eprintln!("preparing {name} in {} ...", dir.display());
+    }
+    let done = crate::bundle::export_vm(
+        &ctx,
+        vm,
+        snapshot,
+        &path.to_string_lossy(),
+        payload,
+        zstd_level,
+        quiet,
+    )
+    .with_context(|| format!("exporting {source} to {}", dir.display()))?;
+    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()));
+    // Served from the open descriptor: the name goes now, the space when the server ends.
+    let _ = std::fs::remove_file(&path);
+    let content = FileContent::new(file?).context("reading the spool file's size")?;
+    let item = Item::new(
+        &name,
+        Arc::new(content),
+        format!("\"sha256-{}\"", done.sha256),
+    );
+    digest_pass(&item, Some(done.sha256))?;
+    serve_item(&source, None, &name, "bundle", item, args, quiet, json)
+}
+
+/// Serves one prepared item until the TTL, the download limit or a signal ends it.
+#[allow(clippy::too_many_arguments)]
+fn serve_item(
+    source: &str,
+    pool: Option<&str>,
+    name: &str,
+    format_name: &str,
+    item: Item,
+    args: &PublishArgs,
+    quiet: bool,
+    json: bool,
+) -> Result<()> {
     let size = item.content.size();
     let etag = item.etag.clone();
     let Started {
@@ -450,37 +529,37 @@ pub fn serve_export(
                 "curl --fail -k --pinnedpubkey {} -H {} -o {} {}",
                 sh(&t.pinned_pubkey),
                 sh(&format!("Authorization: Bearer {token}")),
-                sh(&name),
+                sh(name),
                 sh(&url)
             ),
             format!(
                 "snapport fetch --fingerprint {} {} -o {}",
                 t.fingerprint,
                 sh(&format!("{url}?token={token}")),
-                sh(&name)
+                sh(name)
             ),
         ),
         None => (
             format!(
                 "curl --fail -H {} -o {} {}",
                 sh(&format!("Authorization: Bearer {token}")),
-                sh(&name),
+                sh(name),
                 sh(&url)
             ),
             format!(
                 "snapport fetch {} -o {}",
                 sh(&format!("{url}?token={token}")),
-                sh(&name)
+                sh(name)
             ),
         ),
     };
     let mut out = std::io::stdout().lock();
     if json {
         let doc = serde_json::json!({
-            "source": address.to_string(),
+            "source": source,
             "pool": pool,
             "name": name,
-            "format": format.name(),
+            "format": format_name,
             "size": size,
             "url": url,
             "index": index,
@@ -497,7 +576,7 @@ pub fn serve_export(
     } else {
         writeln!(
             out,
-            "publishing {address} ({}) as {name} at {url}",
+            "publishing {source} ({}) as {name} at {url}",
             human(size)
         )?;
         if let Some(t) = &tls {
@@ -562,7 +641,9 @@ pub fn serve_export(
             "downloads": st.items[0].downloads,
             "bytes_sent": st.items[0].bytes_sent,
         });
-        println!("{doc}");
+        // A reader that took the first line and went away does not make this fail:
+        // the publish is over either way.
+        let _ = writeln!(std::io::stdout(), "{doc}");
     } else if !quiet {
         eprintln!(
             "publish stopped: {reason} ({} sent)",
