@@ -40,7 +40,7 @@ fn run() -> Result<()> {
                  demo      build, then export a disk of the default pool (makes a sample disk)\n\
                  test      build, then run the whole test suite (extra args go to cargo test)\n\
                  fuzz [S]  fuzz the qcow2 reader S seconds, its writer and snapshot writer S/2,\n\
-                           the delta and bundle readers and Range parser S/4 (default 60)\n\
+                           the delta, bundle and LVM readers and Range parser S/4 (default 60)\n\
                  bench     export benches against qemu-img convert and cp"
             );
             Ok(())
@@ -178,6 +178,66 @@ fn delta_seed() -> Vec<u8> {
     b
 }
 
+/// A VG metadata text as LVM writes it: two PVs, a linear LV of two segments and a
+/// striped one.
+const LVM_SEED: &str = r#"vg0 {
+id = "aaaaaa-bbbb-cccc-dddd-eeee-ffff-gggggg"
+seqno = 4
+format = "lvm2"
+status = ["RESIZEABLE", "READ", "WRITE"]
+extent_size = 2048
+physical_volumes {
+pv0 {
+id = "aaaaaa-bbbb-cccc-dddd-eeee-ffff-000000"
+device = "/dev/loop0"
+dev_size = 131072
+pe_start = 2048
+pe_count = 63
+}
+pv1 {
+id = "aaaaaa-bbbb-cccc-dddd-eeee-ffff-111111"
+pe_start = 2048
+pe_count = 63
+}
+}
+logical_volumes {
+lin {
+id = "x"
+status = ["READ", "WRITE", "VISIBLE"]
+segment_count = 2
+segment1 {
+start_extent = 0
+extent_count = 4
+type = "striped"
+stripe_count = 1
+stripes = ["pv0", 0]
+}
+segment2 {
+start_extent = 4
+extent_count = 2
+type = "striped"
+stripe_count = 1
+stripes = ["pv1", 3]
+}
+}
+str {
+id = "y"
+segment_count = 1
+segment1 {
+start_extent = 0
+extent_count = 8
+type = "striped"
+stripe_count = 2
+stripe_size = 128
+stripes = ["pv0", 4, "pv1", 10]
+}
+}
+}
+}
+contents = "Text Format Volume Group"
+version = 1
+"#;
+
 /// Runs one fuzz target for `seconds` over `corpus`.
 fn fuzz_target(name: &str, seconds: u64, corpus: &std::path::Path) -> Result<()> {
     run_cmd(
@@ -269,6 +329,11 @@ fn fuzz(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&bundle_corpus)?;
     bundle_seed(&bundle_corpus)?;
     fuzz_target("bundle_reader", seconds.div_ceil(4), &bundle_corpus)?;
+    // The LVM readers, from a volume group text with linear and striped LVs.
+    let lvm_corpus = root().join("fuzz/corpus/lvm_metadata");
+    std::fs::create_dir_all(&lvm_corpus)?;
+    std::fs::write(lvm_corpus.join("seed0"), LVM_SEED)?;
+    fuzz_target("lvm_metadata", seconds.div_ceil(4), &lvm_corpus)?;
     // The publish server's Range header parser, from a few well-formed seeds.
     let range_corpus = root().join("fuzz/corpus/range_header");
     std::fs::create_dir_all(&range_corpus)?;
