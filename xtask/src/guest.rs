@@ -19,6 +19,7 @@ const TARGET: &str = "wasm32-unknown-unknown";
 const GUESTS: &[(&str, &str)] = &[
     ("snapport-plugin-qcow2", "qcow2"),
     ("snapport-plugin-raw", "raw"),
+    ("snapport-plugin-lvm", "lvm"),
     ("snapport-plugin-hostile", "test-hostile"),
 ];
 
