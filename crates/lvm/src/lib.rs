@@ -15,6 +15,7 @@ extern crate alloc;
 
 pub mod label;
 pub mod text;
+pub mod thin;
 pub mod vg;
 
 use alloc::string::String;
