@@ -7,6 +7,8 @@
 mod common;
 #[path = "common/lvm_lab.rs"]
 mod lvm_lab;
+#[path = "common/thin_lab.rs"]
+mod thin_lab;
 
 use common::*;
 use lvm_lab::{ok, setup};
@@ -22,6 +24,7 @@ fn segments(d: &[String], vg: &str, lv: &str) -> Vec<(u64, Vec<Stripe>)> {
         d,
         &[
             "lvs",
+            "-a",
             "--noheadings",
             "--segments",
             "--units",
@@ -215,4 +218,342 @@ fn linear_and_striped_lvs_export_as_the_bytes_on_their_pvs() {
     ));
     let err = home.fails(&["get", "vd", "-n", "lvm"]);
     assert!(err.contains("not a physical volume"), "{err}");
+}
+
+/// Thin volumes with LVM's own metadata: `tm` and `td` (plain LVs LVM placed) become the
+/// hidden metadata and data LVs of thin pool `pool`, and thin LVs `(name, device id,
+/// origin)` of `extents` extents are added; `vgcfgrestore` checks and writes it.
+fn thin_vg(d: &[String], vg: &str, thins: &[(&str, u64, Option<&str>)], extents: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("vg.txt");
+    ok(d, &["vgcfgbackup", "-q", "-f", p(&backup), vg]);
+    let text = std::fs::read_to_string(&backup).unwrap();
+    let lvs_at = text.find("logical_volumes {").unwrap();
+    let (head, lvs) = text.split_at(lvs_at);
+    let lvs = lvs
+        .replace("\t\ttm {", "\t\tpool_tmeta {")
+        .replace("\t\ttd {", "\t\tpool_tdata {")
+        .replace(
+            "status = [\"READ\", \"WRITE\", \"VISIBLE\"]",
+            "status = [\"READ\", \"WRITE\"]",
+        );
+    let pool_extents = ok(
+        d,
+        &[
+            "lvs",
+            "--noheadings",
+            "-o",
+            "seg_size_pe",
+            &format!("{vg}/td"),
+        ],
+    );
+    let mut added = format!(
+        "\t\tpool {{\n\t\t\tid = \"pool00-0000-0000-0000-0000-0000-000000\"\n\
+         \t\t\tstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\n\t\t\tflags = []\n\
+         \t\t\tsegment_count = 1\n\t\t\tsegment1 {{\n\t\t\t\tstart_extent = 0\n\
+         \t\t\t\textent_count = {}\n\t\t\t\ttype = \"thin-pool\"\n\
+         \t\t\t\tmetadata = \"pool_tmeta\"\n\t\t\t\tpool = \"pool_tdata\"\n\
+         \t\t\t\ttransaction_id = {}\n\t\t\t\tchunk_size = 128\n\
+         \t\t\t\tdiscards = \"passdown\"\n\t\t\t\tzero_new_blocks = 1\n\t\t\t}}\n\t\t}}\n",
+        pool_extents.trim(),
+        thins.len()
+    );
+    for (i, (name, id, origin)) in thins.iter().enumerate() {
+        let origin = origin.map_or(String::new(), |o| format!("\t\t\t\torigin = \"{o}\"\n"));
+        added.push_str(&format!(
+            "\t\t{name} {{\n\t\t\tid = \"thin{i:02}-0000-0000-0000-0000-0000-000000\"\n\
+             \t\t\tstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\n\t\t\tflags = []\n\
+             \t\t\tcreation_time = {}\n\t\t\tcreation_host = \"test\"\n\
+             \t\t\tsegment_count = 1\n\t\t\tsegment1 {{\n\t\t\t\tstart_extent = 0\n\
+             \t\t\t\textent_count = {extents}\n\t\t\t\ttype = \"thin\"\n\
+             \t\t\t\tthin_pool = \"pool\"\n\t\t\t\ttransaction_id = {i}\n\
+             \t\t\t\tdevice_id = {id}\n{origin}\t\t\t}}\n\t\t}}\n",
+            1_700_000_000 + i as u64 * 60,
+        ));
+    }
+    // The LV list closes with the last LV's brace and its own.
+    let close = lvs.rfind("\t}\n").unwrap();
+    let text = format!("{head}{}{added}{}", &lvs[..close], &lvs[close..]);
+    std::fs::write(&backup, text).unwrap();
+    ok(
+        d,
+        &[
+            "vgcfgrestore",
+            "-q",
+            "--driverloaded",
+            "n",
+            "--force",
+            "-f",
+            p(&backup),
+            vg,
+        ],
+    );
+}
+
+/// The bytes the test puts in data block `d` of the pool: no two blocks alike, no zero.
+fn data_block(d: u64) -> Vec<u8> {
+    (0..thin_lab::CHUNK / 8)
+        .flat_map(|w| ((d << 32 | w) ^ 0x5a5a_0000_0000_a5a5).to_le_bytes())
+        .collect()
+}
+
+/// A thin device's content as thin_dump maps it, written sparsely to `path`.
+fn thin_content(
+    path: &std::path::Path,
+    blocks: &std::collections::BTreeMap<u64, (u64, u64)>,
+    size: u64,
+) {
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(size).unwrap();
+    for (v, (d, _)) in blocks {
+        f.write_all_at(&data_block(*d), v * thin_lab::CHUNK)
+            .unwrap();
+    }
+}
+
+/// Byte ranges of mapped blocks, merged, as `qemu-img map` reports a sparse file's data.
+fn mapped_ranges(blocks: &std::collections::BTreeMap<u64, (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for v in blocks.keys() {
+        let (a, n) = (v * thin_lab::CHUNK, thin_lab::CHUNK);
+        match out.last_mut() {
+            Some(l) if l.0 + l.1 == a => l.1 += n,
+            _ => out.push((a, n)),
+        }
+    }
+    out
+}
+
+#[test]
+fn thin_lvs_and_snapshots_export_as_thin_dump_maps_them() {
+    if !thin_lab::have_thin_tools() {
+        println!("SKIPPED: thin-provisioning-tools not installed (apt-get install thin-provisioning-tools)");
+        return;
+    }
+    let Some(lab) = setup(&[112]) else { return };
+    let d = &lab.loops;
+    let vg = lab.vg.as_str();
+    ok(d, &["pvcreate", "-q", "-y", &d[0]]);
+    ok(d, &["vgcreate", "-q", "-s", "1m", vg, &d[0]]);
+    let create = ["lvcreate", "-q", "--driverloaded", "n", "-an", "-Wn", "-Zn"];
+    ok(d, &[&create[..], &["-L", "4m", "-n", "tm", vg]].concat());
+    ok(d, &[&create[..], &["-L", "96m", "-n", "td", vg]].concat());
+    const EXTENTS: u64 = 128;
+    thin_vg(
+        d,
+        vg,
+        &[
+            ("vol", 1, None),
+            ("snap1", 2, Some("vol")),
+            ("snap2", 3, Some("vol")),
+        ],
+        EXTENTS,
+    );
+    // LVM's own reading of what was restored.
+    let report = ok(
+        d,
+        &[
+            "lvs",
+            "--noheadings",
+            "--separator",
+            ";",
+            "-o",
+            "lv_name,segtype,origin,thin_id",
+            vg,
+        ],
+    );
+    let report: Vec<String> = report.lines().map(|l| l.trim().to_string()).collect();
+    assert!(
+        report.contains(&"snap1;thin;vol;2".to_string()),
+        "{report:?}"
+    );
+    assert!(
+        report.contains(&"pool;thin-pool;;".to_string()),
+        "{report:?}"
+    );
+
+    // Thin-pool metadata: vol with a thousand mappings (a btree two levels deep); snap1
+    // shares all of vol's tree but one leaf, remapped; snap2 shares vol's whole tree.
+    let mut rng = thin_lab::Lcg(11);
+    let (vol, next) = thin_lab::scattered(&mut rng, 1000, 0);
+    let size = EXTENTS << 20;
+    assert!(*vol.keys().last().unwrap() < size / thin_lab::CHUNK);
+    let one = std::collections::BTreeMap::from([(0, next)]);
+    let tdata_blocks = (96 << 20) / thin_lab::CHUNK;
+    let home = Home::new();
+    let xml = home.out("pool.xml");
+    std::fs::write(
+        &xml,
+        thin_lab::xml(
+            &[(1, &vol, 0), (2, &one, 1), (3, &one, 1)],
+            tdata_blocks,
+            128,
+        ),
+    )
+    .unwrap();
+    let meta = home.out("meta.bin");
+    std::fs::File::create(&meta)
+        .unwrap()
+        .set_len(4 << 20)
+        .unwrap();
+    let m = p(&meta);
+    thin_lab::run("thin_restore", &["-i", p(&xml), "-o", m]);
+    let mut bytes = std::fs::read(m).unwrap();
+    let used = thin_lab::share_tree(&mut bytes, 1, 2, true, next + 1);
+    thin_lab::share_tree(&mut bytes, 1, 3, false, 0);
+    std::fs::write(m, &bytes).unwrap();
+    let dump = thin_lab::dumped(&thin_lab::run("thin_dump", &[m]));
+
+    // Metadata and data go where LVM's report places the hidden LVs.
+    let pe_start: u64 = ok(
+        d,
+        &[
+            "pvs",
+            "--noheadings",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            "pe_start",
+            &d[0],
+        ],
+    )
+    .trim()
+    .parse()
+    .unwrap();
+    let at = |lv: &str| {
+        let segs = segments(d, vg, lv);
+        assert_eq!(segs.len(), 1, "{lv} in one piece");
+        pe_start + segs[0].1[0].1 * (1 << 20)
+    };
+    let pv = std::fs::OpenOptions::new().write(true).open(&d[0]).unwrap();
+    pv.write_all_at(&bytes, at("pool_tmeta")).unwrap();
+    let tdata = at("pool_tdata");
+    for b in 0..used {
+        pv.write_all_at(&data_block(b), tdata + b * thin_lab::CHUNK)
+            .unwrap();
+    }
+    pv.sync_all().unwrap();
+
+    home.write_config(&format!(
+        "[pools.lvm]\nplugin = \"lvm\"\ndevices = {{ a = \"{}\" }}\n",
+        d[0]
+    ));
+    let list: serde_json::Value =
+        serde_json::from_slice(&home.ok(&["get", "vd", "-n", "lvm", "-o", "json"]).stdout).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["vd/vol"],
+        "the pool and its hidden LVs are no disks"
+    );
+    let snaps: serde_json::Value =
+        serde_json::from_slice(&home.ok(&["get", "vds", "-n", "lvm", "-o", "json"]).stdout)
+            .unwrap();
+    let mut names: Vec<&str> = snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["vds/vol@snap1", "vds/vol@snap2"]);
+
+    // Every thin LV exports as thin_dump maps it; holes where nothing is mapped.
+    for (address, id) in [("vd/vol", 1), ("vds/vol@snap1", 2), ("vds/vol@snap2", 3)] {
+        let out = home.out(&format!("{id}.raw"));
+        home.ok(&["download", address, "-n", "lvm", "-o", p(&out), "-q"]);
+        let want = home.out(&format!("{id}.want"));
+        thin_content(&want, &dump[&id].0, size);
+        tool("cmp", &[p(&out), p(&want)]);
+        let json = tool("qemu-img", &["map", "-f", "raw", "--output=json", p(&out)]);
+        let map: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let data: Vec<(u64, u64)> = map
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["data"].as_bool() == Some(true))
+            .map(|e| (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(
+            data,
+            mapped_ranges(&dump[&id].0),
+            "{address}: allocated ranges"
+        );
+    }
+
+    // snap2 since snap1: the delta carries exactly the blocks thin_delta reports, and
+    // snap1 plus the delta is snap2.
+    let delta = home.out("s2.delta");
+    home.ok(&[
+        "download",
+        "vds/vol@snap2",
+        "--since",
+        "vds/vol@snap1",
+        "-n",
+        "lvm",
+        "-o",
+        p(&delta),
+        "-q",
+    ]);
+    let file = std::fs::read(&delta).unwrap();
+    let parsed = snapport_core::delta::read_delta(&mut &file[..]).unwrap();
+    let mut image = std::fs::read(home.out("2.raw")).unwrap();
+    let mut changed = std::collections::BTreeSet::new();
+    for r in &parsed.records {
+        assert_eq!(r.offset % thin_lab::CHUNK, 0);
+        for b in r.offset / thin_lab::CHUNK..(r.offset + r.length).div_ceil(thin_lab::CHUNK) {
+            changed.insert(b);
+        }
+        let span = r.offset as usize..(r.offset + r.length) as usize;
+        match r.data_at {
+            Some(at) => image[span].copy_from_slice(&file[at as usize..(at + r.length) as usize]),
+            None => image[span].fill(0),
+        }
+    }
+    let theirs: std::collections::BTreeSet<u64> = thin_lab::thin_delta(m, 2, 3)
+        .into_iter()
+        .filter(|(_, k)| *k != thin_lab::Kind::Same)
+        .map(|(b, _)| b)
+        .collect();
+    assert!(!theirs.is_empty());
+    assert_eq!(changed, theirs);
+    assert!(
+        image == std::fs::read(home.out("3.raw")).unwrap(),
+        "snap1 + delta is snap2"
+    );
+
+    // A mapping past the end of the pool's data LV is named, not followed.
+    let far = std::collections::BTreeMap::from([(0, tdata_blocks + 5)]);
+    std::fs::write(
+        &xml,
+        thin_lab::xml(
+            &[(1, &far, 0), (2, &one, 1), (3, &one, 1)],
+            tdata_blocks + 10,
+            128,
+        ),
+    )
+    .unwrap();
+    thin_lab::run("thin_restore", &["-i", p(&xml), "-o", m]);
+    pv.write_all_at(&std::fs::read(m).unwrap(), at("pool_tmeta"))
+        .unwrap();
+    pv.sync_all().unwrap();
+    let err = home.fails(&[
+        "download",
+        "vd/vol",
+        "-n",
+        "lvm",
+        "-o",
+        p(&home.out("far.raw")),
+    ]);
+    assert!(
+        err.contains("past the") && err.contains("pool_tdata"),
+        "{err}"
+    );
+    assert!(!home.out("far.raw").exists());
 }

@@ -5,7 +5,9 @@
 //!
 //! - [`label`]: the `LABELONE` label, the PV header and the metadata area headers;
 //! - [`text`]: the VG text format (`key = value`, sections, arrays, strings, comments);
-//! - [`vg`]: a volume group from that text, and linear and striped LV maps.
+//! - [`vg`]: a volume group from that text, linear and striped LV maps, and the thin
+//!   and thin-pool segments that tie thin LVs to their pool;
+//! - [`thin`]: a thin pool's metadata (what `thin_dump` reads) and `thin_delta`'s diff.
 //!
 //! `no_std` + `alloc` and free of I/O (callers bring bytes through [`Medium`]), so the
 //! plugin in the wasm sandbox, the host and the fuzz targets share it.

@@ -32,8 +32,35 @@ pub enum SegmentKind {
         stripe_size: u64,
         stripes: Vec<(usize, u64)>,
     },
-    /// Anything else (thin, thin-pool, raid, cache, ...): its type, for messages.
+    /// A thin volume: device `device_id` of the thin pool LV `pool`; `origin` names the
+    /// LV it was snapshotted from, while that LV exists.
+    Thin {
+        pool: String,
+        device_id: u64,
+        origin: Option<String>,
+    },
+    /// A thin pool: its metadata and data LVs (hidden, `_tmeta`/`_tdata`) and its chunk
+    /// size (the data block size) in bytes.
+    ThinPool {
+        metadata: String,
+        data: String,
+        chunk_size: u64,
+    },
+    /// Anything else (raid, cache, ...): its type, for messages.
     Other(String),
+}
+
+impl SegmentKind {
+    /// The segment type as LVM names it.
+    pub fn type_name(&self) -> &str {
+        match self {
+            SegmentKind::Striped { stripes, .. } if stripes.len() == 1 => "linear",
+            SegmentKind::Striped { .. } => "striped",
+            SegmentKind::Thin { .. } => "thin",
+            SegmentKind::ThinPool { .. } => "thin-pool",
+            SegmentKind::Other(t) => t,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +75,49 @@ pub struct LogicalVolume {
     pub name: String,
     pub id: String,
     pub status: Vec<String>,
+    /// Seconds since the epoch, when LVM recorded it.
+    pub creation_time: Option<u64>,
     pub segments: Vec<Segment>,
+}
+
+impl LogicalVolume {
+    /// Whether `lvs` shows it without `-a`: the pool's own `_tmeta`, `_tdata` and
+    /// `_pmspare` LVs are hidden.
+    pub fn visible(&self) -> bool {
+        self.status.iter().any(|s| s == "VISIBLE")
+    }
+
+    /// The thin segment of a thin LV (a thin LV has exactly one).
+    pub fn thin(&self) -> Option<(&str, u64, Option<&str>)> {
+        match &self.segments[..] {
+            [Segment {
+                kind:
+                    SegmentKind::Thin {
+                        pool,
+                        device_id,
+                        origin,
+                    },
+                ..
+            }] => Some((pool, *device_id, origin.as_deref())),
+            _ => None,
+        }
+    }
+
+    /// The thin-pool segment of a thin pool LV.
+    pub fn thin_pool(&self) -> Option<(&str, &str, u64)> {
+        match &self.segments[..] {
+            [Segment {
+                kind:
+                    SegmentKind::ThinPool {
+                        metadata,
+                        data,
+                        chunk_size,
+                    },
+                ..
+            }] => Some((metadata, data, *chunk_size)),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -200,12 +269,10 @@ impl VolumeGroup {
                 stripes,
             } = &seg.kind
             else {
-                let SegmentKind::Other(t) = &seg.kind else {
-                    unreachable!()
-                };
                 return Err(Error::Unsupported(format!(
-                    "{} has a {t} segment; linear and striped segments are read",
-                    lv.name
+                    "{} has a {} segment; only linear and striped segments lie on PVs",
+                    lv.name,
+                    seg.kind.type_name()
                 )));
             };
             let within = pos - seg_start;
@@ -324,6 +391,28 @@ fn read_lv(name: &str, lv: &Section, pvs: &[PhysicalVolume], vg: &str) -> Result
                 stripe_size,
                 stripes,
             }
+        } else if ty == "thin" {
+            let device_id = need_int(seg, "device_id", &w)?;
+            // The kernel's thin device ids are 24 bits.
+            if device_id >= 1 << 24 {
+                return corrupt(format!("{w}: thin device id {device_id}"));
+            }
+            SegmentKind::Thin {
+                pool: need_str(seg, "thin_pool", &w)?,
+                device_id,
+                origin: seg.str("origin").map(ToString::to_string),
+            }
+        } else if ty == "thin-pool" {
+            let chunk = need_int(seg, "chunk_size", &w)?;
+            // dm-thin takes 64 KiB to 1 GiB, in multiples of 64 KiB.
+            if !(128..=2_097_152).contains(&chunk) || chunk % 128 != 0 {
+                return corrupt(format!("{w}: chunk size {chunk} sectors"));
+            }
+            SegmentKind::ThinPool {
+                metadata: need_str(seg, "metadata", &w)?,
+                data: need_str(seg, "pool", &w)?,
+                chunk_size: chunk * SECTOR,
+            }
         } else {
             SegmentKind::Other(ty)
         };
@@ -337,6 +426,7 @@ fn read_lv(name: &str, lv: &Section, pvs: &[PhysicalVolume], vg: &str) -> Result
         name: name.to_string(),
         id: need_str(lv, "id", &what)?,
         status,
+        creation_time: lv.int("creation_time").and_then(|t| u64::try_from(t).ok()),
         segments,
     })
 }
@@ -368,6 +458,47 @@ vg {
   }
 }
 "#;
+
+    #[test]
+    fn thin_segments() {
+        let text = br#"
+vg { id = "v" seqno = 1 extent_size = 8
+  physical_volumes { pv0 { id = "a" pe_start = 2048 pe_count = 100 } }
+  logical_volumes {
+    pool { id = "p" status = ["READ", "VISIBLE"] segment_count = 1
+      segment1 { start_extent = 0 extent_count = 8 type = "thin-pool" metadata = "pool_tmeta"
+                 pool = "pool_tdata" transaction_id = 2 chunk_size = 128 } }
+    pool_tmeta { id = "m" status = ["READ"] segment_count = 1
+      segment1 { start_extent = 0 extent_count = 1 type = "striped" stripe_count = 1 stripes = ["pv0", 0] } }
+    snap { id = "s" status = ["READ", "VISIBLE"] creation_time = 1700000000 segment_count = 1
+      segment1 { start_extent = 0 extent_count = 4 type = "thin" thin_pool = "pool" transaction_id = 1
+                 device_id = 2 origin = "vol" } }
+  }
+}
+"#;
+        let vg = VolumeGroup::from_text(text).unwrap();
+        let pool = vg.lv("pool").unwrap();
+        assert_eq!(pool.thin_pool(), Some(("pool_tmeta", "pool_tdata", 65536)));
+        assert!(pool.visible() && !vg.lv("pool_tmeta").unwrap().visible());
+        let snap = vg.lv("snap").unwrap();
+        assert_eq!(snap.thin(), Some(("pool", 2, Some("vol"))));
+        assert_eq!(snap.creation_time, Some(1_700_000_000));
+        assert!(matches!(vg.map(snap, 0, 1), Err(Error::Unsupported(_))));
+        // A chunk size dm-thin cannot have, a device id past 24 bits.
+        for (from, to) in [
+            ("chunk_size = 128", "chunk_size = 100"),
+            ("device_id = 2", "device_id = 16777216"),
+        ] {
+            let bad = core::str::from_utf8(text).unwrap().replace(from, to);
+            assert!(
+                matches!(
+                    VolumeGroup::from_text(bad.as_bytes()),
+                    Err(Error::Corrupt(_))
+                ),
+                "{to}"
+            );
+        }
+    }
 
     #[test]
     fn linear_and_striped_maps() {

@@ -5,7 +5,8 @@ use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use snapport_lvm::label::{read_label, read_metadata};
-use snapport_lvm::vg::{LogicalVolume, SegmentKind, VolumeGroup};
+use snapport_lvm::thin::{delta, DeltaKind, Run, ThinPool};
+use snapport_lvm::vg::{LogicalVolume, VolumeGroup};
 use snapport_lvm::Medium;
 
 wit_bindgen::generate!({ world: "backend-plugin", path: "../../wit" });
@@ -13,8 +14,8 @@ wit_bindgen::generate!({ world: "backend-plugin", path: "../../wit" });
 use exports::snapport::backend::backend::{Guest, GuestVolume, PluginInfo, Volume as VolumeHandle};
 use snapport::backend::host;
 use snapport::backend::types::{
-    Access, BackendError, Capabilities, DeviceOffset, Extent, ExtentPage, Location, SnapshotInfo, VolumeInfo,
-    VolumeKind,
+    Access, BackendError, Capabilities, DeviceOffset, Extent, ExtentPage, Label, Location, SnapshotInfo, SnapshotPhase,
+    VolumeInfo, VolumeKind,
 };
 
 #[global_allocator]
@@ -31,6 +32,7 @@ const READ_CHUNK: u64 = 1 << 20;
 const PAGE_BYTES: u64 = 1 << 30;
 
 /// A granted device opened read-only through the host.
+#[derive(Clone)]
 struct Device {
     name: String,
     id: u32,
@@ -55,6 +57,36 @@ impl Medium for Device {
         }
         Ok(())
     }
+}
+
+/// An LV of linear and striped segments read through the granted devices: how the
+/// plugin reads a thin pool's metadata volume.
+struct LvMedium<'a> {
+    vg: &'a VolumeGroup,
+    lv: &'a LogicalVolume,
+    devices: &'a [Option<Device>],
+}
+
+impl Medium for LvMedium<'_> {
+    fn size(&self) -> u64 {
+        self.vg.lv_size(self.lv)
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> snapport_lvm::Result<()> {
+        let mut done = 0usize;
+        for p in self.vg.map(self.lv, offset, buf.len() as u64)? {
+            let Some(dev) = &self.devices[p.pv] else {
+                return Err(snapport_lvm::Error::Io(not_granted(self.vg, self.lv, p.pv)));
+            };
+            dev.read_exact_at(p.offset, &mut buf[done..done + p.length as usize])?;
+            done += p.length as usize;
+        }
+        Ok(())
+    }
+}
+
+fn not_granted(vg: &VolumeGroup, lv: &LogicalVolume, pv: usize) -> String {
+    let pv = &vg.pvs[pv];
+    format!("{} lies partly on {} ({}) of VG {}, which the pool does not grant", lv.name, pv.name, pv.id, vg.name)
 }
 
 fn describe(e: &BackendError) -> String {
@@ -116,39 +148,83 @@ fn scan() -> Result<Pool, BackendError> {
 }
 
 impl Pool {
-    /// Every LV under its volume name.
+    /// The name a disk of VG `g` goes by.
+    fn name(&self, g: usize, lv: &LogicalVolume) -> String {
+        if self.vgs.len() > 1 {
+            format!("{}-{}", self.vgs[g].0.name, lv.name)
+        } else {
+            lv.name.clone()
+        }
+    }
+
+    /// Every disk under its volume name, with its VG and LV index: the visible LVs but
+    /// thin pools (not volumes) and thin snapshots (snapshots of their origin's disk).
     fn volumes(&self) -> Vec<(String, usize, usize)> {
-        let several = self.vgs.len() > 1;
         let mut out = Vec::new();
         for (g, (vg, _)) in self.vgs.iter().enumerate() {
             for (l, lv) in vg.lvs.iter().enumerate() {
-                let name = if several { format!("{}-{}", vg.name, lv.name) } else { lv.name.clone() };
-                out.push((name, g, l));
+                if lv.visible() && lv.thin_pool().is_none() && root(vg, l) == l {
+                    out.push((self.name(g, lv), g, l));
+                }
             }
         }
         out
     }
-}
 
-fn kind_of(lv: &LogicalVolume) -> String {
-    match lv.segments.first().map(|s| &s.kind) {
-        Some(SegmentKind::Other(t)) => t.clone(),
-        _ => "linear".into(),
+    /// The thin snapshots of each disk: (disk name, VG, LV index of the snapshot).
+    fn snapshots(&self) -> Vec<(String, usize, usize)> {
+        let mut out = Vec::new();
+        for (g, (vg, _)) in self.vgs.iter().enumerate() {
+            for l in 0..vg.lvs.len() {
+                let r = root(vg, l);
+                if r != l && vg.lvs[r].visible() {
+                    out.push((self.name(g, &vg.lvs[r]), g, l));
+                }
+            }
+        }
+        out
+    }
+
+    /// The host devices of VG `g`'s PVs, by PV index; `None`: not granted.
+    fn pv_devices(&self, g: usize) -> Vec<Option<Device>> {
+        self.vgs[g].1.iter().map(|h| h.map(|i| self.devices[i].clone())).collect()
     }
 }
 
-fn info_of(name: &str, vg: &VolumeGroup, lv: &LogicalVolume) -> VolumeInfo {
+/// The LV a thin snapshot was taken from, followed back to the first that is no snapshot
+/// (a snapshot of a snapshot belongs to the same disk); `l` itself for any other LV.
+fn root(vg: &VolumeGroup, l: usize) -> usize {
+    let mut at = l;
+    // At most one step per LV: a cycle of origins ends where it started.
+    for _ in 0..vg.lvs.len() {
+        let Some((_, _, Some(origin))) = vg.lvs[at].thin() else { return at };
+        match vg.lvs.iter().position(|o| o.name == origin) {
+            Some(o) if o != l => at = o,
+            _ => return at,
+        }
+    }
+    at
+}
+
+fn kind_of(lv: &LogicalVolume) -> &str {
+    match &lv.segments[..] {
+        [one] => one.kind.type_name(),
+        // Several segments of mixed types read as the first one's.
+        [first, ..] => first.kind.type_name(),
+        [] => "empty",
+    }
+}
+
+/// `thin`: a thin LV's device id and the bytes its pool maps for it.
+fn info_of(name: &str, vg: &VolumeGroup, lv: &LogicalVolume, thin: Option<(u64, u64)>) -> VolumeInfo {
     VolumeInfo {
         name: name.into(),
         size: vg.lv_size(lv),
         kind: VolumeKind::Disk,
         format: format!("lvm-{}", kind_of(lv)),
-        allocated: None,
+        allocated: thin.map(|t| t.1),
         parent: None,
-        labels: Vec::from([("vg".to_string(), vg.name.clone()), ("lv".to_string(), lv.name.clone())])
-            .into_iter()
-            .map(|(key, value)| snapport::backend::types::Label { key, value })
-            .collect(),
+        labels: labels(vg, lv, thin.map(|t| t.0)),
     }
 }
 
@@ -162,46 +238,66 @@ impl Guest for Plugin {
             name: "lvm".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "LVM2 volume groups read from their physical volumes".into(),
-            capabilities: Capabilities::READ | Capabilities::EXTENTS,
+            capabilities: Capabilities::READ | Capabilities::EXTENTS | Capabilities::CHANGED_BLOCKS,
         }
     }
 
     fn list_volumes() -> Result<Vec<VolumeInfo>, BackendError> {
         let pool = scan()?;
-        Ok(pool
-            .volumes()
-            .iter()
-            .map(|(name, g, l)| {
-                let vg = &pool.vgs[*g].0;
-                info_of(name, vg, &vg.lvs[*l])
-            })
-            .collect())
+        let mut out = Vec::new();
+        for (name, g, l) in pool.volumes() {
+            out.push(open(&pool, &name, g, l)?.info);
+        }
+        Ok(out)
     }
 
-    fn list_snapshots(_: Option<String>) -> Result<Vec<SnapshotInfo>, BackendError> {
-        Ok(Vec::new())
+    fn list_snapshots(volume: Option<String>) -> Result<Vec<SnapshotInfo>, BackendError> {
+        let pool = scan()?;
+        let mut out = Vec::new();
+        for (disk, g, l) in pool.snapshots() {
+            if volume.as_ref().is_some_and(|v| *v != disk) {
+                continue;
+            }
+            let vg = &pool.vgs[g].0;
+            let lv = &vg.lvs[l];
+            let (_, device_id, origin) = lv.thin().expect("snapshots are thin LVs");
+            // A snapshot of a snapshot names the one it was taken from.
+            let parent = origin.filter(|o| vg.lv(o).is_some_and(|o| o.thin().is_some_and(|t| t.2.is_some())));
+            out.push(SnapshotInfo {
+                name: lv.name.clone(),
+                volume: disk,
+                id: lv.id.clone(),
+                size: vg.lv_size(lv),
+                created_unix_ms: lv.creation_time.map(|t| t.saturating_mul(1000)),
+                parent: parent.map(ToString::to_string),
+                phase: SnapshotPhase::Ready,
+                // LVM does not record whether the guest was quiesced.
+                consistent: false,
+                labels: labels(vg, lv, Some(device_id)),
+            });
+        }
+        Ok(out)
     }
 
     fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<VolumeHandle, BackendError> {
-        if snapshot.is_some() {
-            return Err(BackendError::Unsupported("LVM snapshots are not read yet".into()));
-        }
         if access == Access::ReadWrite {
             return Err(BackendError::Unsupported("this lvm plugin reads; writes come next".into()));
         }
         let pool = scan()?;
-        let Some((_, g, l)) = pool.volumes().into_iter().find(|(n, _, _)| *n == volume) else {
-            return Err(BackendError::NotFound(format!("no logical volume {volume}")));
+        let found = match &snapshot {
+            None => pool.volumes().into_iter().find(|(n, _, _)| *n == volume),
+            Some(snap) => pool
+                .snapshots()
+                .into_iter()
+                .find(|(disk, g, l)| *disk == volume && pool.vgs[*g].0.lvs[*l].name == *snap),
         };
-        let (vg, holders) = &pool.vgs[g];
-        let lv = vg.lvs[l].clone();
-        let info = info_of(&volume, vg, &lv);
-        Ok(VolumeHandle::new(Volume {
-            info,
-            vg: vg.clone(),
-            lv,
-            devices: holders.iter().map(|h| h.map(|i| pool.devices[i].id)).collect(),
-        }))
+        let Some((name, g, l)) = found else {
+            return Err(BackendError::NotFound(match snapshot {
+                None => format!("no logical volume {volume}"),
+                Some(snap) => format!("no thin snapshot {snap} of {volume}"),
+            }));
+        };
+        Ok(VolumeHandle::new(open(&pool, &name, g, l)?))
     }
 
     fn create_volume(_: String, _: u64, _: VolumeKind, _: Option<String>) -> Result<VolumeHandle, BackendError> {
@@ -225,12 +321,186 @@ impl Guest for Plugin {
     }
 }
 
+fn labels(vg: &VolumeGroup, lv: &LogicalVolume, device_id: Option<u64>) -> Vec<Label> {
+    let mut out = Vec::from([
+        Label { key: "vg".into(), value: vg.name.clone() },
+        Label { key: "lv".into(), value: lv.name.clone() },
+    ]);
+    if let Some(id) = device_id {
+        out.push(Label { key: "thin-device-id".into(), value: format!("{id}") });
+    }
+    out
+}
+
+/// A thin LV's place in its pool: the pool's data LV and chunk size, and the LV's
+/// mapped blocks, checked to lie inside the data LV.
+struct Thin {
+    pool: String,
+    device_id: u64,
+    metadata: LogicalVolume,
+    data: LogicalVolume,
+    chunk: u64,
+    runs: Vec<Run>,
+}
+
+/// Reads thin device `device_id`'s mapped blocks from its pool's metadata LV.
+fn thin_runs(
+    vg: &VolumeGroup,
+    devices: &[Option<Device>],
+    metadata: &LogicalVolume,
+    data: &LogicalVolume,
+    chunk: u64,
+    device_id: u64,
+    what: &str,
+) -> Result<Vec<Run>, BackendError> {
+    let medium = LvMedium { vg, lv: metadata, devices };
+    let tp = ThinPool::open(&medium).map_err(|e| lvm_error(what, e))?;
+    if tp.data_block_size != chunk {
+        return Err(BackendError::Corrupt(format!(
+            "{what}: the pool's metadata has {}-byte blocks, its LV {chunk}-byte chunks",
+            tp.data_block_size
+        )));
+    }
+    let runs = tp.runs(device_id).map_err(|e| lvm_error(what, e))?;
+    // Byte offsets are computed unchecked from here on: they must fit.
+    if let Some(r) = runs.iter().find(|r| r.virt.checked_add(r.len).and_then(|e| e.checked_mul(chunk)).is_none()) {
+        return Err(BackendError::Corrupt(format!("{what}: block {} is past any possible volume size", r.virt)));
+    }
+    let data_blocks = vg.lv_size(data) / chunk;
+    if let Some(r) = runs.iter().find(|r| r.data + r.len > data_blocks) {
+        return Err(BackendError::Corrupt(format!(
+            "{what}: block {} maps to data block {}, past the {data_blocks} blocks of {}",
+            r.virt,
+            r.data + r.len - 1,
+            data.name
+        )));
+    }
+    Ok(runs)
+}
+
+/// The open volume `name`: LV `l` of VG `g`, with a thin LV's mapping read up front.
+fn open(pool: &Pool, name: &str, g: usize, l: usize) -> Result<Volume, BackendError> {
+    let vg = &pool.vgs[g].0;
+    let lv = vg.lvs[l].clone();
+    let devices = pool.pv_devices(g);
+    let what = format!("{name} ({}/{})", vg.name, lv.name);
+    let thin = match lv.thin() {
+        None => None,
+        Some((pool_name, device_id, _)) => {
+            let pool_lv = vg.lv(pool_name).and_then(|p| p.thin_pool().map(|t| (p, t)));
+            let Some((_, (metadata, data, chunk))) = pool_lv else {
+                return Err(BackendError::Corrupt(format!("{what}: its thin pool {pool_name} is not in the VG")));
+            };
+            let (Some(metadata), Some(data)) = (vg.lv(metadata), vg.lv(data)) else {
+                return Err(BackendError::Corrupt(format!(
+                    "{what}: thin pool {pool_name} lacks its metadata or data LV"
+                )));
+            };
+            let runs = thin_runs(vg, &devices, metadata, data, chunk, device_id, &what)?;
+            Some(Thin {
+                pool: pool_name.into(),
+                device_id,
+                metadata: metadata.clone(),
+                data: data.clone(),
+                chunk,
+                runs,
+            })
+        }
+    };
+    let mapped =
+        thin.as_ref().map(|t| (t.device_id, t.runs.iter().map(|r| r.len).sum::<u64>().saturating_mul(t.chunk)));
+    let info = info_of(name, vg, &lv, mapped);
+    Ok(Volume { info, vg: vg.clone(), lv, devices, thin })
+}
+
 struct Volume {
     info: VolumeInfo,
     vg: VolumeGroup,
     lv: LogicalVolume,
     /// The host device holding each PV of the VG, by PV index; `None`: not granted.
-    devices: Vec<Option<u32>>,
+    devices: Vec<Option<Device>>,
+    thin: Option<Thin>,
+}
+
+/// Fills a page: extents are pushed until `max` of them or `PAGE_BYTES` past `start`.
+struct Page {
+    start: u64,
+    max: usize,
+    extents: Vec<Extent>,
+}
+
+impl Page {
+    fn full(&self) -> bool {
+        self.extents.len() >= self.max
+            || self.extents.last().is_some_and(|e| e.offset + e.length - self.start >= PAGE_BYTES)
+    }
+
+    fn push(&mut self, offset: u64, length: u64, location: Location) {
+        match (self.extents.last_mut(), &location) {
+            (Some(last), Location::Zero)
+                if last.offset + last.length == offset && matches!(last.location, Location::Zero) =>
+            {
+                last.length += length
+            }
+            _ => self.extents.push(Extent { offset, length, location }),
+        }
+    }
+
+    /// The page, and where the next one starts when `more` is left after its end.
+    fn finish(self, more: u64) -> ExtentPage {
+        let end = self.extents.last().map_or(self.start, |e| e.offset + e.length);
+        ExtentPage { next_offset: (end < more).then_some(end), extents: self.extents }
+    }
+}
+
+impl Volume {
+    fn what(&self) -> String {
+        format!("{} ({}/{})", self.info.name, self.vg.name, self.lv.name)
+    }
+
+    /// Data extents for LV bytes `[from, to)` of `lv`, which lie on the PVs.
+    fn place(&self, lv: &LogicalVolume, at: u64, from: u64, to: u64, page: &mut Page) -> Result<(), BackendError> {
+        let what = self.what();
+        let mut pos = at;
+        for p in self.vg.map(lv, from, to - from).map_err(|e| lvm_error(&what, e))? {
+            let Some(dev) = &self.devices[p.pv] else {
+                return Err(BackendError::NotFound(format!("{}: {}", self.info.name, not_granted(&self.vg, lv, p.pv))));
+            };
+            page.push(pos, p.length, Location::Data(DeviceOffset { device: dev.id, offset: p.offset }));
+            pos += p.length;
+            if page.full() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Extents of thin LV bytes `[from, to)`: mapped chunks on the pool's data LV,
+    /// unmapped ones zero.
+    fn thin_extents(&self, thin: &Thin, from: u64, to: u64, page: &mut Page) -> Result<(), BackendError> {
+        let c = thin.chunk;
+        let mut pos = from;
+        let mut i = thin.runs.partition_point(|r| (r.virt + r.len) * c <= from);
+        while pos < to && !page.full() {
+            match thin.runs.get(i) {
+                Some(r) if r.virt * c <= pos => {
+                    let end = ((r.virt + r.len) * c).min(to);
+                    let into = pos - r.virt * c;
+                    self.place(&thin.data, pos, r.data * c + into, r.data * c + into + (end - pos), page)?;
+                    pos = page.extents.last().map_or(end, |e| e.offset + e.length);
+                    if pos >= end {
+                        i += 1;
+                    }
+                }
+                next => {
+                    let end = next.map_or(to, |r| (r.virt * c).min(to));
+                    page.push(pos, end - pos, Location::Zero);
+                    pos = end;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl GuestVolume for Volume {
@@ -238,40 +508,65 @@ impl GuestVolume for Volume {
         self.info.clone()
     }
 
-    /// A page covers up to 1 GiB of the LV, as data extents on the PVs' devices.
+    /// A page covers up to 1 GiB of the LV: data extents on the PVs' devices, and for a
+    /// thin LV zero extents where no chunk is mapped.
     fn map_extents(&self, start: u64, max_extents: u32) -> Result<ExtentPage, BackendError> {
         let size = self.info.size;
+        let mut page = Page { start, max: max_extents.max(1) as usize, extents: Vec::new() };
         if start >= size {
-            return Ok(ExtentPage { extents: Vec::new(), next_offset: None });
+            return Ok(page.finish(size));
         }
         let end = size.min(start.saturating_add(PAGE_BYTES));
-        let what = format!("vd/{}", self.info.name);
-        let pieces = self.vg.map(&self.lv, start, end - start).map_err(|e| lvm_error(&what, e))?;
-        let mut extents = Vec::new();
-        let mut pos = start;
-        for p in pieces {
-            if extents.len() >= max_extents.max(1) as usize {
-                break;
-            }
-            let Some(device) = self.devices[p.pv] else {
-                let pv = &self.vg.pvs[p.pv];
-                return Err(BackendError::NotFound(format!(
-                    "{what} lies partly on {} ({}) of VG {}, which the pool does not grant",
-                    pv.name, pv.id, self.vg.name
-                )));
-            };
-            extents.push(Extent {
-                offset: pos,
-                length: p.length,
-                location: Location::Data(DeviceOffset { device, offset: p.offset }),
-            });
-            pos += p.length;
+        match &self.thin {
+            Some(thin) => self.thin_extents(thin, start, end, &mut page)?,
+            None => self.place(&self.lv, start, start, end, &mut page)?,
         }
-        Ok(ExtentPage { extents, next_offset: (pos < size).then_some(pos) })
+        Ok(page.finish(size))
     }
 
-    fn changed_extents(&self, _: String, _: u64, _: u32) -> Result<ExtentPage, BackendError> {
-        Err(BackendError::Unsupported("changed extents need thin volumes, not read yet".into()))
+    /// Between two thin LVs of one pool, from the pool's mapping trees alone (what
+    /// `thin_delta` reports): chunks mapped differently or on one side only. A chunk
+    /// this LV no longer maps reads as zero.
+    fn changed_extents(&self, base: String, start: u64, max_extents: u32) -> Result<ExtentPage, BackendError> {
+        let what = self.what();
+        let Some(thin) = &self.thin else {
+            return Err(BackendError::Unsupported(format!(
+                "{what} is not a thin LV: changed extents come from thin pools"
+            )));
+        };
+        let Some(base_lv) = self.vg.lv(&base) else {
+            return Err(BackendError::NotFound(format!("no LV {base} in VG {} to compare {what} with", self.vg.name)));
+        };
+        let Some((base_pool, base_id, _)) = base_lv.thin().filter(|t| t.0 == thin.pool) else {
+            return Err(BackendError::Unsupported(format!(
+                "{base} is not a thin LV of pool {}, as {what} is: no changed extents between them",
+                thin.pool
+            )));
+        };
+        let base_what = format!("{}/{base} (thin device {base_id} of {base_pool})", self.vg.name);
+        let base_runs =
+            thin_runs(&self.vg, &self.devices, &thin.metadata, &thin.data, thin.chunk, base_id, &base_what)?;
+        let size = self.info.size;
+        let c = thin.chunk;
+        let mut page = Page { start, max: max_extents.max(1) as usize, extents: Vec::new() };
+        let mut more = start;
+        for (kind, block, len) in delta(&base_runs, &thin.runs) {
+            let from = (block * c).max(start);
+            let to = ((block + len) * c).min(size);
+            if kind == DeltaKind::Same || from >= to {
+                continue;
+            }
+            if page.full() {
+                more = size;
+                break;
+            }
+            match kind {
+                DeltaKind::LeftOnly => page.push(from, to - from, Location::Zero),
+                _ => self.thin_extents(thin, from, to, &mut page)?,
+            }
+            more = to;
+        }
+        Ok(page.finish(more))
     }
 
     fn decode(&self, codec: u32, _: Vec<u8>, _: u32) -> Result<Vec<u8>, BackendError> {

@@ -1,11 +1,13 @@
 //! snapport's LVM backend: the pool grants physical volumes (block devices or image
 //! files holding PVs), and the plugin reads the volume groups on them without
 //! device-mapper: labels, the newest metadata copy, and each logical volume's map onto
-//! the PVs. LVs are disks `vd/LV` (`vd/VG-LV` when the pool holds several VGs).
+//! the PVs. LVs are disks `vd/LV` (`vd/VG-LV` when the pool holds several VGs); thin
+//! LVs map through their pool's metadata onto its data LV, thin snapshots are
+//! `vds/ORIGIN@SNAP`, and changed extents between two thin LVs of a pool come from the
+//! mapping trees, as `thin_delta` computes them.
 //!
-//! The format code lives in `snapport-lvm` (shared with the fuzz target); this crate is
-//! the component glue only. This first version reads linear and striped LVs; thin
-//! volumes, snapshots and writes come next.
+//! The format code lives in `snapport-lvm` (shared with the fuzz targets); this crate
+//! is the component glue only. Writes and LV or snapshot creation come next.
 #![no_std]
 
 extern crate alloc;
