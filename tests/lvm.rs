@@ -1,8 +1,12 @@
 //! The lvm plugin end to end: physical volumes made by LVM's own tools on loop devices
 //! are granted to a pool; `get vd` lists the LVs, and `download` of a linear LV of two
 //! segments on two PVs and of a striped LV equals (`cmp`) the bytes the test placed on
-//! the PVs at the extents `lvs` reports. A PV the pool does not grant, and a device that
-//! is no PV, are named in one error line.
+//! the PVs at the extents `lvs` reports; `upload --in-place` writes an image into those
+//! LVs, found back on the PVs at the same extents, nothing outside them touched. A PV the
+//! pool does not grant, and a device that is no PV, are named in one error line.
+//!
+//! Thin LVs: a thin pool restored with `vgcfgrestore`, its metadata from `thin_restore`,
+//! snapshots sharing subtrees; exports equal `thin_dump`'s maps, deltas `thin_delta`'s.
 
 mod common;
 #[path = "common/lvm_lab.rs"]
@@ -195,6 +199,105 @@ fn linear_and_striped_lvs_export_as_the_bytes_on_their_pvs() {
         tool("cmp", &[p(&out), p(&want)]);
     }
 
+    // Writes go into existing LVs, in place, where LVM's report says their extents lie:
+    // an 8 MiB qcow2 with data and holes (the holes must overwrite what was there).
+    let img = home.out("in.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "8M"]);
+    qemu_io(
+        &img,
+        "qcow2",
+        &[
+            "write -P 0x61 0 1M",
+            "write -P 0x62 3M 100k",
+            "write -P 0x63 7M 1M",
+        ],
+    );
+    let img_raw = home.out("in.raw");
+    tool("qemu-img", &["convert", "-O", "raw", p(&img), p(&img_raw)]);
+    let image = std::fs::read(&img_raw).unwrap();
+    // A read-only pool refuses before anything is written.
+    let err = home.fails(&["upload", p(&img), "vd/lin", "-n", "lvm", "--in-place"]);
+    assert!(err.contains("read-only"), "{err}");
+    home.write_config(&format!(
+        "[pools.lvm]\nplugin = \"lvm\"\nwritable = true\ndevices = {{ a = \"{}\", b = \"{}\" }}\n",
+        d[0], d[1]
+    ));
+    // Without --in-place a new LV is asked for, which needs LVM's tools.
+    let err = home.fails(&["upload", p(&img), "vd/new", "-n", "lvm"]);
+    assert!(
+        err.contains("lvcreate") && err.contains("--in-place"),
+        "{err}"
+    );
+    for lv in ["lin", "str"] {
+        home.ok(&[
+            "upload",
+            p(&img),
+            &format!("vd/{lv}"),
+            "-n",
+            "lvm",
+            "--in-place",
+            "-q",
+        ]);
+        let pv_now: Vec<Vec<u8>> = d.iter().map(|dev| std::fs::read(dev).unwrap()).collect();
+        let on_pvs = expected(d, vg, lv, 1 << 20, pe_start, &pv_now);
+        assert!(on_pvs == image, "vd/{lv}: the PV extents hold the image");
+        let back = home.out(&format!("{lv}.back.raw"));
+        home.ok(&[
+            "download",
+            &format!("vd/{lv}"),
+            "-n",
+            "lvm",
+            "-o",
+            p(&back),
+            "-q",
+        ]);
+        tool(
+            "qemu-img",
+            &["compare", "-f", "raw", "-F", "qcow2", p(&back), p(&img)],
+        );
+    }
+    // Outside the LVs nothing changed.
+    let lin_str: Vec<Vec<u8>> = d.iter().map(|dev| std::fs::read(dev).unwrap()).collect();
+    for (i, (now, before)) in lin_str.iter().zip(&pv_bytes).enumerate() {
+        let used: Vec<(u64, u64)> = ["lin", "str"]
+            .iter()
+            .flat_map(|lv| segments(d, vg, lv))
+            .flat_map(|(_, stripes)| stripes)
+            .filter(|(dev, _, _)| *dev == d[i])
+            .map(|(_, a, b)| (pe_start + a * (1 << 20), pe_start + (b + 1) * (1 << 20)))
+            .collect();
+        for (x, (n, b)) in now.iter().zip(before).enumerate().skip(pe_start as usize) {
+            if !used.iter().any(|(a, e)| (*a..*e).contains(&(x as u64))) {
+                assert_eq!(n, b, "PV {i} byte {x} outside the LVs changed");
+            }
+        }
+    }
+    // The wrong size is refused before a byte is written.
+    let small = home.out("small.qcow2");
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", p(&small), "4M"],
+    );
+    let err = home.fails(&["upload", p(&small), "vd/lin", "-n", "lvm", "--in-place"]);
+    assert!(err.contains("exactly the image's size"), "{err}");
+    let pv_now: Vec<Vec<u8>> = d.iter().map(|dev| std::fs::read(dev).unwrap()).collect();
+    assert!(expected(d, vg, "lin", 1 << 20, pe_start, &pv_now) == image);
+    // A digest that does not match: the error says the LV now holds part of an image.
+    let err = home.fails(&[
+        "upload",
+        p(&img),
+        "vd/lin",
+        "-n",
+        "lvm",
+        "--in-place",
+        "--digest",
+        "sha256-64k-4m:0000000000000000000000000000000000000000000000000000000000000000",
+    ]);
+    assert!(
+        err.contains("mismatch") && err.contains("written in place"),
+        "{err}"
+    );
+
     // Only the first PV granted: the LV that reaches the second is refused by name.
     home.write_config(&format!(
         "[pools.lvm]\nplugin = \"lvm\"\ndevices = {{ a = \"{}\" }}\n",
@@ -218,76 +321,6 @@ fn linear_and_striped_lvs_export_as_the_bytes_on_their_pvs() {
     ));
     let err = home.fails(&["get", "vd", "-n", "lvm"]);
     assert!(err.contains("not a physical volume"), "{err}");
-}
-
-/// Thin volumes with LVM's own metadata: `tm` and `td` (plain LVs LVM placed) become the
-/// hidden metadata and data LVs of thin pool `pool`, and thin LVs `(name, device id,
-/// origin)` of `extents` extents are added; `vgcfgrestore` checks and writes it.
-fn thin_vg(d: &[String], vg: &str, thins: &[(&str, u64, Option<&str>)], extents: u64) {
-    let dir = tempfile::tempdir().unwrap();
-    let backup = dir.path().join("vg.txt");
-    ok(d, &["vgcfgbackup", "-q", "-f", p(&backup), vg]);
-    let text = std::fs::read_to_string(&backup).unwrap();
-    let lvs_at = text.find("logical_volumes {").unwrap();
-    let (head, lvs) = text.split_at(lvs_at);
-    let lvs = lvs
-        .replace("\t\ttm {", "\t\tpool_tmeta {")
-        .replace("\t\ttd {", "\t\tpool_tdata {")
-        .replace(
-            "status = [\"READ\", \"WRITE\", \"VISIBLE\"]",
-            "status = [\"READ\", \"WRITE\"]",
-        );
-    let pool_extents = ok(
-        d,
-        &[
-            "lvs",
-            "--noheadings",
-            "-o",
-            "seg_size_pe",
-            &format!("{vg}/td"),
-        ],
-    );
-    let mut added = format!(
-        "\t\tpool {{\n\t\t\tid = \"pool00-0000-0000-0000-0000-0000-000000\"\n\
-         \t\t\tstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\n\t\t\tflags = []\n\
-         \t\t\tsegment_count = 1\n\t\t\tsegment1 {{\n\t\t\t\tstart_extent = 0\n\
-         \t\t\t\textent_count = {}\n\t\t\t\ttype = \"thin-pool\"\n\
-         \t\t\t\tmetadata = \"pool_tmeta\"\n\t\t\t\tpool = \"pool_tdata\"\n\
-         \t\t\t\ttransaction_id = {}\n\t\t\t\tchunk_size = 128\n\
-         \t\t\t\tdiscards = \"passdown\"\n\t\t\t\tzero_new_blocks = 1\n\t\t\t}}\n\t\t}}\n",
-        pool_extents.trim(),
-        thins.len()
-    );
-    for (i, (name, id, origin)) in thins.iter().enumerate() {
-        let origin = origin.map_or(String::new(), |o| format!("\t\t\t\torigin = \"{o}\"\n"));
-        added.push_str(&format!(
-            "\t\t{name} {{\n\t\t\tid = \"thin{i:02}-0000-0000-0000-0000-0000-000000\"\n\
-             \t\t\tstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\n\t\t\tflags = []\n\
-             \t\t\tcreation_time = {}\n\t\t\tcreation_host = \"test\"\n\
-             \t\t\tsegment_count = 1\n\t\t\tsegment1 {{\n\t\t\t\tstart_extent = 0\n\
-             \t\t\t\textent_count = {extents}\n\t\t\t\ttype = \"thin\"\n\
-             \t\t\t\tthin_pool = \"pool\"\n\t\t\t\ttransaction_id = {i}\n\
-             \t\t\t\tdevice_id = {id}\n{origin}\t\t\t}}\n\t\t}}\n",
-            1_700_000_000 + i as u64 * 60,
-        ));
-    }
-    // The LV list closes with the last LV's brace and its own.
-    let close = lvs.rfind("\t}\n").unwrap();
-    let text = format!("{head}{}{added}{}", &lvs[..close], &lvs[close..]);
-    std::fs::write(&backup, text).unwrap();
-    ok(
-        d,
-        &[
-            "vgcfgrestore",
-            "-q",
-            "--driverloaded",
-            "n",
-            "--force",
-            "-f",
-            p(&backup),
-            vg,
-        ],
-    );
 }
 
 /// The bytes the test puts in data block `d` of the pool: no two blocks alike, no zero.
@@ -339,7 +372,7 @@ fn thin_lvs_and_snapshots_export_as_thin_dump_maps_them() {
     ok(d, &[&create[..], &["-L", "4m", "-n", "tm", vg]].concat());
     ok(d, &[&create[..], &["-L", "96m", "-n", "td", vg]].concat());
     const EXTENTS: u64 = 128;
-    thin_vg(
+    lvm_lab::thin_vg(
         d,
         vg,
         &[

@@ -1,6 +1,7 @@
 //! Loop devices holding LVM physical volumes, made with LVM's own tools (no
-//! device-mapper: `--driverloaded n`), for the tests that read them back. Shared by
-//! `crates/lvm/tests` and `tests/lvm.rs` through `#[path]`.
+//! device-mapper: `--driverloaded n`), for the tests that read them back, and thin
+//! pools restored by `vgcfgrestore` ([`thin_vg`]). Shared by `crates/lvm/tests`,
+//! `tests/lvm.rs` and the thin bench in `xtask` through `#[path]`.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -97,4 +98,78 @@ pub fn setup(sizes_mib: &[u64]) -> Option<Lab> {
         loops,
         vg: format!("snapporttest{}", std::process::id()),
     })
+}
+
+fn path(p: &std::path::Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// Thin volumes with LVM's own metadata: `tm` and `td` (plain LVs LVM placed) become the
+/// hidden metadata and data LVs of thin pool `pool`, and thin LVs `(name, device id,
+/// origin)` of `extents` extents are added; `vgcfgrestore` checks and writes it.
+pub fn thin_vg(d: &[String], vg: &str, thins: &[(&str, u64, Option<&str>)], extents: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("vg.txt");
+    ok(d, &["vgcfgbackup", "-q", "-f", path(&backup), vg]);
+    let text = std::fs::read_to_string(&backup).unwrap();
+    let lvs_at = text.find("logical_volumes {").unwrap();
+    let (head, lvs) = text.split_at(lvs_at);
+    let lvs = lvs
+        .replace("\t\ttm {", "\t\tpool_tmeta {")
+        .replace("\t\ttd {", "\t\tpool_tdata {")
+        .replace(
+            "status = [\"READ\", \"WRITE\", \"VISIBLE\"]",
+            "status = [\"READ\", \"WRITE\"]",
+        );
+    let pool_extents = ok(
+        d,
+        &[
+            "lvs",
+            "--noheadings",
+            "-o",
+            "seg_size_pe",
+            &format!("{vg}/td"),
+        ],
+    );
+    let mut added = format!(
+        "\t\tpool {{\n\t\t\tid = \"pool00-0000-0000-0000-0000-0000-000000\"\n\
+         \t\t\tstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\n\t\t\tflags = []\n\
+         \t\t\tsegment_count = 1\n\t\t\tsegment1 {{\n\t\t\t\tstart_extent = 0\n\
+         \t\t\t\textent_count = {}\n\t\t\t\ttype = \"thin-pool\"\n\
+         \t\t\t\tmetadata = \"pool_tmeta\"\n\t\t\t\tpool = \"pool_tdata\"\n\
+         \t\t\t\ttransaction_id = {}\n\t\t\t\tchunk_size = 128\n\
+         \t\t\t\tdiscards = \"passdown\"\n\t\t\t\tzero_new_blocks = 1\n\t\t\t}}\n\t\t}}\n",
+        pool_extents.trim(),
+        thins.len()
+    );
+    for (i, (name, id, origin)) in thins.iter().enumerate() {
+        let origin = origin.map_or(String::new(), |o| format!("\t\t\t\torigin = \"{o}\"\n"));
+        added.push_str(&format!(
+            "\t\t{name} {{\n\t\t\tid = \"thin{i:02}-0000-0000-0000-0000-0000-000000\"\n\
+             \t\t\tstatus = [\"READ\", \"WRITE\", \"VISIBLE\"]\n\t\t\tflags = []\n\
+             \t\t\tcreation_time = {}\n\t\t\tcreation_host = \"test\"\n\
+             \t\t\tsegment_count = 1\n\t\t\tsegment1 {{\n\t\t\t\tstart_extent = 0\n\
+             \t\t\t\textent_count = {extents}\n\t\t\t\ttype = \"thin\"\n\
+             \t\t\t\tthin_pool = \"pool\"\n\t\t\t\ttransaction_id = {i}\n\
+             \t\t\t\tdevice_id = {id}\n{origin}\t\t\t}}\n\t\t}}\n",
+            1_700_000_000 + i as u64 * 60,
+        ));
+    }
+    // The LV list closes with the last LV's brace and its own.
+    let close = lvs.rfind("\t}\n").unwrap();
+    let text = format!("{head}{}{added}{}", &lvs[..close], &lvs[close..]);
+    std::fs::write(&backup, text).unwrap();
+    ok(
+        d,
+        &[
+            "vgcfgrestore",
+            "-q",
+            "--driverloaded",
+            "n",
+            "--force",
+            "-f",
+            path(&backup),
+            vg,
+        ],
+    );
 }

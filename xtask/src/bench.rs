@@ -17,8 +17,18 @@
 //! The delta bench exports a 4 GiB disk's snapshot in full and as a delta against an
 //! earlier snapshot, 1 % of the disk apart (`delta4g.qcow2`, made once).
 //!
+//! The thin bench builds an LVM thin pool on a loop device with LVM's own tools (as
+//! `tests/lvm.rs` does; needs root, lvm2 and thin-provisioning-tools) holding an 8 GiB
+//! thin LV with 1 % of its chunks mapped, scattered, and exports it against `dd` of
+//! just the allocated bytes from the same device.
+//!
 //! Imports go into the qcow2 pool `default` and are compared with `qemu-img convert -O
 //! qcow2` of the same raw file.
+
+#[path = "../../tests/common/lvm_lab.rs"]
+mod lvm_lab;
+#[path = "../../tests/common/thin_lab.rs"]
+mod thin_lab;
 
 use crate::{root, run_cmd};
 use anyhow::{bail, Context, Result};
@@ -533,7 +543,7 @@ fn publish_variants(tls: &Published, plain: &Published, out: &Path) -> Vec<Varia
     v
 }
 
-/// `cargo xtask bench [--runs N] [--only export|import|sparse|publish|delta]`.
+/// `cargo xtask bench [--runs N] [--only export|import|sparse|publish|delta|thin]`.
 pub fn run(args: &[String]) -> Result<()> {
     let mut runs = 5;
     let mut only: Option<String> = None;
@@ -544,13 +554,13 @@ pub fn run(args: &[String]) -> Result<()> {
             "--only" => {
                 only = Some(
                     it.next()
-                        .context("--only export|import|sparse|publish|delta")?
+                        .context("--only export|import|sparse|publish|delta|thin")?
                         .clone(),
                 );
-                if !["export", "import", "sparse", "publish", "delta"]
+                if !["export", "import", "sparse", "publish", "delta", "thin"]
                     .contains(&only.as_deref().unwrap())
                 {
-                    bail!("--only takes export, import, sparse, publish or delta");
+                    bail!("--only takes export, import, sparse, publish, delta or thin");
                 }
             }
             other => bail!("bench: unknown argument {other}"),
@@ -764,6 +774,9 @@ pub fn run(args: &[String]) -> Result<()> {
     if wanted("delta") {
         delta_bench(&dir, &home, runs, &mut verdicts)?;
     }
+    if wanted("thin") {
+        thin_bench(&dir, runs, &mut verdicts)?;
+    }
     for v in &verdicts {
         println!("{v}");
     }
@@ -887,5 +900,158 @@ fn delta_bench(dir: &Path, home: &Path, runs: usize, verdicts: &mut Vec<String>)
         "INFO  delta: the first delta since s1 (no cached map of s1, so s1 is read once): {:.3} s, {:.0} MiB peak; delta file {} bytes",
         first.seconds, first.peak_rss_mib, size
     ));
+    Ok(())
+}
+
+/// An 8 GiB thin LV with 1 % of its 64 KiB chunks mapped (scattered over the whole LV,
+/// random data), exported by snapport against `dd` of the allocated bytes alone from the
+/// same device: the export should read those bytes and little else.
+fn thin_bench(dir: &Path, runs: usize, verdicts: &mut Vec<String>) -> Result<()> {
+    const VIRTUAL: u64 = 8 * GIB;
+    let chunk = thin_lab::CHUNK;
+    let mapped = VIRTUAL / chunk / 100;
+    if !thin_lab::have_thin_tools() {
+        verdicts.push("SKIPPED  thin: thin-provisioning-tools are not installed".into());
+        return Ok(());
+    }
+    let Some(lab) = lvm_lab::setup(&[192]) else {
+        verdicts.push("SKIPPED  thin: no root, lvm2 or loop device (see above)".into());
+        return Ok(());
+    };
+    let d = &lab.loops;
+    let vg = lab.vg.as_str();
+    let ok = |a: &[&str]| lvm_lab::lvm(d, a).map_err(anyhow::Error::msg);
+    ok(&["pvcreate", "-q", "-y", &d[0]])?;
+    ok(&["vgcreate", "-q", "-s", "4m", vg, &d[0]])?;
+    let create = ["lvcreate", "-q", "--driverloaded", "n", "-an", "-Wn", "-Zn"];
+    ok(&[&create[..], &["-L", "8m", "-n", "tm", vg]].concat())?;
+    ok(&[&create[..], &["-L", "128m", "-n", "td", vg]].concat())?;
+    lvm_lab::thin_vg(d, vg, &[("thin8g", 1, None)], VIRTUAL >> 22);
+
+    let mut rng = thin_lab::Lcg(5);
+    let mut blocks = std::collections::BTreeSet::new();
+    while (blocks.len() as u64) < mapped {
+        blocks.insert(rng.next(VIRTUAL / chunk));
+    }
+    let map: thin_lab::Mapping = blocks.into_iter().zip(0..).collect();
+    let work = dir.join("thin");
+    std::fs::create_dir_all(&work)?;
+    let xml = work.join("pool.xml");
+    std::fs::write(
+        &xml,
+        thin_lab::xml(&[(1, &map, 0)], (128 << 20) / chunk, 128),
+    )?;
+    let meta = work.join("meta.bin");
+    std::fs::File::create(&meta)?.set_len(8 << 20)?;
+    thin_lab::run(
+        "thin_restore",
+        &["-i", &xml.to_string_lossy(), "-o", &meta.to_string_lossy()],
+    );
+    // Where LVM put the hidden LVs: extents from `lvs`, bytes from `pvs`'s pe_start.
+    let pe_start: u64 = ok(&[
+        "pvs",
+        "--noheadings",
+        "--units",
+        "b",
+        "--nosuffix",
+        "-o",
+        "pe_start",
+        &d[0],
+    ])?
+    .trim()
+    .parse()?;
+    let place = |lv: &str| -> Result<u64> {
+        let text = ok(&[
+            "lvs",
+            "-a",
+            "--noheadings",
+            "-o",
+            "seg_pe_ranges",
+            &format!("{vg}/{lv}"),
+        ])?;
+        let (_, span) = text
+            .trim()
+            .rsplit_once(':')
+            .context("a PE range from lvs")?;
+        let first: u64 = span
+            .split('-')
+            .next()
+            .context("a PE range from lvs")?
+            .parse()?;
+        Ok(pe_start + first * (4 << 20))
+    };
+    let data_at = place("pool_tdata")?;
+    sh(&format!(
+        "dd if={} of={} bs=1M seek={} oflag=seek_bytes conv=notrunc status=none",
+        meta.display(),
+        d[0],
+        place("pool_tmeta")?
+    ))?;
+    let allocated = mapped * chunk;
+    sh(&format!(
+        "head -c {allocated} /dev/urandom | dd of={} bs=1M seek={data_at} oflag=seek_bytes conv=notrunc status=none",
+        d[0]
+    ))?;
+    let home = work.join("home");
+    std::fs::create_dir_all(&home)?;
+    std::fs::write(
+        home.join("config.toml"),
+        format!(
+            "[pools.lvm]\nplugin = \"lvm\"\ndevices = {{ pv = \"{}\" }}\n",
+            d[0]
+        ),
+    )?;
+    let out = work.join("out.raw");
+    let variants = vec![
+        Variant {
+            label: format!("dd of the {} MiB allocated", allocated >> 20),
+            program: "dd".into(),
+            args: args(&[
+                &format!("if={}", d[0]),
+                &format!("of={}", out.display()),
+                &"bs=1M",
+                &"iflag=skip_bytes,count_bytes",
+                &format!("skip={data_at}"),
+                &format!("count={allocated}"),
+                &"status=none",
+            ]),
+        },
+        Variant {
+            label: "snapport download vd/thin8g".into(),
+            program: snapport(),
+            args: args(&[&"download", &"vd/thin8g", &"-n", &"lvm", &"-q", &"-o", &out]),
+        },
+        Variant {
+            label: "snapport download vd/thin8g --digest none".into(),
+            program: snapport(),
+            args: args(&[
+                &"download",
+                &"vd/thin8g",
+                &"-n",
+                &"lvm",
+                &"--digest",
+                &"none",
+                &"-q",
+                &"-o",
+                &out,
+            ]),
+        },
+    ];
+    let outputs = [out.clone(), work.join("out.raw.digest")];
+    let results = compare(&home, &outputs, &variants, runs)?;
+    print_table("thin8g (8 GiB thin LV, 1 % mapped) -> raw", &results);
+    let floor = results[0].seconds;
+    for row in &results[1..] {
+        let ratio = row.seconds / floor;
+        verdicts.push(format!(
+            "{}  thin: {}: {:.3} s = {ratio:.2} x dd of the allocated bytes ({:.3} s), peak {:.0} MiB (target <= 2 x)",
+            if ratio <= 2.0 { "PASS" } else { "MISS" },
+            row.label,
+            row.seconds,
+            floor,
+            row.peak_mib
+        ));
+    }
+    drop(lab);
     Ok(())
 }

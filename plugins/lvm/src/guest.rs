@@ -6,7 +6,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use snapport_lvm::label::{read_label, read_metadata};
 use snapport_lvm::thin::{delta, DeltaKind, Run, ThinPool};
-use snapport_lvm::vg::{LogicalVolume, VolumeGroup};
+use snapport_lvm::vg::{LogicalVolume, SegmentKind, VolumeGroup};
 use snapport_lvm::Medium;
 
 wit_bindgen::generate!({ world: "backend-plugin", path: "../../wit" });
@@ -238,7 +238,10 @@ impl Guest for Plugin {
             name: "lvm".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             description: "LVM2 volume groups read from their physical volumes".into(),
-            capabilities: Capabilities::READ | Capabilities::EXTENTS | Capabilities::CHANGED_BLOCKS,
+            capabilities: Capabilities::READ
+                | Capabilities::WRITE
+                | Capabilities::EXTENTS
+                | Capabilities::CHANGED_BLOCKS,
         }
     }
 
@@ -280,8 +283,8 @@ impl Guest for Plugin {
     }
 
     fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<VolumeHandle, BackendError> {
-        if access == Access::ReadWrite {
-            return Err(BackendError::Unsupported("this lvm plugin reads; writes come next".into()));
+        if access == Access::ReadWrite && snapshot.is_some() {
+            return Err(BackendError::PermissionDenied("snapshots are read-only".into()));
         }
         let pool = scan()?;
         let found = match &snapshot {
@@ -297,11 +300,17 @@ impl Guest for Plugin {
                 Some(snap) => format!("no thin snapshot {snap} of {volume}"),
             }));
         };
-        Ok(VolumeHandle::new(open(&pool, &name, g, l)?))
+        let mut opened = open(&pool, &name, g, l)?;
+        if access == Access::ReadWrite {
+            opened.open_for_writing()?;
+        }
+        Ok(VolumeHandle::new(opened))
     }
 
-    fn create_volume(_: String, _: u64, _: VolumeKind, _: Option<String>) -> Result<VolumeHandle, BackendError> {
-        Err(BackendError::Unsupported("creating LVs needs LVM's tools; not granted to this pool".into()))
+    fn create_volume(name: String, _: u64, _: VolumeKind, _: Option<String>) -> Result<VolumeHandle, BackendError> {
+        Err(BackendError::Unsupported(format!(
+            "creating LV {name} needs LVM's tools, which this pool does not grant; create it with lvcreate and write into it with upload --in-place"
+        )))
     }
 
     fn delete_volume(_: String) -> Result<(), BackendError> {
@@ -410,7 +419,7 @@ fn open(pool: &Pool, name: &str, g: usize, l: usize) -> Result<Volume, BackendEr
     let mapped =
         thin.as_ref().map(|t| (t.device_id, t.runs.iter().map(|r| r.len).sum::<u64>().saturating_mul(t.chunk)));
     let info = info_of(name, vg, &lv, mapped);
-    Ok(Volume { info, vg: vg.clone(), lv, devices, thin })
+    Ok(Volume { info, vg: vg.clone(), lv, devices, thin, writable: false })
 }
 
 struct Volume {
@@ -420,6 +429,8 @@ struct Volume {
     /// The host device holding each PV of the VG, by PV index; `None`: not granted.
     devices: Vec<Option<Device>>,
     thin: Option<Thin>,
+    /// Opened for writing: `devices` are the PVs opened read-write.
+    writable: bool,
 }
 
 /// Fills a page: extents are pushed until `max` of them or `PAGE_BYTES` past `start`.
@@ -454,6 +465,33 @@ impl Page {
 }
 
 impl Volume {
+    /// Reopens the PVs read-write (the host refuses unless the pool is writable) for an
+    /// in-place write: linear and striped LVs only, and only those LVM lets be written.
+    fn open_for_writing(&mut self) -> Result<(), BackendError> {
+        let what = self.what();
+        if self.thin.is_some() {
+            return Err(BackendError::Unsupported(format!(
+                "{what} is a thin LV: writing it would allocate chunks in its pool's metadata, which this plugin does not write; write into a linear or striped LV"
+            )));
+        }
+        if let Some(seg) = self.lv.segments.iter().find(|s| !matches!(s.kind, SegmentKind::Striped { .. })) {
+            return Err(BackendError::Unsupported(format!(
+                "{what} has a {} segment; only linear and striped LVs are written",
+                seg.kind.type_name()
+            )));
+        }
+        if !self.lv.status.iter().any(|s| s == "WRITE") {
+            return Err(BackendError::PermissionDenied(format!(
+                "{what} is read-only in LVM's metadata (no WRITE status)"
+            )));
+        }
+        for dev in self.devices.iter_mut().flatten() {
+            dev.id = host::open(&dev.name, None, Access::ReadWrite)?;
+        }
+        self.writable = true;
+        Ok(())
+    }
+
     fn what(&self) -> String {
         format!("{} ({}/{})", self.info.name, self.vg.name, self.lv.name)
     }
@@ -573,12 +611,36 @@ impl GuestVolume for Volume {
         Err(BackendError::Unsupported(format!("LVM volumes have no codec {codec}")))
     }
 
-    fn allocate(&self, _: u64, _: u64, _: bool) -> Result<Vec<Extent>, BackendError> {
-        Err(BackendError::Unsupported("this lvm plugin reads; writes come next".into()))
+    /// Where bytes of a linear or striped LV opened for writing go: the same PV places
+    /// reads come from (zeros too: the host writes them, as it would any data).
+    fn allocate(&self, offset: u64, length: u64, _zero: bool) -> Result<Vec<Extent>, BackendError> {
+        if !self.writable {
+            return Err(BackendError::PermissionDenied(format!("{} is open read-only", self.what())));
+        }
+        if offset.checked_add(length).is_none_or(|end| end > self.info.size) {
+            return Err(BackendError::OutOfRange(format!(
+                "[{offset}, +{length}) is past the end of {} ({} bytes)",
+                self.what(),
+                self.info.size
+            )));
+        }
+        let mut page = Page { start: offset, max: usize::MAX, extents: Vec::new() };
+        let mut pos = offset;
+        // A page stops at PAGE_BYTES; the host asks for much less, but loop regardless.
+        while pos < offset + length {
+            page.start = pos;
+            self.place(&self.lv, pos, pos, offset + length, &mut page)?;
+            pos = page.extents.last().map_or(offset + length, |e| e.offset + e.length);
+        }
+        Ok(page.extents)
     }
 
+    /// Nothing to persist: an LV's map does not change when its bytes do.
     fn commit(&self) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported("this lvm plugin reads; writes come next".into()))
+        if !self.writable {
+            return Err(BackendError::PermissionDenied(format!("{} is open read-only", self.what())));
+        }
+        Ok(())
     }
 }
 

@@ -62,6 +62,12 @@ pub struct Args {
     /// the new one (or NEW- goes in front).
     #[arg(long, value_name = "OLD=NEW")]
     name_replace: Vec<String>,
+    /// Write into the existing disk vd/NAME instead of creating one, for backends that
+    /// cannot create volumes (an LVM pool writes into an existing LV). The disk must be
+    /// exactly the image's size. Not atomic: if the import fails or a digest does not
+    /// match, the disk holds some of the image, and snapport says so.
+    #[arg(long, conflicts_with_all = ["onto", "publish"])]
+    in_place: bool,
     /// Make the volume durable (fsync) before it appears under its name.
     #[arg(long)]
     fsync: bool,
@@ -121,6 +127,39 @@ pub fn write_volume(
     Ok((summary, verified))
 }
 
+/// Like [`write_volume`], or with `in_place` into the existing disk `target`, which must
+/// be `size` bytes: written, checked, committed; a failure after the first write says
+/// the disk now holds part of the image (there is no staging to drop).
+#[allow(clippy::too_many_arguments)]
+fn write_into(
+    pool: &mut Instance,
+    target: &Address,
+    size: u64,
+    source: Source<'_>,
+    options: &ImportOptions,
+    progress: &mut dyn Progress,
+    verify: impl FnOnce(&ImportSummary) -> Result<Vec<String>>,
+    in_place: bool,
+) -> Result<(ImportSummary, Vec<String>)> {
+    if !in_place {
+        return write_volume(pool, target, size, source, options, progress, verify);
+    }
+    let mut volume = pool.open_volume_for_write(target.disk())?;
+    let have = VolumeTarget::size(&volume);
+    if have != size {
+        bail!("{target} is {have} bytes and the image {size}: --in-place writes into a disk of exactly the image's size; nothing was written");
+    }
+    let damaged = |e: anyhow::Error| {
+        e.context(format!(
+            "{target} was written in place and now holds part of the image; upload it again"
+        ))
+    };
+    let summary = import(source, &mut volume, options, progress).map_err(|e| damaged(e.into()))?;
+    let verified = verify(&summary).map_err(damaged)?;
+    volume.commit().map_err(|e| damaged(e.into()))?;
+    Ok((summary, verified))
+}
+
 /// Compares what was computed with what was promised; returns what was verified.
 fn check(expected: &Expected, content: Option<&str>, sha256: Option<&str>) -> Result<Vec<String>> {
     let mut verified = Vec::new();
@@ -156,6 +195,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     let target = Address::parse(target)?;
     kind_of(&target)?;
+    if args.in_place && !matches!(target, Address::Disk(_)) {
+        bail!("--in-place writes into an existing disk: give vd/NAME, not {target}");
+    }
     if let Some(onto) = &args.onto {
         return upload_delta(&args, &target, &Address::parse(onto)?);
     }
@@ -318,9 +360,16 @@ fn import_input(
             let mut volume = reader.open_volume(&name, None).with_context(|| format!("reading {what}"))?;
             let size = target_size(given, Some(volume.info.size), what)?;
             let sha = expected.sha256.as_ref().map(|_| source::sha256_file(&path)).transpose()?;
-            write_volume(&mut pool, target, size, Source::Volume(&mut volume), &options, progress.as_mut(), |s| {
-                check(expected, s.content_digest.as_deref(), sha.as_deref())
-            })
+            write_into(
+                &mut pool,
+                target,
+                size,
+                Source::Volume(&mut volume),
+                &options,
+                progress.as_mut(),
+                |s| check(expected, s.content_digest.as_deref(), sha.as_deref()),
+                args.in_place,
+            )
         }
         (InputFormat::Qcow2, Input::Stream { .. }) => bail!(
             "{what} is qcow2, which needs random access: upload it from a file, or send raw or raw.zst (snapport download --format raw.zst)"
@@ -329,9 +378,16 @@ fn import_input(
             let mut file = RawFile::open(&path)?;
             let size = target_size(given, Some(snapport_core::extent::VolumeSource::size(&file)), what)?;
             options.content_sha256 = expected.sha256.is_some();
-            write_volume(&mut pool, target, size, Source::Volume(&mut file), &options, progress.as_mut(), |s| {
-                check(expected, s.content_digest.as_deref(), s.content_sha256.as_deref())
-            })
+            write_into(
+                &mut pool,
+                target,
+                size,
+                Source::Volume(&mut file),
+                &options,
+                progress.as_mut(),
+                |s| check(expected, s.content_digest.as_deref(), s.content_sha256.as_deref()),
+                args.in_place,
+            )
         }
         (InputFormat::Raw, input @ Input::Stream { .. }) => {
             let Input::Stream { length, .. } = &input else { unreachable!() };
@@ -339,7 +395,7 @@ fn import_input(
             let size = target_size(given, length, what)?;
             options.content_sha256 = expected.sha256.is_some();
             let mut reader = input.into_reader()?;
-            write_volume(
+            write_into(
                 &mut pool,
                 target,
                 size,
@@ -347,6 +403,7 @@ fn import_input(
                 &options,
                 progress.as_mut(),
                 |s| check(expected, s.content_digest.as_deref(), s.content_sha256.as_deref()),
+                args.in_place,
             )
         }
         (InputFormat::RawZst, input) => {
@@ -359,7 +416,7 @@ fn import_input(
             let hashing = HashingReader { inner: input.into_reader()?, hash: Arc::clone(&hash) };
             let decoder = zstd::stream::read::Decoder::new(hashing).context("starting the zstd decoder")?;
             let mut reader = ZstdSource(decoder);
-            write_volume(
+            write_into(
                 &mut pool,
                 target,
                 size,
@@ -370,6 +427,7 @@ fn import_input(
                     let sha = expected.sha256.as_ref().map(|_| hex::encode(hash.lock().unwrap().clone().finalize()));
                     check(expected, s.content_digest.as_deref(), sha.as_deref())
                 },
+                args.in_place,
             )
         }
     }
