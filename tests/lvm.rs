@@ -7,8 +7,11 @@
 //!
 //! Thin LVs: a thin pool restored with `vgcfgrestore`, its metadata from `thin_restore`,
 //! snapshots sharing subtrees; exports equal `thin_dump`'s maps, deltas `thin_delta`'s.
+//! Both pools then pass the backend conformance suite (`common/conformance.rs`).
 
 mod common;
+#[path = "common/conformance.rs"]
+mod conformance;
 #[path = "common/lvm_lab.rs"]
 mod lvm_lab;
 #[path = "common/thin_lab.rs"]
@@ -298,6 +301,10 @@ fn linear_and_striped_lvs_export_as_the_bytes_on_their_pvs() {
         "{err}"
     );
 
+    // The backend conformance suite the qcow2 and raw pools pass.
+    let checked = conformance::check_pool(&home, "lvm", false);
+    assert_eq!(checked.disks, 2, "{checked:?}");
+
     // Only the first PV granted: the LV that reaches the second is refused by name.
     home.write_config(&format!(
         "[pools.lvm]\nplugin = \"lvm\"\ndevices = {{ a = \"{}\" }}\n",
@@ -363,15 +370,15 @@ fn thin_lvs_and_snapshots_export_as_thin_dump_maps_them() {
         println!("SKIPPED: thin-provisioning-tools not installed (apt-get install thin-provisioning-tools)");
         return;
     }
-    let Some(lab) = setup(&[112]) else { return };
+    let Some(lab) = setup(&[240]) else { return };
     let d = &lab.loops;
     let vg = lab.vg.as_str();
     ok(d, &["pvcreate", "-q", "-y", &d[0]]);
     ok(d, &["vgcreate", "-q", "-s", "1m", vg, &d[0]]);
     let create = ["lvcreate", "-q", "--driverloaded", "n", "-an", "-Wn", "-Zn"];
     ok(d, &[&create[..], &["-L", "4m", "-n", "tm", vg]].concat());
-    ok(d, &[&create[..], &["-L", "96m", "-n", "td", vg]].concat());
-    const EXTENTS: u64 = 128;
+    ok(d, &[&create[..], &["-L", "224m", "-n", "td", vg]].concat());
+    const EXTENTS: u64 = 384;
     lvm_lab::thin_vg(
         d,
         vg,
@@ -405,14 +412,14 @@ fn thin_lvs_and_snapshots_export_as_thin_dump_maps_them() {
         "{report:?}"
     );
 
-    // Thin-pool metadata: vol with a thousand mappings (a btree two levels deep); snap1
+    // Thin-pool metadata: vol with 3000 mappings (a btree two levels deep); snap1
     // shares all of vol's tree but one leaf, remapped; snap2 shares vol's whole tree.
     let mut rng = thin_lab::Lcg(11);
-    let (vol, next) = thin_lab::scattered(&mut rng, 1000, 0);
+    let (vol, next) = thin_lab::scattered(&mut rng, 3000, 0);
     let size = EXTENTS << 20;
     assert!(*vol.keys().last().unwrap() < size / thin_lab::CHUNK);
     let one = std::collections::BTreeMap::from([(0, next)]);
-    let tdata_blocks = (96 << 20) / thin_lab::CHUNK;
+    let tdata_blocks = (224 << 20) / thin_lab::CHUNK;
     let home = Home::new();
     let xml = home.out("pool.xml");
     std::fs::write(
@@ -559,6 +566,14 @@ fn thin_lvs_and_snapshots_export_as_thin_dump_maps_them() {
     assert!(
         image == std::fs::read(home.out("3.raw")).unwrap(),
         "snap1 + delta is snap2"
+    );
+
+    // The backend conformance suite, deltas included.
+    let checked = conformance::check_pool(&home, "lvm", true);
+    assert_eq!(
+        (checked.disks, checked.snapshots, checked.deltas),
+        (1, 2, 1),
+        "{checked:?}"
     );
 
     // A mapping past the end of the pool's data LV is named, not followed.
