@@ -228,7 +228,7 @@ fn linear_and_striped_lvs_export_as_the_bytes_on_their_pvs() {
     // Without --in-place a new LV is asked for, which needs LVM's tools.
     let err = home.fails(&["upload", p(&img), "vd/new", "-n", "lvm"]);
     assert!(
-        err.contains("lvcreate") && err.contains("--in-place"),
+        err.contains("lvcreate") && err.contains("does not grant"),
         "{err}"
     );
     for lv in ["lin", "str"] {
@@ -299,6 +299,74 @@ fn linear_and_striped_lvs_export_as_the_bytes_on_their_pvs() {
     assert!(
         err.contains("mismatch") && err.contains("written in place"),
         "{err}"
+    );
+
+    // With lvcreate and lvremove granted (LVM's real tools, no device-mapper), upload
+    // creates an LV, which `lvs` then lists, holding the image on its PVs; a failed
+    // upload removes the LV it made; delete removes it.
+    let grant = |lvcreate_options: &str| {
+        let devs = d.join(",");
+        home.write_config(&format!(
+            "[pools.lvm]\nplugin = \"lvm\"\nwritable = true\ndevices = {{ a = \"{}\", b = \"{}\" }}\n\
+             [pools.lvm.tools.lvcreate]\ncommand = [\"lvcreate\", \"--driverloaded\", \"n\", \"-an\", \"-Zn\", \"-Wn\", \"--devices\", \"{devs}\"]\n\
+             options = [{lvcreate_options}]\n\
+             [pools.lvm.tools.lvremove]\ncommand = [\"lvremove\", \"--driverloaded\", \"n\", \"--devices\", \"{devs}\"]\n\
+             options = [\"--yes\"]\n",
+            d[0], d[1]
+        ));
+    };
+    grant("\"--name\", \"--size\", \"--snapshot\"");
+    let lv_names = || -> Vec<String> {
+        ok(d, &["lvs", "--noheadings", "-o", "lv_name", vg])
+            .lines()
+            .map(|l| l.trim().to_string())
+            .collect()
+    };
+    home.ok(&["upload", p(&img), "vd/made", "-n", "lvm", "-q"]);
+    assert!(lv_names().contains(&"made".to_string()), "{:?}", lv_names());
+    let pv_now: Vec<Vec<u8>> = d.iter().map(|dev| std::fs::read(dev).unwrap()).collect();
+    assert!(expected(d, vg, "made", 1 << 20, pe_start, &pv_now) == image);
+    let back = home.out("made.raw");
+    home.ok(&["download", "vd/made", "-n", "lvm", "-o", p(&back), "-q"]);
+    tool(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "qcow2", p(&back), p(&img)],
+    );
+    let err = home.fails(&[
+        "upload",
+        p(&img),
+        "vd/made2",
+        "-n",
+        "lvm",
+        "--digest",
+        "sha256-64k-4m:0000000000000000000000000000000000000000000000000000000000000000",
+    ]);
+    assert!(err.contains("mismatch"), "{err}");
+    assert!(
+        !lv_names().contains(&"made2".to_string()),
+        "{:?}",
+        lv_names()
+    );
+    // Not whole extents; an LV's COW snapshot; an option the pool does not allow.
+    let odd = home.out("odd.qcow2");
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", p(&odd), "1536k"],
+    );
+    let err = home.fails(&["upload", p(&odd), "vd/odd", "-n", "lvm"]);
+    assert!(err.contains("whole extents"), "{err}");
+    let err = home.fails(&["snapshot", "create", "vd/lin", "--name", "s1", "-n", "lvm"]);
+    assert!(err.contains("copy-on-write"), "{err}");
+    grant("\"--name\"");
+    let err = home.fails(&["upload", p(&img), "vd/made3", "-n", "lvm"]);
+    assert!(err.contains("\"--size\" is not among the options"), "{err}");
+    assert!(!lv_names().contains(&"made3".to_string()));
+    grant("\"--name\", \"--size\"");
+    home.ok(&["delete", "vd/made", "-n", "lvm", "-q"]);
+    assert!(
+        !lv_names().contains(&"made".to_string()),
+        "{:?}",
+        lv_names()
     );
 
     // The backend conformance suite the qcow2 and raw pools pass.
@@ -574,6 +642,53 @@ fn thin_lvs_and_snapshots_export_as_thin_dump_maps_them() {
         (checked.disks, checked.snapshots, checked.deltas),
         (1, 2, 1),
         "{checked:?}"
+    );
+
+    // Snapshots are made and removed by LVM's tools, which the pool grants. Without
+    // device-mapper lvcreate cannot make a thin snapshot, so a stand-in records what the
+    // plugin proposes and fails as lvcreate fails here; the error carries its words.
+    let err = home.fails(&["snapshot", "create", "vd/vol", "--name", "s3", "-n", "lvm"]);
+    assert!(
+        err.contains("lvcreate") && err.contains("does not grant"),
+        "{err}"
+    );
+    let record = home.out("tool.args");
+    let fake = home.out("fake-lvm-tool");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nprintf '%s\\n' \"$@\" > {}\necho '  /dev/mapper/control: open failed: No such device' >&2\nexit 5\n",
+            record.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    home.write_config(&format!(
+        "[pools.lvm]\nplugin = \"lvm\"\nwritable = true\ndevices = {{ a = \"{}\" }}\n\
+         [pools.lvm.tools.lvcreate]\ncommand = [\"{f}\"]\noptions = [\"--snapshot\", \"--name\"]\n\
+         [pools.lvm.tools.lvremove]\ncommand = [\"{f}\"]\noptions = [\"--yes\"]\n",
+        d[0],
+        f = fake.display()
+    ));
+    let proposed = || std::fs::read_to_string(&record).unwrap();
+    let err = home.fails(&["snapshot", "create", "vd/vol", "--name", "s3", "-n", "lvm"]);
+    assert!(
+        err.contains("lvcreate --snapshot --name s3") && err.contains("No such device"),
+        "{err}"
+    );
+    assert_eq!(proposed(), format!("--snapshot\n--name\ns3\n{vg}/vol\n"));
+    let err = home.fails(&["delete", "vds/vol@snap2", "-n", "lvm"]);
+    assert!(
+        err.contains("lvremove --yes") && err.contains("No such device"),
+        "{err}"
+    );
+    assert_eq!(proposed(), format!("--yes\n{vg}/snap2\n"));
+    // Removing the disk proposes removing its snapshots with it.
+    let err = home.fails(&["delete", "vd/vol", "-n", "lvm"]);
+    assert!(err.contains("lvremove"), "{err}");
+    assert_eq!(
+        proposed(),
+        format!("--yes\n{vg}/snap1\n{vg}/snap2\n{vg}/vol\n")
     );
 
     // A mapping past the end of the pool's data LV is named, not followed.

@@ -17,6 +17,10 @@
 //! pre_snapshot_hooks = ["fsfreeze -f /mnt"]   # run in order before each snapshot
 //! post_snapshot_hooks = ["fsfreeze -u /mnt"]  # and after it, on every path
 //! retention = { keep_last = 3, keep_daily = 7 } # what `snapport prune` keeps
+//!
+//! [pools.images.tools.lvcreate]    # a program the plugin may have run, never via a shell:
+//! command = ["lvcreate"]           # the program and the operator's fixed arguments
+//! options = ["--name", "--size"]   # the only options the plugin may add
 //! ```
 //!
 //! With no configuration at all, the pool `default` is the folder `$SNAPPORT_HOME/default/`
@@ -66,6 +70,20 @@ pub struct PoolConfig {
     pub post_snapshot_hooks: Vec<String>,
     /// What `snapport prune` keeps when its command line gives no `--keep-*`.
     pub retention: Option<crate::retention::Policy>,
+    /// Programs the plugin may have run (LVM: `lvcreate`, `lvremove`), by tool name.
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolConfig>,
+}
+
+/// `[pools.NAME.tools.TOOL]`: the command (no shell) and the options a plugin may add.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ToolConfig {
+    /// The program and the operator's fixed arguments.
+    pub command: Vec<String>,
+    /// Options the plugin may add; its other arguments must be plain words.
+    #[serde(default)]
+    pub options: Vec<String>,
 }
 
 impl PoolConfig {
@@ -76,6 +94,17 @@ impl PoolConfig {
             settings: self.settings.clone(),
             writable: self.writable,
             sync: false,
+            tools: self
+                .tools
+                .iter()
+                .map(|(name, t)| {
+                    let grant = snapport_host::tools::ToolGrant {
+                        command: t.command.clone(),
+                        options: t.options.clone(),
+                    };
+                    (name.clone(), grant)
+                })
+                .collect(),
         }
     }
 
@@ -110,6 +139,9 @@ impl Config {
         // Relative folders and devices are relative to the home folder.
         for pool in file.pools.values_mut() {
             pool.folders = pool.folders.iter().map(|f| home.join(f)).collect();
+            if let Some((tool, _)) = pool.tools.iter().find(|(_, t)| t.command.is_empty()) {
+                bail!("{}: tools.{tool} has an empty command", path.display());
+            }
             for d in pool.devices.values_mut() {
                 *d = home.join(&*d);
             }
@@ -128,6 +160,7 @@ impl Config {
                 pre_snapshot_hooks: Vec::new(),
                 post_snapshot_hooks: Vec::new(),
                 retention: None,
+                tools: BTreeMap::new(),
             });
         Ok(Config {
             home,

@@ -30,6 +30,8 @@ pub struct Grants {
     pub writable: bool,
     /// Whether `flush` makes data durable (the operation asked for `--fsync`).
     pub sync: bool,
+    /// Programs the plugin may have run, by tool name (see [`crate::tools`]).
+    pub tools: BTreeMap<String, crate::tools::ToolGrant>,
 }
 
 /// A file from `create-file` living under its temporary name.

@@ -12,6 +12,7 @@
 mod error;
 pub mod grants;
 mod locks;
+pub mod tools;
 
 pub use error::{BackendErrorKind, Error, ErrorKind, Result};
 pub use grants::{Grants, Logger};
@@ -43,7 +44,7 @@ pub use bindings::snapport::backend::types::{
 pub const WIT_PACKAGE: &str = "snapport:backend";
 pub const WIT_VERSION: &str = "0.1.0";
 /// Interfaces a plugin may import: its only authority.
-const GRANTED_IMPORTS: &[&str] = &["types", "host", "grpc"];
+const GRANTED_IMPORTS: &[&str] = &["types", "host", "grpc", "tools"];
 /// Epoch tick: the granularity of CPU deadlines.
 const TICK: Duration = Duration::from_millis(10);
 /// Extents asked for per `map-extents` call.
@@ -208,7 +209,7 @@ impl Host {
                 .iter()
                 .any(|i| name == format!("{WIT_PACKAGE}/{i}@{WIT_VERSION}"));
             if !ok {
-                return Err(format!("imports {name}, which snapport does not grant (plugins get only {WIT_PACKAGE}/host, types and grpc)"));
+                return Err(format!("imports {name}, which snapport does not grant (plugins get only {WIT_PACKAGE}/host, types, grpc and tools)"));
             }
         }
         Ok(())
@@ -489,12 +490,17 @@ impl Instance {
                 ),
             ));
         }
+        // A backend whose new volumes hold old bytes says so (see `create-volume`).
+        let unzeroed = info
+            .labels
+            .iter()
+            .any(|l| l.key == "unzeroed" && l.value == "true");
         Ok(WritableVolume {
             instance: self,
             handle,
             info,
             generation,
-            fresh: parent.is_none(),
+            fresh: parent.is_none() && !unzeroed,
             committed: false,
             lost: None,
         })
@@ -974,6 +980,36 @@ impl bindings::snapport::backend::host::Host for State {
     }
     fn log(&mut self, level: LogLevel, message: String) {
         self.devices.log(level, &message)
+    }
+}
+
+/// The pool's tools: checked, run without a shell, logged.
+impl bindings::snapport::backend::tools::Host for State {
+    fn granted(&mut self, tool: String) -> bool {
+        self.devices.grants().tools.contains_key(&tool)
+    }
+
+    fn run(
+        &mut self,
+        tool: String,
+        args: Vec<String>,
+    ) -> std::result::Result<bindings::snapport::backend::tools::ToolOutput, BackendError> {
+        let Some(grant) = self.devices.grants().tools.get(&tool).cloned() else {
+            return Err(BackendError::PermissionDenied(format!(
+                "{tool}: this pool grants no such tool (tools.{tool} in the pool's configuration)"
+            )));
+        };
+        tools::check_args(&tool, &grant, &args).map_err(BackendError::PermissionDenied)?;
+        self.devices.log(
+            LogLevel::Info,
+            &format!("running {}", tools::command_line(&grant, &args)),
+        );
+        let r = tools::run(&tool, &grant, &args).map_err(BackendError::Io)?;
+        Ok(bindings::snapport::backend::tools::ToolOutput {
+            status: r.status,
+            stdout: r.stdout,
+            stderr: r.stderr,
+        })
     }
 }
 

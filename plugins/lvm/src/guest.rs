@@ -12,11 +12,11 @@ use snapport_lvm::Medium;
 wit_bindgen::generate!({ world: "backend-plugin", path: "../../wit" });
 
 use exports::snapport::backend::backend::{Guest, GuestVolume, PluginInfo, Volume as VolumeHandle};
-use snapport::backend::host;
 use snapport::backend::types::{
     Access, BackendError, Capabilities, DeviceOffset, Extent, ExtentPage, Label, Location, SnapshotInfo, SnapshotPhase,
     VolumeInfo, VolumeKind,
 };
+use snapport::backend::{host, tools};
 
 #[global_allocator]
 static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
@@ -249,7 +249,7 @@ impl Guest for Plugin {
         let pool = scan()?;
         let mut out = Vec::new();
         for (name, g, l) in pool.volumes() {
-            out.push(open(&pool, &name, g, l)?.info);
+            out.push(open(&pool, &name, g, l)?.info.clone());
         }
         Ok(out)
     }
@@ -307,27 +307,165 @@ impl Guest for Plugin {
         Ok(VolumeHandle::new(opened))
     }
 
-    fn create_volume(name: String, _: u64, _: VolumeKind, _: Option<String>) -> Result<VolumeHandle, BackendError> {
+    /// `lvcreate --name NAME --size SIZEb VG` through the pool's granted tool: a linear
+    /// LV, written in place, removed again (`lvremove`) if dropped before `commit`.
+    fn create_volume(
+        name: String,
+        size: u64,
+        kind: VolumeKind,
+        parent: Option<String>,
+    ) -> Result<VolumeHandle, BackendError> {
+        if kind == VolumeKind::Image || parent.is_some() {
+            return Err(BackendError::Unsupported(
+                "an LVM pool holds disks (vd/): no read-only images, no clones".into(),
+            ));
+        }
+        let pool = scan()?;
+        let g = target_vg(&pool)?;
+        let vg = &pool.vgs[g].0;
+        if !lv_name_ok(&name) {
+            return Err(BackendError::InvalidArgument(format!("{name:?} is not a name LVM takes for an LV")));
+        }
+        if vg.lv(&name).is_some() {
+            return Err(BackendError::Conflict(format!(
+                "VG {} has an LV {name} already (write into it with upload --in-place)",
+                vg.name
+            )));
+        }
+        if size == 0 || size % vg.extent_size != 0 {
+            return Err(BackendError::InvalidArgument(format!(
+                "LVs of VG {} are whole extents of {} bytes, and {size} bytes is not: give --size as a multiple",
+                vg.name, vg.extent_size
+            )));
+        }
+        let args = ["--name".to_string(), name.clone(), "--size".to_string(), format!("{size}b"), vg.name.clone()];
+        lvm_tool("lvcreate", &args, &format!("creating LV {name}"))?;
+        let pool = scan()?;
+        let Some(l) = pool.vgs[g].0.lvs.iter().position(|lv| lv.name == name) else {
+            return Err(BackendError::Io(format!("lvcreate succeeded, but VG {} has no LV {name} after it", vg.name)));
+        };
+        let mut volume = open(&pool, &pool.name(g, &pool.vgs[g].0.lvs[l]), g, l)?;
+        volume.created = true;
+        // Its extents hold whatever was there: the host must write the zeros too.
+        volume.info.labels.push(Label { key: "unzeroed".into(), value: "true".into() });
+        volume.open_for_writing()?;
+        Ok(VolumeHandle::new(volume))
+    }
+
+    /// `lvremove` of the LV and of its thin snapshots, in one command.
+    fn delete_volume(volume: String) -> Result<(), BackendError> {
+        let pool = scan()?;
+        let Some((_, g, l)) = pool.volumes().into_iter().find(|(n, _, _)| *n == volume) else {
+            return Err(BackendError::NotFound(format!("no logical volume {volume}")));
+        };
+        let vg = &pool.vgs[g].0;
+        let mut args = Vec::from(["--yes".to_string()]);
+        for (disk, sg, sl) in pool.snapshots() {
+            if disk == volume && sg == g {
+                args.push(format!("{}/{}", vg.name, vg.lvs[sl].name));
+            }
+        }
+        args.push(format!("{}/{}", vg.name, vg.lvs[l].name));
+        lvm_tool("lvremove", &args, &format!("removing {volume}"))
+    }
+
+    /// `lvcreate --snapshot --name NAME VG/LV`: a thin snapshot of a thin LV.
+    fn create_snapshot(volume: String, name: String, _: u64) -> Result<SnapshotInfo, BackendError> {
+        let pool = scan()?;
+        let Some((_, g, l)) = pool.volumes().into_iter().find(|(n, _, _)| *n == volume) else {
+            return Err(BackendError::NotFound(format!("no logical volume {volume}")));
+        };
+        let vg = &pool.vgs[g].0;
+        let lv = &vg.lvs[l];
+        if lv.thin().is_none() {
+            return Err(BackendError::Unsupported(format!(
+                "{volume} is a {} LV: LVM's snapshots of it are copy-on-write volumes this plugin does not read; thin LVs snapshot",
+                kind_of(lv)
+            )));
+        }
+        if !lv_name_ok(&name) {
+            return Err(BackendError::InvalidArgument(format!("{name:?} is not a name LVM takes for an LV")));
+        }
+        if vg.lv(&name).is_some() {
+            return Err(BackendError::Conflict(format!("VG {} has an LV {name} already", vg.name)));
+        }
+        let args = ["--snapshot".to_string(), "--name".to_string(), name.clone(), format!("{}/{}", vg.name, lv.name)];
+        lvm_tool("lvcreate", &args, &format!("snapshotting {volume}"))?;
+        Plugin::list_snapshots(Some(volume.clone()))?.into_iter().find(|s| s.name == name).ok_or_else(|| {
+            BackendError::Io(format!("lvcreate succeeded, but {volume} has no thin snapshot {name} after it"))
+        })
+    }
+
+    fn delete_snapshot(volume: String, name: String) -> Result<(), BackendError> {
+        let pool = scan()?;
+        let Some((_, g, l)) =
+            pool.snapshots().into_iter().find(|(disk, g, l)| *disk == volume && pool.vgs[*g].0.lvs[*l].name == name)
+        else {
+            return Err(BackendError::NotFound(format!("no thin snapshot {name} of {volume}")));
+        };
+        let vg = &pool.vgs[g].0;
+        lvm_tool(
+            "lvremove",
+            &["--yes".to_string(), format!("{}/{}", vg.name, vg.lvs[l].name)],
+            &format!("removing snapshot {name} of {volume}"),
+        )
+    }
+
+    fn restore_snapshot(volume: String, name: String) -> Result<(), BackendError> {
         Err(BackendError::Unsupported(format!(
-            "creating LV {name} needs LVM's tools, which this pool does not grant; create it with lvcreate and write into it with upload --in-place"
+            "restoring {volume} from {name} in place would be lvconvert --merge, which this plugin does not run; export the snapshot and upload it --in-place"
         )))
     }
+}
 
-    fn delete_volume(_: String) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported("removing LVs needs LVM's tools; not granted to this pool".into()))
+/// The VG new LVs go into: the pool's only one, or the one setting `vg` names.
+fn target_vg(pool: &Pool) -> Result<usize, BackendError> {
+    match host::setting("vg") {
+        Some(name) => {
+            pool.vgs.iter().position(|(vg, _)| vg.name == name).ok_or_else(|| {
+                BackendError::NotFound(format!("the pool's setting vg = {name:?} names no VG on its PVs"))
+            })
+        }
+        None if pool.vgs.len() == 1 => Ok(0),
+        None => Err(BackendError::InvalidArgument(format!(
+            "the pool's PVs hold {} VGs: name the one for new LVs with the setting vg",
+            pool.vgs.len()
+        ))),
     }
+}
 
-    fn create_snapshot(_: String, _: String, _: u64) -> Result<SnapshotInfo, BackendError> {
-        Err(BackendError::Unsupported("LVM snapshots need LVM's tools; not granted to this pool".into()))
-    }
+/// LVM's rule for LV names, kept narrow: letters, digits and `+_.-`, not starting
+/// with `-`, and none of the names LVM reserves for its own hidden LVs.
+fn lv_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 127
+        && !name.starts_with('-')
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"+_.-".contains(&b))
+        && !["_tmeta", "_tdata", "_pmspare", "_mlog", "_mimage", "_rimage", "_rmeta", "_vorigin", "snapshot", "pvmove"]
+            .iter()
+            .any(|r| name.contains(r))
+}
 
-    fn delete_snapshot(_: String, _: String) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported("LVM snapshots need LVM's tools; not granted to this pool".into()))
+/// Runs an LVM tool the pool grants; a tool not granted, or a failed run, is an error
+/// that names the command and carries LVM's own last line.
+fn lvm_tool(tool: &str, args: &[String], doing: &str) -> Result<(), BackendError> {
+    if !tools::granted(tool) {
+        return Err(BackendError::Unsupported(format!(
+            "{doing} needs {tool}, which this pool does not grant ([pools.NAME.tools.{tool}] in the configuration)"
+        )));
     }
-
-    fn restore_snapshot(_: String, _: String) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported("LVM snapshots need LVM's tools; not granted to this pool".into()))
+    let out = tools::run(tool, args)?;
+    if out.status != 0 {
+        let why = out.stderr.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no message");
+        return Err(BackendError::Io(format!(
+            "{doing}: {tool} {} failed (exit {}): {why}",
+            args.join(" "),
+            out.status
+        )));
     }
+    Ok(())
 }
 
 fn labels(vg: &VolumeGroup, lv: &LogicalVolume, device_id: Option<u64>) -> Vec<Label> {
@@ -419,7 +557,16 @@ fn open(pool: &Pool, name: &str, g: usize, l: usize) -> Result<Volume, BackendEr
     let mapped =
         thin.as_ref().map(|t| (t.device_id, t.runs.iter().map(|r| r.len).sum::<u64>().saturating_mul(t.chunk)));
     let info = info_of(name, vg, &lv, mapped);
-    Ok(Volume { info, vg: vg.clone(), lv, devices, thin, writable: false })
+    Ok(Volume {
+        info,
+        vg: vg.clone(),
+        lv,
+        devices,
+        thin,
+        writable: false,
+        created: false,
+        committed: core::cell::Cell::new(false),
+    })
 }
 
 struct Volume {
@@ -431,6 +578,20 @@ struct Volume {
     thin: Option<Thin>,
     /// Opened for writing: `devices` are the PVs opened read-write.
     writable: bool,
+    /// Made by `create-volume`: removed again unless committed.
+    created: bool,
+    committed: core::cell::Cell<bool>,
+}
+
+impl Drop for Volume {
+    /// A created LV dropped before `commit` goes away again (best effort: if `lvremove`
+    /// fails, the LV stays, listed, and the error was the operation's anyway).
+    fn drop(&mut self) {
+        if self.created && !self.committed.get() {
+            let name = format!("{}/{}", self.vg.name, self.lv.name);
+            let _ = lvm_tool("lvremove", &["--yes".to_string(), name], "removing an unfinished LV");
+        }
+    }
 }
 
 /// Fills a page: extents are pushed until `max` of them or `PAGE_BYTES` past `start`.
@@ -640,6 +801,7 @@ impl GuestVolume for Volume {
         if !self.writable {
             return Err(BackendError::PermissionDenied(format!("{} is open read-only", self.what())));
         }
+        self.committed.set(true);
         Ok(())
     }
 }

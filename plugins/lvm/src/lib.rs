@@ -6,8 +6,13 @@
 //! `vds/ORIGIN@SNAP`, and changed extents between two thin LVs of a pool come from the
 //! mapping trees, as `thin_delta` computes them.
 //!
+//! Writes go into existing linear and striped LVs, at the PV places reads come from.
+//! Creating and removing LVs and thin snapshots needs LVM's tools: the plugin proposes
+//! `lvcreate`/`lvremove` arguments through the host's `tools` interface, which runs them
+//! only where the pool grants the tool and allows the options.
+//!
 //! The format code lives in `snapport-lvm` (shared with the fuzz targets); this crate
-//! is the component glue only. Writes and LV or snapshot creation come next.
+//! is the component glue only.
 #![no_std]
 
 extern crate alloc;
