@@ -1,7 +1,9 @@
 //! LVM layouts made by LVM's own tools on loop devices (no device-mapper needed:
 //! `--driverloaded n`), read back by this crate and checked against what `pvs`, `vgs` and
 //! `lvs` report: PV UUIDs and data starts, the newest seqno across metadata copies, each
-//! LV's segments and PE ranges, and linear LVs' bytes against the PV extents LVM names.
+//! LV's segments and PE ranges, and linear LVs' bytes against the PV extents LVM names;
+//! metadata text that LVM itself wrapped around a small area's ring; damaged labels,
+//! headers and text named.
 //! Needs root, losetup and lvm2; without them it says why and passes nothing off as done.
 
 use snapport_lvm::label::{read_label, read_metadata};
@@ -321,4 +323,72 @@ fn the_newest_copy_wins_and_damage_is_named() {
     assert!(e.to_string().contains("checksum"), "{e}");
     flip(512 + 40);
     read_label(&devs[0]).unwrap();
+}
+
+/// LVM writes each new metadata version after the previous one in the area's ring; with
+/// a small area and enough updates, a version's text runs past the ring's end and goes
+/// on after the header. Read back after every update: the copy equals what `vgs` and
+/// `lvs` report, wrapped or not, and at least one update wrapped.
+#[test]
+fn metadata_text_that_wraps_around_the_ring_reads_as_lvm_reports_it() {
+    let Some(lab) = setup(&[16]) else { return };
+    let d = &lab.loops;
+    let vg = lab.vg.as_str();
+    // LVM's smallest area: 32 KiB, not rounded up to the 1 MiB data alignment.
+    ok(
+        d,
+        &[
+            "pvcreate",
+            "-q",
+            "-y",
+            "--metadatasize",
+            "32k",
+            "--dataalignment",
+            "4k",
+            &d[0],
+        ],
+    );
+    ok(d, &["vgcreate", "-q", "-s", "64k", vg, &d[0]]);
+    let dev = Dev(std::fs::File::open(&d[0]).unwrap());
+    let area = read_label(&dev).unwrap().metadata_areas[0];
+    let mut wrapped = 0;
+    for i in 0..60 {
+        // Grow and shrink the text: create LVs, and remove every other one.
+        let name = format!("lv_with_a_longish_name_{i}");
+        ok(
+            d,
+            &[
+                "lvcreate",
+                "-q",
+                "--driverloaded",
+                "n",
+                "-an",
+                "-Wn",
+                "-Zn",
+                "-L",
+                "64k",
+                "-n",
+                &name,
+                vg,
+            ],
+        );
+        if i % 2 == 1 {
+            let old = format!("{vg}/lv_with_a_longish_name_{}", i - 1);
+            ok(d, &["lvremove", "-q", "-y", "--driverloaded", "n", &old]);
+        }
+        let copy = read_metadata(&dev, area).unwrap().unwrap();
+        wrapped += usize::from(copy.wrapped);
+        let got = VolumeGroup::from_text(&copy.text).unwrap();
+        let seqno = fields(&ok(d, &["vgs", "--noheadings", "-o", "seqno", vg]))[0].clone();
+        assert_eq!(got.seqno.to_string(), seqno, "update {i}");
+        let mut want = fields(&ok(d, &["lvs", "--noheadings", "-o", "lv_name", vg]));
+        let mut names: Vec<String> = got.lvs.iter().map(|l| l.name.clone()).collect();
+        want.sort();
+        names.sort();
+        assert_eq!(names, want, "update {i}");
+    }
+    assert!(
+        wrapped > 0,
+        "no metadata version wrapped around the {area:?} ring"
+    );
 }
