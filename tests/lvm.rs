@@ -691,6 +691,55 @@ fn thin_lvs_and_snapshots_export_as_thin_dump_maps_them() {
         format!("--yes\n{vg}/snap1\n{vg}/snap2\n{vg}/vol\n")
     );
 
+    // Writes into a thin LV go through its activated device node (only the kernel may
+    // allocate its chunks), granted as lv:LV; without device-mapper a file of the LV's
+    // size stands in for the node. Holes of the image overwrite what the node held.
+    let img = home.out("thin-in.qcow2");
+    tool(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", p(&img), &format!("{size}")],
+    );
+    qemu_io(
+        &img,
+        "qcow2",
+        &[
+            "write -P 0x71 0 3M",
+            "write -P 0x72 200M 1M",
+            "write -P 0x73 383M 1M",
+        ],
+    );
+    let err = home.fails(&["upload", p(&img), "vd/vol", "-n", "lvm", "--in-place"]);
+    assert!(err.contains("\"lv:vol\""), "{err}");
+    let node = home.out("vol.node");
+    std::fs::write(&node, vec![0xeeu8; size as usize]).unwrap();
+    let with_node = |node: &std::path::Path| {
+        home.write_config(&format!(
+            "[pools.lvm]\nplugin = \"lvm\"\nwritable = true\ndevices = {{ a = \"{}\", \"lv:vol\" = \"{}\" }}\n",
+            d[0],
+            node.display()
+        ));
+    };
+    with_node(&node);
+    home.ok(&["upload", p(&img), "vd/vol", "-n", "lvm", "--in-place", "-q"]);
+    tool(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "qcow2", p(&node), p(&img)],
+    );
+    let err = home.fails(&[
+        "upload",
+        p(&img),
+        "vds/vol@snap1",
+        "-n",
+        "lvm",
+        "--in-place",
+    ]);
+    assert!(err.contains("snapshots are taken, not uploaded"), "{err}");
+    let short = home.out("short.node");
+    std::fs::write(&short, vec![0u8; 1 << 20]).unwrap();
+    with_node(&short);
+    let err = home.fails(&["upload", p(&img), "vd/vol", "-n", "lvm", "--in-place"]);
+    assert!(err.contains("is 1048576 bytes"), "{err}");
+
     // A mapping past the end of the pool's data LV is named, not followed.
     let far = std::collections::BTreeMap::from([(0, tdata_blocks + 5)]);
     std::fs::write(

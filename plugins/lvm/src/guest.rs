@@ -26,6 +26,11 @@ fn panic(_: &core::panic::PanicInfo) -> ! {
     core::arch::wasm32::unreachable()
 }
 
+/// Grants named `lv:LV` (or `lv:VG/LV`) are the activated device nodes of thin LVs,
+/// which writes into them go through: only the kernel may change an active pool's
+/// metadata.
+const LV_NODE: &str = "lv:";
+
 /// The host caps `read-at` at 1 MiB.
 const READ_CHUNK: u64 = 1 << 20;
 /// Extents in one page of the map.
@@ -123,6 +128,10 @@ fn scan() -> Result<Pool, BackendError> {
     let mut uuids = Vec::new();
     let mut copies: BTreeMap<String, Vec<Vec<u8>>> = BTreeMap::new();
     for entry in host::granted_devices() {
+        // An LV's activated device node, for writes into thin LVs: not a PV.
+        if entry.name.starts_with(LV_NODE) {
+            continue;
+        }
         let id = host::open(&entry.name, None, Access::ReadOnly)?;
         let dev = Device { name: entry.name.clone(), id, size: host::device_size(id)? };
         let what = format!("device {}", entry.name);
@@ -565,6 +574,7 @@ fn open(pool: &Pool, name: &str, g: usize, l: usize) -> Result<Volume, BackendEr
         thin,
         writable: false,
         created: false,
+        node: None,
         committed: core::cell::Cell::new(false),
     })
 }
@@ -580,6 +590,8 @@ struct Volume {
     writable: bool,
     /// Made by `create-volume`: removed again unless committed.
     created: bool,
+    /// A thin LV opened for writing: its activated device node (see [`LV_NODE`]).
+    node: Option<u32>,
     committed: core::cell::Cell<bool>,
 }
 
@@ -626,24 +638,43 @@ impl Page {
 }
 
 impl Volume {
-    /// Reopens the PVs read-write (the host refuses unless the pool is writable) for an
-    /// in-place write: linear and striped LVs only, and only those LVM lets be written.
+    /// Opens for an in-place write (the host refuses unless the pool is writable) an LV
+    /// LVM lets be written: a linear or striped LV through its PVs, reopened read-write;
+    /// a thin LV through its activated device node, granted as `lv:LV`.
     fn open_for_writing(&mut self) -> Result<(), BackendError> {
         let what = self.what();
-        if self.thin.is_some() {
-            return Err(BackendError::Unsupported(format!(
-                "{what} is a thin LV: writing it would allocate chunks in its pool's metadata, which this plugin does not write; write into a linear or striped LV"
+        if !self.lv.status.iter().any(|s| s == "WRITE") {
+            return Err(BackendError::PermissionDenied(format!(
+                "{what} is read-only in LVM's metadata (no WRITE status)"
             )));
+        }
+        if self.thin.is_some() {
+            // Writing a thin LV allocates chunks in its pool's metadata, which only the
+            // kernel may change while the pool is active: the bytes go through the LV's
+            // own device node, which the pool must grant.
+            let names = [format!("{LV_NODE}{}", self.lv.name), format!("{LV_NODE}{}/{}", self.vg.name, self.lv.name)];
+            let Some(entry) = host::granted_devices().into_iter().find(|e| names.contains(&e.name)) else {
+                return Err(BackendError::Unsupported(format!(
+                    "{what} is a thin LV: it is written through its activated device (only the kernel may allocate its chunks); grant it as \"{}\" = \"/dev/{}/{}\"",
+                    names[0], self.vg.name, self.lv.name
+                )));
+            };
+            let id = host::open(&entry.name, None, Access::ReadWrite)?;
+            let size = host::device_size(id)?;
+            if size != self.info.size {
+                return Err(BackendError::InvalidArgument(format!(
+                    "{}, granted as {what}'s device, is {size} bytes, the LV {}",
+                    entry.name, self.info.size
+                )));
+            }
+            self.node = Some(id);
+            self.writable = true;
+            return Ok(());
         }
         if let Some(seg) = self.lv.segments.iter().find(|s| !matches!(s.kind, SegmentKind::Striped { .. })) {
             return Err(BackendError::Unsupported(format!(
                 "{what} has a {} segment; only linear and striped LVs are written",
                 seg.kind.type_name()
-            )));
-        }
-        if !self.lv.status.iter().any(|s| s == "WRITE") {
-            return Err(BackendError::PermissionDenied(format!(
-                "{what} is read-only in LVM's metadata (no WRITE status)"
             )));
         }
         for dev in self.devices.iter_mut().flatten() {
@@ -772,8 +803,9 @@ impl GuestVolume for Volume {
         Err(BackendError::Unsupported(format!("LVM volumes have no codec {codec}")))
     }
 
-    /// Where bytes of a linear or striped LV opened for writing go: the same PV places
-    /// reads come from (zeros too: the host writes them, as it would any data).
+    /// Where bytes of an LV opened for writing go: for a linear or striped LV the same PV
+    /// places reads come from; for a thin LV the same offset of its device node. Zeros
+    /// too: the host writes them, as it would any data.
     fn allocate(&self, offset: u64, length: u64, _zero: bool) -> Result<Vec<Extent>, BackendError> {
         if !self.writable {
             return Err(BackendError::PermissionDenied(format!("{} is open read-only", self.what())));
@@ -784,6 +816,13 @@ impl GuestVolume for Volume {
                 self.what(),
                 self.info.size
             )));
+        }
+        if let Some(device) = self.node {
+            return Ok(Vec::from([Extent {
+                offset,
+                length,
+                location: Location::Data(DeviceOffset { device, offset }),
+            }]));
         }
         let mut page = Page { start: offset, max: usize::MAX, extents: Vec::new() };
         let mut pos = offset;

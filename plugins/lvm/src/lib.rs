@@ -6,7 +6,9 @@
 //! `vds/ORIGIN@SNAP`, and changed extents between two thin LVs of a pool come from the
 //! mapping trees, as `thin_delta` computes them.
 //!
-//! Writes go into existing linear and striped LVs, at the PV places reads come from.
+//! Writes go into existing linear and striped LVs, at the PV places reads come from,
+//! and into thin LVs through their activated device nodes (grants named `lv:LV`): only
+//! the kernel may allocate chunks in an active pool.
 //! Creating and removing LVs and thin snapshots needs LVM's tools: the plugin proposes
 //! `lvcreate`/`lvremove` arguments through the host's `tools` interface, which runs them
 //! only where the pool grants the tool and allows the options.
