@@ -218,6 +218,12 @@ fn linear_and_striped_lvs_export_as_the_bytes_on_their_pvs() {
     let img_raw = home.out("in.raw");
     tool("qemu-img", &["convert", "-O", "raw", p(&img), p(&img_raw)]);
     let image = std::fs::read(&img_raw).unwrap();
+    // --in-place takes an existing disk, not a VM.
+    let err = home.fails(&["upload", p(&img), "vm/x", "--in-place"]);
+    assert!(
+        err.contains("--in-place writes into an existing disk"),
+        "{err}"
+    );
     // A read-only pool refuses before anything is written.
     let err = home.fails(&["upload", p(&img), "vd/lin", "-n", "lvm", "--in-place"]);
     assert!(err.contains("read-only"), "{err}");

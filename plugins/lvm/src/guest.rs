@@ -215,13 +215,9 @@ fn root(vg: &VolumeGroup, l: usize) -> usize {
     at
 }
 
+/// The LV's type as LVM names it: its first segment's (an LV has at least one).
 fn kind_of(lv: &LogicalVolume) -> &str {
-    match &lv.segments[..] {
-        [one] => one.kind.type_name(),
-        // Several segments of mixed types read as the first one's.
-        [first, ..] => first.kind.type_name(),
-        [] => "empty",
-    }
+    lv.segments.first().map_or("empty", |s| s.kind.type_name())
 }
 
 /// `thin`: a thin LV's device id and the bytes its pool maps for it.

@@ -191,6 +191,9 @@ pub fn run(args: Args) -> Result<()> {
         bail!("give the image and the new volume: snapport upload FILE vd/NAME (or snapport upload --publish vd/NAME)");
     };
     if let Some(vm) = crate::vm::parse_vm(target) {
+        if args.in_place {
+            bail!("--in-place writes into an existing disk vd/NAME; a VM bundle always makes new disks");
+        }
         return upload_vm(&args, &vm?);
     }
     let target = Address::parse(target)?;
