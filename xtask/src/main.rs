@@ -40,7 +40,8 @@ fn run() -> Result<()> {
                  demo      build, then export a disk of the default pool (makes a sample disk)\n\
                  test      build, then run the whole test suite (extra args go to cargo test)\n\
                  fuzz [S]  fuzz the qcow2 reader S seconds, its writer and snapshot writer S/2,\n\
-                           the delta, bundle, LVM and thin-pool readers and Range parser S/4\n\
+                           the delta, bundle, LVM and thin-pool readers, Range parser and\n\
+                           gRPC framing S/4\n\
                            (default 60)\n\
                  bench     export benches against qemu-img convert and cp"
             );
@@ -396,5 +397,12 @@ fn fuzz(args: &[String]) -> Result<()> {
         b.extend_from_slice(seed.as_bytes());
         std::fs::write(range_corpus.join(format!("seed{i}")), b)?;
     }
-    fuzz_target("range_header", seconds.div_ceil(4), &range_corpus)
+    fuzz_target("range_header", seconds.div_ceil(4), &range_corpus)?;
+    // gRPC message framing from a CSI server: two messages, then a partial one.
+    let grpc_corpus = root().join("fuzz/corpus/grpc_frames");
+    std::fs::create_dir_all(&grpc_corpus)?;
+    let mut seed = vec![0, 0, 0, 0, 3, b'a', b'b', b'c', 0, 0, 0, 0, 0];
+    seed.extend_from_slice(&[0, 0, 0, 1, 0, 7]);
+    std::fs::write(grpc_corpus.join("seed0"), seed)?;
+    fuzz_target("grpc_frames", seconds.div_ceil(4), &grpc_corpus)
 }

@@ -21,6 +21,10 @@
 //! [pools.images.tools.lvcreate]    # a program the plugin may have run, never via a shell:
 //! command = ["lvcreate"]           # the program and the operator's fixed arguments
 //! options = ["--name", "--size"]   # the only options the plugin may add
+//!
+//! [pools.csi]
+//! plugin = "csi"
+//! grpc_endpoint = "unix:///var/lib/kubelet/plugins/x/csi.sock"  # the only one it reaches
 //! ```
 //!
 //! With no configuration at all, the pool `default` is the folder `$SNAPPORT_HOME/default/`
@@ -73,6 +77,9 @@ pub struct PoolConfig {
     /// Programs the plugin may have run (LVM: `lvcreate`, `lvremove`), by tool name.
     #[serde(default)]
     pub tools: BTreeMap<String, ToolConfig>,
+    /// The one gRPC endpoint (a CSI driver) the plugin's calls go to:
+    /// `unix:///path.sock` or `tcp://IP:PORT`.
+    pub grpc_endpoint: Option<String>,
 }
 
 /// `[pools.NAME.tools.TOOL]`: the command (no shell) and the options a plugin may add.
@@ -105,6 +112,7 @@ impl PoolConfig {
                     (name.clone(), grant)
                 })
                 .collect(),
+            grpc_endpoint: self.grpc_endpoint.clone(),
         }
     }
 
@@ -142,6 +150,10 @@ impl Config {
             if let Some((tool, _)) = pool.tools.iter().find(|(_, t)| t.command.is_empty()) {
                 bail!("{}: tools.{tool} has an empty command", path.display());
             }
+            if let Some(e) = &pool.grpc_endpoint {
+                snapport_host::grpc::parse_endpoint(e)
+                    .map_err(|why| anyhow::anyhow!("{}: grpc_endpoint {why}", path.display()))?;
+            }
             for d in pool.devices.values_mut() {
                 *d = home.join(&*d);
             }
@@ -161,6 +173,7 @@ impl Config {
                 post_snapshot_hooks: Vec::new(),
                 retention: None,
                 tools: BTreeMap::new(),
+                grpc_endpoint: None,
             });
         Ok(Config {
             home,

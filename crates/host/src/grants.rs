@@ -32,6 +32,8 @@ pub struct Grants {
     pub sync: bool,
     /// Programs the plugin may have run, by tool name (see [`crate::tools`]).
     pub tools: BTreeMap<String, crate::tools::ToolGrant>,
+    /// The one gRPC endpoint the plugin's calls go to (see [`crate::grpc`]).
+    pub grpc_endpoint: Option<String>,
 }
 
 /// A file from `create-file` living under its temporary name.

@@ -11,6 +11,8 @@
 
 mod error;
 pub mod grants;
+pub mod grpc;
+mod grpc_frame;
 mod locks;
 pub mod tools;
 
@@ -86,6 +88,8 @@ impl Drop for Host {
 pub struct State {
     devices: GrantedDevices,
     limits: StoreLimits,
+    /// The pool's gRPC endpoint, connected on the first call.
+    grpc: Option<grpc::GrpcClient>,
 }
 
 impl Host {
@@ -303,6 +307,7 @@ impl Instance {
                     .memory_size(self.limits.memory_bytes)
                     .trap_on_grow_failure(true)
                     .build(),
+                grpc: None,
             };
             let mut store = Store::new(&self.engine, state);
             store.limiter(|s| &mut s.limits);
@@ -1013,30 +1018,58 @@ impl bindings::snapport::backend::tools::Host for State {
     }
 }
 
-/// No pool grants a gRPC endpoint yet: every call is refused.
+impl State {
+    /// The client for the pool's endpoint; `permission-denied` when it grants none.
+    fn grpc(&mut self, method: &str) -> std::result::Result<&mut grpc::GrpcClient, BackendError> {
+        if self.grpc.is_none() {
+            let Some(endpoint) = self.devices.grants().grpc_endpoint.clone() else {
+                return Err(BackendError::PermissionDenied(format!(
+                    "{method}: this pool grants no gRPC endpoint"
+                )));
+            };
+            let endpoint =
+                grpc::parse_endpoint(&endpoint).map_err(BackendError::PermissionDenied)?;
+            self.grpc = Some(grpc::GrpcClient::new(endpoint).map_err(BackendError::Io)?);
+        }
+        Ok(self.grpc.as_mut().expect("set above"))
+    }
+}
+
+fn grpc_error(e: grpc::CallError) -> BackendError {
+    match e {
+        grpc::CallError::Denied(s) => BackendError::PermissionDenied(s),
+        grpc::CallError::Failed(s) => BackendError::Io(s),
+    }
+}
+
+/// Calls on the pool's one gRPC endpoint (see [`grpc`]).
 impl bindings::snapport::backend::grpc::Host for State {
     fn unary(
         &mut self,
         method: String,
-        _request: Vec<u8>,
+        request: Vec<u8>,
     ) -> std::result::Result<Vec<u8>, BackendError> {
-        Err(BackendError::PermissionDenied(format!(
-            "{method}: this pool grants no gRPC endpoint"
-        )))
+        self.grpc(&method)?
+            .unary(&method, &request)
+            .map_err(grpc_error)
     }
     fn start_stream(
         &mut self,
         method: String,
-        _request: Vec<u8>,
+        request: Vec<u8>,
     ) -> std::result::Result<u32, BackendError> {
-        Err(BackendError::PermissionDenied(format!(
-            "{method}: this pool grants no gRPC endpoint"
-        )))
+        self.grpc(&method)?
+            .start_stream(&method, &request)
+            .map_err(grpc_error)
     }
-    fn next_message(&mut self, _id: u32) -> std::result::Result<Option<Vec<u8>>, BackendError> {
-        Err(BackendError::PermissionDenied(
-            "this pool grants no gRPC endpoint".into(),
-        ))
+    fn next_message(&mut self, id: u32) -> std::result::Result<Option<Vec<u8>>, BackendError> {
+        self.grpc("next-message")?
+            .next_message(id)
+            .map_err(grpc_error)
     }
-    fn close_stream(&mut self, _id: u32) {}
+    fn close_stream(&mut self, id: u32) {
+        if let Some(c) = self.grpc.as_mut() {
+            c.close_stream(id);
+        }
+    }
 }

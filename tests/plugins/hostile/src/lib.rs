@@ -2,7 +2,8 @@
 //! setting `behaviour` picks the misdeed; `good` makes it an honest raw-like backend over
 //! the granted device `disk`, so tests can show a recovered host working again. Volumes
 //! it creates (the write path) are files in the granted folder, and the `write-*` and
-//! `commit-*` behaviours lie or fail there.
+//! `commit-*` behaviours lie or fail there; `grpc-csi` and `grpc-other` call the pool's gRPC
+//! endpoint, a CSI method and a method outside CSI.
 #![no_std]
 
 extern crate alloc;
@@ -14,7 +15,7 @@ use alloc::vec::Vec;
 wit_bindgen::generate!({ world: "backend-plugin", path: "../../../wit" });
 
 use exports::snapport::backend::backend::{Guest, GuestVolume, PluginInfo, Volume as VolumeHandle};
-use snapport::backend::host;
+use snapport::backend::{grpc, host};
 use snapport::backend::types::{
     Access, BackendError, Capabilities, DeviceOffset, Extent, ExtentPage, Location, SnapshotInfo, VolumeInfo,
     VolumeKind,
@@ -78,6 +79,16 @@ impl Guest for Plugin {
         match behaviour().as_str() {
             "loop-list" => spin(),
             "alloc-list" => hoard(),
+            // The pool's gRPC endpoint: a CSI call, then a call outside CSI.
+            "grpc-csi" => {
+                let reply = grpc::unary("/csi.v1.Identity/GetPluginInfo", b"lov")?;
+                let mut info = info_of(0);
+                info.name = String::from_utf8(reply).map_err(|_| BackendError::Corrupt("not UTF-8".into()))?;
+                return Ok(vec![info]);
+            }
+            "grpc-other" => {
+                grpc::unary("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", b"")?;
+            }
             _ => {}
         }
         let dev = host::open("disk", None, Access::ReadOnly)?;
