@@ -18,7 +18,7 @@ mod lvm_lab;
 mod thin_lab;
 
 use common::*;
-use lvm_lab::{ok, setup};
+use lvm_lab::{lvcreate, ok, setup};
 use std::os::unix::fs::FileExt;
 
 /// A stripe as `lvs` reports it: device, first extent, last extent.
@@ -102,11 +102,7 @@ fn linear_and_striped_lvs_export_as_the_bytes_on_their_pvs() {
     ok(d, &["pvcreate", "-q", "-y", &d[0]]);
     ok(d, &["pvcreate", "-q", "-y", &d[1]]);
     ok(d, &["vgcreate", "-q", "-s", "1m", vg, &d[0], &d[1]]);
-    let create = ["lvcreate", "-q", "--driverloaded", "n", "-an", "-Wn", "-Zn"];
-    ok(
-        d,
-        &[&create[..], &["-L", "5m", "-n", "lin", vg, &d[0]]].concat(),
-    );
+    lvcreate(d, &["-L", "5m", "-n", "lin", vg, &d[0]]);
     ok(
         d,
         &[
@@ -120,32 +116,10 @@ fn linear_and_striped_lvs_export_as_the_bytes_on_their_pvs() {
             &d[1],
         ],
     );
-    ok(
-        d,
-        &[
-            &create[..],
-            &["-i", "2", "-I", "64k", "-L", "8m", "-n", "str", vg],
-        ]
-        .concat(),
-    );
+    lvcreate(d, &["-i", "2", "-I", "64k", "-L", "8m", "-n", "str", vg]);
 
     // Fill every PV's extents with bytes that differ everywhere.
-    let pe_start: u64 = ok(
-        d,
-        &[
-            "pvs",
-            "--noheadings",
-            "--units",
-            "b",
-            "--nosuffix",
-            "-o",
-            "pe_start",
-            &d[0],
-        ],
-    )
-    .trim()
-    .parse()
-    .unwrap();
+    let pe_start = lvm_lab::pe_start(d, &d[0]);
     let mut pv_bytes = Vec::new();
     for (i, dev) in d.iter().enumerate() {
         let mut bytes = std::fs::read(dev).unwrap();
@@ -449,9 +423,8 @@ fn thin_lvs_and_snapshots_export_as_thin_dump_maps_them() {
     let vg = lab.vg.as_str();
     ok(d, &["pvcreate", "-q", "-y", &d[0]]);
     ok(d, &["vgcreate", "-q", "-s", "1m", vg, &d[0]]);
-    let create = ["lvcreate", "-q", "--driverloaded", "n", "-an", "-Wn", "-Zn"];
-    ok(d, &[&create[..], &["-L", "4m", "-n", "tm", vg]].concat());
-    ok(d, &[&create[..], &["-L", "224m", "-n", "td", vg]].concat());
+    lvcreate(d, &["-L", "4m", "-n", "tm", vg]);
+    lvcreate(d, &["-L", "224m", "-n", "td", vg]);
     const EXTENTS: u64 = 384;
     lvm_lab::thin_vg(
         d,
@@ -519,27 +492,7 @@ fn thin_lvs_and_snapshots_export_as_thin_dump_maps_them() {
     let dump = thin_lab::dumped(&thin_lab::run("thin_dump", &[m]));
 
     // Metadata and data go where LVM's report places the hidden LVs.
-    let pe_start: u64 = ok(
-        d,
-        &[
-            "pvs",
-            "--noheadings",
-            "--units",
-            "b",
-            "--nosuffix",
-            "-o",
-            "pe_start",
-            &d[0],
-        ],
-    )
-    .trim()
-    .parse()
-    .unwrap();
-    let at = |lv: &str| {
-        let segs = segments(d, vg, lv);
-        assert_eq!(segs.len(), 1, "{lv} in one piece");
-        pe_start + segs[0].1[0].1 * (1 << 20)
-    };
+    let at = |lv: &str| lvm_lab::linear_at(d, vg, lv, 1 << 20).1;
     let pv = std::fs::OpenOptions::new().write(true).open(&d[0]).unwrap();
     pv.write_all_at(&bytes, at("pool_tmeta")).unwrap();
     let tdata = at("pool_tdata");

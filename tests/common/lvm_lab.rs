@@ -44,6 +44,56 @@ pub fn ok(devices: &[String], args: &[&str]) -> String {
     lvm(devices, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// `lvcreate` without device-mapper: LVM writes the metadata only (the LV stays
+/// inactive, nothing is wiped or zeroed), then `args`.
+pub fn lvcreate(devices: &[String], args: &[&str]) -> String {
+    let base = ["lvcreate", "-q", "--driverloaded", "n", "-an", "-Wn", "-Zn"];
+    ok(devices, &[&base[..], args].concat())
+}
+
+/// Where the first extent of PV `dev` starts, in bytes, as `pvs` reports it.
+pub fn pe_start(devices: &[String], dev: &str) -> u64 {
+    let text = ok(
+        devices,
+        &[
+            "pvs",
+            "--noheadings",
+            "--units",
+            "b",
+            "--nosuffix",
+            "-o",
+            "pe_start",
+            dev,
+        ],
+    );
+    text.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("pvs pe_start: {text:?}"))
+}
+
+/// Where the bytes of `vg/lv`, an LV of one linear segment (hidden ones too), start on
+/// its PV: the PE range `lvs` reports, from that PV's `pe_start`, in extents of
+/// `extent` bytes. Returns the PV and the offset.
+pub fn linear_at(devices: &[String], vg: &str, lv: &str, extent: u64) -> (String, u64) {
+    let text = ok(
+        devices,
+        &[
+            "lvs",
+            "-a",
+            "--noheadings",
+            "--segments",
+            "-o",
+            "seg_pe_ranges",
+            &format!("{vg}/{lv}"),
+        ],
+    );
+    let ranges: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(ranges.len(), 1, "{vg}/{lv} in one linear piece: {text:?}");
+    let (dev, span) = ranges[0].rsplit_once(':').expect("DEV:A-B");
+    let first: u64 = span.split('-').next().unwrap().parse().expect("an extent");
+    (dev.to_string(), pe_start(devices, dev) + first * extent)
+}
+
 fn capable() -> Option<&'static str> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

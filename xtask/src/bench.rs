@@ -923,9 +923,8 @@ fn thin_bench(dir: &Path, runs: usize, verdicts: &mut Vec<String>) -> Result<()>
     let ok = |a: &[&str]| lvm_lab::lvm(d, a).map_err(anyhow::Error::msg);
     ok(&["pvcreate", "-q", "-y", &d[0]])?;
     ok(&["vgcreate", "-q", "-s", "4m", vg, &d[0]])?;
-    let create = ["lvcreate", "-q", "--driverloaded", "n", "-an", "-Wn", "-Zn"];
-    ok(&[&create[..], &["-L", "8m", "-n", "tm", vg]].concat())?;
-    ok(&[&create[..], &["-L", "128m", "-n", "td", vg]].concat())?;
+    lvm_lab::lvcreate(d, &["-L", "8m", "-n", "tm", vg]);
+    lvm_lab::lvcreate(d, &["-L", "128m", "-n", "td", vg]);
     lvm_lab::thin_vg(d, vg, &[("thin8g", 1, None)], VIRTUAL >> 22);
 
     let mut rng = thin_lab::Lcg(5);
@@ -947,45 +946,14 @@ fn thin_bench(dir: &Path, runs: usize, verdicts: &mut Vec<String>) -> Result<()>
         "thin_restore",
         &["-i", &xml.to_string_lossy(), "-o", &meta.to_string_lossy()],
     );
-    // Where LVM put the hidden LVs: extents from `lvs`, bytes from `pvs`'s pe_start.
-    let pe_start: u64 = ok(&[
-        "pvs",
-        "--noheadings",
-        "--units",
-        "b",
-        "--nosuffix",
-        "-o",
-        "pe_start",
-        &d[0],
-    ])?
-    .trim()
-    .parse()?;
-    let place = |lv: &str| -> Result<u64> {
-        let text = ok(&[
-            "lvs",
-            "-a",
-            "--noheadings",
-            "-o",
-            "seg_pe_ranges",
-            &format!("{vg}/{lv}"),
-        ])?;
-        let (_, span) = text
-            .trim()
-            .rsplit_once(':')
-            .context("a PE range from lvs")?;
-        let first: u64 = span
-            .split('-')
-            .next()
-            .context("a PE range from lvs")?
-            .parse()?;
-        Ok(pe_start + first * (4 << 20))
-    };
-    let data_at = place("pool_tdata")?;
+    // Where LVM put the hidden LVs, from its own reports.
+    let place = |lv: &str| lvm_lab::linear_at(d, vg, lv, 4 << 20).1;
+    let data_at = place("pool_tdata");
     sh(&format!(
         "dd if={} of={} bs=1M seek={} oflag=seek_bytes conv=notrunc status=none",
         meta.display(),
         d[0],
-        place("pool_tmeta")?
+        place("pool_tmeta")
     ))?;
     let allocated = mapped * chunk;
     sh(&format!(

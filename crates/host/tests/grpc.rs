@@ -255,15 +255,26 @@ fn a_plugin_reaches_the_granted_endpoint_only() {
         ..Grants::default()
     };
     let granted = Some(format!("unix://{}", sock.display()));
-    let mut i = host.instantiate(
-        plugin.clone(),
-        "csi",
-        grants("grpc-csi", granted.clone()),
-        Limits::default(),
-        None,
-    );
-    let names: Vec<String> = i
+    // The volumes the plugin lists with `behaviour` on a pool granting `endpoint`.
+    let listing = |behaviour: &str, endpoint: Option<String>| {
+        host.instantiate(
+            plugin.clone(),
+            "csi",
+            grants(behaviour, endpoint),
+            Limits::default(),
+            None,
+        )
         .list_volumes()
+    };
+    let denied = |e: snapport_host::Error, why: &str| {
+        assert_eq!(
+            e.kind,
+            ErrorKind::Backend(BackendErrorKind::PermissionDenied),
+            "{e}"
+        );
+        assert!(e.to_string().contains(why), "{e}");
+    };
+    let names: Vec<String> = listing("grpc-csi", granted.clone())
         .unwrap()
         .into_iter()
         .map(|v| v.name)
@@ -275,34 +286,13 @@ fn a_plugin_reaches_the_granted_endpoint_only() {
     );
 
     let before = requests.load(Ordering::SeqCst);
-    let mut i = host.instantiate(
-        plugin.clone(),
-        "csi",
-        grants("grpc-other", granted),
-        Limits::default(),
-        None,
+    denied(
+        listing("grpc-other", granted).unwrap_err(),
+        "only CSI methods",
     );
-    let e = i.list_volumes().unwrap_err();
-    assert_eq!(
-        e.kind,
-        ErrorKind::Backend(BackendErrorKind::PermissionDenied),
-        "{e}"
-    );
-    assert!(e.to_string().contains("only CSI methods"), "{e}");
     assert_eq!(requests.load(Ordering::SeqCst), before, "nothing was sent");
-
-    let mut i = host.instantiate(
-        plugin,
-        "csi",
-        grants("grpc-csi", None),
-        Limits::default(),
-        None,
+    denied(
+        listing("grpc-csi", None).unwrap_err(),
+        "grants no gRPC endpoint",
     );
-    let e = i.list_volumes().unwrap_err();
-    assert_eq!(
-        e.kind,
-        ErrorKind::Backend(BackendErrorKind::PermissionDenied),
-        "{e}"
-    );
-    assert!(e.to_string().contains("grants no gRPC endpoint"), "{e}");
 }

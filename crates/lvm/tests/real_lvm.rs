@@ -13,7 +13,7 @@ use std::os::unix::fs::FileExt;
 
 #[path = "../../../tests/common/lvm_lab.rs"]
 mod lvm_lab;
-use lvm_lab::{ok, setup};
+use lvm_lab::{lvcreate, ok, setup};
 
 struct Dev(std::fs::File);
 
@@ -63,11 +63,7 @@ fn layouts_made_by_lvm_read_back_as_lvm_reports_them() {
     );
     ok(d, &["pvcreate", "-q", "-y", &d[1]]);
     ok(d, &["vgcreate", "-q", "-s", "1m", vg, &d[0], &d[1]]);
-    let lv = |args: &[&str]| {
-        let mut a = vec!["lvcreate", "-q", "--driverloaded", "n", "-an", "-Wn", "-Zn"];
-        a.extend_from_slice(args);
-        ok(d, &a);
-    };
+    let lv = |args: &[&str]| lvcreate(d, args);
     lv(&["-L", "4m", "-n", "lin", vg, &d[0]]);
     lv(&["-L", "3m", "-n", "other", vg, &d[1]]);
     // A second segment for `lin` on the other PV.
@@ -261,23 +257,7 @@ fn the_newest_copy_wins_and_damage_is_named() {
     );
     ok(d, &["vgcreate", "-q", "-s", "1m", vg, &d[0]]);
     for i in 0..5 {
-        ok(
-            d,
-            &[
-                "lvcreate",
-                "-q",
-                "--driverloaded",
-                "n",
-                "-an",
-                "-Wn",
-                "-Zn",
-                "-L",
-                "1m",
-                "-n",
-                &format!("l{i}"),
-                vg,
-            ],
-        );
+        lvcreate(d, &["-L", "1m", "-n", &format!("l{i}"), vg]);
     }
     let (got, _, devs) = read_vg(d);
     let seqno = fields(&ok(d, &["vgs", "--noheadings", "-o", "seqno", vg]))[0].clone();
@@ -355,23 +335,7 @@ fn metadata_text_that_wraps_around_the_ring_reads_as_lvm_reports_it() {
     for i in 0..60 {
         // Grow and shrink the text: create LVs, and remove every other one.
         let name = format!("lv_with_a_longish_name_{i}");
-        ok(
-            d,
-            &[
-                "lvcreate",
-                "-q",
-                "--driverloaded",
-                "n",
-                "-an",
-                "-Wn",
-                "-Zn",
-                "-L",
-                "64k",
-                "-n",
-                &name,
-                vg,
-            ],
-        );
+        lvcreate(d, &["-L", "64k", "-n", &name, vg]);
         if i % 2 == 1 {
             let old = format!("{vg}/lv_with_a_longish_name_{}", i - 1);
             ok(d, &["lvremove", "-q", "-y", "--driverloaded", "n", &old]);

@@ -571,6 +571,7 @@ fn open(pool: &Pool, name: &str, g: usize, l: usize) -> Result<Volume, BackendEr
         writable: false,
         created: false,
         node: None,
+        changes: core::cell::RefCell::new(None),
         committed: core::cell::Cell::new(false),
     })
 }
@@ -588,6 +589,9 @@ struct Volume {
     created: bool,
     /// A thin LV opened for writing: its activated device node (see [`LV_NODE`]).
     node: Option<u32>,
+    /// `changed-extents`' last answer in full: the base it was asked against and
+    /// `thin_delta`'s ranges, kept for the next page.
+    changes: core::cell::RefCell<Option<(String, Vec<(DeltaKind, u64, u64)>)>>,
     committed: core::cell::Cell<bool>,
 }
 
@@ -769,14 +773,21 @@ impl GuestVolume for Volume {
                 thin.pool
             )));
         };
-        let base_what = format!("{}/{base} (thin device {base_id} of {base_pool})", self.vg.name);
-        let base_runs =
-            thin_runs(&self.vg, &self.devices, &thin.metadata, &thin.data, thin.chunk, base_id, &base_what)?;
+        // The host asks page by page: the base's tree is walked and compared once.
+        let mut cached = self.changes.borrow_mut();
+        if cached.as_ref().is_none_or(|(b, _)| *b != base) {
+            let base_what = format!("{}/{base} (thin device {base_id} of {base_pool})", self.vg.name);
+            let base_runs =
+                thin_runs(&self.vg, &self.devices, &thin.metadata, &thin.data, thin.chunk, base_id, &base_what)?;
+            *cached = Some((base.clone(), delta(&base_runs, &thin.runs)));
+        }
+        let changes = &cached.as_ref().expect("set above").1;
         let size = self.info.size;
         let c = thin.chunk;
         let mut page = Page { start, max: max_extents.max(1) as usize, extents: Vec::new() };
         let mut more = start;
-        for (kind, block, len) in delta(&base_runs, &thin.runs) {
+        let first = changes.partition_point(|(_, block, len)| (block + len) * c <= start);
+        for &(kind, block, len) in &changes[first..] {
             let from = (block * c).max(start);
             let to = ((block + len) * c).min(size);
             if kind == DeltaKind::Same || from >= to {

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use snapport_core::import::{import, ImportOptions, ImportSummary, Source, VolumeTarget};
 use snapport_core::progress::Progress;
 use snapport_core::raw_file::RawFile;
-use snapport_host::{Instance, VolumeKind};
+use snapport_host::{Instance, VolumeKind, WritableVolume};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -121,7 +121,18 @@ pub fn write_volume(
     verify: impl FnOnce(&ImportSummary) -> Result<Vec<String>>,
 ) -> Result<(ImportSummary, Vec<String>)> {
     let mut volume = pool.create_volume(target.disk(), size, kind_of(target)?, None)?;
-    let summary = import(source, &mut volume, options, progress)?;
+    fill(&mut volume, source, options, progress, verify)
+}
+
+/// Imports into `volume`, checks the digests, and only then commits.
+fn fill(
+    volume: &mut WritableVolume<'_>,
+    source: Source<'_>,
+    options: &ImportOptions,
+    progress: &mut dyn Progress,
+    verify: impl FnOnce(&ImportSummary) -> Result<Vec<String>>,
+) -> Result<(ImportSummary, Vec<String>)> {
+    let summary = import(source, volume, options, progress)?;
     let verified = verify(&summary)?;
     volume.commit()?;
     Ok((summary, verified))
@@ -149,15 +160,9 @@ fn write_into(
     if have != size {
         bail!("{target} is {have} bytes and the image {size}: --in-place writes into a disk of exactly the image's size; nothing was written");
     }
-    let damaged = |e: anyhow::Error| {
-        e.context(format!(
-            "{target} was written in place and now holds part of the image; upload it again"
-        ))
-    };
-    let summary = import(source, &mut volume, options, progress).map_err(|e| damaged(e.into()))?;
-    let verified = verify(&summary).map_err(damaged)?;
-    volume.commit().map_err(|e| damaged(e.into()))?;
-    Ok((summary, verified))
+    fill(&mut volume, source, options, progress, verify).with_context(|| {
+        format!("{target} was written in place and now holds part of the image; upload it again")
+    })
 }
 
 /// Compares what was computed with what was promised; returns what was verified.
