@@ -20,6 +20,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("snapport-plugin-qcow2", "qcow2"),
     ("snapport-plugin-raw", "raw"),
     ("snapport-plugin-lvm", "lvm"),
+    ("snapport-plugin-csi", "csi"),
     ("snapport-plugin-hostile", "test-hostile"),
 ];
 
@@ -156,14 +157,34 @@ fn apt_field(package: &str, field: &str) -> Result<Option<String>> {
         .map(str::to_owned))
 }
 
+/// The oldest rustc-web (major, minor) that builds the guests and their build tools.
+const MIN_RUSTC_WEB: (u32, u32) = (1, 88);
+
+/// Whether a Debian version like "1.96.0+dfsg1-1~deb12u2" is at least [`MIN_RUSTC_WEB`].
+fn new_enough(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= MIN_RUSTC_WEB,
+        _ => false,
+    }
+}
+
 fn fetch_rustc_web(base: &Path, dir: &Path) -> Result<()> {
     let mut version = apt_field("rustc-web", "Version")?;
-    if version.is_none() {
-        println!("apt-cache knows no rustc-web; running apt-get update");
+    // Stale package lists offer an old rustc-web (1.85 on bookworm's release lists) that
+    // the guests' dependencies refuse: refresh them first.
+    if version.as_deref().is_none_or(|v| !new_enough(v)) {
+        println!(
+            "apt-cache offers rustc-web {}; running apt-get update",
+            version.as_deref().unwrap_or("not at all")
+        );
         run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
         version = apt_field("rustc-web", "Version")?;
     }
     let version = version.context("apt-cache has no package rustc-web")?;
+    if !new_enough(&version) {
+        bail!("Debian offers rustc-web {version}; the guests need {MIN_RUSTC_WEB:?} or newer (wit-component needs rustc 1.88)");
+    }
     // "1.96.0+dfsg1-1~deb12u2" -> "1.96"
     let short: String = version.split('.').take(2).collect::<Vec<_>>().join(".");
     let std_pkg = format!("libstd-rust-web-{short}");

@@ -404,5 +404,19 @@ fn fuzz(args: &[String]) -> Result<()> {
     let mut seed = vec![0, 0, 0, 0, 3, b'a', b'b', b'c', 0, 0, 0, 0, 0];
     seed.extend_from_slice(&[0, 0, 0, 1, 0, 7]);
     std::fs::write(grpc_corpus.join("seed0"), seed)?;
-    fuzz_target("grpc_frames", seconds.div_ceil(4), &grpc_corpus)
+    fuzz_target("grpc_frames", seconds.div_ceil(4), &grpc_corpus)?;
+    // CSI block metadata: a 64 KiB volume read from 0, one FIXED_LENGTH message with the
+    // 4 KiB blocks at 0 and 8192 (protobuf by hand: xtask does not link prost).
+    let csi_corpus = root().join("fuzz/corpus/csi_metadata");
+    std::fs::create_dir_all(&csi_corpus)?;
+    let message: &[u8] = &[
+        0x08, 0x01, 0x10, 0x80, 0x80, 0x04, 0x1a, 0x05, 0x08, 0x00, 0x10, 0x80, 0x20, 0x1a, 0x06,
+        0x08, 0x80, 0x40, 0x10, 0x80, 0x20,
+    ];
+    let mut seed = 65536u64.to_le_bytes().to_vec();
+    seed.extend_from_slice(&0u64.to_le_bytes());
+    seed.extend_from_slice(&(message.len() as u16).to_le_bytes());
+    seed.extend_from_slice(message);
+    std::fs::write(csi_corpus.join("seed0"), seed)?;
+    fuzz_target("csi_metadata", seconds.div_ceil(4), &csi_corpus)
 }

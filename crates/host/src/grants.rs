@@ -51,7 +51,8 @@ pub struct GrantedDevices {
     grants: Arc<Grants>,
     /// Canonical forms of the granted folders, for containment checks.
     folders: Vec<PathBuf>,
-    devices: Vec<(Arc<Device>, Access, PathBuf)>,
+    /// By id; `None` once the plugin closed it (ids are never reused).
+    devices: Vec<Option<(Arc<Device>, Access, PathBuf)>>,
     by_inode: HashMap<(u64, u64, bool), u32>,
     /// Files from `create-file` not yet published, by device.
     staged: HashMap<u32, Staged>,
@@ -103,18 +104,36 @@ impl GrantedDevices {
 
     /// The device the plugin calls `id`.
     pub fn get(&self, id: u32) -> Option<Arc<Device>> {
-        self.devices.get(id as usize).map(|(d, _, _)| Arc::clone(d))
+        self.devices
+            .get(id as usize)
+            .and_then(Option::as_ref)
+            .map(|(d, _, _)| Arc::clone(d))
     }
 
     /// Every device the plugin opened, by id.
     pub fn all(&self) -> Vec<Arc<Device>> {
-        self.devices.iter().map(|(d, _, _)| Arc::clone(d)).collect()
+        self.devices
+            .iter()
+            .flatten()
+            .map(|(d, _, _)| Arc::clone(d))
+            .collect()
     }
 
     fn entry(&self, id: u32) -> Result<&(Arc<Device>, Access, PathBuf), BackendError> {
         self.devices
             .get(id as usize)
-            .ok_or_else(|| BackendError::InvalidArgument(format!("device {id} was never opened")))
+            .and_then(Option::as_ref)
+            .ok_or_else(|| BackendError::InvalidArgument(format!("device {id} is not open")))
+    }
+
+    /// Closes device `id` (a file not yet published stays staged until the operation
+    /// ends). The descriptor closes once the engine holds no reader on it either: a
+    /// plugin closes a published CSI device before asking the driver to unpublish it.
+    pub fn close(&mut self, id: u32) {
+        if let Some(slot) = self.devices.get_mut(id as usize) {
+            *slot = None;
+            self.by_inode.retain(|_, v| *v != id);
+        }
     }
 
     pub fn setting(&self, key: &str) -> Option<String> {
@@ -259,7 +278,7 @@ impl GrantedDevices {
             file,
             size,
         };
-        self.devices.push((Arc::new(device), access, path));
+        self.devices.push(Some((Arc::new(device), access, path)));
         self.by_inode.insert(key, id);
         Ok(id)
     }
@@ -301,7 +320,7 @@ impl GrantedDevices {
         dev.file
             .set_len(size)
             .map_err(|e| io_err(format!("sizing {}", dev.name), e))?;
-        let (old, access, path) = &self.devices[id as usize];
+        let (old, access, path) = self.entry(id)?;
         let file = old
             .file
             .try_clone()
@@ -312,7 +331,7 @@ impl GrantedDevices {
             file,
             size,
         };
-        self.devices[id as usize] = (Arc::new(updated), *access, path.clone());
+        self.devices[id as usize] = Some((Arc::new(updated), *access, path.clone()));
         Ok(())
     }
 
@@ -416,7 +435,9 @@ impl GrantedDevices {
             }
         })?;
         let staged = self.staged.remove(&id).expect("checked above");
-        self.devices[id as usize].2 = staged.target;
+        if let Some(entry) = self.devices[id as usize].as_mut() {
+            entry.2 = staged.target;
+        }
         Ok(())
     }
 

@@ -949,6 +949,9 @@ impl bindings::snapport::backend::host::Host for State {
     ) -> std::result::Result<u32, BackendError> {
         self.devices.open(&name, relative_to, access)
     }
+    fn close(&mut self, device: u32) {
+        self.devices.close(device);
+    }
     fn device_size(&mut self, device: u32) -> std::result::Result<u64, BackendError> {
         self.devices.device_size(device)
     }

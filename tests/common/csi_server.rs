@@ -1,0 +1,775 @@
+//! A CSI driver for the tests, with the semantics of Kubernetes' reference driver
+//! (csi-driver-host-path) for block volumes: Identity, Controller, Node and
+//! SnapshotMetadata over gRPC on a unix socket.
+//!
+//! - a volume is a fallocated file; publishing attaches it to a loop device (`losetup`)
+//!   and bind-mounts the device node onto the target path (`mount --bind`); unpublishing
+//!   undoes both;
+//! - a snapshot is a copy of the volume's file, a volume from a snapshot a copy of that;
+//! - allocated blocks are the 4 KiB blocks that are not all zeros, the delta the 4 KiB
+//!   blocks that differ; FIXED_LENGTH sends each block, VARIABLE_LENGTH merges runs.
+//!
+//! [`Behaviour`] turns on the broken or hostile answers the tests need. The server keeps
+//! a record of what is staged, published and attached, so a test can check that nothing
+//! stays behind; dropping it unmounts and detaches whatever does.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use prost::Message;
+use snapport_csi::msg::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const BLOCK: u64 = 4096;
+
+/// What the server does wrong, on purpose.
+#[derive(Debug, Clone, Default)]
+pub struct Behaviour {
+    /// VARIABLE_LENGTH block metadata (runs merged) instead of FIXED_LENGTH.
+    pub variable_length: bool,
+    /// Ranges per message when the request's `max_results` is 0.
+    pub default_max_results: usize,
+    /// The first two ranges of a stream swapped.
+    pub unsorted: bool,
+    /// A range that overlaps the one before it.
+    pub overlapping: bool,
+    /// `volume_capacity_bytes` one block more than the volume.
+    pub wrong_capacity: bool,
+    /// This many metadata streams are cut (HTTP/2 reset) after their first message.
+    pub cut_streams: usize,
+    /// SnapshotMetadata answers UNIMPLEMENTED.
+    pub no_snapshot_metadata: bool,
+    /// NodePublishVolume makes the target a symbolic link to this path instead.
+    pub publish_outside: Option<PathBuf>,
+    /// NodePublishVolume publishes a loop device one block shorter than the volume.
+    pub short_device: bool,
+    /// Metadata streams wait this long before their first message.
+    pub stall: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Vol {
+    pub id: String,
+    pub name: String,
+    pub file: PathBuf,
+    pub capacity: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Snap {
+    pub id: String,
+    pub name: String,
+    pub source: String,
+    pub file: PathBuf,
+    pub size: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub volumes: BTreeMap<String, Vol>,
+    pub snapshots: BTreeMap<String, Snap>,
+    /// staging path -> volume ID
+    pub staged: BTreeMap<String, String>,
+    /// target path -> (volume ID, loop device)
+    pub published: BTreeMap<String, (String, String)>,
+    pub behaviour: Behaviour,
+    /// Every method called, in order.
+    pub calls: Vec<String>,
+    counter: u32,
+}
+
+pub struct CsiServer {
+    pub socket: PathBuf,
+    pub dir: PathBuf,
+    pub state: Arc<Mutex<State>>,
+}
+
+type Status = (i32, String);
+
+fn status(code: i32, text: impl Into<String>) -> Status {
+    (code, text.into())
+}
+
+fn run(cmd: &str, args: &[&str]) -> Result<String, Status> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| status(13, format!("{cmd}: {e}")))?;
+    if !out.status.success() {
+        return Err(status(
+            13,
+            format!(
+                "{cmd} {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+impl CsiServer {
+    /// Serves in `dir` (volumes, snapshots and the socket live there).
+    pub fn start(dir: &Path) -> CsiServer {
+        std::fs::create_dir_all(dir.join("volumes")).unwrap();
+        std::fs::create_dir_all(dir.join("snapshots")).unwrap();
+        let socket = dir.join("csi.sock");
+        let state = Arc::new(Mutex::new(State::default()));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = rt.block_on(async { tokio::net::UnixListener::bind(&socket).unwrap() });
+        let shared = state.clone();
+        let base = dir.to_path_buf();
+        std::thread::spawn(move || {
+            rt.block_on(async move {
+                while let Ok((io, _)) = listener.accept().await {
+                    let (state, base) = (shared.clone(), base.clone());
+                    tokio::spawn(async move {
+                        let Ok(mut conn) = h2::server::handshake(io).await else {
+                            return;
+                        };
+                        while let Some(Ok((req, respond))) = conn.accept().await {
+                            let (state, base) = (state.clone(), base.clone());
+                            tokio::spawn(async move {
+                                let _ = answer(req, respond, state, base).await;
+                            });
+                        }
+                    });
+                }
+            })
+        });
+        CsiServer {
+            socket,
+            dir: dir.to_path_buf(),
+            state,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    pub fn set(&self, f: impl FnOnce(&mut Behaviour)) {
+        f(&mut self.state.lock().unwrap().behaviour)
+    }
+
+    /// Makes a volume of `size` bytes as CreateVolume would; returns its ID.
+    pub fn create_volume(&self, name: &str, size: u64) -> String {
+        let mut s = self.state.lock().unwrap();
+        create_volume(&mut s, &self.dir, name, size, None)
+            .unwrap()
+            .id
+    }
+
+    /// Takes a snapshot as CreateSnapshot would; returns its ID.
+    pub fn snapshot(&self, volume: &str, name: &str) -> String {
+        let mut s = self.state.lock().unwrap();
+        create_snapshot(&mut s, &self.dir, volume, name).unwrap().id
+    }
+
+    pub fn volume_file(&self, id: &str) -> PathBuf {
+        self.state.lock().unwrap().volumes[id].file.clone()
+    }
+
+    pub fn snapshot_file(&self, id: &str) -> PathBuf {
+        self.state.lock().unwrap().snapshots[id].file.clone()
+    }
+
+    /// Writes `data` at `offset` of volume `id` through a loop device of its file, as a
+    /// workload writes through the published device.
+    pub fn write(&self, id: &str, offset: u64, data: &[u8]) {
+        use std::io::{Seek, SeekFrom, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = self.volume_file(id);
+        let dev = run("losetup", &["-f", "--show", file.to_str().unwrap()]).unwrap();
+        {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_SYNC)
+                .open(&dev)
+                .unwrap();
+            f.seek(SeekFrom::Start(offset)).unwrap();
+            f.write_all(data).unwrap();
+            f.sync_all().unwrap();
+        }
+        run("losetup", &["-d", &dev]).unwrap();
+    }
+
+    /// What is still staged or published, and the loop devices still attached to any of
+    /// the server's files: all empty after a clean run.
+    pub fn leftovers(&self) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        let mut out: Vec<String> = s.staged.keys().map(|k| format!("staged at {k}")).collect();
+        out.extend(s.published.keys().map(|k| format!("published at {k}")));
+        let files = s
+            .volumes
+            .values()
+            .map(|v| v.file.clone())
+            .chain(s.snapshots.values().map(|v| v.file.clone()));
+        for f in files {
+            if let Ok(l) = run("losetup", &["-j", f.to_str().unwrap()]) {
+                if !l.is_empty() {
+                    out.push(format!("loop device on {}: {l}", f.display()));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn calls(&self, method: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| c.ends_with(method))
+            .count()
+    }
+}
+
+impl Drop for CsiServer {
+    fn drop(&mut self) {
+        let mut s = self.state.lock().unwrap();
+        let targets: Vec<String> = s.published.keys().cloned().collect();
+        for t in targets {
+            let _ = unpublish(&mut s, &t);
+        }
+    }
+}
+
+fn next_id(s: &mut State, prefix: &str) -> String {
+    s.counter += 1;
+    format!("{prefix}-{:04}", s.counter)
+}
+
+fn create_volume(
+    s: &mut State,
+    dir: &Path,
+    name: &str,
+    size: u64,
+    from: Option<&str>,
+) -> Result<Vol, Status> {
+    if let Some(v) = s.volumes.values().find(|v| v.name == name) {
+        return if v.capacity == size {
+            Ok(v.clone())
+        } else {
+            Err(status(6, format!("volume {name} exists with another size")))
+        };
+    }
+    let id = next_id(s, "pvc");
+    let file = dir.join("volumes").join(format!("{id}.img"));
+    match from {
+        Some(snap) => {
+            let snap = s
+                .snapshots
+                .get(snap)
+                .ok_or_else(|| status(5, format!("no snapshot {snap}")))?;
+            std::fs::copy(&snap.file, &file).map_err(|e| status(13, e.to_string()))?;
+        }
+        None => {
+            run(
+                "fallocate",
+                &["-l", &size.to_string(), file.to_str().unwrap()],
+            )?;
+        }
+    }
+    let v = Vol {
+        id: id.clone(),
+        name: name.into(),
+        file,
+        capacity: size,
+    };
+    s.volumes.insert(id, v.clone());
+    Ok(v)
+}
+
+fn create_snapshot(s: &mut State, dir: &Path, volume: &str, name: &str) -> Result<Snap, Status> {
+    if let Some(snap) = s.snapshots.values().find(|x| x.name == name) {
+        return Ok(snap.clone());
+    }
+    let v = s
+        .volumes
+        .get(volume)
+        .ok_or_else(|| status(5, format!("no volume {volume}")))?
+        .clone();
+    let id = next_id(s, "snap");
+    let file = dir.join("snapshots").join(format!("{id}.img"));
+    std::fs::copy(&v.file, &file).map_err(|e| status(13, e.to_string()))?;
+    let snap = Snap {
+        id: id.clone(),
+        name: name.into(),
+        source: volume.into(),
+        file,
+        size: v.capacity,
+    };
+    s.snapshots.insert(id, snap.clone());
+    Ok(snap)
+}
+
+fn unpublish(s: &mut State, target: &str) -> Result<(), Status> {
+    let Some((_, dev)) = s.published.remove(target) else {
+        // Nothing published there: fine (idempotent), but never leave a stray link or file.
+        let _ = std::fs::remove_file(target);
+        return Ok(());
+    };
+    if std::fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_symlink()) {
+        let _ = std::fs::remove_file(target);
+    } else {
+        run("umount", &[target])?;
+        let _ = std::fs::remove_file(target);
+    }
+    if !dev.is_empty() {
+        run("losetup", &["-d", &dev])?;
+    }
+    Ok(())
+}
+
+fn timestamp() -> Timestamp {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    Timestamp {
+        seconds: now.as_secs() as i64,
+        nanos: now.subsec_nanos() as i32,
+    }
+}
+
+fn snapshot_msg(snap: &Snap) -> Snapshot {
+    Snapshot {
+        size_bytes: snap.size as i64,
+        snapshot_id: snap.id.clone(),
+        source_volume_id: snap.source.clone(),
+        creation_time: Some(timestamp()),
+        ready_to_use: true,
+    }
+}
+
+fn volume_msg(v: &Vol) -> Volume {
+    Volume {
+        capacity_bytes: v.capacity as i64,
+        volume_id: v.id.clone(),
+        ..Default::default()
+    }
+}
+
+fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
+    M::decode(body).map_err(|e| status(3, format!("bad request: {e}")))
+}
+
+/// Pages a listing: entries from `token` (an index), `max` at most.
+fn page<T: Clone>(all: &[T], token: &str, max: i32) -> Result<(Vec<T>, String), Status> {
+    let from: usize = if token.is_empty() {
+        0
+    } else {
+        token.parse().map_err(|_| status(10, "bad token"))?
+    };
+    let max = if max <= 0 {
+        all.len().max(1)
+    } else {
+        max as usize
+    };
+    let to = (from + max).min(all.len());
+    let next = if to < all.len() {
+        to.to_string()
+    } else {
+        String::new()
+    };
+    Ok((all.get(from..to).unwrap_or(&[]).to_vec(), next))
+}
+
+/// A unary method's answer.
+fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<Vec<u8>, Status> {
+    let mut s = state.lock().unwrap();
+    s.calls.push(method.to_string());
+    Ok(match method {
+        "/csi.v1.Identity/GetPluginInfo" => GetPluginInfoResponse {
+            name: "hostpath.csi.test".into(),
+            vendor_version: "1".into(),
+        }
+        .encode_to_vec(),
+        "/csi.v1.Controller/CreateVolume" => {
+            let r: CreateVolumeRequest = decode(body)?;
+            if !r.volume_capabilities.iter().all(|c| c.is_block())
+                || r.volume_capabilities.is_empty()
+            {
+                return Err(status(3, "the tests' driver serves block volumes only"));
+            }
+            let size = r.capacity_range.map(|c| c.required_bytes).unwrap_or(0);
+            if size <= 0 || !(size as u64).is_multiple_of(BLOCK) {
+                return Err(status(
+                    11,
+                    format!("capacity {size} is not a positive multiple of {BLOCK}"),
+                ));
+            }
+            let from = match r.volume_content_source.and_then(|c| c.source) {
+                Some(ContentSource::Snapshot(snap)) => Some(snap.snapshot_id),
+                Some(ContentSource::Volume(_)) => return Err(status(12, "no volume cloning")),
+                None => None,
+            };
+            let v = create_volume(&mut s, dir, &r.name, size as u64, from.as_deref())?;
+            CreateVolumeResponse {
+                volume: Some(volume_msg(&v)),
+            }
+            .encode_to_vec()
+        }
+        "/csi.v1.Controller/DeleteVolume" => {
+            let r: DeleteVolumeRequest = decode(body)?;
+            if s.published.values().any(|(v, _)| *v == r.volume_id) {
+                return Err(status(9, format!("volume {} is published", r.volume_id)));
+            }
+            if let Some(v) = s.volumes.remove(&r.volume_id) {
+                std::fs::remove_file(&v.file).map_err(|e| status(13, e.to_string()))?;
+            }
+            Empty {}.encode_to_vec()
+        }
+        "/csi.v1.Controller/ListVolumes" => {
+            let r: ListVolumesRequest = decode(body)?;
+            let all: Vec<Vol> = s.volumes.values().cloned().collect();
+            let (entries, next_token) = page(&all, &r.starting_token, r.max_entries)?;
+            ListVolumesResponse {
+                entries: entries
+                    .iter()
+                    .map(|v| ListVolumesEntry {
+                        volume: Some(volume_msg(v)),
+                    })
+                    .collect(),
+                next_token,
+            }
+            .encode_to_vec()
+        }
+        "/csi.v1.Controller/CreateSnapshot" => {
+            let r: CreateSnapshotRequest = decode(body)?;
+            let snap = create_snapshot(&mut s, dir, &r.source_volume_id, &r.name)?;
+            CreateSnapshotResponse {
+                snapshot: Some(snapshot_msg(&snap)),
+            }
+            .encode_to_vec()
+        }
+        "/csi.v1.Controller/DeleteSnapshot" => {
+            let r: DeleteSnapshotRequest = decode(body)?;
+            if let Some(snap) = s.snapshots.remove(&r.snapshot_id) {
+                std::fs::remove_file(&snap.file).map_err(|e| status(13, e.to_string()))?;
+            }
+            Empty {}.encode_to_vec()
+        }
+        "/csi.v1.Controller/ListSnapshots" => {
+            let r: ListSnapshotsRequest = decode(body)?;
+            let all: Vec<Snap> = s
+                .snapshots
+                .values()
+                .filter(|x| r.source_volume_id.is_empty() || x.source == r.source_volume_id)
+                .filter(|x| r.snapshot_id.is_empty() || x.id == r.snapshot_id)
+                .cloned()
+                .collect();
+            let (entries, next_token) = page(&all, &r.starting_token, r.max_entries)?;
+            ListSnapshotsResponse {
+                entries: entries
+                    .iter()
+                    .map(|x| ListSnapshotsEntry {
+                        snapshot: Some(snapshot_msg(x)),
+                    })
+                    .collect(),
+                next_token,
+            }
+            .encode_to_vec()
+        }
+        "/csi.v1.Node/NodeStageVolume" => {
+            let r: NodeStageVolumeRequest = decode(body)?;
+            if !s.volumes.contains_key(&r.volume_id) {
+                return Err(status(5, format!("no volume {}", r.volume_id)));
+            }
+            std::fs::create_dir_all(&r.staging_target_path)
+                .map_err(|e| status(13, e.to_string()))?;
+            s.staged.insert(r.staging_target_path, r.volume_id);
+            Empty {}.encode_to_vec()
+        }
+        "/csi.v1.Node/NodeUnstageVolume" => {
+            let r: NodeUnstageVolumeRequest = decode(body)?;
+            if s.published.values().any(|(v, _)| *v == r.volume_id) {
+                return Err(status(
+                    9,
+                    format!("volume {} is still published", r.volume_id),
+                ));
+            }
+            s.staged.remove(&r.staging_target_path);
+            let _ = std::fs::remove_dir(&r.staging_target_path);
+            Empty {}.encode_to_vec()
+        }
+        "/csi.v1.Node/NodePublishVolume" => {
+            let r: NodePublishVolumeRequest = decode(body)?;
+            let v = s
+                .volumes
+                .get(&r.volume_id)
+                .ok_or_else(|| status(5, format!("no volume {}", r.volume_id)))?
+                .clone();
+            if !r.volume_capability.as_ref().is_some_and(|c| c.is_block()) {
+                return Err(status(3, "block volumes only"));
+            }
+            if !r.staging_target_path.is_empty()
+                && s.staged.get(&r.staging_target_path) != Some(&r.volume_id)
+            {
+                return Err(status(
+                    9,
+                    format!(
+                        "volume {} is not staged at {}",
+                        r.volume_id, r.staging_target_path
+                    ),
+                ));
+            }
+            if let Some((id, _)) = s.published.get(&r.target_path) {
+                if *id == r.volume_id {
+                    return Ok(Empty {}.encode_to_vec());
+                }
+                return Err(status(6, format!("{} holds another volume", r.target_path)));
+            }
+            if let Some(outside) = s.behaviour.publish_outside.clone() {
+                std::os::unix::fs::symlink(&outside, &r.target_path)
+                    .map_err(|e| status(13, e.to_string()))?;
+                s.published
+                    .insert(r.target_path, (r.volume_id, String::new()));
+                return Ok(Empty {}.encode_to_vec());
+            }
+            let file = v.file.to_str().unwrap().to_string();
+            let dev = if s.behaviour.short_device {
+                run(
+                    "losetup",
+                    &[
+                        "-f",
+                        "--show",
+                        "--sizelimit",
+                        &(v.capacity - BLOCK).to_string(),
+                        &file,
+                    ],
+                )?
+            } else {
+                run("losetup", &["-f", "--show", &file])?
+            };
+            std::fs::write(&r.target_path, b"").map_err(|e| status(13, e.to_string()))?;
+            let mut args = vec!["--bind"];
+            if r.readonly {
+                args = vec!["--bind", "-o", "ro"];
+            }
+            args.extend([dev.as_str(), r.target_path.as_str()]);
+            if let Err(e) = run("mount", &args) {
+                let _ = run("losetup", &["-d", &dev]);
+                return Err(e);
+            }
+            s.published.insert(r.target_path, (r.volume_id, dev));
+            Empty {}.encode_to_vec()
+        }
+        "/csi.v1.Node/NodeUnpublishVolume" => {
+            let r: NodeUnpublishVolumeRequest = decode(body)?;
+            unpublish(&mut s, &r.target_path)?;
+            Empty {}.encode_to_vec()
+        }
+        other => return Err(status(12, format!("{other} is not served"))),
+    })
+}
+
+/// A volume's or snapshot's bytes.
+fn blocks(file: &Path) -> Result<Vec<u8>, Status> {
+    std::fs::read(file).map_err(|e| status(13, e.to_string()))
+}
+
+/// What a metadata stream sends: ranges, the volume's capacity, ranges per message.
+struct Stream {
+    ranges: Vec<(u64, u64)>,
+    size: u64,
+    per: usize,
+}
+
+/// A metadata stream's ranges: allocated blocks of one snapshot, or differing blocks of two.
+fn metadata(method: &str, body: &[u8], s: &State) -> Result<Stream, Status> {
+    let (ranges, size, start, max) = match method {
+        "/csi.v1.SnapshotMetadata/GetMetadataAllocated" => {
+            let r: GetMetadataAllocatedRequest = decode(body)?;
+            let snap = s
+                .snapshots
+                .get(&r.snapshot_id)
+                .ok_or_else(|| status(5, format!("no snapshot {}", r.snapshot_id)))?;
+            let data = blocks(&snap.file)?;
+            let ranges: Vec<(u64, u64)> = data
+                .chunks(BLOCK as usize)
+                .enumerate()
+                .filter(|(_, b)| b.iter().any(|&x| x != 0))
+                .map(|(i, b)| (i as u64 * BLOCK, b.len() as u64))
+                .collect();
+            (ranges, snap.size, r.starting_offset, r.max_results)
+        }
+        "/csi.v1.SnapshotMetadata/GetMetadataDelta" => {
+            let r: GetMetadataDeltaRequest = decode(body)?;
+            let get = |id: &str| {
+                s.snapshots
+                    .get(id)
+                    .ok_or_else(|| status(5, format!("no snapshot {id}")))
+            };
+            let (base, target) = (get(&r.base_snapshot_id)?, get(&r.target_snapshot_id)?);
+            if base.source != target.source {
+                return Err(status(3, "snapshots of different volumes"));
+            }
+            let (a, b) = (blocks(&base.file)?, blocks(&target.file)?);
+            let ranges = a
+                .chunks(BLOCK as usize)
+                .zip(b.chunks(BLOCK as usize))
+                .enumerate()
+                .filter(|(_, (x, y))| x != y)
+                .map(|(i, (_, y))| (i as u64 * BLOCK, y.len() as u64))
+                .collect();
+            (ranges, target.size, r.starting_offset, r.max_results)
+        }
+        _ => return Err(status(12, "not served")),
+    };
+    if start < 0 || start as u64 > size {
+        return Err(status(11, format!("starting_offset {start}")));
+    }
+    let start = start as u64;
+    let mut ranges: Vec<(u64, u64)> = ranges.into_iter().filter(|(o, l)| o + l > start).collect();
+    if s.behaviour.variable_length {
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (o, l) in ranges {
+            match merged.last_mut() {
+                Some(last) if last.0 + last.1 == o => last.1 += l,
+                _ => merged.push((o, l)),
+            }
+        }
+        ranges = merged;
+    }
+    let per = if max > 0 {
+        max as usize
+    } else {
+        s.behaviour.default_max_results.max(1)
+    };
+    Ok(Stream { ranges, size, per })
+}
+
+fn frame(msg: &[u8]) -> Bytes {
+    let mut f = vec![0u8];
+    f.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    f.extend_from_slice(msg);
+    f.into()
+}
+
+fn trailers(code: i32, text: &str) -> http::HeaderMap {
+    let mut t = http::HeaderMap::new();
+    t.insert("grpc-status", code.to_string().parse().unwrap());
+    if !text.is_empty() {
+        t.insert(
+            "grpc-message",
+            text.replace(['\n', '\r'], " ").parse().unwrap(),
+        );
+    }
+    t
+}
+
+async fn answer(
+    req: http::Request<h2::RecvStream>,
+    mut respond: h2::server::SendResponse<Bytes>,
+    state: Arc<Mutex<State>>,
+    dir: PathBuf,
+) -> Result<(), h2::Error> {
+    let method = req.uri().path().to_string();
+    let mut body = req.into_body();
+    let mut got = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        got.extend_from_slice(&chunk);
+    }
+    let msg = got.get(5..).unwrap_or(&[]).to_vec();
+    let head = http::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap();
+    let mut send = respond.send_response(head, false)?;
+    if !method.starts_with("/csi.v1.SnapshotMetadata/") {
+        let answer = tokio::task::block_in_place(|| unary(&method, &msg, &state, &dir));
+        match answer {
+            Ok(reply) => {
+                send.send_data(frame(&reply), false)?;
+                send.send_trailers(trailers(0, ""))?;
+            }
+            Err((code, text)) => send.send_trailers(trailers(code, &text))?,
+        }
+        return Ok(());
+    }
+    let (stream, behaviour) = {
+        let mut s = state.lock().unwrap();
+        s.calls.push(method.clone());
+        let b = s.behaviour.clone();
+        if b.no_snapshot_metadata {
+            drop(s);
+            send.send_trailers(trailers(12, "SnapshotMetadata is not offered"))?;
+            return Ok(());
+        }
+        let cut = s.behaviour.cut_streams > 0;
+        if cut {
+            s.behaviour.cut_streams -= 1;
+        }
+        (
+            tokio::task::block_in_place(|| metadata(&method, &msg, &s)).map(|r| (r, cut)),
+            b,
+        )
+    };
+    tokio::time::sleep(behaviour.stall).await;
+    let (
+        Stream {
+            mut ranges,
+            size,
+            per,
+        },
+        cut,
+    ) = match stream {
+        Ok(r) => r,
+        Err((code, text)) => {
+            send.send_trailers(trailers(code, &text))?;
+            return Ok(());
+        }
+    };
+    if behaviour.unsorted && ranges.len() >= 2 {
+        ranges.swap(0, 1);
+    }
+    if behaviour.overlapping && ranges.len() >= 2 {
+        ranges[1].0 = ranges[0].0 + ranges[0].1 / 2;
+    }
+    let capacity = if behaviour.wrong_capacity {
+        size + BLOCK
+    } else {
+        size
+    };
+    let kind = if behaviour.variable_length {
+        BlockMetadataType::VariableLength
+    } else {
+        BlockMetadataType::FixedLength
+    };
+    let chunks: Vec<&[(u64, u64)]> = if ranges.is_empty() {
+        vec![&[][..]]
+    } else {
+        ranges.chunks(per).collect()
+    };
+    for (i, chunk) in chunks.iter().enumerate() {
+        let m = BlockMetadataResponse {
+            block_metadata_type: kind as i32,
+            volume_capacity_bytes: capacity as i64,
+            block_metadata: chunk
+                .iter()
+                .map(|&(o, l)| BlockMetadata {
+                    byte_offset: o as i64,
+                    size_bytes: l as i64,
+                })
+                .collect(),
+        };
+        send.send_data(frame(&m.encode_to_vec()), false)?;
+        if cut && i == 0 {
+            send.send_reset(h2::Reason::INTERNAL_ERROR);
+            return Ok(());
+        }
+    }
+    send.send_trailers(trailers(0, ""))?;
+    Ok(())
+}
