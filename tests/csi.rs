@@ -49,19 +49,25 @@ impl Lab {
         let server = CsiServer::start(&home.path().join("csi"));
         let publish = home.path().join("publish");
         std::fs::create_dir_all(&publish).unwrap();
-        home.write_config(&format!(
-            "[pools.{POOL}]\nplugin = \"csi\"\nfolders = [\"{dir}\"]\nwritable = true\ngrpc_endpoint = \"{endpoint}\"\nsettings = {{ publish_folder = \"{dir}\", max_results = \"{max_results}\" }}\n",
-            dir = publish.display(),
-            endpoint = server.endpoint(),
-        ));
         let volume = server.create_volume("data", SIZE);
-        Lab {
+        let lab = Lab {
             home,
             server,
             publish,
             volume,
             image: vec![0; SIZE as usize],
-        }
+        };
+        lab.configure(&format!("max_results = \"{max_results}\""));
+        lab
+    }
+
+    /// The pool `k8s`, with more plugin settings (`key = "value", ...`).
+    fn configure(&self, settings: &str) {
+        self.home.write_config(&format!(
+            "[pools.{POOL}]\nplugin = \"csi\"\nfolders = [\"{dir}\"]\nwritable = true\ngrpc_endpoint = \"{endpoint}\"\nsettings = {{ publish_folder = \"{dir}\", {settings} }}\n",
+            dir = self.publish.display(),
+            endpoint = self.server.endpoint(),
+        ));
     }
 
     /// Writes `len` bytes of a pattern (never a zero byte unless `zeros`) at `offset`.
@@ -92,7 +98,16 @@ impl Lab {
         let _ = std::fs::remove_file(&out);
         let mut args = vec!["download", address, "-n", POOL, "-o", p(&out), "-q"];
         args.extend_from_slice(extra);
-        self.home.ok(&args);
+        self.ok(&args);
+        out
+    }
+
+    /// `snapport ARGS`, which must succeed without an error logged on the way (a
+    /// release that failed is logged, not fatal).
+    fn ok(&self, args: &[&str]) -> std::process::Output {
+        let out = self.home.ok(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("error"), "snapport {args:?}: {stderr}");
         out
     }
 
@@ -459,12 +474,12 @@ fn a_killed_export_is_cleaned_up_by_the_next_one() {
 }
 
 #[test]
-fn uploads_and_copies_from_snapshots_hold_the_right_bytes() {
+fn uploads_copies_and_snapshots_go_through_the_driver() {
     if !can_run() {
         return;
     }
     let mut lab = Lab::new(16);
-    let (s1, _, img1, _, _) = fill(&mut lab);
+    let (s1, s2, img1, _, _) = fill(&mut lab);
     let v = lab.volume.clone();
 
     // An image uploaded into a new volume (CreateVolume, publish, write, unpublish).
@@ -478,8 +493,7 @@ fn uploads_and_copies_from_snapshots_hold_the_right_bytes() {
         "qemu-img",
         &["convert", "-f", "raw", "-O", "qcow2", p(&raw), p(&qcow2)],
     );
-    lab.home
-        .ok(&["upload", p(&qcow2), "vd/imported", "-n", POOL, "-q"]);
+    lab.ok(&["upload", p(&qcow2), "vd/imported", "-n", POOL, "-q"]);
     let made = {
         let s = lab.server.state.lock().unwrap();
         s.volumes
@@ -493,16 +507,21 @@ fn uploads_and_copies_from_snapshots_hold_the_right_bytes() {
     same(&lab.download(&format!("vd/{}", made.id), &[]), &source);
     lab.assert_clean(2);
 
-    // A new volume from a snapshot.
-    lab.home.ok(&[
+    // A new volume from a snapshot: CreateVolume with the snapshot as content source,
+    // no bytes through snapport (no metadata read, nothing published).
+    let reads = lab.server.calls("GetMetadataAllocated");
+    let publishes = lab.server.calls("NodePublishVolume");
+    let out = lab.ok(&[
         "create",
         "vd/copy",
         "--from",
         &format!("vds/{v}@{s1}"),
         "-n",
         POOL,
-        "-q",
+        "-o",
+        "json",
     ]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let copy = {
         let s = lab.server.state.lock().unwrap();
         s.volumes
@@ -511,6 +530,86 @@ fn uploads_and_copies_from_snapshots_hold_the_right_bytes() {
             .expect("a volume named copy")
             .clone()
     };
+    assert_eq!(
+        report["volume"].as_str(),
+        Some(copy.id.as_str()),
+        "{report}"
+    );
+    assert_eq!(report["written_bytes"].as_u64(), Some(0), "{report}");
+    assert_eq!(copy.source.as_deref(), Some(s1.as_str()));
+    assert_eq!(lab.server.calls("GetMetadataAllocated"), reads);
+    assert!(lab.server.calls("NodePublishVolume") <= publishes + 1);
     same(&copy.file, &img1);
+    same(&lab.download(&format!("vd/{}", copy.id), &[]), &img1);
     lab.assert_clean(3);
+
+    // Snapshots made and deleted through the driver: the driver names them, snapport's
+    // record follows, and the snapshot reads back as the volume was.
+    let out = lab.ok(&[
+        "snapshot",
+        "create",
+        &format!("vd/{v}"),
+        "--name",
+        "nightly",
+        "-n",
+        POOL,
+        "-o",
+        "json",
+    ]);
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = {
+        let s = lab.server.state.lock().unwrap();
+        s.snapshots
+            .values()
+            .find(|x| x.name == "nightly")
+            .expect("CreateSnapshot named nightly")
+            .id
+            .clone()
+    };
+    assert_eq!(made["snapshot"].as_str(), Some(id.as_str()), "{made}");
+    let listed = lab.ok(&["get", "vds", "-n", POOL, "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x["snapshot"].as_str())
+        .collect();
+    assert_eq!(names, [s1.as_str(), s2.as_str(), id.as_str()], "{listed}");
+    same(&lab.download(&format!("vds/{v}@{id}"), &[]), &lab.image);
+    lab.ok(&["delete", &format!("vds/{v}@{id}"), "-n", POOL, "-q"]);
+    assert!(!lab.server.state.lock().unwrap().snapshots.contains_key(&id));
+    lab.assert_clean(3);
+}
+
+#[test]
+fn a_driver_that_cannot_list_is_served_from_the_pool_settings() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(8);
+    let (s1, _, img1, _, _) = fill(&mut lab);
+    let v = lab.volume.clone();
+    lab.server.set(|b| b.no_list = true);
+    let out = lab.home.out("unlisted.raw");
+    let err = lab.fails(&["download", &format!("vd/{v}"), "-o", p(&out)]);
+    assert!(
+        err.contains("ListVolumes") && err.contains("settings: volumes"),
+        "{err}"
+    );
+    assert!(!out.exists());
+
+    lab.configure(&format!(
+        "volumes = \"{v}={SIZE}\", snapshots = \"{v}@{s1}={SIZE}\""
+    ));
+    let listed = lab.ok(&["get", "vd", "-n", POOL, "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        listed[0]["name"].as_str(),
+        Some(format!("vd/{v}").as_str()),
+        "{listed}"
+    );
+    same(&lab.download(&format!("vd/{v}"), &[]), &lab.image);
+    same(&lab.download(&format!("vds/{v}@{s1}"), &[]), &img1);
+    lab.assert_clean(1);
 }

@@ -46,6 +46,8 @@ pub struct Behaviour {
     pub publish_outside: Option<PathBuf>,
     /// NodePublishVolume publishes a loop device one block shorter than the volume.
     pub short_device: bool,
+    /// ListVolumes and ListSnapshots answer UNIMPLEMENTED (no LIST_* capability).
+    pub no_list: bool,
     /// Metadata streams wait this long before their first message.
     pub stall: Duration,
 }
@@ -56,6 +58,8 @@ pub struct Vol {
     pub name: String,
     pub file: PathBuf,
     pub capacity: u64,
+    /// The snapshot it was created from.
+    pub source: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +112,20 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, Status> {
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Detaches a loop device and waits until it is gone: `losetup -d` only marks a device
+/// that somebody (udev probing it) still holds, which then lingers for a moment.
+fn detach(dev: &str) -> Result<(), Status> {
+    run("losetup", &["-d", dev])?;
+    let started = std::time::Instant::now();
+    while run("losetup", &[dev]).is_ok() {
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(status(13, format!("{dev} stays attached")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 impl CsiServer {
@@ -197,7 +215,7 @@ impl CsiServer {
             f.write_all(data).unwrap();
             f.sync_all().unwrap();
         }
-        run("losetup", &["-d", &dev]).unwrap();
+        detach(&dev).unwrap();
     }
 
     /// What is still staged or published, and the loop devices still attached to any of
@@ -283,6 +301,7 @@ fn create_volume(
         name: name.into(),
         file,
         capacity: size,
+        source: from.map(str::to_string),
     };
     s.volumes.insert(id, v.clone());
     Ok(v)
@@ -312,7 +331,7 @@ fn create_snapshot(s: &mut State, dir: &Path, volume: &str, name: &str) -> Resul
 }
 
 fn unpublish(s: &mut State, target: &str) -> Result<(), Status> {
-    let Some((_, dev)) = s.published.remove(target) else {
+    let Some((_, dev)) = s.published.get(target).cloned() else {
         // Nothing published there: fine (idempotent), but never leave a stray link or file.
         let _ = std::fs::remove_file(target);
         return Ok(());
@@ -324,8 +343,10 @@ fn unpublish(s: &mut State, target: &str) -> Result<(), Status> {
         let _ = std::fs::remove_file(target);
     }
     if !dev.is_empty() {
-        run("losetup", &["-d", &dev])?;
+        detach(&dev)?;
     }
+    // Forgotten only once undone: a failed unmount stays on the record.
+    s.published.remove(target);
     Ok(())
 }
 
@@ -386,6 +407,9 @@ fn page<T: Clone>(all: &[T], token: &str, max: i32) -> Result<(Vec<T>, String), 
 fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<Vec<u8>, Status> {
     let mut s = state.lock().unwrap();
     s.calls.push(method.to_string());
+    if s.behaviour.no_list && method.contains("/List") {
+        return Err(status(12, format!("{method} is not offered")));
+    }
     Ok(match method {
         "/csi.v1.Identity/GetPluginInfo" => GetPluginInfoResponse {
             name: "hostpath.csi.test".into(),
@@ -556,7 +580,7 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
             }
             args.extend([dev.as_str(), r.target_path.as_str()]);
             if let Err(e) = run("mount", &args) {
-                let _ = run("losetup", &["-d", &dev]);
+                let _ = detach(&dev);
                 return Err(e);
             }
             s.published.insert(r.target_path, (r.volume_id, dev));

@@ -521,28 +521,12 @@ impl Instance {
     /// crash-consistent, unless the guest is frozen.
     pub fn volume_in_use(&mut self, volume: &str) -> Result<bool> {
         let open = self.open_volume(volume, None)?;
-        let devices = open.devices();
+        // Tested while the volume is open, and nothing of it kept afterwards: a plugin may
+        // have to close its devices to give the volume back (a CSI volume is unpublished
+        // only when no descriptor holds it).
+        let busy = open.in_use_by_others();
         drop(open);
-        for device in devices {
-            // Locks this instance took itself are not somebody else's use.
-            let ours = self
-                .live
-                .as_ref()
-                .is_some_and(|l| l.store.data().devices.held_for_writing(&device.file));
-            if ours {
-                continue;
-            }
-            let busy = locks::in_use(&device.file).map_err(|e| {
-                Error::new(
-                    ErrorKind::Io,
-                    format!("testing the locks of {}: {e}", device.name),
-                )
-            })?;
-            if busy {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        busy
     }
 
     /// Takes snapshot `name` of `volume`, dated `created_unix_ms`.
@@ -609,6 +593,30 @@ impl Drop for OpenVolume<'_> {
 }
 
 impl OpenVolume<'_> {
+    /// Whether another process holds a lock on one of the devices behind this volume
+    /// (locks this instance took itself are not somebody else's use).
+    fn in_use_by_others(&self) -> Result<bool> {
+        let Some(live) = self.instance.live.as_ref() else {
+            return Ok(false);
+        };
+        let granted = &live.store.data().devices;
+        for device in granted.all() {
+            if granted.held_for_writing(&device.file) {
+                continue;
+            }
+            let busy = locks::in_use(&device.file).map_err(|e| {
+                Error::new(
+                    ErrorKind::Io,
+                    format!("testing the locks of {}: {e}", device.name),
+                )
+            })?;
+            if busy {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// The devices the plugin has opened so far (those behind this volume among them):
     /// what identifies the bytes it reads, for a validator such as an HTTP ETag.
     pub fn devices(&self) -> Vec<Arc<Device>> {

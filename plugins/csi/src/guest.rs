@@ -154,8 +154,45 @@ fn non_negative(what: &str, n: i64) -> Result<u64, BackendError> {
     u64::try_from(n).map_err(|_| BackendError::Corrupt(format!("the driver says {what} is {n} bytes")))
 }
 
-/// Every volume the driver lists, page by page.
+/// The pool's list of `ID=BYTES` entries in setting `key` (comma-separated): what a
+/// driver that cannot list (no LIST_VOLUMES or LIST_SNAPSHOTS capability) serves.
+fn configured(key: &str, why: &str) -> Result<Vec<(String, u64)>, BackendError> {
+    let Some(text) = host::setting(key) else {
+        return Err(BackendError::Unsupported(format!(
+            "{why}; name them in the pool's settings: {key} = \"ID=BYTES,ID=BYTES\""
+        )));
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(|entry| {
+            let (id, size) = entry.rsplit_once('=').unwrap_or((entry, ""));
+            match size.trim().parse::<u64>() {
+                Ok(size) if !id.trim().is_empty() => Ok((id.trim().to_string(), size)),
+                _ => Err(BackendError::InvalidArgument(format!("settings.{key}: {entry:?} is not ID=BYTES"))),
+            }
+        })
+        .collect()
+}
+
+/// Every volume: the driver's ListVolumes, or the pool's `volumes` setting where the
+/// driver cannot list.
 fn csi_volumes() -> Result<Vec<snapport_csi::msg::Volume>, BackendError> {
+    match listed_volumes() {
+        Err(BackendError::Unsupported(why)) => Ok(configured("volumes", &why)?
+            .into_iter()
+            .map(|(volume_id, size)| snapport_csi::msg::Volume {
+                capacity_bytes: size as i64,
+                volume_id,
+                ..Default::default()
+            })
+            .collect()),
+        r => r,
+    }
+}
+
+/// Every volume the driver lists, page by page.
+fn listed_volumes() -> Result<Vec<snapport_csi::msg::Volume>, BackendError> {
     let mut out = Vec::new();
     let mut token = String::new();
     for _ in 0..MAX_LIST_PAGES {
@@ -179,8 +216,38 @@ fn csi_volumes() -> Result<Vec<snapport_csi::msg::Volume>, BackendError> {
     Err(BackendError::Corrupt(format!("ListVolumes did not end after {MAX_LIST_PAGES} pages")))
 }
 
-/// Snapshots the driver lists: of one source volume, or one snapshot by ID.
+/// Snapshots of one source volume, or one snapshot by ID: the driver's ListSnapshots, or
+/// the pool's `snapshots` setting (`VOLUME_ID@SNAPSHOT_ID=BYTES`) where it cannot list.
 fn csi_snapshots(source_volume_id: &str, snapshot_id: &str) -> Result<Vec<Snapshot>, BackendError> {
+    match listed_snapshots(source_volume_id, snapshot_id) {
+        Err(BackendError::Unsupported(why)) => {
+            let mut out = Vec::new();
+            for (name, size) in configured("snapshots", &why)? {
+                let Some((volume, id)) = name.split_once('@') else {
+                    return Err(BackendError::InvalidArgument(format!(
+                        "settings.snapshots: {name:?} is not VOLUME_ID@SNAPSHOT_ID=BYTES"
+                    )));
+                };
+                if (source_volume_id.is_empty() || volume == source_volume_id)
+                    && (snapshot_id.is_empty() || id == snapshot_id)
+                {
+                    out.push(Snapshot {
+                        size_bytes: size as i64,
+                        snapshot_id: id.into(),
+                        source_volume_id: volume.into(),
+                        creation_time: None,
+                        ready_to_use: true,
+                    });
+                }
+            }
+            Ok(out)
+        }
+        r => r,
+    }
+}
+
+/// Snapshots the driver lists, page by page.
+fn listed_snapshots(source_volume_id: &str, snapshot_id: &str) -> Result<Vec<Snapshot>, BackendError> {
     let mut out = Vec::new();
     let mut token = String::new();
     for _ in 0..MAX_LIST_PAGES {
@@ -250,7 +317,8 @@ fn snapshot_info(s: &Snapshot) -> Result<SnapshotInfo, BackendError> {
         parent: None,
         phase: if s.ready_to_use { SnapshotPhase::Ready } else { SnapshotPhase::InProgress },
         consistent: false,
-        labels: Vec::new(),
+        // `create vd/NEW --from vds/V@S` is CreateVolume from the snapshot: the driver copies.
+        labels: vec![Label { key: "copies".into(), value: "backend".into() }],
     })
 }
 
@@ -384,6 +452,7 @@ fn create_block_volume(
     name: &str,
     size: u64,
     snapshot: Option<&str>,
+    write: bool,
     held: &mut Option<Held>,
 ) -> Result<(String, u64), BackendError> {
     let bytes = i64::try_from(size).map_err(|_| BackendError::OutOfRange(format!("{size} bytes")))?;
@@ -392,7 +461,7 @@ fn create_block_volume(
         &CreateVolumeRequest {
             name: name.into(),
             capacity_range: Some(CapacityRange { required_bytes: bytes, limit_bytes: 0 }),
-            volume_capabilities: vec![VolumeCapability::block(snapshot.is_none())],
+            volume_capabilities: vec![VolumeCapability::block(write)],
             volume_content_source: snapshot.map(|s| VolumeContentSource {
                 source: Some(ContentSource::Snapshot(SnapshotSource { snapshot_id: s.into() })),
             }),
@@ -488,7 +557,7 @@ impl Guest for Plugin {
         // by the snapshot, so a restart after a killed export gets the same volume back
         // (CreateVolume is idempotent by name) and removes it at the end.
         let mut held = None;
-        let made = create_block_volume(&format!("snapport-read-{snapshot}"), size, Some(&snapshot), &mut held);
+        let made = create_block_volume(&format!("snapport-read-{snapshot}"), size, Some(&snapshot), false, &mut held);
         let (_, capacity) = made?;
         let mut held = held.expect("set by create_block_volume");
         if capacity != size {
@@ -511,11 +580,24 @@ impl Guest for Plugin {
         if kind == VolumeKind::Image {
             return Err(BackendError::Unsupported("CSI volumes are disks (vd/); there are no images".into()));
         }
-        if parent.is_some() {
-            return Err(BackendError::Unsupported("CSI volumes are not thin clones of images".into()));
-        }
+        // A parent is a snapshot `VOLUME@SNAPSHOT` the driver copies (label `copies`).
+        let snapshot =
+            match parent.as_deref().map(|p| p.split_once('@')) {
+                None => None,
+                Some(Some((volume, snapshot))) => {
+                    let snap = find_snapshot(volume, snapshot)?;
+                    if !snap.ready_to_use {
+                        return Err(BackendError::Busy(format!("snapshot {snapshot} is not ready to use yet")));
+                    }
+                    Some(snap.snapshot_id)
+                }
+                Some(None) => return Err(BackendError::Unsupported(
+                    "CSI volumes are not thin clones of images; a new volume starts from a snapshot VOLUME@SNAPSHOT"
+                        .into(),
+                )),
+            };
         let mut held = None;
-        let made = create_block_volume(&name, size, None, &mut held);
+        let made = create_block_volume(&name, size, snapshot.as_deref(), true, &mut held);
         let (id, capacity) = made?;
         let mut held = held.expect("set by create_block_volume");
         let device = held.publish(true)?;

@@ -61,6 +61,45 @@ pub fn run(args: Args) -> Result<()> {
     let context = || format!("creating {target} from {from} in pool {}", args.pool);
     let started = Instant::now();
 
+    // A backend that copies its own snapshots (CSI: CreateVolume with the snapshot as
+    // content source) says so with the label `copies` = `backend`: no bytes move here.
+    if let (Address::DiskSnapshot { disk, snapshot }, false) = (&from, args.thin) {
+        let listed = pool.list_snapshots(Some(disk)).with_context(context)?;
+        let copied = listed.iter().find(|s| {
+            &s.name == snapshot
+                && s.labels
+                    .iter()
+                    .any(|l| l.key == "copies" && l.value == "backend")
+        });
+        if let Some(source) = copied {
+            let size = match given {
+                Some(g) if g < source.size => {
+                    bail!("--size {g} is smaller than {from} ({} bytes)", source.size)
+                }
+                Some(g) => g,
+                None => source.size,
+            };
+            let parent = format!("{disk}@{snapshot}");
+            let mut new = pool
+                .create_volume(target.disk(), size, kind, Some(&parent))
+                .with_context(context)?;
+            let made = new.info.name.clone();
+            snapport_core::import::VolumeTarget::commit(&mut new).with_context(context)?;
+            let size = new.info.size;
+            drop(new);
+            return report(
+                &args,
+                &target,
+                &from,
+                &made,
+                size,
+                "copied by the backend",
+                0,
+                started,
+            );
+        }
+    }
+
     // The source, read through its own instance of the pool's plugin.
     let mut reader = ctx.pool(&args.pool)?;
     let mut volume = reader
@@ -105,12 +144,29 @@ pub fn run(args: Args) -> Result<()> {
         mode = "full copy";
         written = summary.written_bytes;
     }
+    let made = target.disk().to_string();
+    report(&args, &target, &from, &made, size, mode, written, started)
+}
+
+/// The closing line (or JSON) of `create`. `made`: the name the backend gave the volume.
+#[allow(clippy::too_many_arguments)]
+fn report(
+    args: &Args,
+    target: &Address,
+    from: &Address,
+    made: &str,
+    size: u64,
+    mode: &str,
+    written: u64,
+    started: Instant,
+) -> Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     match args.output {
         OutputArg::Json => println!(
             "{}",
             serde_json::json!({
                 "target": target.to_string(),
+                "volume": made,
                 "from": from.to_string(),
                 "pool": args.pool,
                 "mode": mode,
@@ -120,7 +176,12 @@ pub fn run(args: Args) -> Result<()> {
             })
         ),
         OutputArg::Text if !args.quiet => eprintln!(
-            "created {target} ({}, {mode} of {from}, {} written) in pool {} in {seconds:.2} s",
+            "created {} ({}, {mode} of {from}, {} written) in pool {} in {seconds:.2} s",
+            if made == target.disk() {
+                target.to_string()
+            } else {
+                format!("{target} as vd/{made} (the backend's name)")
+            },
             human(size),
             human(written),
             args.pool

@@ -282,8 +282,26 @@ fn create(args: CreateArgs) -> Result<()> {
         }
     };
     let problems = (!thaw_problems.is_empty()).then(|| thaw_problems.join("; "));
-    set(Phase::Ready, consistent, problems.clone())
+    // A backend may name the snapshot itself (CSI: the driver picks the snapshot ID, the
+    // name asked for only makes the request idempotent): the record follows its name.
+    if info.name != name {
+        snapshots::update(&home, &args.pool, |r| {
+            if let Some(record) = r.snapshots.remove(&key(disk, &name)) {
+                r.snapshots.insert(key(disk, &info.name), record);
+            }
+        })
         .context("the snapshot exists, but its record was not saved")?;
+    }
+    set_phase(
+        &home,
+        &args.pool,
+        disk,
+        &info.name,
+        Phase::Ready,
+        consistent,
+        problems.clone(),
+    )
+    .context("the snapshot exists, but its record was not saved")?;
     if let Some(p) = problems {
         bail!("{this} was created, but: {p}");
     }
