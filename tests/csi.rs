@@ -506,6 +506,10 @@ fn uploads_copies_and_snapshots_go_through_the_driver() {
     tool("cmp", &[p(&made.file), p(&raw)]);
     same(&lab.download(&format!("vd/{}", made.id), &[]), &source);
     lab.assert_clean(2);
+    // Deleted again through DeleteVolume.
+    lab.ok(&["delete", &format!("vd/{}", made.id), "-n", POOL, "-q"]);
+    lab.assert_clean(1);
+    lab.ok(&["upload", p(&raw), "vd/imported", "-n", POOL, "-q"]);
 
     // A new volume from a snapshot: CreateVolume with the snapshot as content source,
     // no bytes through snapport (no metadata read, nothing published).

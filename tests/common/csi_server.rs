@@ -257,6 +257,10 @@ impl Drop for CsiServer {
         for t in targets {
             let _ = unpublish(&mut s, &t);
         }
+        // A failed test leaves no staging folder either.
+        for (path, _) in std::mem::take(&mut s.staged) {
+            let _ = std::fs::remove_dir(path);
+        }
     }
 }
 
