@@ -60,6 +60,9 @@ pub struct Vol {
     pub capacity: u64,
     /// The snapshot it was created from.
     pub source: Option<String>,
+    /// A read-only volume from a snapshot shares the snapshot's file (a copy-on-write
+    /// driver's cheap clone): deleting it leaves the file.
+    pub shared: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -83,6 +86,8 @@ pub struct State {
     /// Every method called, in order.
     pub calls: Vec<String>,
     counter: u32,
+    /// Block-metadata answers by request (snapshots never change).
+    ranges: BTreeMap<(String, String), Vec<(u64, u64)>>,
 }
 
 pub struct CsiServer {
@@ -179,7 +184,7 @@ impl CsiServer {
     /// Makes a volume of `size` bytes as CreateVolume would; returns its ID.
     pub fn create_volume(&self, name: &str, size: u64) -> String {
         let mut s = self.state.lock().unwrap();
-        create_volume(&mut s, &self.dir, name, size, None)
+        create_volume(&mut s, &self.dir, name, size, None, false)
             .unwrap()
             .id
     }
@@ -188,6 +193,17 @@ impl CsiServer {
     pub fn snapshot(&self, volume: &str, name: &str) -> String {
         let mut s = self.state.lock().unwrap();
         create_snapshot(&mut s, &self.dir, volume, name).unwrap().id
+    }
+
+    /// Writes `data` at `offset` straight into volume `id`'s file: for large fixtures,
+    /// where a loop device per write would dominate.
+    pub fn write_file(&self, id: &str, offset: u64, data: &[u8]) {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.volume_file(id))
+            .unwrap();
+        f.write_all_at(data, offset).unwrap();
     }
 
     pub fn volume_file(&self, id: &str) -> PathBuf {
@@ -275,6 +291,7 @@ fn create_volume(
     name: &str,
     size: u64,
     from: Option<&str>,
+    read_only: bool,
 ) -> Result<Vol, Status> {
     if let Some(v) = s.volumes.values().find(|v| v.name == name) {
         return if v.capacity == size {
@@ -284,14 +301,20 @@ fn create_volume(
         };
     }
     let id = next_id(s, "pvc");
-    let file = dir.join("volumes").join(format!("{id}.img"));
+    let mut file = dir.join("volumes").join(format!("{id}.img"));
+    let mut shared = false;
     match from {
         Some(snap) => {
             let snap = s
                 .snapshots
                 .get(snap)
                 .ok_or_else(|| status(5, format!("no snapshot {snap}")))?;
-            std::fs::copy(&snap.file, &file).map_err(|e| status(13, e.to_string()))?;
+            if read_only {
+                file = snap.file.clone();
+                shared = true;
+            } else {
+                std::fs::copy(&snap.file, &file).map_err(|e| status(13, e.to_string()))?;
+            }
         }
         None => {
             run(
@@ -306,6 +329,7 @@ fn create_volume(
         file,
         capacity: size,
         source: from.map(str::to_string),
+        shared,
     };
     s.volumes.insert(id, v.clone());
     Ok(v)
@@ -439,7 +463,20 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
                 Some(ContentSource::Volume(_)) => return Err(status(12, "no volume cloning")),
                 None => None,
             };
-            let v = create_volume(&mut s, dir, &r.name, size as u64, from.as_deref())?;
+            // Read-only access modes only: the clone may share the snapshot's bytes.
+            let read_only = r.volume_capabilities.iter().all(|c| {
+                c.access_mode
+                    .as_ref()
+                    .is_some_and(|m| m.mode == AccessMode::SingleNodeReaderOnly as i32)
+            });
+            let v = create_volume(
+                &mut s,
+                dir,
+                &r.name,
+                size as u64,
+                from.as_deref(),
+                read_only,
+            )?;
             CreateVolumeResponse {
                 volume: Some(volume_msg(&v)),
             }
@@ -451,7 +488,9 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
                 return Err(status(9, format!("volume {} is published", r.volume_id)));
             }
             if let Some(v) = s.volumes.remove(&r.volume_id) {
-                std::fs::remove_file(&v.file).map_err(|e| status(13, e.to_string()))?;
+                if !v.shared {
+                    std::fs::remove_file(&v.file).map_err(|e| status(13, e.to_string()))?;
+                }
             }
             Empty {}.encode_to_vec()
         }
@@ -599,9 +638,40 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
     })
 }
 
-/// A volume's or snapshot's bytes.
-fn blocks(file: &Path) -> Result<Vec<u8>, Status> {
-    std::fs::read(file).map_err(|e| status(13, e.to_string()))
+/// The 4 KiB blocks of `a` that differ from `b` (or, without `b`, that are not all
+/// zeros), as (offset, length), read 1 MiB at a time.
+fn scan(a: &Path, b: Option<&Path>) -> Result<Vec<(u64, u64)>, Status> {
+    use std::io::Read;
+    let open = |p: &Path| std::fs::File::open(p).map_err(|e| status(13, e.to_string()));
+    let mut fa = std::io::BufReader::with_capacity(1 << 20, open(a)?);
+    let mut fb = match b {
+        Some(b) => Some(std::io::BufReader::with_capacity(1 << 20, open(b)?)),
+        None => None,
+    };
+    let (mut x, mut y) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut out = Vec::new();
+    let mut at = 0u64;
+    loop {
+        let n = fa.read(&mut x).map_err(|e| status(13, e.to_string()))?;
+        if n == 0 {
+            return Ok(out);
+        }
+        if let Some(fb) = fb.as_mut() {
+            fb.read_exact(&mut y[..n])
+                .map_err(|e| status(13, e.to_string()))?;
+        }
+        for (i, block) in x[..n].chunks(BLOCK as usize).enumerate() {
+            let offset = i * BLOCK as usize;
+            let differs = match fb {
+                Some(_) => block != &y[offset..offset + block.len()],
+                None => block.iter().any(|&v| v != 0),
+            };
+            if differs {
+                out.push((at + offset as u64, block.len() as u64));
+            }
+        }
+        at += n as u64;
+    }
 }
 
 /// What a metadata stream sends: ranges, the volume's capacity, ranges per message.
@@ -612,45 +682,45 @@ struct Stream {
 }
 
 /// A metadata stream's ranges: allocated blocks of one snapshot, or differing blocks of two.
-fn metadata(method: &str, body: &[u8], s: &State) -> Result<Stream, Status> {
-    let (ranges, size, start, max) = match method {
+fn metadata(method: &str, body: &[u8], s: &mut State) -> Result<Stream, Status> {
+    let get = |s: &State, id: &str| {
+        s.snapshots
+            .get(id)
+            .cloned()
+            .ok_or_else(|| status(5, format!("no snapshot {id}")))
+    };
+    let (key, files, size, start, max) = match method {
         "/csi.v1.SnapshotMetadata/GetMetadataAllocated" => {
             let r: GetMetadataAllocatedRequest = decode(body)?;
-            let snap = s
-                .snapshots
-                .get(&r.snapshot_id)
-                .ok_or_else(|| status(5, format!("no snapshot {}", r.snapshot_id)))?;
-            let data = blocks(&snap.file)?;
-            let ranges: Vec<(u64, u64)> = data
-                .chunks(BLOCK as usize)
-                .enumerate()
-                .filter(|(_, b)| b.iter().any(|&x| x != 0))
-                .map(|(i, b)| (i as u64 * BLOCK, b.len() as u64))
-                .collect();
-            (ranges, snap.size, r.starting_offset, r.max_results)
+            let snap = get(s, &r.snapshot_id)?;
+            let key = (String::new(), snap.id.clone());
+            (
+                key,
+                (snap.file, None),
+                snap.size,
+                r.starting_offset,
+                r.max_results,
+            )
         }
         "/csi.v1.SnapshotMetadata/GetMetadataDelta" => {
             let r: GetMetadataDeltaRequest = decode(body)?;
-            let get = |id: &str| {
-                s.snapshots
-                    .get(id)
-                    .ok_or_else(|| status(5, format!("no snapshot {id}")))
-            };
-            let (base, target) = (get(&r.base_snapshot_id)?, get(&r.target_snapshot_id)?);
+            let (base, target) = (get(s, &r.base_snapshot_id)?, get(s, &r.target_snapshot_id)?);
             if base.source != target.source {
                 return Err(status(3, "snapshots of different volumes"));
             }
-            let (a, b) = (blocks(&base.file)?, blocks(&target.file)?);
-            let ranges = a
-                .chunks(BLOCK as usize)
-                .zip(b.chunks(BLOCK as usize))
-                .enumerate()
-                .filter(|(_, (x, y))| x != y)
-                .map(|(i, (_, y))| (i as u64 * BLOCK, y.len() as u64))
-                .collect();
-            (ranges, target.size, r.starting_offset, r.max_results)
+            let key = (base.id.clone(), target.id.clone());
+            let files = (target.file, Some(base.file));
+            (key, files, target.size, r.starting_offset, r.max_results)
         }
         _ => return Err(status(12, "not served")),
+    };
+    let ranges = match s.ranges.get(&key) {
+        Some(r) => r.clone(),
+        None => {
+            let r = scan(&files.0, files.1.as_deref())?;
+            s.ranges.insert(key, r.clone());
+            r
+        }
     };
     if start < 0 || start as u64 > size {
         return Err(status(11, format!("starting_offset {start}")));
@@ -740,7 +810,7 @@ async fn answer(
             s.behaviour.cut_streams -= 1;
         }
         (
-            tokio::task::block_in_place(|| metadata(&method, &msg, &s)).map(|r| (r, cut)),
+            tokio::task::block_in_place(|| metadata(&method, &msg, &mut s)).map(|r| (r, cut)),
             b,
         )
     };
