@@ -396,6 +396,14 @@ fn broken_and_hostile_drivers_fail_cleanly_and_leave_nothing() {
     let before = lab.server.calls("GetMetadataAllocated");
     same(&lab.download(&snap, &[]), &img1);
     assert!(lab.server.calls("GetMetadataAllocated") >= before + 3);
+    // The requests after each cut start where the received ranges ended, not over.
+    let offsets = lab.server.state.lock().unwrap().starting_offsets.clone();
+    let after = &offsets[offsets.len() - (lab.server.calls("GetMetadataAllocated") - before)..];
+    assert_eq!(after[0], 0, "{after:?}");
+    assert!(
+        after[1] > 0 && after[2] > after[1],
+        "resumed from: {after:?}"
+    );
     lab.assert_clean(1);
 
     // No SnapshotMetadata service: the snapshot is read whole (still right), and an

@@ -510,13 +510,16 @@ fn consistency_through_a_guest_agent_hooks_and_locks() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until it holds its locks: a plain `qemu-img info` is refused then.
-    for _ in 0..200 {
+    // Wait until it holds its locks for good: a plain `qemu-img info` is refused three
+    // times in a row (once could land inside qemu-io's own open, seen once under load).
+    let mut refused = 0;
+    for _ in 0..400 {
         let out = std::process::Command::new("qemu-img")
             .args(["info", p(&img)])
             .output()
             .unwrap();
-        if !out.status.success() {
+        refused = if out.status.success() { 0 } else { refused + 1 };
+        if refused == 3 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));

@@ -85,6 +85,8 @@ pub struct State {
     pub behaviour: Behaviour,
     /// Every method called, in order.
     pub calls: Vec<String>,
+    /// The `starting_offset` of every block-metadata request, in order.
+    pub starting_offsets: Vec<i64>,
     counter: u32,
     /// Block-metadata answers by request (snapshots never change).
     ranges: BTreeMap<(String, String), Vec<(u64, u64)>>,
@@ -117,6 +119,20 @@ fn run(cmd: &str, args: &[&str]) -> Result<String, Status> {
         ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Unmounts `target`, retrying for a moment while it is busy: a process another test
+/// thread forks holds copies of every descriptor until it execs.
+fn umount(target: &str) -> Result<(), Status> {
+    let started = std::time::Instant::now();
+    loop {
+        match run("umount", &[target]) {
+            Err(e) if e.1.contains("busy") && started.elapsed() < Duration::from_secs(5) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            r => return r.map(|_| ()),
+        }
+    }
 }
 
 /// Detaches a loop device and waits until it is gone: `losetup -d` only marks a device
@@ -214,23 +230,29 @@ impl CsiServer {
         self.state.lock().unwrap().snapshots[id].file.clone()
     }
 
-    /// Writes `data` at `offset` of volume `id` through a loop device of its file, as a
-    /// workload writes through the published device.
+    /// Writes `data` at `offset` of volume `id` as a workload does: through the device
+    /// published for it (a loop device bind-mounted onto a target path), then unpublished.
     pub fn write(&self, id: &str, offset: u64, data: &[u8]) {
         use std::io::{Seek, SeekFrom, Write};
         use std::os::unix::fs::OpenOptionsExt;
         let file = self.volume_file(id);
+        let target = self.dir.join(format!("workload-{id}.block"));
         let dev = run("losetup", &["-f", "--show", file.to_str().unwrap()]).unwrap();
+        std::fs::write(&target, b"").unwrap();
+        let target = target.to_str().unwrap();
+        run("mount", &["--bind", &dev, target]).unwrap();
         {
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .custom_flags(libc::O_SYNC)
-                .open(&dev)
+                .open(target)
                 .unwrap();
             f.seek(SeekFrom::Start(offset)).unwrap();
             f.write_all(data).unwrap();
             f.sync_all().unwrap();
         }
+        umount(target).unwrap();
+        std::fs::remove_file(target).unwrap();
         detach(&dev).unwrap();
     }
 
@@ -367,7 +389,7 @@ fn unpublish(s: &mut State, target: &str) -> Result<(), Status> {
     if std::fs::symlink_metadata(target).is_ok_and(|m| m.file_type().is_symlink()) {
         let _ = std::fs::remove_file(target);
     } else {
-        run("umount", &[target])?;
+        umount(target)?;
         let _ = std::fs::remove_file(target);
     }
     if !dev.is_empty() {
@@ -693,6 +715,7 @@ fn metadata(method: &str, body: &[u8], s: &mut State) -> Result<Stream, Status> 
         "/csi.v1.SnapshotMetadata/GetMetadataAllocated" => {
             let r: GetMetadataAllocatedRequest = decode(body)?;
             let snap = get(s, &r.snapshot_id)?;
+            s.starting_offsets.push(r.starting_offset);
             let key = (String::new(), snap.id.clone());
             (
                 key,
@@ -708,6 +731,7 @@ fn metadata(method: &str, body: &[u8], s: &mut State) -> Result<Stream, Status> 
             if base.source != target.source {
                 return Err(status(3, "snapshots of different volumes"));
             }
+            s.starting_offsets.push(r.starting_offset);
             let key = (base.id.clone(), target.id.clone());
             let files = (target.file, Some(base.file));
             (key, files, target.size, r.starting_offset, r.max_results)
@@ -864,6 +888,8 @@ async fn answer(
         };
         send.send_data(frame(&m.encode_to_vec()), false)?;
         if cut && i == 0 {
+            // Let the client take the first message before the cut, so it resumes after it.
+            tokio::time::sleep(Duration::from_millis(200)).await;
             send.send_reset(h2::Reason::INTERNAL_ERROR);
             return Ok(());
         }

@@ -646,7 +646,7 @@ impl Guest for Plugin {
 }
 
 struct Volume {
-    info: RefCell<VolumeInfo>,
+    info: VolumeInfo,
     held: RefCell<Held>,
     device: u32,
     /// The CSI snapshot this volume shows (published through a volume made from it).
@@ -657,11 +657,11 @@ struct Volume {
 
 impl Volume {
     fn new(info: VolumeInfo, held: Held, device: u32, snapshot: Option<String>) -> Volume {
-        Volume { info: RefCell::new(info), held: RefCell::new(held), device, snapshot, warned: Cell::new(false) }
+        Volume { info, held: RefCell::new(held), device, snapshot, warned: Cell::new(false) }
     }
 
     fn size(&self) -> u64 {
-        self.info.borrow().size
+        self.info.size
     }
 
     fn data(&self, offset: u64, length: u64) -> Extent {
@@ -734,7 +734,7 @@ impl Volume {
 
 impl GuestVolume for Volume {
     fn info(&self) -> VolumeInfo {
-        self.info.borrow().clone()
+        self.info.clone()
     }
 
     /// A volume is one data extent; a snapshot is its allocated ranges (GetMetadataAllocated)
