@@ -257,7 +257,11 @@ fn exports_and_deltas_are_what_was_written_under_both_metadata_types() {
     }
     for variable in [false, true] {
         let mut lab = Lab::new(3);
-        lab.server.set(|b| b.variable_length = variable);
+        lab.server.set(|b| {
+            b.variable_length = variable;
+            // Listings come one entry a page: the plugin follows next_token.
+            b.list_page = 1;
+        });
         let (s1, s2, img1, img2, written) = fill(&mut lab);
         let v = lab.volume.clone();
         assert_eq!(
@@ -361,6 +365,11 @@ fn broken_and_hostile_drivers_fail_cleanly_and_leave_nothing() {
             "cut every stream",
             |b| b.cut_streams = 100,
             "GetMetadataAllocated",
+        ),
+        (
+            "endless listing",
+            |b| b.endless_list = true,
+            "same next_token",
         ),
     ];
     for (what, set, expect) in cases {

@@ -46,6 +46,10 @@ pub struct Behaviour {
     pub publish_outside: Option<PathBuf>,
     /// NodePublishVolume publishes a loop device one block shorter than the volume.
     pub short_device: bool,
+    /// ListVolumes and ListSnapshots pages hold at most this many entries (0: as asked).
+    pub list_page: usize,
+    /// ListVolumes and ListSnapshots answer next_token "1" forever.
+    pub endless_list: bool,
     /// ListVolumes and ListSnapshots answer UNIMPLEMENTED (no LIST_* capability).
     pub no_list: bool,
     /// Metadata streams wait this long before their first message.
@@ -433,17 +437,25 @@ fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
 }
 
 /// Pages a listing: entries from `token` (an index), `max` at most.
-fn page<T: Clone>(all: &[T], token: &str, max: i32) -> Result<(Vec<T>, String), Status> {
+fn page<T: Clone>(
+    all: &[T],
+    token: &str,
+    max: i32,
+    cap: usize,
+) -> Result<(Vec<T>, String), Status> {
     let from: usize = if token.is_empty() {
         0
     } else {
         token.parse().map_err(|_| status(10, "bad token"))?
     };
-    let max = if max <= 0 {
+    let mut max = if max <= 0 {
         all.len().max(1)
     } else {
         max as usize
     };
+    if cap > 0 {
+        max = max.min(cap);
+    }
     let to = (from + max).min(all.len());
     let next = if to < all.len() {
         to.to_string()
@@ -519,7 +531,15 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
         "/csi.v1.Controller/ListVolumes" => {
             let r: ListVolumesRequest = decode(body)?;
             let all: Vec<Vol> = s.volumes.values().cloned().collect();
-            let (entries, next_token) = page(&all, &r.starting_token, r.max_entries)?;
+            let (entries, mut next_token) = page(
+                &all,
+                &r.starting_token,
+                r.max_entries,
+                s.behaviour.list_page,
+            )?;
+            if s.behaviour.endless_list {
+                next_token = "1".into();
+            }
             ListVolumesResponse {
                 entries: entries
                     .iter()
@@ -555,7 +575,15 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
                 .filter(|x| r.snapshot_id.is_empty() || x.id == r.snapshot_id)
                 .cloned()
                 .collect();
-            let (entries, next_token) = page(&all, &r.starting_token, r.max_entries)?;
+            let (entries, mut next_token) = page(
+                &all,
+                &r.starting_token,
+                r.max_entries,
+                s.behaviour.list_page,
+            )?;
+            if s.behaviour.endless_list {
+                next_token = "1".into();
+            }
             ListSnapshotsResponse {
                 entries: entries
                     .iter()

@@ -191,29 +191,42 @@ fn csi_volumes() -> Result<Vec<snapport_csi::msg::Volume>, BackendError> {
     }
 }
 
-/// Every volume the driver lists, page by page.
-fn listed_volumes() -> Result<Vec<snapport_csi::msg::Volume>, BackendError> {
+/// Every page of a listing: `page(token)` answers one page's entries and the next
+/// token (empty at the end); a token handed out twice, or pages without end, are errors.
+fn all_pages<T>(
+    method: &str,
+    mut page: impl FnMut(String) -> Result<(Vec<T>, String), BackendError>,
+) -> Result<Vec<T>, BackendError> {
     let mut out = Vec::new();
     let mut token = String::new();
     for _ in 0..MAX_LIST_PAGES {
-        let page: ListVolumesResponse =
-            call(method::LIST_VOLUMES, &ListVolumesRequest { max_entries: LIST_PAGE, starting_token: token.clone() })
-                .map_err(|e| match e {
-                BackendError::Unsupported(s) => {
-                    BackendError::Unsupported(format!("the CSI driver cannot list its volumes: {s}"))
-                }
-                e => e,
-            })?;
-        out.extend(page.entries.into_iter().filter_map(|e| e.volume));
-        if page.next_token.is_empty() {
+        let (entries, next) = page(token.clone())?;
+        out.extend(entries);
+        if next.is_empty() {
             return Ok(out);
         }
-        if page.next_token == token {
-            return Err(BackendError::Corrupt(format!("ListVolumes answered the same next_token {token:?} again")));
+        if next == token {
+            return Err(BackendError::Corrupt(format!("{method} answered the same next_token {token:?} again")));
         }
-        token = page.next_token;
+        token = next;
     }
-    Err(BackendError::Corrupt(format!("ListVolumes did not end after {MAX_LIST_PAGES} pages")))
+    Err(BackendError::Corrupt(format!("{method} did not end after {MAX_LIST_PAGES} pages")))
+}
+
+/// Every volume the driver lists.
+fn listed_volumes() -> Result<Vec<snapport_csi::msg::Volume>, BackendError> {
+    all_pages("ListVolumes", |starting_token| {
+        let page: ListVolumesResponse =
+            call(method::LIST_VOLUMES, &ListVolumesRequest { max_entries: LIST_PAGE, starting_token }).map_err(
+                |e| match e {
+                    BackendError::Unsupported(s) => {
+                        BackendError::Unsupported(format!("the CSI driver cannot list its volumes: {s}"))
+                    }
+                    e => e,
+                },
+            )?;
+        Ok((page.entries.into_iter().filter_map(|e| e.volume).collect(), page.next_token))
+    })
 }
 
 /// Snapshots of one source volume, or one snapshot by ID: the driver's ListSnapshots, or
@@ -246,30 +259,20 @@ fn csi_snapshots(source_volume_id: &str, snapshot_id: &str) -> Result<Vec<Snapsh
     }
 }
 
-/// Snapshots the driver lists, page by page.
+/// Snapshots the driver lists.
 fn listed_snapshots(source_volume_id: &str, snapshot_id: &str) -> Result<Vec<Snapshot>, BackendError> {
-    let mut out = Vec::new();
-    let mut token = String::new();
-    for _ in 0..MAX_LIST_PAGES {
+    all_pages("ListSnapshots", |starting_token| {
         let page: ListSnapshotsResponse = call(
             method::LIST_SNAPSHOTS,
             &ListSnapshotsRequest {
                 max_entries: LIST_PAGE,
-                starting_token: token.clone(),
+                starting_token,
                 source_volume_id: source_volume_id.into(),
                 snapshot_id: snapshot_id.into(),
             },
         )?;
-        out.extend(page.entries.into_iter().filter_map(|e| e.snapshot));
-        if page.next_token.is_empty() {
-            return Ok(out);
-        }
-        if page.next_token == token {
-            return Err(BackendError::Corrupt(format!("ListSnapshots answered the same next_token {token:?} again")));
-        }
-        token = page.next_token;
-    }
-    Err(BackendError::Corrupt(format!("ListSnapshots did not end after {MAX_LIST_PAGES} pages")))
+        Ok((page.entries.into_iter().filter_map(|e| e.snapshot).collect(), page.next_token))
+    })
 }
 
 fn find_volume(id: &str) -> Result<snapport_csi::msg::Volume, BackendError> {
