@@ -1,11 +1,12 @@
 //! The csi plugin against the tests' CSI driver (tests/common/csi_server.rs: hostpath
 //! semantics, loop devices and bind mounts, over a unix socket), through the CLI.
 //!
-//! Oracles: the bytes the test wrote through a loop device of the volume (kept in memory
-//! and compared with `cmp`), `qemu-img map` of qcow2 exports against the non-zero 4 KiB
-//! blocks, the delta's records against the blocks the test wrote between two snapshots,
-//! and the driver's own record of what is staged, published and attached (plus
-//! `losetup -j` for loop devices) after every run, failed and killed ones included.
+//! Oracles: the bytes the test wrote through the device published for the volume (kept
+//! in memory and compared with `cmp`), `qemu-img map` of qcow2 exports against the
+//! non-zero 4 KiB blocks, the changed extents and the delta's records against the blocks
+//! the test wrote between two snapshots, and the driver's own record of what is staged
+//! and published (plus `losetup -j` for loop devices and `findmnt` for mounts) after
+//! every run, failed and killed ones included.
 //!
 //! Needs root (losetup, mount --bind); CI runs as root.
 
