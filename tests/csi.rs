@@ -635,3 +635,39 @@ fn a_driver_that_cannot_list_is_served_from_the_pool_settings() {
     same(&lab.download(&format!("vds/{v}@{s1}"), &[]), &img1);
     lab.assert_clean(1);
 }
+
+#[test]
+fn drivers_that_attach_first_or_do_not_stage_are_followed() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(16);
+    let (s1, _, img1, _, _) = fill(&mut lab);
+    let v = lab.volume.clone();
+    for (attach, no_stage) in [(true, false), (false, true), (true, true)] {
+        lab.server.set(|b| {
+            b.attach = attach;
+            b.no_stage = no_stage;
+        });
+        let (attaches, stages) = (
+            lab.server.calls("ControllerPublishVolume"),
+            lab.server.calls("NodeStageVolume"),
+        );
+        same(&lab.download(&format!("vd/{v}"), &[]), &lab.image);
+        same(&lab.download(&format!("vds/{v}@{s1}"), &[]), &img1);
+        let what = format!("attach={attach} no_stage={no_stage}");
+        // Attached (and detached again) exactly where the controller asks for it; staged
+        // only where the node stages.
+        assert_eq!(
+            lab.server.calls("ControllerPublishVolume") > attaches,
+            attach,
+            "{what}"
+        );
+        assert_eq!(
+            lab.server.calls("NodeStageVolume") > stages,
+            !no_stage,
+            "{what}"
+        );
+        lab.assert_clean(1);
+    }
+}

@@ -46,6 +46,11 @@ pub struct Behaviour {
     pub publish_outside: Option<PathBuf>,
     /// NodePublishVolume publishes a loop device one block shorter than the volume.
     pub short_device: bool,
+    /// The controller has PUBLISH_UNPUBLISH_VOLUME: volumes must be attached to the node
+    /// (ControllerPublishVolume) before staging, with the publish_context it answers.
+    pub attach: bool,
+    /// The node has no STAGE_UNSTAGE_VOLUME: NodeStageVolume is refused.
+    pub no_stage: bool,
     /// ListVolumes and ListSnapshots pages hold at most this many entries (0: as asked).
     pub list_page: usize,
     /// ListVolumes and ListSnapshots answer next_token "1" forever.
@@ -82,6 +87,8 @@ pub struct Snap {
 pub struct State {
     pub volumes: BTreeMap<String, Vol>,
     pub snapshots: BTreeMap<String, Snap>,
+    /// volume ID -> node it is attached to (ControllerPublishVolume)
+    pub attached: BTreeMap<String, String>,
     /// staging path -> volume ID
     pub staged: BTreeMap<String, String>,
     /// target path -> (volume ID, loop device)
@@ -265,6 +272,7 @@ impl CsiServer {
     pub fn leftovers(&self) -> Vec<String> {
         let s = self.state.lock().unwrap();
         let mut out: Vec<String> = s.staged.keys().map(|k| format!("staged at {k}")).collect();
+        out.extend(s.attached.keys().map(|k| format!("{k} attached")));
         out.extend(s.published.keys().map(|k| format!("published at {k}")));
         let files = s
             .volumes
@@ -304,6 +312,30 @@ impl Drop for CsiServer {
             let _ = std::fs::remove_dir(path);
         }
     }
+}
+
+/// The node ID NodeGetInfo answers.
+const NODE: &str = "node-1";
+
+/// Where volumes must be attached first, the attachment and its publish_context.
+fn check_attached(
+    s: &State,
+    volume: &str,
+    context: &BTreeMap<String, String>,
+) -> Result<(), Status> {
+    if !s.behaviour.attach {
+        return Ok(());
+    }
+    let token = format!("attach-{volume}");
+    if s.attached.get(volume).map(String::as_str) != Some(NODE)
+        || context.get("attachment") != Some(&token)
+    {
+        return Err(status(
+            9,
+            format!("volume {volume} is not attached to this node (ControllerPublishVolume)"),
+        ));
+    }
+    Ok(())
 }
 
 fn next_id(s: &mut State, prefix: &str) -> String {
@@ -595,8 +627,65 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
             }
             .encode_to_vec()
         }
+        "/csi.v1.Controller/ControllerGetCapabilities" => {
+            let mut rpcs = vec![1, 3, 5, 6];
+            if s.behaviour.attach {
+                rpcs.push(rpc::PUBLISH_UNPUBLISH_VOLUME);
+            }
+            CapabilitiesResponse::of(&rpcs).encode_to_vec()
+        }
+        "/csi.v1.Node/NodeGetCapabilities" => {
+            let rpcs: &[i32] = if s.behaviour.no_stage {
+                &[]
+            } else {
+                &[rpc::STAGE_UNSTAGE_VOLUME]
+            };
+            CapabilitiesResponse::of(rpcs).encode_to_vec()
+        }
+        "/csi.v1.Node/NodeGetInfo" => NodeGetInfoResponse {
+            node_id: NODE.into(),
+        }
+        .encode_to_vec(),
+        "/csi.v1.Controller/ControllerPublishVolume" => {
+            let r: ControllerPublishVolumeRequest = decode(body)?;
+            if !s.behaviour.attach {
+                return Err(status(12, "no ControllerPublishVolume here"));
+            }
+            if !s.volumes.contains_key(&r.volume_id) || r.node_id != NODE {
+                return Err(status(
+                    5,
+                    format!("no volume {} or node {}", r.volume_id, r.node_id),
+                ));
+            }
+            s.attached.insert(r.volume_id.clone(), r.node_id);
+            ControllerPublishVolumeResponse {
+                publish_context: [("attachment".to_string(), format!("attach-{}", r.volume_id))]
+                    .into(),
+            }
+            .encode_to_vec()
+        }
+        "/csi.v1.Controller/ControllerUnpublishVolume" => {
+            let r: ControllerUnpublishVolumeRequest = decode(body)?;
+            if s.published.values().any(|(v, _)| *v == r.volume_id)
+                || s.staged.values().any(|v| *v == r.volume_id)
+            {
+                return Err(status(
+                    9,
+                    format!("volume {} is still in use on the node", r.volume_id),
+                ));
+            }
+            s.attached.remove(&r.volume_id);
+            Empty {}.encode_to_vec()
+        }
         "/csi.v1.Node/NodeStageVolume" => {
             let r: NodeStageVolumeRequest = decode(body)?;
+            if s.behaviour.no_stage {
+                return Err(status(
+                    9,
+                    "this node does not stage volumes (no STAGE_UNSTAGE_VOLUME)",
+                ));
+            }
+            check_attached(&s, &r.volume_id, &r.publish_context)?;
             if !s.volumes.contains_key(&r.volume_id) {
                 return Err(status(5, format!("no volume {}", r.volume_id)));
             }
@@ -627,9 +716,8 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
             if !r.volume_capability.as_ref().is_some_and(|c| c.is_block()) {
                 return Err(status(3, "block volumes only"));
             }
-            if !r.staging_target_path.is_empty()
-                && s.staged.get(&r.staging_target_path) != Some(&r.volume_id)
-            {
+            check_attached(&s, &r.volume_id, &r.publish_context)?;
+            if !s.behaviour.no_stage && s.staged.get(&r.staging_target_path) != Some(&r.volume_id) {
                 return Err(status(
                     9,
                     format!(

@@ -25,6 +25,11 @@ pub mod method {
     pub const CREATE_SNAPSHOT: &str = "/csi.v1.Controller/CreateSnapshot";
     pub const DELETE_SNAPSHOT: &str = "/csi.v1.Controller/DeleteSnapshot";
     pub const LIST_SNAPSHOTS: &str = "/csi.v1.Controller/ListSnapshots";
+    pub const CONTROLLER_GET_CAPABILITIES: &str = "/csi.v1.Controller/ControllerGetCapabilities";
+    pub const CONTROLLER_PUBLISH_VOLUME: &str = "/csi.v1.Controller/ControllerPublishVolume";
+    pub const CONTROLLER_UNPUBLISH_VOLUME: &str = "/csi.v1.Controller/ControllerUnpublishVolume";
+    pub const NODE_GET_CAPABILITIES: &str = "/csi.v1.Node/NodeGetCapabilities";
+    pub const NODE_GET_INFO: &str = "/csi.v1.Node/NodeGetInfo";
     pub const NODE_STAGE_VOLUME: &str = "/csi.v1.Node/NodeStageVolume";
     pub const NODE_UNSTAGE_VOLUME: &str = "/csi.v1.Node/NodeUnstageVolume";
     pub const NODE_PUBLISH_VOLUME: &str = "/csi.v1.Node/NodePublishVolume";

@@ -340,3 +340,89 @@ pub struct BlockMetadataResponse {
     #[prost(message, repeated, tag = "3")]
     pub block_metadata: Vec<BlockMetadata>,
 }
+
+/// `ControllerServiceCapability.RPC.Type` and `NodeServiceCapability.RPC.Type` values
+/// snapport looks for.
+pub mod rpc {
+    /// Controller: the volume must be attached to the node first (ControllerPublishVolume).
+    pub const PUBLISH_UNPUBLISH_VOLUME: i32 = 2;
+    /// Node: NodeStageVolume comes before NodePublishVolume.
+    pub const STAGE_UNSTAGE_VOLUME: i32 = 1;
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Rpc {
+    #[prost(int32, tag = "1")]
+    pub r#type: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum CapabilityType {
+    #[prost(message, tag = "1")]
+    Rpc(Rpc),
+}
+
+/// `ControllerServiceCapability` and `NodeServiceCapability`: the same shape.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ServiceCapability {
+    #[prost(oneof = "CapabilityType", tags = "1")]
+    pub r#type: Option<CapabilityType>,
+}
+
+/// `ControllerGetCapabilitiesResponse` and `NodeGetCapabilitiesResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CapabilitiesResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub capabilities: Vec<ServiceCapability>,
+}
+
+impl CapabilitiesResponse {
+    pub fn has(&self, rpc: i32) -> bool {
+        self.capabilities
+            .iter()
+            .any(|c| matches!(&c.r#type, Some(CapabilityType::Rpc(r)) if r.r#type == rpc))
+    }
+
+    pub fn of(rpcs: &[i32]) -> CapabilitiesResponse {
+        CapabilitiesResponse {
+            capabilities: rpcs
+                .iter()
+                .map(|&t| ServiceCapability {
+                    r#type: Some(CapabilityType::Rpc(Rpc { r#type: t })),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NodeGetInfoResponse {
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ControllerPublishVolumeRequest {
+    #[prost(string, tag = "1")]
+    pub volume_id: String,
+    #[prost(string, tag = "2")]
+    pub node_id: String,
+    #[prost(message, optional, tag = "3")]
+    pub volume_capability: Option<VolumeCapability>,
+    #[prost(bool, tag = "4")]
+    pub readonly: bool,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ControllerPublishVolumeResponse {
+    #[prost(btree_map = "string, string", tag = "1")]
+    pub publish_context: Map,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ControllerUnpublishVolumeRequest {
+    #[prost(string, tag = "1")]
+    pub volume_id: String,
+    #[prost(string, tag = "2")]
+    pub node_id: String,
+}

@@ -1,6 +1,7 @@
 //! The component glue: CSI calls through the granted endpoint, published devices through
 //! the host.
 
+use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec;
@@ -10,10 +11,11 @@ use prost::Message;
 use snapport_csi::metadata::RangeCheck;
 use snapport_csi::method;
 use snapport_csi::msg::{
-    BlockMetadataResponse, CapacityRange, ContentSource, CreateSnapshotRequest, CreateSnapshotResponse,
+    rpc, BlockMetadataResponse, CapabilitiesResponse, CapacityRange, ContentSource, ControllerPublishVolumeRequest,
+    ControllerPublishVolumeResponse, ControllerUnpublishVolumeRequest, CreateSnapshotRequest, CreateSnapshotResponse,
     CreateVolumeRequest, CreateVolumeResponse, DeleteSnapshotRequest, DeleteVolumeRequest, Empty,
     GetMetadataAllocatedRequest, GetMetadataDeltaRequest, ListSnapshotsRequest, ListSnapshotsResponse,
-    ListVolumesRequest, ListVolumesResponse, NodePublishVolumeRequest, NodeStageVolumeRequest,
+    ListVolumesRequest, ListVolumesResponse, NodeGetInfoResponse, NodePublishVolumeRequest, NodeStageVolumeRequest,
     NodeUnpublishVolumeRequest, NodeUnstageVolumeRequest, Snapshot, SnapshotSource, VolumeCapability,
     VolumeContentSource,
 };
@@ -332,6 +334,9 @@ struct Held {
     /// Created by this plugin for this volume: deleted on release unless `keep`.
     created: bool,
     keep: bool,
+    /// The node the volume is attached to (ControllerPublishVolume), where the driver
+    /// asks for that.
+    attached: Option<String>,
     staged: Option<String>,
     published: Option<String>,
     /// The device the host opened at the published path: closed before unpublishing (a
@@ -341,48 +346,79 @@ struct Held {
 
 impl Held {
     fn new(volume_id: &str, created: bool) -> Held {
-        Held { volume_id: volume_id.into(), created, keep: false, staged: None, published: None, device: None }
+        Held {
+            volume_id: volume_id.into(),
+            created,
+            keep: false,
+            attached: None,
+            staged: None,
+            published: None,
+            device: None,
+        }
     }
 
-    /// Stages and publishes the volume in the granted folder and has the host open the
-    /// device published there.
+    /// Attaches the volume to this node where the driver asks for it, stages it where
+    /// the node service stages, publishes it in the granted folder, and has the host open
+    /// the device published there.
     fn publish(&mut self, write: bool) -> Result<u32, BackendError> {
         let folder = publish_folder()?;
         let base = path_safe(&self.volume_id);
         let staging = format!("{folder}/snapport-{base}.staging");
         let target = format!("{folder}/snapport-{base}.block");
+        let node: CapabilitiesResponse = call(method::NODE_GET_CAPABILITIES, &Empty {})?;
+        let stages = node.has(rpc::STAGE_UNSTAGE_VOLUME);
         // What a killed process may have left at these paths; both calls succeed when
         // nothing is there (CSI node calls are idempotent).
-        for (what, r) in
-            [("unpublishing", unpublish(&self.volume_id, &target)), ("unstaging", unstage(&self.volume_id, &staging))]
-        {
+        let mut leftovers = vec![("unpublishing", unpublish(&self.volume_id, &target))];
+        if stages {
+            leftovers.push(("unstaging", unstage(&self.volume_id, &staging)));
+        }
+        for (what, r) in leftovers {
             if let Err(e) = r {
                 log(LogLevel::Debug, &format!("{what} leftovers of {}: {}", self.volume_id, describe(&e)));
             }
         }
         let capability = Some(VolumeCapability::block(write));
-        let staged = call::<_, Empty>(
-            method::NODE_STAGE_VOLUME,
-            &NodeStageVolumeRequest {
-                volume_id: self.volume_id.clone(),
-                staging_target_path: staging.clone(),
-                volume_capability: capability.clone(),
-                ..Default::default()
-            },
-        );
-        let staging_path = match staged {
-            Ok(_) => {
-                self.staged = Some(staging.clone());
-                staging
+        let controller: CapabilitiesResponse = call(method::CONTROLLER_GET_CAPABILITIES, &Empty {})?;
+        let mut publish_context = BTreeMap::new();
+        if controller.has(rpc::PUBLISH_UNPUBLISH_VOLUME) {
+            let node: NodeGetInfoResponse = call(method::NODE_GET_INFO, &Empty {})?;
+            if node.node_id.is_empty() {
+                return Err(BackendError::Corrupt("NodeGetInfo answered no node_id".into()));
             }
-            // A driver without STAGE_UNSTAGE_VOLUME publishes directly.
-            Err(BackendError::Unsupported(_)) => String::new(),
-            Err(e) => return Err(e),
-        };
+            // Idempotent: a restart after a killed process attaches the same way again.
+            let reply: ControllerPublishVolumeResponse = call(
+                method::CONTROLLER_PUBLISH_VOLUME,
+                &ControllerPublishVolumeRequest {
+                    volume_id: self.volume_id.clone(),
+                    node_id: node.node_id.clone(),
+                    volume_capability: capability.clone(),
+                    readonly: false,
+                },
+            )?;
+            self.attached = Some(node.node_id);
+            publish_context = reply.publish_context;
+        }
+        let mut staging_path = String::new();
+        if stages {
+            call::<_, Empty>(
+                method::NODE_STAGE_VOLUME,
+                &NodeStageVolumeRequest {
+                    volume_id: self.volume_id.clone(),
+                    publish_context: publish_context.clone(),
+                    staging_target_path: staging.clone(),
+                    volume_capability: capability.clone(),
+                    ..Default::default()
+                },
+            )?;
+            self.staged = Some(staging.clone());
+            staging_path = staging;
+        }
         call::<_, Empty>(
             method::NODE_PUBLISH_VOLUME,
             &NodePublishVolumeRequest {
                 volume_id: self.volume_id.clone(),
+                publish_context,
                 staging_target_path: staging_path,
                 target_path: target.clone(),
                 volume_capability: capability,
@@ -415,6 +451,12 @@ impl Held {
         if let Some(staging) = self.staged.take() {
             if let Err(e) = unstage(&self.volume_id, &staging) {
                 log(LogLevel::Error, &format!("unstaging {} from {staging}: {}", self.volume_id, describe(&e)));
+            }
+        }
+        if let Some(node_id) = self.attached.take() {
+            let request = ControllerUnpublishVolumeRequest { volume_id: self.volume_id.clone(), node_id };
+            if let Err(e) = call::<_, Empty>(method::CONTROLLER_UNPUBLISH_VOLUME, &request) {
+                log(LogLevel::Error, &format!("detaching {} from this node: {}", self.volume_id, describe(&e)));
             }
         }
         if self.created && !self.keep {
