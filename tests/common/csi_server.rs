@@ -468,12 +468,13 @@ fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
     M::decode(body).map_err(|e| status(3, format!("bad request: {e}")))
 }
 
-/// Pages a listing: entries from `token` (an index), `max` at most.
+/// Pages a listing: entries from `token` (an index), `max` at most, or fewer where the
+/// behaviour says (`list_page`); `endless_list` hands out the same token forever.
 fn page<T: Clone>(
     all: &[T],
     token: &str,
     max: i32,
-    cap: usize,
+    behaviour: &Behaviour,
 ) -> Result<(Vec<T>, String), Status> {
     let from: usize = if token.is_empty() {
         0
@@ -485,11 +486,13 @@ fn page<T: Clone>(
     } else {
         max as usize
     };
-    if cap > 0 {
-        max = max.min(cap);
+    if behaviour.list_page > 0 {
+        max = max.min(behaviour.list_page);
     }
     let to = (from + max).min(all.len());
-    let next = if to < all.len() {
+    let next = if behaviour.endless_list {
+        "1".to_string()
+    } else if to < all.len() {
         to.to_string()
     } else {
         String::new()
@@ -563,15 +566,7 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
         "/csi.v1.Controller/ListVolumes" => {
             let r: ListVolumesRequest = decode(body)?;
             let all: Vec<Vol> = s.volumes.values().cloned().collect();
-            let (entries, mut next_token) = page(
-                &all,
-                &r.starting_token,
-                r.max_entries,
-                s.behaviour.list_page,
-            )?;
-            if s.behaviour.endless_list {
-                next_token = "1".into();
-            }
+            let (entries, next_token) = page(&all, &r.starting_token, r.max_entries, &s.behaviour)?;
             ListVolumesResponse {
                 entries: entries
                     .iter()
@@ -607,15 +602,7 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
                 .filter(|x| r.snapshot_id.is_empty() || x.id == r.snapshot_id)
                 .cloned()
                 .collect();
-            let (entries, mut next_token) = page(
-                &all,
-                &r.starting_token,
-                r.max_entries,
-                s.behaviour.list_page,
-            )?;
-            if s.behaviour.endless_list {
-                next_token = "1".into();
-            }
+            let (entries, next_token) = page(&all, &r.starting_token, r.max_entries, &s.behaviour)?;
             ListSnapshotsResponse {
                 entries: entries
                     .iter()
