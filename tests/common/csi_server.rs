@@ -274,18 +274,26 @@ impl CsiServer {
         let mut out: Vec<String> = s.staged.keys().map(|k| format!("staged at {k}")).collect();
         out.extend(s.attached.keys().map(|k| format!("{k} attached")));
         out.extend(s.published.keys().map(|k| format!("published at {k}")));
-        let files = s
-            .volumes
-            .values()
-            .map(|v| v.file.clone())
-            .chain(s.snapshots.values().map(|v| v.file.clone()));
-        for f in files {
-            if let Ok(l) = run("losetup", &["-j", f.to_str().unwrap()]) {
-                if !l.is_empty() {
-                    out.push(format!("loop device on {}: {l}", f.display()));
-                }
-            }
-        }
+        // Any loop device on a file of this driver, deleted volumes' files included
+        // (losetup lists those as "PATH (deleted)").
+        let dir = self.dir.display().to_string();
+        let attached = run(
+            "losetup",
+            &[
+                "--list",
+                "--noheadings",
+                "--raw",
+                "--output",
+                "NAME,BACK-FILE",
+            ],
+        )
+        .expect("losetup --list");
+        out.extend(
+            attached
+                .lines()
+                .filter(|l| l.split_once(' ').is_some_and(|(_, f)| f.starts_with(&dir)))
+                .map(|l| format!("loop device still attached: {l}")),
+        );
         out
     }
 
