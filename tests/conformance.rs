@@ -86,6 +86,25 @@ fn the_qcow2_pool_conforms() {
 
 #[test]
 fn the_raw_pool_conforms() {
+    raw_pool_conforms("raw");
+}
+
+/// A plugin built against an earlier WIT of the series (the raw plugin's own source
+/// against the frozen wit/v0.1.0) loads on this host and passes the same suite.
+#[test]
+fn a_plugin_built_against_wit_0_1_0_still_conforms() {
+    let plugin = "test-raw-v0.1.0";
+    let home = raw_pool_conforms(plugin);
+    let out = home.ok(&["plugin", "inspect", plugin, "-o", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["wit"], "snapport:backend@0.1.0", "{doc}");
+    let out = home.ok(&["plugin", "inspect", "raw", "-o", "json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_ne!(doc["wit"], "snapport:backend@0.1.0", "{doc}");
+}
+
+/// A folder of raw files and a granted device, served by `plugin`.
+fn raw_pool_conforms(plugin: &str) -> Home {
     let home = Home::new();
     let dir = home.path().join("raw");
     std::fs::create_dir_all(&dir).unwrap();
@@ -98,10 +117,11 @@ fn the_raw_pool_conforms() {
         qemu_io(&f, "raw", &["write -P 0x5a 512k 1M"]);
     }
     home.write_config(&format!(
-        "[pools.r]\nplugin = \"raw\"\nfolders = [\"{}\"]\ndevices = {{ lun0 = \"{}\" }}\n",
+        "[pools.r]\nplugin = \"{plugin}\"\nfolders = [\"{}\"]\ndevices = {{ lun0 = \"{}\" }}\n",
         dir.display(),
         dir.join("lun.img").display()
     ));
     let checked = conformance::check_pool(&home, "r", false);
     assert_eq!(checked.disks, 3, "{checked:?}");
+    home
 }

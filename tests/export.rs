@@ -381,7 +381,7 @@ fn listing_disks_and_plugins() {
         .any(|c| c == "extents"));
     let out = home.ok(&["plugin", "inspect", "qcow2", "-o", "json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["wit"], "snapport:backend@0.1.0");
+    assert_eq!(doc["wit"], "snapport:backend@0.1.1");
     let sha = tool("sha256sum", &[doc["path"].as_str().unwrap()]);
     assert!(sha.starts_with(doc["sha256"].as_str().unwrap()));
 }

@@ -255,40 +255,47 @@ fn other_wit_versions_and_wasi_imports_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let host = Host::new(None).unwrap();
     let good = std::fs::read(plugins_dir().join("raw.wasm")).unwrap();
+    let ours = snapport_host::WIT_VERSION;
+    let export = format!("snapport:backend/backend@{ours}");
+    let import = format!("snapport:backend/host@{ours}");
 
-    let newer = dir.path().join("newer.wasm");
-    std::fs::write(
-        &newer,
-        renamed(
-            &good,
-            "snapport:backend/backend@0.1.0",
-            "snapport:backend/backend@0.9.0",
+    // (what is renamed, to what, what the error says): another series, a newer version
+    // of ours, and imports of another version than the export.
+    let cases = [
+        (
+            &export,
+            "snapport:backend/backend@0.9.1",
+            "but this snapport speaks",
         ),
-    )
-    .unwrap();
-    let err = host
-        .load(&newer)
-        .err()
-        .expect("a plugin for another WIT version must not load");
-    assert_eq!(err.kind, ErrorKind::InvalidPlugin);
-    assert!(
-        err.to_string().contains("snapport:backend/backend@0.9.0"),
-        "{err}"
-    );
-    assert!(
-        err.to_string()
-            .contains("speaks snapport:backend/backend@0.1.0"),
-        "{err}"
-    );
+        (
+            &export,
+            "snapport:backend/backend@0.1.9",
+            "upgrade snapport",
+        ),
+        (
+            &import,
+            "snapport:backend/host@0.1.0",
+            "of the version they export",
+        ),
+    ];
+    for (i, (from, to, why)) in cases.into_iter().enumerate() {
+        assert_eq!(from.len(), to.len(), "renames keep the length");
+        let wasm = dir.path().join(format!("other{i}.wasm"));
+        std::fs::write(&wasm, renamed(&good, from, to)).unwrap();
+        let err = host
+            .load(&wasm)
+            .err()
+            .unwrap_or_else(|| panic!("a plugin with {to} must not load"));
+        assert_eq!(err.kind, ErrorKind::InvalidPlugin);
+        let text = err.to_string();
+        let version = to.rsplit('@').next().unwrap();
+        assert!(text.contains(version) && text.contains(why), "{to}: {err}");
+    }
 
     let wasi = dir.path().join("wasi.wasm");
     std::fs::write(
         &wasi,
-        renamed(
-            &good,
-            "snapport:backend/host@0.1.0",
-            "wasi:filesystem/types@0.2.0",
-        ),
+        renamed(&good, &import, "wasi:filesystem/types@0.2.0"),
     )
     .unwrap();
     let err = host

@@ -22,6 +22,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("snapport-plugin-lvm", "lvm"),
     ("snapport-plugin-csi", "csi"),
     ("snapport-plugin-hostile", "test-hostile"),
+    ("snapport-test-raw-v0-1-0", "test-raw-v0.1.0"),
 ];
 
 /// Builds every guest and returns the folder holding the components.

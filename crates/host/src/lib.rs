@@ -1,7 +1,8 @@
 //! The wasmtime host for snapport backend plugins.
 //!
-//! A plugin is a WebAssembly component exporting `snapport:backend/backend@0.1.0`. The
-//! host validates it before anything runs (it must export that interface and import
+//! A plugin is a WebAssembly component exporting `snapport:backend/backend@0.1.z`, for
+//! any version from 0.1.0 up to this host's (`wit/backend.wit` says how versions grow).
+//! The host validates it before anything runs (it must export that interface and import
 //! nothing but snapport's own host interfaces: no WASI, so no ambient file system,
 //! network, clock or environment), compiles it once into a cache keyed by the component's
 //! SHA-256 and the engine's compatibility hash, and runs each pool's instance in its own
@@ -42,9 +43,11 @@ pub use bindings::snapport::backend::types::{
     Capabilities, SnapshotInfo, SnapshotPhase, VolumeInfo, VolumeKind,
 };
 
-/// The WIT package version this host speaks.
+/// The WIT package this host speaks, at its newest version. Plugins built against an
+/// earlier version of the same 0.1 series load too: wasmtime links names by semver
+/// compatibility, and a patch version of this WIT only adds.
 pub const WIT_PACKAGE: &str = "snapport:backend";
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.1.1";
 /// Interfaces a plugin may import: its only authority.
 const GRANTED_IMPORTS: &[&str] = &["types", "host", "grpc", "tools"];
 /// Epoch tick: the granularity of CPU deadlines.
@@ -68,6 +71,32 @@ impl Default for Limits {
             call_timeout: Duration::from_secs(30),
         }
     }
+}
+
+/// Whether a plugin built against WIT `version` runs here: the same series as
+/// [`WIT_VERSION`] (same major; for 0.x, same minor, as semver reads 0.x) and not newer,
+/// since a newer plugin may call host functions this host does not have.
+fn supported_wit_version(version: &str) -> std::result::Result<(), String> {
+    let parse = |v: &str| -> Option<(u64, u64, u64)> {
+        let mut it = v.split('.').map(|n| n.parse::<u64>().ok());
+        let triple = (it.next()??, it.next()??, it.next()??);
+        it.next().is_none().then_some(triple)
+    };
+    let ours = parse(WIT_VERSION).expect("WIT_VERSION is major.minor.patch");
+    let rebuild = "rebuild the plugin against wit/ of this release";
+    let Some(theirs) = parse(version) else {
+        return Err(format!(
+            "exports {WIT_PACKAGE}@{version}, not a version this snapport knows; {rebuild}"
+        ));
+    };
+    let series = |(major, minor, _): (u64, u64, u64)| (major, if major == 0 { minor } else { 0 });
+    if series(theirs) != series(ours) {
+        return Err(format!("is built against {WIT_PACKAGE}@{version}, but this snapport speaks {WIT_VERSION} (and earlier versions of its series); {rebuild}"));
+    }
+    if theirs > ours {
+        return Err(format!("is built against {WIT_PACKAGE}@{version}, newer than this snapport's {WIT_VERSION}; upgrade snapport, or {rebuild}"));
+    }
+    Ok(())
 }
 
 /// The engine every plugin runs on, its epoch ticker, and the compiled-component cache.
@@ -144,7 +173,7 @@ impl Host {
         let component = self
             .compile(&bytes, &digest)
             .map_err(|e| bad(format!("not a valid component: {e:#}")))?;
-        self.check_interfaces(&component).map_err(bad)?;
+        let wit_version = self.check_interfaces(&component).map_err(bad)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -156,6 +185,7 @@ impl Host {
             path: path.to_path_buf(),
             digest,
             size: bytes.len() as u64,
+            wit_version,
             pre,
         }))
     }
@@ -190,33 +220,32 @@ impl Host {
         Ok(component)
     }
 
-    /// The component must export `snapport:backend/backend@0.1.0` and import only
-    /// snapport's host interfaces of the same version.
-    fn check_interfaces(&self, component: &Component) -> std::result::Result<(), String> {
+    /// The component must export `snapport:backend/backend` at a version this host
+    /// supports, and import only snapport's host interfaces of that same version.
+    /// Returns the version.
+    fn check_interfaces(&self, component: &Component) -> std::result::Result<String, String> {
         let ty = component.component_type();
-        let want = format!("{WIT_PACKAGE}/backend@{WIT_VERSION}");
         let exports: Vec<String> = ty
             .exports(&self.engine)
             .map(|(n, _)| n.to_string())
             .collect();
-        if !exports.contains(&want) {
-            let theirs = exports
-                .iter()
-                .find(|e| e.starts_with(&format!("{WIT_PACKAGE}/backend@")));
-            return Err(match theirs {
-                Some(v) => format!("exports {v}, but this snapport speaks {want}; rebuild the plugin against wit/ of this release"),
-                None => format!("exports no {want} (exports: {})", exports.join(", ")),
-            });
-        }
+        let prefix = format!("{WIT_PACKAGE}/backend@");
+        let Some(version) = exports.iter().find_map(|e| e.strip_prefix(&prefix)) else {
+            return Err(format!(
+                "exports no {WIT_PACKAGE}/backend (exports: {})",
+                exports.join(", ")
+            ));
+        };
+        supported_wit_version(version)?;
         for (name, _) in ty.imports(&self.engine) {
             let ok = GRANTED_IMPORTS
                 .iter()
-                .any(|i| name == format!("{WIT_PACKAGE}/{i}@{WIT_VERSION}"));
+                .any(|i| name == format!("{WIT_PACKAGE}/{i}@{version}"));
             if !ok {
-                return Err(format!("imports {name}, which snapport does not grant (plugins get only {WIT_PACKAGE}/host, types, grpc and tools)"));
+                return Err(format!("imports {name}, which snapport does not grant (plugins get only {WIT_PACKAGE}/host, types, grpc and tools, of the version they export)"));
             }
         }
-        Ok(())
+        Ok(version.to_string())
     }
 
     /// Starts an instance of `plugin` for a pool with these grants and limits.
@@ -248,6 +277,8 @@ pub struct Plugin {
     /// Hex SHA-256 of the component file.
     pub digest: String,
     pub size: u64,
+    /// The version of the WIT package it was built against (it exports and imports).
+    pub wit_version: String,
     pre: bindings::BackendPluginPre<State>,
 }
 
@@ -1082,5 +1113,56 @@ impl bindings::snapport::backend::grpc::Host for State {
         if let Some(c) = self.grpc.as_mut() {
             c.close_stream(id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plugins_of_the_same_series_and_not_newer_are_supported() {
+        for v in ["0.1.0", "0.1.1"] {
+            assert_eq!(supported_wit_version(v), Ok(()), "{v}");
+        }
+        for (v, why) in [
+            ("0.1.2", "upgrade snapport"),
+            ("0.2.0", "earlier versions of its series"),
+            ("0.0.9", "earlier versions of its series"),
+            ("1.1.0", "earlier versions of its series"),
+            ("0.1", "not a version"),
+            ("0.1.0-rc1", "not a version"),
+            ("0.1.0.0", "not a version"),
+        ] {
+            let e = supported_wit_version(v).unwrap_err();
+            assert!(e.contains(why) && e.contains(v), "{v}: {e}");
+        }
+    }
+
+    /// A released WIT never changes: plugins in the field were built against these bytes.
+    #[test]
+    fn released_wit_versions_are_frozen() {
+        let frozen = [(
+            "v0.1.0",
+            "8b23293ddf4b9e225f5c1ee3418bf434538d32c8e26a4b2922a6b237ff8a993d",
+        )];
+        let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit");
+        for (dir, sha256) in frozen {
+            let text = std::fs::read(wit.join(dir).join("backend.wit")).unwrap();
+            let version = dir.trim_start_matches('v');
+            assert!(
+                String::from_utf8_lossy(&text)
+                    .contains(&format!("package {WIT_PACKAGE}@{version};")),
+                "{dir}"
+            );
+            assert_eq!(
+                hex::encode(Sha256::digest(&text)),
+                sha256,
+                "wit/{dir} was edited"
+            );
+            assert_eq!(supported_wit_version(version), Ok(()), "{dir}");
+        }
+        let current = std::fs::read_to_string(wit.join("backend.wit")).unwrap();
+        assert!(current.contains(&format!("package {WIT_PACKAGE}@{WIT_VERSION};")));
     }
 }

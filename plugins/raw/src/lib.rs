@@ -11,7 +11,12 @@ use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
 
+#[cfg(not(feature = "wit-v0-1-0"))]
 wit_bindgen::generate!({ world: "backend-plugin", path: "../../wit" });
+// The same plugin built against the frozen 0.1.0 WIT, by tests/plugins/raw-v0.1.0: the
+// proof that plugins of an earlier version keep loading (this source needs nothing newer).
+#[cfg(feature = "wit-v0-1-0")]
+wit_bindgen::generate!({ world: "backend-plugin", path: "../../../wit/v0.1.0" });
 
 use exports::snapport::backend::backend::{Guest, GuestVolume, PluginInfo, Volume as VolumeHandle};
 use snapport::backend::host;

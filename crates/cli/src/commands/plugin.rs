@@ -133,7 +133,7 @@ pub fn run(cmd: Command) -> Result<()> {
                 "version": info.version,
                 "description": info.description,
                 "capabilities": capability_names(info.capabilities),
-                "wit": format!("{}@{}", snapport_host::WIT_PACKAGE, snapport_host::WIT_VERSION),
+                "wit": format!("{}@{}", snapport_host::WIT_PACKAGE, plugin.wit_version),
                 "path": plugin.path,
                 "sha256": plugin.digest,
                 "size": plugin.size,
