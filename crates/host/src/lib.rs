@@ -86,7 +86,7 @@ fn supported_wit_version(version: &str) -> std::result::Result<(), String> {
     let rebuild = "rebuild the plugin against wit/ of this release";
     let Some(theirs) = parse(version) else {
         return Err(format!(
-            "exports {WIT_PACKAGE}@{version}, not a version this snapport knows; {rebuild}"
+            "exports {WIT_PACKAGE}/backend@{version}, not a version this snapport knows; {rebuild}"
         ));
     };
     let series = |(major, minor, _): (u64, u64, u64)| (major, if major == 0 { minor } else { 0 });
