@@ -543,12 +543,18 @@ fn fetch_refuses_to_resume_from_a_server_that_ignores_range() {
 /// Sends `request` on a plain TCP connection; returns what came back before the server
 /// closed it (or the deadline passed).
 fn raw_request(addr: &str, request: &[u8]) -> String {
+    String::from_utf8_lossy(&raw_bytes(addr, request).0).into_owned()
+}
+
+/// Sends `request` on a plain TCP connection; returns what came back, and whether the
+/// server closed the connection (EOF) within 20 s.
+fn raw_bytes(addr: &str, request: &[u8]) -> (Vec<u8>, bool) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(request).unwrap();
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    let closed = s.read_to_end(&mut out).is_ok();
+    (out, closed)
 }
 
 #[test]
@@ -862,6 +868,54 @@ fn the_ttl_counts_from_the_last_access_and_downloads_can_be_capped() {
     let stopped = publish.wait_stopped(Duration::from_secs(20));
     assert_eq!(stopped["stopped"], "downloads", "{stopped}");
     assert_eq!(stopped["downloads"], 1);
+}
+
+#[test]
+fn http_1_0_and_clients_without_alpn_are_served_over_tls_and_plain_http() {
+    let home = Home::new();
+    let local = disk(&home, "old", 4);
+    let all = std::fs::read(&local).unwrap();
+    let publish = Publish::start(&home, &["vd/old"]);
+    let auth = bearer(&publish);
+    for extra in [
+        &["-0"][..],
+        &["--no-alpn"],
+        &["-0", "--no-alpn"],
+        &["--http1.1"],
+    ] {
+        let mut args = vec!["-H", auth.as_str()];
+        args.extend_from_slice(extra);
+        let (code, body) = curl(&publish, &args, &publish.url());
+        assert_eq!(code, 200, "{extra:?}");
+        assert!(body == all, "{extra:?}: other bytes");
+        let (code, body) = curl(
+            &publish,
+            &[&args[..], &["-r", "10-19"]].concat(),
+            &publish.url(),
+        );
+        assert_eq!((code, &body[..]), (206, &all[10..20]), "{extra:?}");
+    }
+    // The printed curl command with -0 writes the same file.
+    let dir = home.out("old");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (code, _, err) = sh(&dir, &publish.s("curl").replacen("curl ", "curl -0 ", 1));
+    assert_eq!(code, 0, "{err}");
+    tool("cmp", &[p(&local), p(&dir.join("old.raw"))]);
+
+    // Plain HTTP/1.0 on a raw socket: answered in 1.0, the whole item, then closed.
+    let plain = Publish::start(&home, &["vd/old", "--no-tls"]);
+    let addr = plain.base().trim_start_matches("http://").to_string();
+    let (answer, closed) = raw_bytes(
+        &addr,
+        format!(
+            "GET /old.raw HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
+            plain.s("token")
+        )
+        .as_bytes(),
+    );
+    assert!(answer.starts_with(b"HTTP/1.0 200 OK\r\n") && closed);
+    let body_at = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(answer[body_at..] == all[..], "other bytes over HTTP/1.0");
 }
 
 #[test]
