@@ -1178,3 +1178,53 @@ fn a_push_killed_mid_way_resumes_and_bad_pushes_leave_no_disk() {
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.contains("pushed") && !listed.contains("wrong") && !listed.contains("cut"));
 }
+
+#[test]
+fn an_upload_body_longer_than_announced_is_refused_as_such() {
+    let home = Home::new();
+    let src = home.out("long.raw");
+    std::fs::write(&src, vec![7u8; 4 << 20]).unwrap();
+    let before = pool_files(&home);
+    let receiving = Receiving::start(&home, &["vd/long"]);
+    let body = home.out("answer");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            p(&body),
+            "-w",
+            "%{http_code}",
+            "-k",
+            "--pinnedpubkey",
+            &receiving.s("pinned_pubkey"),
+            "-H",
+            &format!("Authorization: Bearer {}", receiving.s("token")),
+            "-H",
+            "Upload-Length: 1000",
+            "-H",
+            &format!("Upload-Sha256: {}", "1".repeat(64)),
+            "-T",
+            p(&src),
+            &receiving.s("url"),
+        ])
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&out.stdout).into_owned();
+    let answer = std::fs::read_to_string(&body).unwrap_or_default();
+    assert_eq!(code, "413", "{answer}");
+    assert!(
+        answer.contains("longer than its Upload-Length of 1000 bytes"),
+        "{answer}"
+    );
+    // The server says the same, in one line, and imports nothing.
+    let (code, err) = receiving.wait();
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("snapport: error: ")
+            && err.contains("longer than its Upload-Length of 1000 bytes")
+            && !err.contains("truncated"),
+        "{err}"
+    );
+    assert_eq!(pool_files(&home), before);
+}

@@ -24,7 +24,7 @@
 use crate::content::{Item, Sha256State};
 use crate::error::{Error, Result};
 use crate::range::{parse_range, Ranged};
-use crate::upload::{declared_of, UploadSlot};
+use crate::upload::{declared_of, overrun_message, UploadSlot};
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
@@ -595,10 +595,15 @@ async fn receive(
         let n = data.len() as u64;
         if slot.offset() + n > declared.length {
             drop(tx);
+            slot.lock().overrun = true;
             slot.abandon();
+            discard_rest(&mut body).await;
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "more bytes than Upload-Length",
+                &format!(
+                    "{}: refused, nothing was imported",
+                    overrun_message(declared.length)
+                ),
             );
         }
         if tx.send(data).await.is_err() {
@@ -628,6 +633,22 @@ async fn receive(
         Ok(summary) => full(StatusCode::CREATED, "application/json", summary),
         Err(why) => text(StatusCode::UNPROCESSABLE_ENTITY, &why),
     }
+}
+
+/// Reads and drops what remains of a refused request body, up to 16 MiB and 5 s: a
+/// socket closed with bytes unread is reset, and the client would lose the answer.
+async fn discard_rest(body: &mut Incoming) {
+    let mut left: u64 = 16 << 20;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+            match left.checked_sub(n) {
+                Some(l) if l > 0 => left = l,
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 fn empty() -> Body {
