@@ -889,19 +889,57 @@ fn the_ttl_counts_from_the_last_access_and_downloads_can_be_capped() {
     let stopped = publish.wait_stopped(Duration::from_secs(20));
     assert_eq!(stopped["stopped"], "ttl", "{stopped}");
 
-    // --max-downloads 1: a complete download ends the publish.
+    // --max-downloads 1: a complete download ends the publish; probes of a few bytes,
+    // even of the last ones, are not downloads.
     let publish = Publish::start(&home, &["vd/t", "--max-downloads", "1"]);
     let auth = bearer(&publish);
-    // A part that does not reach the end is not a download.
-    assert_eq!(
-        curl(&publish, &["-H", &auth, "-r", "0-99"], &publish.url()).0,
-        206
-    );
-    let (code, body) = curl(&publish, &["-H", &auth], &publish.url());
-    assert_eq!((code, body.len() as u64), (200, size));
+    let all = std::fs::read(&local).unwrap();
+    for (range, bytes) in [
+        ("0-0", &all[..1]),
+        ("0-1023", &all[..1024]),
+        ("-1", &all[all.len() - 1..]),
+        ("-1024", &all[all.len() - 1024..]),
+        ("0-99", &all[..100]),
+    ] {
+        let (code, body) = curl(&publish, &["-H", &auth, "-r", range], &publish.url());
+        assert_eq!((code, &body[..]), (206, bytes), "{range}");
+    }
+    let dir = home.out("capped");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (code, _, err) = sh(&dir, &publish.s("curl"));
+    assert_eq!(code, 0, "{err}");
+    tool("cmp", &[p(&local), p(&dir.join("t.raw"))]);
     let stopped = publish.wait_stopped(Duration::from_secs(20));
     assert_eq!(stopped["stopped"], "downloads", "{stopped}");
     assert_eq!(stopped["downloads"], 1);
+
+    // --max-downloads 2: a transfer in two halves (as a resumed one) counts once, when
+    // it completes the file; a whole one then makes two.
+    let publish = Publish::start(&home, &["vd/t", "--max-downloads", "2"]);
+    let auth = bearer(&publish);
+    let half = size / 2;
+    let (code, first) = curl(
+        &publish,
+        &["-H", &auth, "-r", &format!("0-{}", half - 1)],
+        &publish.url(),
+    );
+    assert_eq!(code, 206);
+    let (code, rest) = curl(
+        &publish,
+        &["-H", &auth, "-r", &format!("{half}-")],
+        &publish.url(),
+    );
+    assert_eq!(code, 206);
+    assert_eq!([first, rest].concat(), all);
+    let (code, _, err) = sh(&dir, &publish.s("curl"));
+    assert_eq!(
+        code, 0,
+        "the halves counted as more than one download: {err}"
+    );
+    tool("cmp", &[p(&local), p(&dir.join("t.raw"))]);
+    let stopped = publish.wait_stopped(Duration::from_secs(20));
+    assert_eq!(stopped["stopped"], "downloads", "{stopped}");
+    assert_eq!(stopped["downloads"], 2);
 }
 
 #[test]

@@ -25,7 +25,7 @@
 //! or a read or write that makes no progress for `io_timeout`, close it (slow-loris and
 //! stalled readers). The server stops when nobody has used it for `ttl` (counted from the
 //! last request that carried the token, as Deckhouse does: strangers do not keep it up)
-//! or after `max_downloads` complete downloads.
+//! or after `max_downloads` complete downloads (see `Item::delivered`).
 
 use crate::content::{Item, Sha256State};
 use crate::error::{Error, Result};
@@ -40,6 +40,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use snapport_core::digest::CONTENT_DIGEST_PREFIX;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,8 +66,8 @@ pub struct Config {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Stop after this long without an authorized access.
     pub ttl: Option<Duration>,
-    /// Stop after this many complete downloads (responses that delivered an item's last
-    /// byte), once the responses in flight are done.
+    /// Stop after this many complete downloads (see `Item::delivered`), once the
+    /// responses in flight are done.
     pub max_downloads: Option<u64>,
     /// Connections served at once (once their token is checked).
     pub max_clients: usize,
@@ -300,7 +301,7 @@ async fn accept_loop(
                 let Ok(stranger) = Arc::clone(&gates.strangers).acquire_owned().await else {
                     return;
                 };
-                let Ok((tcp, _peer)) = listener.accept().await else {
+                let Ok((tcp, peer)) = listener.accept().await else {
                     // Out of descriptors or a reset before accept: wait, go on.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
@@ -308,6 +309,7 @@ async fn accept_loop(
                 let gate = Arc::new(Gate {
                     shared: Arc::clone(&shared),
                     gates: Arc::clone(&gates),
+                    peer: peer.ip().to_canonical(),
                     stranger: Mutex::new(Some(stranger)),
                     served: Mutex::new(None),
                     authenticated: AtomicBool::new(false),
@@ -350,6 +352,8 @@ struct Gates {
 struct Gate {
     shared: Arc<Shared>,
     gates: Arc<Gates>,
+    /// Who delivered bytes count for (see `Item::delivered`).
+    peer: IpAddr,
     stranger: Mutex<Option<OwnedSemaphorePermit>>,
     served: Mutex<Option<Served>>,
     authenticated: AtomicBool,
@@ -466,7 +470,7 @@ async fn respond(req: Request<Incoming>, gate: &Gate) -> Response<Body> {
     if !gate.admit() {
         return busy();
     }
-    handle(req, shared).await
+    handle(req, shared, gate.peer).await
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -542,7 +546,7 @@ impl Drop for InFlight {
 }
 
 /// A request that carried the token.
-async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> {
+async fn handle(req: Request<Incoming>, shared: &Arc<Shared>, peer: IpAddr) -> Response<Body> {
     shared.touch();
     let slot = req
         .uri()
@@ -587,7 +591,7 @@ async fn handle(req: Request<Incoming>, shared: &Arc<Shared>) -> Response<Body> 
         _ => {
             let name = &path[1..];
             if let Some(i) = shared.items.iter().position(|i| i.name == name) {
-                serve_item(&req, shared, i)
+                serve_item(&req, shared, i, peer)
             } else if let Some(i) = name
                 .strip_suffix(".sha256")
                 .and_then(|n| shared.items.iter().position(|i| i.name == n))
@@ -771,7 +775,12 @@ fn serve_sha256(item: &Item) -> Response<Body> {
     }
 }
 
-fn serve_item(req: &Request<Incoming>, shared: &Arc<Shared>, index: usize) -> Response<Body> {
+fn serve_item(
+    req: &Request<Incoming>,
+    shared: &Arc<Shared>,
+    index: usize,
+    peer: IpAddr,
+) -> Response<Body> {
     let item = &shared.items[index];
     let size = item.content.size();
     let mut ranged = req
@@ -803,7 +812,7 @@ fn serve_item(req: &Request<Incoming>, shared: &Arc<Shared>, index: usize) -> Re
     let body = if *req.method() == Method::HEAD || len == 0 {
         empty()
     } else {
-        stream_body(shared, index, start, len)
+        stream_body(shared, index, start, len, peer)
     };
     let mut r = Response::new(body);
     *r.status_mut() = status;
@@ -847,8 +856,9 @@ fn serve_item(req: &Request<Incoming>, shared: &Arc<Shared>, index: usize) -> Re
 
 /// The item's bytes `[start, start + len)`, read on the blocking pool and handed to
 /// hyper through a channel of a few 1 MiB blocks: memory per response stays bounded
-/// however slow the client is, and a client that goes away stops the reader.
-fn stream_body(shared: &Arc<Shared>, index: usize, start: u64, len: u64) -> Body {
+/// however slow the client is, and a client that goes away stops the reader. What it
+/// delivered is recorded for `peer` when it ends, however it ends.
+fn stream_body(shared: &Arc<Shared>, index: usize, start: u64, len: u64, peer: IpAddr) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(3);
     let content = Arc::clone(&shared.items[index].content);
     tokio::task::spawn_blocking(move || {
@@ -864,8 +874,10 @@ fn stream_body(shared: &Arc<Shared>, index: usize, start: u64, len: u64) -> Body
     item.stats.active.fetch_add(1, Ordering::Relaxed);
     ChannelBody {
         rx,
+        start,
+        sent: 0,
         remaining: len,
-        last_byte: start + len == item.content.size(),
+        peer,
         shared: Arc::clone(shared),
         index,
         _in_flight: InFlight::new(shared),
@@ -875,9 +887,11 @@ fn stream_body(shared: &Arc<Shared>, index: usize, start: u64, len: u64) -> Body
 
 struct ChannelBody {
     rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    /// Where the response starts in the item, and the bytes handed to the connection.
+    start: u64,
+    sent: u64,
     remaining: u64,
-    /// The response ends with the item's last byte: delivering it completes a download.
-    last_byte: bool,
+    peer: IpAddr,
     shared: Arc<Shared>,
     index: usize,
     _in_flight: InFlight,
@@ -885,10 +899,9 @@ struct ChannelBody {
 
 impl Drop for ChannelBody {
     fn drop(&mut self) {
-        self.shared.items[self.index]
-            .stats
-            .active
-            .fetch_sub(1, Ordering::Relaxed);
+        let item = &self.shared.items[self.index];
+        item.delivered(self.peer, self.start, self.sent);
+        item.stats.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -906,11 +919,9 @@ impl http_body::Body for ChannelBody {
                 let n = block.len() as u64;
                 let this = &mut *self;
                 this.remaining = this.remaining.saturating_sub(n);
+                this.sent += n;
                 let stats = &this.shared.items[this.index].stats;
                 stats.bytes_sent.fetch_add(n, Ordering::Relaxed);
-                if this.remaining == 0 && this.last_byte {
-                    stats.downloads.fetch_add(1, Ordering::Relaxed);
-                }
                 this.shared.touch();
                 Poll::Ready(Some(Ok(Frame::data(block))))
             }
