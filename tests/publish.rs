@@ -543,12 +543,18 @@ fn fetch_refuses_to_resume_from_a_server_that_ignores_range() {
 /// Sends `request` on a plain TCP connection; returns what came back before the server
 /// closed it (or the deadline passed).
 fn raw_request(addr: &str, request: &[u8]) -> String {
+    String::from_utf8_lossy(&raw_bytes(addr, request).0).into_owned()
+}
+
+/// Sends `request` on a plain TCP connection; returns what came back, and whether the
+/// server closed the connection (EOF) within 20 s.
+fn raw_bytes(addr: &str, request: &[u8]) -> (Vec<u8>, bool) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     s.write_all(request).unwrap();
     let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
+    let closed = s.read_to_end(&mut out).is_ok();
+    (out, closed)
 }
 
 #[test]
@@ -692,6 +698,21 @@ fn tokens_paths_ranges_and_malformed_requests_get_the_right_answers() {
     ] {
         let answer = raw_request(&addr, request.as_bytes());
         assert!(answer.starts_with(expect), "{request:.80}: {answer:.200}");
+    }
+    // A keep-alive request without the token: 401, and the server closes the connection
+    // (EOF), with or without a second request behind it.
+    for n in [1, 2] {
+        let (answer, closed) = raw_bytes(
+            &addr,
+            "GET /sec.raw HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+                .repeat(n)
+                .as_bytes(),
+        );
+        let answer = String::from_utf8_lossy(&answer).to_lowercase();
+        assert!(closed, "the connection of a 401 was kept open: {answer}");
+        assert!(answer.starts_with("http/1.1 401"), "{answer}");
+        assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+        assert_eq!(answer.matches("http/1.1 ").count(), 1, "{answer}");
     }
     // Still serving after all that.
     let (code, body) = ok(&[], &url);
@@ -849,19 +870,124 @@ fn the_ttl_counts_from_the_last_access_and_downloads_can_be_capped() {
         .unwrap();
     assert!(!out.status.success());
 
-    // --max-downloads 1: a complete download ends the publish.
+    // Strangers do not keep it up: flooded with requests without the token (over plain
+    // HTTP, each answered 401 and closed), a 3 s TTL still ends it.
+    let publish = Publish::start(&home, &["vd/t", "--ttl", "3s", "--no-tls"]);
+    let addr = publish.base().trim_start_matches("http://").to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut refused = 0;
+    while let Ok(mut s) = TcpStream::connect(&addr) {
+        assert!(Instant::now() < deadline, "strangers kept the publish up");
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let _ = s.write_all(b"GET /t.raw HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut answer = Vec::new();
+        if s.read_to_end(&mut answer).is_ok() && answer.starts_with(b"HTTP/1.1 401") {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0);
+    let stopped = publish.wait_stopped(Duration::from_secs(20));
+    assert_eq!(stopped["stopped"], "ttl", "{stopped}");
+
+    // --max-downloads 1: a complete download ends the publish; probes of a few bytes,
+    // even of the last ones, are not downloads.
     let publish = Publish::start(&home, &["vd/t", "--max-downloads", "1"]);
     let auth = bearer(&publish);
-    // A part that does not reach the end is not a download.
-    assert_eq!(
-        curl(&publish, &["-H", &auth, "-r", "0-99"], &publish.url()).0,
-        206
-    );
-    let (code, body) = curl(&publish, &["-H", &auth], &publish.url());
-    assert_eq!((code, body.len() as u64), (200, size));
+    let all = std::fs::read(&local).unwrap();
+    for (range, bytes) in [
+        ("0-0", &all[..1]),
+        ("0-1023", &all[..1024]),
+        ("-1", &all[all.len() - 1..]),
+        ("-1024", &all[all.len() - 1024..]),
+        ("0-99", &all[..100]),
+    ] {
+        let (code, body) = curl(&publish, &["-H", &auth, "-r", range], &publish.url());
+        assert_eq!((code, &body[..]), (206, bytes), "{range}");
+    }
+    let dir = home.out("capped");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (code, _, err) = sh(&dir, &publish.s("curl"));
+    assert_eq!(code, 0, "{err}");
+    tool("cmp", &[p(&local), p(&dir.join("t.raw"))]);
     let stopped = publish.wait_stopped(Duration::from_secs(20));
     assert_eq!(stopped["stopped"], "downloads", "{stopped}");
     assert_eq!(stopped["downloads"], 1);
+
+    // --max-downloads 2: a transfer in two halves (as a resumed one) counts once, when
+    // it completes the file; a whole one then makes two.
+    let publish = Publish::start(&home, &["vd/t", "--max-downloads", "2"]);
+    let auth = bearer(&publish);
+    let half = size / 2;
+    let (code, first) = curl(
+        &publish,
+        &["-H", &auth, "-r", &format!("0-{}", half - 1)],
+        &publish.url(),
+    );
+    assert_eq!(code, 206);
+    let (code, rest) = curl(
+        &publish,
+        &["-H", &auth, "-r", &format!("{half}-")],
+        &publish.url(),
+    );
+    assert_eq!(code, 206);
+    assert_eq!([first, rest].concat(), all);
+    let (code, _, err) = sh(&dir, &publish.s("curl"));
+    assert_eq!(
+        code, 0,
+        "the halves counted as more than one download: {err}"
+    );
+    tool("cmp", &[p(&local), p(&dir.join("t.raw"))]);
+    let stopped = publish.wait_stopped(Duration::from_secs(20));
+    assert_eq!(stopped["stopped"], "downloads", "{stopped}");
+    assert_eq!(stopped["downloads"], 2);
+}
+
+#[test]
+fn http_1_0_and_clients_without_alpn_are_served_over_tls_and_plain_http() {
+    let home = Home::new();
+    let local = disk(&home, "old", 4);
+    let all = std::fs::read(&local).unwrap();
+    let publish = Publish::start(&home, &["vd/old"]);
+    let auth = bearer(&publish);
+    for extra in [
+        &["-0"][..],
+        &["--no-alpn"],
+        &["-0", "--no-alpn"],
+        &["--http1.1"],
+    ] {
+        let mut args = vec!["-H", auth.as_str()];
+        args.extend_from_slice(extra);
+        let (code, body) = curl(&publish, &args, &publish.url());
+        assert_eq!(code, 200, "{extra:?}");
+        assert!(body == all, "{extra:?}: other bytes");
+        let (code, body) = curl(
+            &publish,
+            &[&args[..], &["-r", "10-19"]].concat(),
+            &publish.url(),
+        );
+        assert_eq!((code, &body[..]), (206, &all[10..20]), "{extra:?}");
+    }
+    // The printed curl command with -0 writes the same file.
+    let dir = home.out("old");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (code, _, err) = sh(&dir, &publish.s("curl").replacen("curl ", "curl -0 ", 1));
+    assert_eq!(code, 0, "{err}");
+    tool("cmp", &[p(&local), p(&dir.join("old.raw"))]);
+
+    // Plain HTTP/1.0 on a raw socket: answered in 1.0, the whole item, then closed.
+    let plain = Publish::start(&home, &["vd/old", "--no-tls"]);
+    let addr = plain.base().trim_start_matches("http://").to_string();
+    let (answer, closed) = raw_bytes(
+        &addr,
+        format!(
+            "GET /old.raw HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
+            plain.s("token")
+        )
+        .as_bytes(),
+    );
+    assert!(answer.starts_with(b"HTTP/1.0 200 OK\r\n") && closed);
+    let body_at = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(answer[body_at..] == all[..], "other bytes over HTTP/1.0");
 }
 
 #[test]
@@ -1123,4 +1249,209 @@ fn a_push_killed_mid_way_resumes_and_bad_pushes_leave_no_disk() {
     let listed = home.ok(&["get", "vd", "-o", "json"]);
     let listed = String::from_utf8_lossy(&listed.stdout);
     assert!(listed.contains("pushed") && !listed.contains("wrong") && !listed.contains("cut"));
+}
+
+/// Hostile clients of a TLS publish, all without the token, in one Python process: `idle`
+/// connections that finish the handshake and send nothing, `partial` ones that send the
+/// start of a ClientHello and nothing more, `keepalive` ones that each send one keep-alive
+/// request (and are held, not closed, by this side), and `flooders` threads that send
+/// requests on new connections as fast as they can. Prints `ready` once all of them are
+/// open, then, when a line comes on stdin, stops the flood and prints what happened as
+/// JSON. Each loop is bounded.
+const HOSTILE_PY: &str = r#"
+import json, socket, ssl, sys, threading, time
+host, port, path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+idle, partial, keepalive, flooders = (int(a) for a in sys.argv[4:8])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.set_alpn_protocols(['http/1.1'])
+request = ('GET %s HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n' % path).encode()
+
+def tls():
+    s = ctx.wrap_socket(socket.create_connection((host, port), timeout=20))
+    s.settimeout(20)
+    return s
+
+def read_all(s):
+    """What came before the server closed the connection, and whether it did (EOF)."""
+    got = b''
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            b = s.recv(65536)
+        except socket.timeout:
+            return got, False
+        except (ConnectionError, ssl.SSLError):
+            return got, True
+        if not b:
+            return got, True
+        got += b
+    return got, False
+
+idles = [tls() for _ in range(idle)]
+partials = []
+for _ in range(partial):
+    s = socket.create_connection((host, port), timeout=20)
+    s.sendall(b'\x16\x03\x01\x02\x00')
+    partials.append(s)
+held = []
+for _ in range(keepalive):
+    s = tls()
+    s.sendall(request)
+    held.append(s)
+
+stop = threading.Event()
+flood = {'requests': 0, 'refused': 0, 'other': []}
+lock = threading.Lock()
+def flooder():
+    for _ in range(20000):
+        if stop.is_set():
+            return
+        try:
+            s = tls()
+            s.sendall(request + request)
+            got, eof = read_all(s)
+            s.close()
+        except (OSError, ssl.SSLError) as e:
+            got, eof = repr(e).encode(), False
+        with lock:
+            flood['requests'] += 1
+            if got.startswith(b'HTTP/1.1 401') and got.count(b'HTTP/1.1') == 1 and eof:
+                flood['refused'] += 1
+            elif len(flood['other']) < 5:
+                flood['other'].append(got[:200].decode('latin-1'))
+threads = [threading.Thread(target=flooder) for _ in range(flooders)]
+for t in threads:
+    t.start()
+print('ready', flush=True)
+sys.stdin.readline()
+stop.set()
+for t in threads:
+    t.join()
+
+answers = [read_all(s) for s in held]
+result = {
+    'keepalive_401': sum(1 for got, _ in answers if got.startswith(b'HTTP/1.1 401')),
+    'keepalive_close_header': sum(1 for got, _ in answers if b'\r\nconnection: close\r\n' in got.lower()),
+    'keepalive_eof': sum(1 for _, eof in answers if eof),
+    'idle_closed': sum(1 for s in idles if read_all(s)[1]),
+    'partial_closed': sum(1 for s in partials if read_all(s)[1]),
+    'flood': flood,
+}
+print(json.dumps(result), flush=True)
+"#;
+
+#[test]
+fn strangers_idle_or_flooding_do_not_lock_out_the_token_holder() {
+    let home = Home::new();
+    let local = disk(&home, "lock", 16);
+    let publish = Publish::start(&home, &["vd/lock"]);
+    let addr = publish.base().trim_start_matches("https://").to_string();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let mut hostile = Command::new("python3")
+        .args([
+            "-c",
+            HOSTILE_PY,
+            host,
+            port,
+            "/lock.raw",
+            "40",
+            "40",
+            "100",
+            "4",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = BufReader::new(hostile.stdout.take().unwrap());
+    let mut line = String::new();
+    said.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+
+    // With 180 strangers' connections open and 4 more flooding, more than `--max-clients`
+    // (32): the token holder is served, every byte.
+    let dir = home.out("holder");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (code, _, err) = sh(&dir, &publish.s("curl"));
+    assert_eq!(code, 0, "the token holder was not served: {err}");
+    tool("cmp", &[p(&local), p(&dir.join("lock.raw"))]);
+
+    hostile.stdin.take().unwrap().write_all(b"stop\n").unwrap();
+    line.clear();
+    said.read_line(&mut line).unwrap();
+    assert!(hostile.wait().unwrap().success());
+    let got: Value = serde_json::from_str(&line).unwrap();
+    println!("strangers: {got}");
+    // Every tokenless request got 401 and its connection closed by the server (EOF),
+    // a second request sent on it unanswered; idle and half-handshaken connections were
+    // closed at the greeting deadline.
+    assert_eq!(got["keepalive_401"], 100, "{got}");
+    assert_eq!(got["keepalive_close_header"], 100, "{got}");
+    assert_eq!(got["keepalive_eof"], 100, "{got}");
+    assert_eq!(got["idle_closed"], 40, "{got}");
+    assert_eq!(got["partial_closed"], 40, "{got}");
+    let flood = &got["flood"];
+    assert!(flood["requests"].as_u64().unwrap() > 0, "{got}");
+    assert_eq!(flood["refused"], flood["requests"], "{got}");
+    // Strangers are not clients: the publish was used once, by the token holder.
+    let (code, body) = curl(
+        &publish,
+        &["-H", &bearer(&publish)],
+        &format!("{}/status.json", publish.base()),
+    );
+    assert_eq!(code, 200);
+    let status: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status["rejected"], 0, "{status}");
+}
+
+#[test]
+fn an_upload_body_longer_than_announced_is_refused_as_such() {
+    let home = Home::new();
+    let src = home.out("long.raw");
+    std::fs::write(&src, vec![7u8; 4 << 20]).unwrap();
+    let before = pool_files(&home);
+    let receiving = Receiving::start(&home, &["vd/long"]);
+    let body = home.out("answer");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            p(&body),
+            "-w",
+            "%{http_code}",
+            "-k",
+            "--pinnedpubkey",
+            &receiving.s("pinned_pubkey"),
+            "-H",
+            &format!("Authorization: Bearer {}", receiving.s("token")),
+            "-H",
+            "Upload-Length: 1000",
+            "-H",
+            &format!("Upload-Sha256: {}", "1".repeat(64)),
+            "-T",
+            p(&src),
+            &receiving.s("url"),
+        ])
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&out.stdout).into_owned();
+    let answer = std::fs::read_to_string(&body).unwrap_or_default();
+    assert_eq!(code, "413", "{answer}");
+    assert!(
+        answer.contains("longer than its Upload-Length of 1000 bytes"),
+        "{answer}"
+    );
+    // The server says the same, in one line, and imports nothing.
+    let (code, err) = receiving.wait();
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("snapport: error: ")
+            && err.contains("longer than its Upload-Length of 1000 bytes")
+            && !err.contains("truncated"),
+        "{err}"
+    );
+    assert_eq!(pool_files(&home), before);
 }

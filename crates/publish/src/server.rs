@@ -14,17 +14,23 @@
 //! - `GET /` (`/index.html`): an HTML page listing the items, their sizes, digests and
 //!   live progress; `GET /status.json`: the same as JSON.
 //!
-//! Bounds: at most `max_clients` connections are served (the next as many get 503, more
-//! are dropped); each connection holds at most one response of a few MiB in flight; a
-//! TLS handshake, request headers, or a read or write that makes no progress for
-//! `io_timeout` closes the connection (slow-loris and stalled readers). The server stops
-//! when nobody has used it for `ttl` (counted from the last access, as Deckhouse does)
-//! or after `max_downloads` complete downloads.
+//! Bounds: a connection is a stranger until its first request carries the token. At most
+//! [`MAX_STRANGERS`] strangers are open at once (more wait in the kernel's backlog), and
+//! each must finish its TLS handshake and its first request's headers within
+//! [`GREETING_TIMEOUT`] (or `io_timeout`, if shorter), else it is closed. A request
+//! without the token gets 401 and its connection is closed. Once its token is checked, a
+//! connection is served if fewer than `max_clients` are (else 503, and closed); so
+//! strangers, however many, idle or flooding, never hold a served client's place. Each
+//! served connection holds at most one response of a few MiB in flight; request headers,
+//! or a read or write that makes no progress for `io_timeout`, close it (slow-loris and
+//! stalled readers). The server stops when nobody has used it for `ttl` (counted from the
+//! last request that carried the token, as Deckhouse does: strangers do not keep it up)
+//! or after `max_downloads` complete downloads (see `Item::delivered`).
 
 use crate::content::{Item, Sha256State};
 use crate::error::{Error, Result};
 use crate::range::{parse_range, Ranged};
-use crate::upload::{declared_of, UploadSlot};
+use crate::upload::{declared_of, overrun_message, UploadSlot};
 use base64::Engine as _;
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
@@ -34,15 +40,23 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use snapport_core::digest::CONTENT_DIGEST_PREFIX;
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Connections open at once that have not yet shown the token (in their TLS handshake,
+/// or before their first request): bounded apart from the served ones.
+pub const MAX_STRANGERS: usize = 256;
+
+/// From accept to the end of the first request's headers, TLS handshake included.
+pub const GREETING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a publish behaves.
 pub struct Config {
@@ -52,12 +66,13 @@ pub struct Config {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Stop after this long without an authorized access.
     pub ttl: Option<Duration>,
-    /// Stop after this many complete downloads (responses that delivered an item's last
-    /// byte), once the responses in flight are done.
+    /// Stop after this many complete downloads (see `Item::delivered`), once the
+    /// responses in flight are done.
     pub max_downloads: Option<u64>,
-    /// Connections served at once.
+    /// Connections served at once (once their token is checked).
     pub max_clients: usize,
-    /// Handshake, header and stalled read/write deadline.
+    /// Header and stalled read/write deadline (and the greeting's, if shorter than
+    /// [`GREETING_TIMEOUT`]).
     pub io_timeout: Duration,
 }
 
@@ -89,9 +104,9 @@ pub enum Stopped {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Status {
     pub items: Vec<ItemStatus>,
-    /// Connections open now.
+    /// Served connections (their token checked) open now.
     pub clients: u64,
-    /// Connections turned away because `max_clients` were open.
+    /// Connections with the token turned away because `max_clients` were served.
     pub rejected: u64,
     /// Seconds since the last authorized access.
     pub idle_seconds: f64,
@@ -268,50 +283,51 @@ async fn accept_loop(
 ) -> Result<Stopped> {
     let listener = tokio::net::TcpListener::from_std(listener)
         .map_err(|e| Error::io("setting up the listening socket", e))?;
-    let served = Arc::new(Semaphore::new(max_clients));
-    // Over the limit, clients are told 503 (a handshake and a short answer each); only
-    // beyond 256 of those at once are connections closed unanswered.
-    let refused = Arc::new(Semaphore::new((max_clients * 4).max(256)));
+    let gates = Arc::new(Gates {
+        strangers: Arc::new(Semaphore::new(MAX_STRANGERS)),
+        served: Arc::new(Semaphore::new(max_clients)),
+    });
     let tls = shared
         .config
         .tls
         .as_ref()
         .map(|c| tokio_rustls::TlsAcceptor::from(Arc::clone(c)));
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    let stopped = loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((tcp, _peer)) = accepted else {
+    let accepting = {
+        let shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            loop {
+                // A place among the strangers first: when they are all taken, the next
+                // connections wait in the backlog until one is served, refused or timed out.
+                let Ok(stranger) = Arc::clone(&gates.strangers).acquire_owned().await else {
+                    return;
+                };
+                let Ok((tcp, peer)) = listener.accept().await else {
                     // Out of descriptors or a reset before accept: wait, go on.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                let (permit, admitted) = match Arc::clone(&served).try_acquire_owned() {
-                    Ok(p) => (p, true),
-                    Err(_) => match Arc::clone(&refused).try_acquire_owned() {
-                        Ok(p) => {
-                            shared.rejected.fetch_add(1, Ordering::Relaxed);
-                            (p, false)
-                        }
-                        Err(_) => continue,
-                    },
-                };
-                let (shared, tls) = (Arc::clone(&shared), tls.clone());
-                tokio::spawn(async move {
-                    shared.clients.fetch_add(1, Ordering::Relaxed);
-                    connection(tcp, tls, Arc::clone(&shared), admitted).await;
-                    shared.clients.fetch_sub(1, Ordering::Relaxed);
-                    drop(permit);
+                let gate = Arc::new(Gate {
+                    shared: Arc::clone(&shared),
+                    gates: Arc::clone(&gates),
+                    peer: peer.ip().to_canonical(),
+                    stranger: Mutex::new(Some(stranger)),
+                    served: Mutex::new(None),
+                    authenticated: AtomicBool::new(false),
                 });
+                tokio::spawn(connection(tcp, tls.clone(), gate));
             }
-            _ = tick.tick() => {
-                if let Some(s) = shared.should_stop() {
-                    break s;
-                }
-            }
+        })
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let stopped = loop {
+        tick.tick().await;
+        if let Some(s) = shared.should_stop() {
+            break s;
         }
     };
-    drop(listener);
+    // Stops accepting and closes the listener.
+    accepting.abort();
+    let _ = accepting.await;
     // An upload that never finished will not: its import sees the stream end.
     for u in &shared.uploads {
         u.abandon();
@@ -325,49 +341,136 @@ async fn accept_loop(
     Ok(stopped)
 }
 
+/// The two bounds on connections: strangers, and served clients.
+struct Gates {
+    strangers: Arc<Semaphore>,
+    served: Arc<Semaphore>,
+}
+
+/// One connection's place: among the strangers until a request shows the token, then
+/// among the served clients (or refused).
+struct Gate {
+    shared: Arc<Shared>,
+    gates: Arc<Gates>,
+    /// Who delivered bytes count for (see `Item::delivered`).
+    peer: IpAddr,
+    stranger: Mutex<Option<OwnedSemaphorePermit>>,
+    served: Mutex<Option<Served>>,
+    authenticated: AtomicBool,
+}
+
+/// A served client's place; counted in `clients` while it is held.
+struct Served {
+    _permit: OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.shared.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Gate {
+    fn is_authenticated(&self) -> bool {
+        self.authenticated.load(Ordering::Relaxed)
+    }
+
+    /// A request carried the token: moves the connection from the strangers to the
+    /// served clients; `false` if all `max_clients` places are taken.
+    fn admit(&self) -> bool {
+        if self.is_authenticated() {
+            return true;
+        }
+        let Ok(permit) = Arc::clone(&self.gates.served).try_acquire_owned() else {
+            self.shared.rejected.fetch_add(1, Ordering::Relaxed);
+            return false;
+        };
+        self.shared.clients.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.served) = Some(Served {
+            _permit: permit,
+            shared: Arc::clone(&self.shared),
+        });
+        lock(&self.stranger).take();
+        self.authenticated.store(true, Ordering::Relaxed);
+        true
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 async fn connection(
     tcp: tokio::net::TcpStream,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    shared: Arc<Shared>,
-    admitted: bool,
+    gate: Arc<Gate>,
 ) {
     let _ = tcp.set_nodelay(true);
-    let t = shared.config.io_timeout;
+    let t = gate.shared.config.io_timeout;
+    // The handshake and the first request's headers, both within this.
+    let greeting = tokio::time::Instant::now() + t.min(GREETING_TIMEOUT);
     let mut io = tokio_io_timeout::TimeoutStream::new(tcp);
     io.set_read_timeout(Some(t));
     io.set_write_timeout(Some(t));
     let io = Box::pin(io);
     match tls {
         Some(acceptor) => {
-            if let Ok(Ok(stream)) = tokio::time::timeout(t, acceptor.accept(io)).await {
-                serve_http(stream, shared, admitted).await
+            if let Ok(Ok(stream)) = tokio::time::timeout_at(greeting, acceptor.accept(io)).await {
+                serve_http(stream, gate, greeting).await
             }
         }
-        None => serve_http(io, shared, admitted).await,
+        None => serve_http(io, gate, greeting).await,
     }
 }
 
-async fn serve_http<I>(io: I, shared: Arc<Shared>, admitted: bool)
+async fn serve_http<I>(io: I, gate: Arc<Gate>, greeting: tokio::time::Instant)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let t = shared.config.io_timeout;
-    let service = hyper::service::service_fn(move |req| {
-        let shared = Arc::clone(&shared);
-        async move {
-            Ok::<_, Infallible>(if admitted {
-                handle(req, shared).await
-            } else {
-                busy()
-            })
-        }
-    });
-    let _ = hyper::server::conn::http1::Builder::new()
+    let t = gate.shared.config.io_timeout;
+    let service = {
+        let gate = Arc::clone(&gate);
+        hyper::service::service_fn(move |req| {
+            let gate = Arc::clone(&gate);
+            async move { Ok::<_, Infallible>(respond(req, &gate).await) }
+        })
+    };
+    let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(t)
         .max_buf_size(64 << 10)
-        .serve_connection(TokioIo::new(io), service)
-        .await;
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = &mut conn => return,
+        _ = tokio::time::sleep_until(greeting) => {}
+    }
+    // Still a stranger at the greeting's deadline: closed (dropping the connection closes
+    // its socket).
+    if gate.is_authenticated() {
+        let _ = conn.await;
+    }
+}
+
+/// The answer to one request: 401 (and the connection closed) without the token, 503
+/// (closed too) when the token is right but every served place is taken.
+async fn respond(req: Request<Incoming>, gate: &Gate) -> Response<Body> {
+    let shared = &gate.shared;
+    if !authorized(&req, &shared.config.token) {
+        let mut r = text(
+            StatusCode::UNAUTHORIZED,
+            "a valid token is required (Authorization: Bearer TOKEN)",
+        );
+        let h = r.headers_mut();
+        h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return r;
+    }
+    if !gate.admit() {
+        return busy();
+    }
+    handle(req, shared, gate.peer).await
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
@@ -442,16 +545,8 @@ impl Drop for InFlight {
     }
 }
 
-async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
-    if !authorized(&req, &shared.config.token) {
-        let mut r = text(
-            StatusCode::UNAUTHORIZED,
-            "a valid token is required (Authorization: Bearer TOKEN)",
-        );
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        return r;
-    }
+/// A request that carried the token.
+async fn handle(req: Request<Incoming>, shared: &Arc<Shared>, peer: IpAddr) -> Response<Body> {
     shared.touch();
     let slot = req
         .uri()
@@ -462,7 +557,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
     if let Some(slot) = slot {
         return match *req.method() {
             Method::HEAD => upload_offset(&slot),
-            Method::PUT => receive(req, &shared, slot).await,
+            Method::PUT => receive(req, shared, slot).await,
             _ => {
                 let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "only HEAD and PUT");
                 r.headers_mut()
@@ -496,7 +591,7 @@ async fn handle(req: Request<Incoming>, shared: Arc<Shared>) -> Response<Body> {
         _ => {
             let name = &path[1..];
             if let Some(i) = shared.items.iter().position(|i| i.name == name) {
-                serve_item(&req, &shared, i)
+                serve_item(&req, shared, i, peer)
             } else if let Some(i) = name
                 .strip_suffix(".sha256")
                 .and_then(|n| shared.items.iter().position(|i| i.name == n))
@@ -595,10 +690,15 @@ async fn receive(
         let n = data.len() as u64;
         if slot.offset() + n > declared.length {
             drop(tx);
+            slot.lock().overrun = true;
             slot.abandon();
+            discard_rest(&mut body).await;
             return text(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "more bytes than Upload-Length",
+                &format!(
+                    "{}: refused, nothing was imported",
+                    overrun_message(declared.length)
+                ),
             );
         }
         if tx.send(data).await.is_err() {
@@ -630,6 +730,22 @@ async fn receive(
     }
 }
 
+/// Reads and drops what remains of a refused request body, up to 16 MiB and 5 s: a
+/// socket closed with bytes unread is reset, and the client would lose the answer.
+async fn discard_rest(body: &mut Incoming) {
+    let mut left: u64 = 16 << 20;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(frame)) = body.frame().await {
+            let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+            match left.checked_sub(n) {
+                Some(l) if l > 0 => left = l,
+                _ => break,
+            }
+        }
+    })
+    .await;
+}
+
 fn empty() -> Body {
     Empty::new()
         .map_err(|never: Infallible| match never {})
@@ -659,7 +775,12 @@ fn serve_sha256(item: &Item) -> Response<Body> {
     }
 }
 
-fn serve_item(req: &Request<Incoming>, shared: &Arc<Shared>, index: usize) -> Response<Body> {
+fn serve_item(
+    req: &Request<Incoming>,
+    shared: &Arc<Shared>,
+    index: usize,
+    peer: IpAddr,
+) -> Response<Body> {
     let item = &shared.items[index];
     let size = item.content.size();
     let mut ranged = req
@@ -691,7 +812,7 @@ fn serve_item(req: &Request<Incoming>, shared: &Arc<Shared>, index: usize) -> Re
     let body = if *req.method() == Method::HEAD || len == 0 {
         empty()
     } else {
-        stream_body(shared, index, start, len)
+        stream_body(shared, index, start, len, peer)
     };
     let mut r = Response::new(body);
     *r.status_mut() = status;
@@ -735,8 +856,9 @@ fn serve_item(req: &Request<Incoming>, shared: &Arc<Shared>, index: usize) -> Re
 
 /// The item's bytes `[start, start + len)`, read on the blocking pool and handed to
 /// hyper through a channel of a few 1 MiB blocks: memory per response stays bounded
-/// however slow the client is, and a client that goes away stops the reader.
-fn stream_body(shared: &Arc<Shared>, index: usize, start: u64, len: u64) -> Body {
+/// however slow the client is, and a client that goes away stops the reader. What it
+/// delivered is recorded for `peer` when it ends, however it ends.
+fn stream_body(shared: &Arc<Shared>, index: usize, start: u64, len: u64, peer: IpAddr) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(3);
     let content = Arc::clone(&shared.items[index].content);
     tokio::task::spawn_blocking(move || {
@@ -752,8 +874,10 @@ fn stream_body(shared: &Arc<Shared>, index: usize, start: u64, len: u64) -> Body
     item.stats.active.fetch_add(1, Ordering::Relaxed);
     ChannelBody {
         rx,
+        start,
+        sent: 0,
         remaining: len,
-        last_byte: start + len == item.content.size(),
+        peer,
         shared: Arc::clone(shared),
         index,
         _in_flight: InFlight::new(shared),
@@ -763,9 +887,11 @@ fn stream_body(shared: &Arc<Shared>, index: usize, start: u64, len: u64) -> Body
 
 struct ChannelBody {
     rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+    /// Where the response starts in the item, and the bytes handed to the connection.
+    start: u64,
+    sent: u64,
     remaining: u64,
-    /// The response ends with the item's last byte: delivering it completes a download.
-    last_byte: bool,
+    peer: IpAddr,
     shared: Arc<Shared>,
     index: usize,
     _in_flight: InFlight,
@@ -773,10 +899,9 @@ struct ChannelBody {
 
 impl Drop for ChannelBody {
     fn drop(&mut self) {
-        self.shared.items[self.index]
-            .stats
-            .active
-            .fetch_sub(1, Ordering::Relaxed);
+        let item = &self.shared.items[self.index];
+        item.delivered(self.peer, self.start, self.sent);
+        item.stats.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -794,11 +919,9 @@ impl http_body::Body for ChannelBody {
                 let n = block.len() as u64;
                 let this = &mut *self;
                 this.remaining = this.remaining.saturating_sub(n);
+                this.sent += n;
                 let stats = &this.shared.items[this.index].stats;
                 stats.bytes_sent.fetch_add(n, Ordering::Relaxed);
-                if this.remaining == 0 && this.last_byte {
-                    stats.downloads.fetch_add(1, Ordering::Relaxed);
-                }
                 this.shared.touch();
                 Poll::Ready(Some(Ok(Frame::data(block))))
             }

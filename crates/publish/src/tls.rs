@@ -90,7 +90,10 @@ impl Identity {
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .map_err(|e| Error::with("the TLS certificate and key do not go together", e))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/1.1 and 1.0 both, as the server speaks both: a client that offers only
+        // `http/1.0` (curl -0) is otherwise refused in the handshake. A client that offers
+        // no ALPN gets none.
+        config.alpn_protocols = vec![b"http/1.1".to_vec(), b"http/1.0".to_vec()];
         Ok(Identity {
             config: Arc::new(config),
             fingerprint,

@@ -33,6 +33,8 @@ pub(crate) struct SlotState {
     pub offset: u64,
     /// A `PUT` is streaming now.
     pub busy: bool,
+    /// A `PUT` ran past the declared length: the import is told so, not a short stream.
+    pub overrun: bool,
     /// The import's outcome: a JSON summary, or why it failed.
     pub outcome: Option<std::result::Result<String, String>>,
 }
@@ -131,7 +133,16 @@ impl std::io::Read for UploadReader {
         while self.current.is_empty() {
             match self.rx.blocking_recv() {
                 Some(b) => self.current = b,
-                None => return Ok(0),
+                None => {
+                    let st = self.slot.lock();
+                    return match (&st.declared, st.overrun) {
+                        (Some(d), true) => Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            overrun_message(d.length),
+                        )),
+                        _ => Ok(0),
+                    };
+                }
             }
         }
         let n = buf.len().min(self.current.len());
@@ -139,6 +150,11 @@ impl std::io::Read for UploadReader {
         let _ = self.current.split_to(n);
         Ok(n)
     }
+}
+
+/// Why an upload whose body ran past its declared length was refused.
+pub(crate) fn overrun_message(length: u64) -> String {
+    format!("the upload's body was longer than its Upload-Length of {length} bytes")
 }
 
 /// Reads the upload headers of a `PUT`.
