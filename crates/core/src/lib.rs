@@ -8,6 +8,7 @@ pub mod bundle;
 mod chunks;
 pub mod cleanup;
 pub mod delta;
+pub mod detect;
 pub mod digest;
 pub mod error;
 pub mod export;
