@@ -410,24 +410,10 @@ fn import_input(
             let length = *length;
             options.content_sha256 = expected.sha256.is_some();
             let mut reader = input.into_reader()?;
-            let verify = |s: &ImportSummary| check(expected, s.content_digest.as_deref(), s.content_sha256.as_deref());
-            if let Some(folder) = spool_folder(ctx, args, given, length, what)? {
-                let mut file = spool(&mut reader, &folder, progress.as_mut())?;
-                let size = VolumeSource::size(&file);
-                write_into(&mut pool, target, size, Source::Volume(&mut file), &options, progress.as_mut(), verify, false)
-            } else {
-                let size = target_size(given, length, what)?;
-                write_into(
-                    &mut pool,
-                    target,
-                    size,
-                    Source::Stream { reader: &mut reader, length },
-                    &options,
-                    progress.as_mut(),
-                    verify,
-                    args.in_place,
-                )
-            }
+            let stream = Stream { reader: &mut reader, length, given, what };
+            write_stream(&mut pool, ctx, args, target, stream, &options, progress.as_mut(), |s| {
+                check(expected, s.content_digest.as_deref(), s.content_sha256.as_deref())
+            })
         }
         (InputFormat::RawZst, input) => {
             if compressed_qcow2(&head) {
@@ -438,59 +424,85 @@ fn import_input(
             let hashing = HashingReader { inner: input.into_reader()?, hash: Arc::clone(&hash) };
             let decoder = zstd::stream::read::Decoder::new(hashing).context("starting the zstd decoder")?;
             let mut reader = ZstdSource(decoder);
-            let verify = |s: &ImportSummary| {
+            let stream = Stream { reader: &mut reader, length: recorded, given, what };
+            write_stream(&mut pool, ctx, args, target, stream, &options, progress.as_mut(), |s| {
                 let sha = expected.sha256.as_ref().map(|_| hex::encode(hash.lock().unwrap().clone().finalize()));
                 check(expected, s.content_digest.as_deref(), sha.as_deref())
-            };
-            if let Some(folder) = spool_folder(ctx, args, given, recorded, what)? {
-                let mut file = spool(&mut reader, &folder, progress.as_mut())?;
-                let size = VolumeSource::size(&file);
-                write_into(&mut pool, target, size, Source::Volume(&mut file), &options, progress.as_mut(), verify, false)
-            } else {
-                let size = target_size(given, recorded, what)?;
-                write_into(
-                    &mut pool,
-                    target,
-                    size,
-                    Source::Stream { reader: &mut reader, length: recorded },
-                    &options,
-                    progress.as_mut(),
-                    verify,
-                    args.in_place,
-                )
-            }
+            })
         }
     }
     .with_context(context)?;
     Ok((format, summary, verified))
 }
 
-/// Where a stream of unknown length is stored first, so that the new volume can be made
-/// with the size that arrived: a folder of the pool, when the pool's volumes are files
-/// in its folders (a folder pool, writable). None when the length is known (given or
-/// declared); an error when the pool must know the size before creating a volume (LVM,
-/// CSI) or the source may never end (a character device).
-fn spool_folder(
+/// A source read in order.
+struct Stream<'a> {
+    reader: &'a mut (dyn std::io::Read + Send),
+    /// What the source declared (Content-Length, snapport's zstd size frame), if anything.
+    length: Option<u64>,
+    /// --size.
+    given: Option<u64>,
+    what: &'a str,
+}
+
+/// Imports a stream: straight into the new volume when its size is known (given or
+/// declared); otherwise first into an unnamed file in the pool's folder, so that the
+/// volume is made with the size that arrived. Only a pool whose volumes are files in
+/// its folders (writable, no CSI endpoint) can do that: others must know a volume's size
+/// before they make it (LVM, CSI), and then --size is asked for.
+#[allow(clippy::too_many_arguments)]
+fn write_stream(
+    pool: &mut Instance,
     ctx: &Context,
     args: &Args,
-    given: Option<u64>,
-    length: Option<u64>,
-    what: &str,
-) -> Result<Option<std::path::PathBuf>> {
+    target: &Address,
+    stream: Stream<'_>,
+    options: &ImportOptions,
+    progress: &mut dyn Progress,
+    verify: impl FnOnce(&ImportSummary) -> Result<Vec<String>>,
+) -> Result<(ImportSummary, Vec<String>)> {
+    let Stream {
+        reader,
+        length,
+        given,
+        what,
+    } = stream;
     if given.is_some() || length.is_some() {
-        return Ok(None);
+        let size = target_size(given, length, what)?;
+        let source = Source::Stream { reader, length };
+        return write_into(
+            pool,
+            target,
+            size,
+            source,
+            options,
+            progress,
+            verify,
+            args.in_place,
+        );
     }
     if args.in_place {
-        bail!("the size of {what} is unknown until all of it is read; --in-place needs it first: give --size");
+        bail!("the size of {what} is unknown until all of it is read, and --in-place needs it first: give --size");
     }
-    let pool = ctx.config.pool(&args.pool)?;
-    match pool.folders.first() {
-        Some(folder) if pool.writable && pool.grpc_endpoint.is_none() => Ok(Some(folder.clone())),
+    let config = ctx.config.pool(&args.pool)?;
+    let folder = match config.folders.first() {
+        Some(f) if config.writable && config.grpc_endpoint.is_none() => f,
         _ => bail!(
             "the size of {what} is unknown until all of it is read, and pool {} must know a new volume's size before it is made: give --size",
             args.pool
         ),
-    }
+    };
+    let mut file = spool(reader, folder, progress)?;
+    let size = VolumeSource::size(&file);
+    write_volume(
+        pool,
+        target,
+        size,
+        Source::Volume(&mut file),
+        options,
+        progress,
+        verify,
+    )
 }
 
 /// Whether the zstd stream starting with `head` decompresses to a qcow2 image (which
