@@ -263,7 +263,26 @@ fn a_vm_bundle_round_trips_and_damage_leaves_nothing() {
     let badf = home.out("bad.tar");
     std::fs::write(&badf, &bad).unwrap();
     let err = home.fails(&["upload", p(&badf), "vm/bad", "-q"]);
-    assert!(err.contains("vm/bad was not created"), "{err}");
+    assert!(
+        err.contains(
+            "vm/bad was not created; the disks already imported were deleted: vd/bad-root:"
+        ),
+        "{err}"
+    );
+    // The first disk's payload damaged: nothing was imported, and nothing is said deleted.
+    let (_, at, size) = m
+        .iter()
+        .find(|x| x.0 == "disks/web-root.raw.zst")
+        .unwrap()
+        .clone();
+    let mut bad = bytes.clone();
+    bad[at + size / 2] ^= 0x40;
+    std::fs::write(&badf, &bad).unwrap();
+    let err = home.fails(&["upload", p(&badf), "vm/bad", "-q"]);
+    assert!(
+        err.contains("vm/bad was not created; no disk was imported:"),
+        "{err}"
+    );
     // A flipped byte in a header, in the manifest, and a cut in the last payload.
     for (what, damaged) in [
         ("header", {
@@ -284,6 +303,15 @@ fn a_vm_bundle_round_trips_and_damage_leaves_nothing() {
             err.contains("bundle") || err.contains("SHA256SUMS") || err.contains("zstd"),
             "{what}: {err}"
         );
+        // Only disks that were imported are said to be deleted, by name.
+        if what == "cut" {
+            assert!(
+                err.contains("the disks already imported were deleted: vd/bad-root, vd/bad-data:"),
+                "{what}: {err}"
+            );
+        } else {
+            assert!(!err.contains("deleted"), "{what}: {err}");
+        }
     }
     assert_eq!(files_in(&pool), before);
     assert_eq!(vm_names(&home), vms);

@@ -522,17 +522,6 @@ fn a_short_stream_fails_when_its_size_was_declared() {
         &["upload", p(&path), "vd/x"],
         "ended after 10485760 of the 25165824 bytes",
     );
-    // raw on stdin without --size has no size to create.
-    let before = pool_state(&home);
-    let out = Command::new(env!("CARGO_BIN_EXE_snapport"))
-        .args(["upload", "-", "vd/x"])
-        .env("SNAPPORT_HOME", home.path())
-        .stdin(std::fs::File::open(home.out("src.raw")).unwrap())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("give --size"));
-    assert_eq!(pool_state(&home), before);
 }
 
 /// A tmpfs of `mib` MiB mounted at `dir`, unmounted on drop; None (with the reason
@@ -714,7 +703,7 @@ plan = 'dzhzzdhz' * 16
 with open(sys.argv[1], 'wb') as f:
     for k in plan:
         f.write(leaf(k))
-    f.write(b'\x01' * 1000)
+    f.write(b'\x01' * 1000 + bytes(24))
 "#;
     tool("python3", &["-c", script, p(&src)]);
     assert!(
@@ -745,7 +734,7 @@ with open(sys.argv[1], 'wb') as f:
             .filter(|e| e["data"].as_bool() == Some(true))
             .map(|e| e["length"].as_u64().unwrap())
             .sum();
-        // qemu-img maps whole sectors: the 1000-byte tail shows as 1024.
+        // The 1024-byte tail leaf: 1000 bytes of data, then zeros in the same sector.
         assert_eq!(
             mapped,
             16 * 4 * (64 << 10) + 1024,
@@ -836,4 +825,302 @@ fn qcow2_files_with_compressed_clusters_and_backing_chains() {
     qcow2_overlay(&stray, p(&base), "raw", "32M", None);
     let line = home.fails(&["upload", p(&stray), "vd/stray"]);
     assert!(line.contains("outside the folders"), "{line}");
+}
+
+/// `snapport ARGS` with `input`'s bytes on stdin through a pipe, whose length nobody
+/// knows (as `cat FILE | snapport ...`).
+fn piped(home: &Home, input: &Path, args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_snapport"))
+        .args(args)
+        .env("SNAPPORT_HOME", home.path())
+        .env_remove("SNAPPORT_PLUGIN_PATH")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let bytes = std::fs::read(input).unwrap();
+    // The reader may stop early (a refusal): a broken pipe is its answer, not ours.
+    let feeder = std::thread::spawn(move || drop(stdin.write_all(&bytes)));
+    let out = child.wait_with_output().unwrap();
+    feeder.join().unwrap();
+    out
+}
+
+/// The one `snapport: error:` line of a run that must have failed with exit 1.
+fn error_line(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "should fail with 1: {stderr}");
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "expected one error line, got: {stderr}");
+    assert!(lines[0].starts_with("snapport: error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+/// `n` bytes that are neither zeros nor repeating within a leaf.
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect()
+}
+
+/// A folder pool of raw files, `r`, beside the default qcow2 pool; its folder.
+fn with_raw_pool(home: &Home) -> PathBuf {
+    let dir = home.path().join("rawpool");
+    std::fs::create_dir_all(&dir).unwrap();
+    home.write_config(&format!(
+        "[pools.r]\nplugin = \"raw\"\nfolders = [\"{}\"]\nwritable = true\n",
+        dir.display()
+    ));
+    dir
+}
+
+fn sha256_hex(path: &Path) -> String {
+    tool("sha256sum", &[p(path)])
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_volume_holds_exactly_the_verified_bytes_or_is_refused() {
+    let home = Home::new();
+    let raw_dir = with_raw_pool(&home);
+    // 1 MiB + 7 bytes: no whole number of 512-byte sectors.
+    let odd = home.out("odd.raw");
+    std::fs::write(&odd, pattern((1 << 20) + 7)).unwrap();
+    let sha = sha256_hex(&odd);
+    let digest = python_content_digest(&odd);
+    let granularity =
+        "the source is 1048583 bytes; pool default stores volumes in multiples of 512 bytes";
+
+    // The qcow2 pool cannot hold that size: refused before anything is written, from a
+    // file and from a pipe.
+    refused(
+        &home,
+        &["upload", p(&odd), "vd/odd", "--sha256", &sha],
+        granularity,
+    );
+    let before = pool_state(&home);
+    let line = error_line(&piped(
+        &home,
+        &odd,
+        &["upload", "-", "vd/odd", "--sha256", &sha],
+    ));
+    assert!(line.contains(granularity), "{line}");
+    assert_eq!(pool_state(&home), before);
+    refused(
+        &home,
+        &["upload", p(&odd), "vd/odd", "--size", "1048583"],
+        granularity,
+    );
+
+    // A raw pool holds any size: exactly the source, verified.
+    let out = home.ok(&[
+        "upload",
+        p(&odd),
+        "vd/odd",
+        "-n",
+        "r",
+        "--sha256",
+        &sha,
+        "-o",
+        "json",
+    ]);
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["verified"][0], "sha256 from --sha256", "{doc}");
+    let made = raw_dir.join("odd.raw");
+    assert_eq!(std::fs::metadata(&made).unwrap().len(), (1 << 20) + 7);
+    tool("cmp", &[p(&odd), p(&made)]);
+    let listed = home.ok(&["get", "vd", "odd", "-n", "r", "-o", "json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["size"], (1 << 20) + 7, "{listed}");
+
+    // From a pipe without --size: the size is what arrived, both digests checked.
+    let out = piped(
+        &home,
+        &odd,
+        &[
+            "upload", "-", "vd/piped", "-n", "r", "--sha256", &sha, "--digest", &digest, "-o",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["verified"].as_array().unwrap().len(), 2, "{doc}");
+    tool("cmp", &[p(&odd), p(&raw_dir.join("piped.raw"))]);
+    // A wrong SHA-256 from a pipe: nothing in the pool folder, not even the spooled bytes.
+    let before = files_in(&raw_dir);
+    let line = error_line(&piped(
+        &home,
+        &odd,
+        &[
+            "upload",
+            "-",
+            "vd/wrong",
+            "-n",
+            "r",
+            "--sha256",
+            &"ab".repeat(32),
+        ],
+    ));
+    assert!(line.contains("SHA-256 mismatch"), "{line}");
+    assert_eq!(files_in(&raw_dir), before);
+
+    // Into the qcow2 pool, a pipe of whole sectors works without --size, and so does a
+    // file on stdin (its length is known).
+    let whole = home.out("whole.raw");
+    std::fs::write(&whole, pattern(3 << 20)).unwrap();
+    let sha = sha256_hex(&whole);
+    let out = piped(
+        &home,
+        &whole,
+        &["upload", "-", "vd/p", "--sha256", &sha, "-q"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = Command::new(env!("CARGO_BIN_EXE_snapport"))
+        .args(["upload", "-", "vd/f", "--sha256", &sha, "-q"])
+        .env("SNAPPORT_HOME", home.path())
+        .stdin(std::fs::File::open(&whole).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // zstd's own stream carries no size snapport reads: it is stored first, too, and its
+    // SHA-256 is of the compressed bytes as given.
+    let zst = home.out("whole.raw.zst");
+    tool("zstd", &["-q", "-f", p(&whole), "-o", p(&zst)]);
+    let zsha = sha256_hex(&zst);
+    let out = piped(
+        &home,
+        &zst,
+        &["upload", "-", "vd/z", "--sha256", &zsha, "-q"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["p", "f", "z"] {
+        let img = home.pool().join(format!("{name}.qcow2"));
+        tool("qemu-img", &["compare", "-F", "raw", p(&img), p(&whole)]);
+        let info = tool("qemu-img", &["info", "--output=json", p(&img)]);
+        assert!(info.contains("\"virtual-size\": 3145728"), "{info}");
+    }
+    assert_eq!(pool_state(&home).1, "vd/f,vd/p,vd/z");
+}
+
+#[test]
+fn endless_or_oversized_sources_fail_and_leave_nothing() {
+    let home = Home::new();
+    // Character devices may never end: without --size they are refused at once.
+    for dev in ["/dev/zero", "/dev/urandom"] {
+        refused(
+            &home,
+            &["upload", dev, "vd/z"],
+            &format!("{dev} is a character device, which may never end: give --size"),
+        );
+    }
+    let before = pool_state(&home);
+    let out = Command::new(env!("CARGO_BIN_EXE_snapport"))
+        .args(["upload", "-", "vd/z"])
+        .env("SNAPPORT_HOME", home.path())
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .output()
+        .unwrap();
+    let line = error_line(&out);
+    assert!(line.contains("stdin is a character device"), "{line}");
+    assert_eq!(pool_state(&home), before);
+    // With --size, a source that runs past it fails: a device, a pipe, a file.
+    refused(
+        &home,
+        &["upload", "/dev/zero", "vd/z", "--size", "1M"],
+        "larger than the target's 1048576 bytes",
+    );
+    let two = home.out("two.raw");
+    std::fs::write(&two, pattern(2 << 20)).unwrap();
+    let line = error_line(&piped(
+        &home,
+        &two,
+        &["upload", "-", "vd/z", "--size", "1M"],
+    ));
+    assert!(
+        line.contains("larger than the target's 1048576 bytes"),
+        "{line}"
+    );
+    assert_eq!(pool_state(&home), before);
+    refused(
+        &home,
+        &["upload", p(&two), "vd/z", "--size", "1M"],
+        "more than --size 1048576",
+    );
+    // A pool that must know a volume's size before making it (an LVM pool) asks for it.
+    let pv = home.out("pv.img");
+    std::fs::write(&pv, vec![0u8; 1 << 20]).unwrap();
+    home.write_config(&format!(
+        "[pools.lvm]\nplugin = \"lvm\"\ndevices = {{ pv0 = \"{}\" }}\nwritable = true\n",
+        pv.display()
+    ));
+    let line = error_line(&piped(&home, &two, &["upload", "-", "vd/z", "-n", "lvm"]));
+    assert!(
+        line.contains("pool lvm must know a new volume's size before it is made: give --size"),
+        "{line}"
+    );
+    assert_eq!(pool_state(&home), before);
+}
+
+#[test]
+fn qed_parallels_and_luks_images_are_named_and_refused() {
+    let home = Home::new();
+    let luks_opts = [
+        "--object",
+        "secret,id=s,data=x",
+        "-o",
+        "key-secret=s,iter-time=10",
+    ];
+    for (format, name, extra) in [
+        ("qed", "a QED image", &[][..]),
+        ("parallels", "a Parallels image", &[][..]),
+        (
+            "luks",
+            "a LUKS-encrypted volume (LUKS version 1)",
+            &luks_opts[..],
+        ),
+    ] {
+        let img = home.out(&format!("x.{format}"));
+        let mut args = vec!["create", "-q", "-f", format];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[p(&img), "16M"]);
+        tool("qemu-img", &args);
+        let expect = format!("{} is {name}", p(&img));
+        refused(&home, &["upload", p(&img), "vd/x"], &expect);
+        let before = pool_state(&home);
+        let line = error_line(&piped(&home, &img, &["upload", "-", "vd/x"]));
+        assert!(line.contains(&format!("stdin is {name}")), "{line}");
+        assert_eq!(pool_state(&home), before);
+    }
+    // Told it is raw, the encrypted bytes are imported as they are.
+    let luks = home.out("x.luks");
+    home.ok(&["upload", p(&luks), "vd/enc", "--format", "raw", "-q"]);
+    tool(
+        "qemu-img",
+        &[
+            "compare",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            p(&home.pool().join("enc.qcow2")),
+            p(&luks),
+        ],
+    );
 }

@@ -149,3 +149,98 @@ fn deltas_hold_what_changed_apply_in_order_and_refuse_the_wrong_base() {
     ]);
     assert!(err.contains("not of vd/d"), "{err}");
 }
+
+/// Rewrites delta `from` into `to` with the target's size and content digest replaced,
+/// its closing SHA-256 recomputed: a well-formed delta to a target of any size.
+fn retarget(from: &Path, to: &Path, size: u64, digest: &str) {
+    let script = r#"
+import hashlib, json, struct, sys
+b = open(sys.argv[1], 'rb').read()
+assert b[:8] == b'SNAPDLT1'
+n = struct.unpack('>I', b[8:12])[0]
+manifest = json.loads(b[12:12 + n])
+manifest['target']['size'] = int(sys.argv[3])
+pos = start = 12 + n
+while b[pos] != 0:
+    kind, off, length = struct.unpack('>BQQ', b[pos:pos + 17])
+    pos += 17 + (length if kind == 1 else 0)
+records = b[start:pos + 1]
+pos += 1
+n = struct.unpack('>I', b[pos:pos + 4])[0]
+footer = json.loads(b[pos + 4:pos + 4 + n])
+footer['target_digest'] = sys.argv[4]
+m, f = json.dumps(manifest).encode(), json.dumps(footer).encode()
+body = b'SNAPDLT1' + struct.pack('>I', len(m)) + m + records + struct.pack('>I', len(f)) + f
+open(sys.argv[2], 'wb').write(body + hashlib.sha256(body).digest())
+"#;
+    tool(
+        "python3",
+        &["-c", script, p(from), p(to), &size.to_string(), digest],
+    );
+}
+
+#[test]
+fn a_delta_to_a_size_the_pool_cannot_store_is_refused_or_applied_exactly() {
+    let home = Home::new();
+    let img = home.pool().join("d.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "1M"]);
+    qemu_io(&img, "qcow2", &["write -P 0x11 0 256k"]);
+    home.ok(&["snapshot", "create", "vd/d", "--name", "s1", "-q"]);
+    qemu_io(&img, "qcow2", &["write -P 0x22 512k 128k"]);
+    home.ok(&["snapshot", "create", "vd/d", "--name", "s2", "-q"]);
+    let delta = home.out("d.delta");
+    home.ok(&[
+        "download",
+        "vds/d@s2",
+        "--since",
+        "vds/d@s1",
+        "-o",
+        p(&delta),
+        "-q",
+    ]);
+    let (s1, s2) = (home.out("s1.raw"), home.out("s2.raw"));
+    home.ok(&["download", "vds/d@s1", "-o", p(&s1), "-q"]);
+    home.ok(&["download", "vds/d@s2", "-o", p(&s2), "-q"]);
+    // The same change to a target of 1 MiB + 7 bytes: s2 with 7 zero bytes after it.
+    let want = home.out("want.raw");
+    let mut bytes = std::fs::read(&s2).unwrap();
+    bytes.extend_from_slice(&[0; 7]);
+    std::fs::write(&want, &bytes).unwrap();
+    let odd = home.out("odd.delta");
+    retarget(&delta, &odd, (1 << 20) + 7, &python_content_digest(&want));
+
+    // The qcow2 pool stores whole sectors: refused before anything is written.
+    let before = files_in(&home.pool());
+    let line = home.fails(&["upload", p(&odd), "vd/o", "--onto", "vds/d@s1"]);
+    assert!(
+        line.contains(
+            "the source is 1048583 bytes; pool default stores volumes in multiples of 512 bytes"
+        ),
+        "{line}"
+    );
+    assert_eq!(files_in(&home.pool()), before);
+    let listed = String::from_utf8(home.ok(&["get", "vd", "-o", "json"]).stdout).unwrap();
+    assert!(!listed.contains("vd/o\""), "{listed}");
+
+    // A raw pool holds it: applied onto a disk holding s1, exactly the target's bytes.
+    let dir = home.path().join("rawpool");
+    std::fs::create_dir_all(&dir).unwrap();
+    home.write_config(&format!(
+        "[pools.r]\nplugin = \"raw\"\nfolders = [\"{}\"]\nwritable = true\n",
+        dir.display()
+    ));
+    home.ok(&["upload", p(&s1), "vd/base", "-n", "r", "-q"]);
+    home.ok(&[
+        "upload",
+        p(&odd),
+        "vd/o",
+        "-n",
+        "r",
+        "--onto",
+        "vd/base",
+        "-q",
+    ]);
+    let made = dir.join("o.raw");
+    assert_eq!(std::fs::metadata(&made).unwrap().len(), (1 << 20) + 7);
+    tool("cmp", &[p(&want), p(&made)]);
+}

@@ -40,8 +40,8 @@ fn run() -> Result<()> {
                  demo      build, then export a disk of the default pool (makes a sample disk)\n\
                  test      build, then run the whole test suite (extra args go to cargo test)\n\
                  fuzz [S]  fuzz the qcow2 reader S seconds, its writer and snapshot writer S/2,\n\
-                           the delta, bundle, LVM and thin-pool readers, Range parser and\n\
-                           gRPC framing S/4\n\
+                           the delta, bundle, LVM and thin-pool readers, Range parser,\n\
+                           gRPC framing, CSI metadata and format detection S/4\n\
                            (default 60)\n\
                  bench     export benches against qemu-img convert and cp"
             );
@@ -418,5 +418,22 @@ fn fuzz(args: &[String]) -> Result<()> {
     seed.extend_from_slice(&(message.len() as u16).to_le_bytes());
     seed.extend_from_slice(message);
     std::fs::write(csi_corpus.join("seed0"), seed)?;
-    fuzz_target("csi_metadata", seconds.div_ceil(4), &csi_corpus)
+    fuzz_target("csi_metadata", seconds.div_ceil(4), &csi_corpus)?;
+    // Format detection, from the start of each format it knows.
+    let detect_corpus = root().join("fuzz/corpus/image_detect");
+    std::fs::create_dir_all(&detect_corpus)?;
+    let seeds: [&[u8]; 8] = [
+        b"QFI\xfb\0\0\0\x03",
+        b"\x28\xb5\x2f\xfd\0",
+        b"QED\0\0\0\x01\0",
+        b"WithoutFreeSpace\x02\0\0\0",
+        b"LUKS\xba\xbe\0\x02",
+        b"KDMV\x01\0\0\0",
+        b"conectix\0\0\0\x02",
+        b"\x1f\x8b\x08\0",
+    ];
+    for (i, seed) in seeds.iter().enumerate() {
+        std::fs::write(detect_corpus.join(format!("seed{i}")), seed)?;
+    }
+    fuzz_target("image_detect", seconds.div_ceil(4), &detect_corpus)
 }

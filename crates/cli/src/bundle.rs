@@ -417,9 +417,15 @@ pub fn import_vm(
                 left.push(format!("vd/{name} ({d})"));
             }
         }
-        return Err(if left.is_empty() {
+        return Err(if created.is_empty() {
             e.context(format!(
-                "vm/{new_name} was not created; the disks already imported were deleted"
+                "vm/{new_name} was not created; no disk was imported"
+            ))
+        } else if left.is_empty() {
+            let names: Vec<String> = created.iter().map(|n| format!("vd/{n}")).collect();
+            e.context(format!(
+                "vm/{new_name} was not created; the disks already imported were deleted: {}",
+                names.join(", ")
             ))
         } else {
             e.context(format!(

@@ -4,12 +4,13 @@
 use anyhow::{bail, Context as _, Result};
 use sha2::{Digest, Sha256};
 use std::fs::File;
-use std::io::{Cursor, Read};
-use std::os::unix::fs::FileExt;
+use std::io::{Cursor, Read, Seek};
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 
 /// Bytes looked at to detect the format.
-const HEAD: usize = 64 << 10;
+const HEAD: usize = snapport_core::detect::HEAD_BYTES;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InputFormat {
@@ -30,82 +31,30 @@ impl InputFormat {
     }
 }
 
-/// Formats snapport does not import, by their magic, with what to do instead.
-const FOREIGN: &[(usize, &[u8], &str)] = &[
-    (
-        0,
-        b"KDMV",
-        "a VMDK image; convert it first: qemu-img convert -O qcow2",
-    ),
-    (
-        0,
-        b"vhdxfile",
-        "a VHDX image; convert it first: qemu-img convert -O qcow2",
-    ),
-    (
-        0,
-        b"conectix",
-        "a VHD image; convert it first: qemu-img convert -O qcow2",
-    ),
-    (
-        0x40,
-        b"\x7f\x10\xda\xbe",
-        "a VDI image; convert it first: qemu-img convert -O qcow2",
-    ),
-    (
-        0,
-        b"\x1f\x8b",
-        "gzip-compressed; decompress it first (or recompress as zstd)",
-    ),
-    (
-        0,
-        b"\xfd7zXZ\0",
-        "xz-compressed; decompress it first (or recompress as zstd)",
-    ),
-    (
-        0,
-        b"BZh",
-        "bzip2-compressed; decompress it first (or recompress as zstd)",
-    ),
-];
-
-/// The format of an image from its first bytes.
+/// The format of an image from its first bytes; foreign formats (VMDK, VHD(X), VDI,
+/// QED, Parallels, LUKS, gzip, xz, bzip2) are named and refused.
 pub fn detect(head: &[u8], what: &str) -> Result<InputFormat> {
-    if head.starts_with(b"QFI\xfb") {
-        let version = head
-            .get(4..8)
-            .map(|v| u32::from_be_bytes(v.try_into().unwrap()));
-        return match version {
-            Some(2 | 3) => Ok(InputFormat::Qcow2),
-            Some(v) => {
-                bail!("{what} is qcow version {v}; convert it first: qemu-img convert -O qcow2")
-            }
-            None => bail!(
-                "{what} ends inside its qcow2 header ({} bytes): truncated?",
-                head.len()
-            ),
-        };
-    }
-    if snapport_core::zst::is_zstd(head) {
-        return Ok(InputFormat::RawZst);
-    }
-    for (at, magic, says) in FOREIGN {
-        if head.len() >= at + magic.len() && &head[*at..at + magic.len()] == *magic {
-            bail!("{what} is {says}");
-        }
-    }
-    Ok(InputFormat::Raw)
+    use snapport_core::detect::ImageFormat;
+    Ok(match snapport_core::detect::detect(head, what)? {
+        ImageFormat::Raw => InputFormat::Raw,
+        ImageFormat::Qcow2 => InputFormat::Qcow2,
+        ImageFormat::RawZst => InputFormat::RawZst,
+    })
 }
 
 /// An opened source.
 pub enum Input {
     File(PathBuf),
-    /// stdin or a response body, with its first bytes already read (and put back).
+    /// stdin, a pipe, a character device or a response body, with its first bytes
+    /// already read (and put back).
     Stream {
         reader: Box<dyn Read + Send>,
         head: Vec<u8>,
-        /// The length the sender declared (Content-Length), if any.
+        /// The length the sender declared (Content-Length, a file's size on stdin), if any.
         length: Option<u64>,
+        /// A character device that is not a pipe (/dev/zero, /dev/urandom, a tty): it may
+        /// never end, so its length must be given.
+        endless: bool,
     },
 }
 
@@ -124,12 +73,16 @@ pub fn is_url(s: &str) -> bool {
 
 pub fn open(source: &str) -> Result<Input> {
     if source == "-" {
-        let mut stdin: Box<dyn Read + Send> = Box::new(std::io::stdin());
+        let stdin = std::io::stdin();
+        let (length, endless) = stream_kind(&File::from(stdin.as_fd().try_clone_to_owned()?))
+            .context("reading stdin")?;
+        let mut stdin: Box<dyn Read + Send> = Box::new(stdin);
         let head = read_head(&mut stdin).context("reading stdin")?;
         return Ok(Input::Stream {
             reader: stdin,
             head,
-            length: None,
+            length,
+            endless,
         });
     }
     if is_url(source) {
@@ -141,14 +94,40 @@ pub fn open(source: &str) -> Result<Input> {
             reader,
             head,
             length,
+            endless: false,
         });
     }
     let path = PathBuf::from(source);
     let meta = std::fs::metadata(&path).with_context(|| format!("opening {source}"))?;
-    if meta.is_dir() {
+    let kind = meta.file_type();
+    if kind.is_dir() {
         bail!("{source} is a folder; name an image file");
     }
-    Ok(Input::File(path))
+    if kind.is_file() || kind.is_block_device() {
+        return Ok(Input::File(path));
+    }
+    // A pipe, socket or character device: read in order, its length unknown.
+    let file = File::open(&path).with_context(|| format!("opening {source}"))?;
+    let mut reader: Box<dyn Read + Send> = Box::new(file);
+    let head = read_head(&mut reader).with_context(|| format!("reading {source}"))?;
+    Ok(Input::Stream {
+        reader,
+        head,
+        length: None,
+        endless: kind.is_char_device(),
+    })
+}
+
+/// What stdin is: a file's remaining length, or whether it is a character device that
+/// may never end (a pipe has neither).
+fn stream_kind(stdin: &File) -> Result<(Option<u64>, bool)> {
+    let meta = stdin.metadata()?;
+    let kind = meta.file_type();
+    if kind.is_file() {
+        let at = (&*stdin).stream_position()?;
+        return Ok((Some(meta.len().saturating_sub(at)), false));
+    }
+    Ok((None, kind.is_char_device()))
 }
 
 impl Input {
@@ -341,20 +320,5 @@ mod tests {
         assert!(parse_size("x").is_err());
         assert!(parse_size("1Q").is_err());
         assert!(parse_size("99999999P").is_err());
-    }
-
-    #[test]
-    fn detection() {
-        assert_eq!(
-            detect(b"QFI\xfb\0\0\0\x03", "x").unwrap(),
-            InputFormat::Qcow2
-        );
-        assert!(detect(b"QFI\xfb\0\0\0\x01", "x").is_err());
-        assert_eq!(
-            detect(&[0x28, 0xb5, 0x2f, 0xfd, 0], "x").unwrap(),
-            InputFormat::RawZst
-        );
-        assert_eq!(detect(b"\0\0\0\0", "x").unwrap(), InputFormat::Raw);
-        assert!(detect(b"KDMV\x01", "x").is_err());
     }
 }

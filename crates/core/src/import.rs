@@ -364,7 +364,7 @@ fn too_large(size: u64, target: u64) -> Error {
 }
 
 /// Reads until `buf` is full or the stream ends; returns the bytes read.
-fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
+pub(crate) fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match reader.read(&mut buf[n..]) {

@@ -8,6 +8,7 @@ pub mod bundle;
 mod chunks;
 pub mod cleanup;
 pub mod delta;
+pub mod detect;
 pub mod digest;
 pub mod error;
 pub mod export;
@@ -17,6 +18,7 @@ pub mod io;
 pub mod progress;
 pub mod qcow2_out;
 pub mod raw_file;
+pub mod spool;
 pub mod volume_reader;
 
 pub use error::{Error, ErrorKind, Result};

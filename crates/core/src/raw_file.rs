@@ -19,15 +19,20 @@ pub struct RawFile {
 
 impl RawFile {
     pub fn open(path: &Path) -> Result<RawFile> {
-        let mut file =
+        let file =
             File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        RawFile::from_file(file, path.display().to_string())
+    }
+
+    /// An open file (one without a name, too), called `name` in messages.
+    pub fn from_file(mut file: File, name: String) -> Result<RawFile> {
         let size = file
             .seek(SeekFrom::End(0))
-            .map_err(|e| Error::io(format!("sizing {}", path.display()), e))?;
+            .map_err(|e| Error::io(format!("sizing {name}"), e))?;
         Ok(RawFile {
             device: Arc::new(Device {
                 id: 0,
-                name: path.display().to_string(),
+                name,
                 file,
                 size,
             }),

@@ -513,18 +513,13 @@ impl Instance {
             }
         };
         // A backend may round up to its granularity (qcow2: whole 512-byte sectors, as
-        // QEMU reads them); never down, and not beyond one 64 KiB block.
-        if info.size < size || info.size - size >= 64 << 10 {
+        // QEMU reads them; `create-volume`). A volume larger than what it is made from
+        // would not be what was verified, so such a size is refused here, before a byte
+        // is written; a backend that rounds down or further than 64 KiB breaks the contract.
+        if info.size != size {
             self.drop_handle(handle, generation);
             self.discard_staged();
-            return Err(Error::new(
-                ErrorKind::Backend(BackendErrorKind::Io),
-                format!(
-                    "{} created {name} with {} bytes where {size} were asked for",
-                    self.who(),
-                    info.size
-                ),
-            ));
+            return Err(self.size_refused(name, size, info.size));
         }
         // A backend whose new volumes hold old bytes says so (see `create-volume`).
         let unzeroed = info
@@ -540,6 +535,31 @@ impl Instance {
             committed: false,
             lost: None,
         })
+    }
+
+    /// Why volume `name` of `size` bytes cannot be made when the plugin made it `made`
+    /// bytes: the pool's granularity (the smallest power of two that rounds `size` up to
+    /// `made`), or a broken contract.
+    fn size_refused(&self, name: &str, size: u64, made: u64) -> Error {
+        let granularity = (1..=16)
+            .map(|b| 1u64 << b)
+            .find(|g| made > size && size.checked_next_multiple_of(*g) == Some(made));
+        match granularity {
+            Some(g) => Error::new(
+                ErrorKind::Backend(BackendErrorKind::InvalidArgument),
+                format!(
+                    "the source is {size} bytes; pool {} stores volumes in multiples of {g} bytes, so {name} would be {made} bytes, not the bytes verified: pad the source (or --size) to a multiple of {g} or use a raw pool",
+                    self.pool
+                ),
+            ),
+            None => Error::new(
+                ErrorKind::Backend(BackendErrorKind::Io),
+                format!(
+                    "{} created {name} with {made} bytes where {size} were asked for",
+                    self.who()
+                ),
+            ),
+        }
     }
 
     /// Deletes volume `name`.

@@ -7,9 +7,11 @@ use crate::context::Context;
 use crate::source::{self, Expected, HashingReader, Input, InputFormat};
 use anyhow::{bail, Context as _, Result};
 use sha2::{Digest, Sha256};
+use snapport_core::extent::VolumeSource;
 use snapport_core::import::{import, ImportOptions, ImportSummary, Source, VolumeTarget};
 use snapport_core::progress::Progress;
 use snapport_core::raw_file::RawFile;
+use snapport_core::spool::spool;
 use snapport_host::{Instance, VolumeKind, WritableVolume};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -217,19 +219,14 @@ pub fn run(args: Args) -> Result<()> {
     )?;
     let ctx = Context::new()?;
     let input = source::open(&args.source)?;
+    let what = match args.source.as_str() {
+        "-" => "stdin",
+        s => s,
+    };
     let started = Instant::now();
-    let (format, summary, verified) =
-        import_input(&args, &ctx, &target, input, &expected, &args.source)?;
+    let (format, summary, verified) = import_input(&args, &ctx, &target, input, &expected, what)?;
     let seconds = started.elapsed().as_secs_f64();
-    report(
-        &args,
-        &args.source,
-        &target,
-        format,
-        &summary,
-        &verified,
-        seconds,
-    )
+    report(&args, what, &target, format, &summary, &verified, seconds)
 }
 
 /// `upload --publish`: waits for a push, imports it as it arrives, answers the pusher
@@ -300,6 +297,7 @@ fn serve_upload(args: Args) -> Result<()> {
             reader: stream,
             head,
             length: Some(declared.length),
+            endless: false,
         };
         let mut expected = source::expected("-", args.digest.clone(), None, false)?;
         expected.sha256 = Some((declared.sha256, "the uploader's Upload-Sha256".into()));
@@ -345,10 +343,20 @@ fn import_input(
     what: &str,
 ) -> Result<(InputFormat, ImportSummary, Vec<String>)> {
     let given = args.size.as_deref().map(source::parse_size).transpose()?;
+    if let Input::Stream {
+        endless: true,
+        length: None,
+        ..
+    } = &input
+    {
+        if given.is_none() {
+            bail!("{what} is a character device, which may never end: give --size (the bytes to take from it); nothing was imported");
+        }
+    }
     let head = input.head()?;
     let format = match args.format {
         // The plugin decides raw or qcow2 by content: a forced qcow2 must be one.
-        Some(InputFormat::Qcow2) if !head.starts_with(b"QFI\xfb") => {
+        Some(InputFormat::Qcow2) if !head.starts_with(snapport_core::detect::QCOW2_MAGIC) => {
             bail!("{what} is not qcow2 (no QFI\\xfb magic at its start)")
         }
         Some(f) => f,
@@ -384,7 +392,7 @@ fn import_input(
         ),
         (InputFormat::Raw, Input::File(path)) => {
             let mut file = RawFile::open(&path)?;
-            let size = target_size(given, Some(snapport_core::extent::VolumeSource::size(&file)), what)?;
+            let size = target_size(given, Some(VolumeSource::size(&file)), what)?;
             options.content_sha256 = expected.sha256.is_some();
             write_into(
                 &mut pool,
@@ -400,47 +408,101 @@ fn import_input(
         (InputFormat::Raw, input @ Input::Stream { .. }) => {
             let Input::Stream { length, .. } = &input else { unreachable!() };
             let length = *length;
-            let size = target_size(given, length, what)?;
             options.content_sha256 = expected.sha256.is_some();
             let mut reader = input.into_reader()?;
-            write_into(
-                &mut pool,
-                target,
-                size,
-                Source::Stream { reader: &mut reader, length },
-                &options,
-                progress.as_mut(),
-                |s| check(expected, s.content_digest.as_deref(), s.content_sha256.as_deref()),
-                args.in_place,
-            )
+            let stream = Stream { reader: &mut reader, length, given, what };
+            write_stream(&mut pool, ctx, args, target, stream, &options, progress.as_mut(), |s| {
+                check(expected, s.content_digest.as_deref(), s.content_sha256.as_deref())
+            })
         }
         (InputFormat::RawZst, input) => {
             if compressed_qcow2(&head) {
                 bail!("{what} is a zstd-compressed qcow2 image; decompress it first (zstd -d), then upload the qcow2 file");
             }
             let recorded = snapport_core::zst::read_size_frame(&head);
-            let size = target_size(given, recorded, what)?;
             let hash = Arc::new(Mutex::new(Sha256::new()));
             let hashing = HashingReader { inner: input.into_reader()?, hash: Arc::clone(&hash) };
             let decoder = zstd::stream::read::Decoder::new(hashing).context("starting the zstd decoder")?;
             let mut reader = ZstdSource(decoder);
-            write_into(
-                &mut pool,
-                target,
-                size,
-                Source::Stream { reader: &mut reader, length: recorded },
-                &options,
-                progress.as_mut(),
-                |s| {
-                    let sha = expected.sha256.as_ref().map(|_| hex::encode(hash.lock().unwrap().clone().finalize()));
-                    check(expected, s.content_digest.as_deref(), sha.as_deref())
-                },
-                args.in_place,
-            )
+            let stream = Stream { reader: &mut reader, length: recorded, given, what };
+            write_stream(&mut pool, ctx, args, target, stream, &options, progress.as_mut(), |s| {
+                let sha = expected.sha256.as_ref().map(|_| hex::encode(hash.lock().unwrap().clone().finalize()));
+                check(expected, s.content_digest.as_deref(), sha.as_deref())
+            })
         }
     }
     .with_context(context)?;
     Ok((format, summary, verified))
+}
+
+/// A source read in order.
+struct Stream<'a> {
+    reader: &'a mut (dyn std::io::Read + Send),
+    /// What the source declared (Content-Length, snapport's zstd size frame), if anything.
+    length: Option<u64>,
+    /// --size.
+    given: Option<u64>,
+    what: &'a str,
+}
+
+/// Imports a stream: straight into the new volume when its size is known (given or
+/// declared); otherwise first into an unnamed file in the pool's folder, so that the
+/// volume is made with the size that arrived. Only a pool whose volumes are files in
+/// its folders (writable, no CSI endpoint) can do that: others must know a volume's size
+/// before they make it (LVM, CSI), and then --size is asked for.
+#[allow(clippy::too_many_arguments)]
+fn write_stream(
+    pool: &mut Instance,
+    ctx: &Context,
+    args: &Args,
+    target: &Address,
+    stream: Stream<'_>,
+    options: &ImportOptions,
+    progress: &mut dyn Progress,
+    verify: impl FnOnce(&ImportSummary) -> Result<Vec<String>>,
+) -> Result<(ImportSummary, Vec<String>)> {
+    let Stream {
+        reader,
+        length,
+        given,
+        what,
+    } = stream;
+    if given.is_some() || length.is_some() {
+        let size = target_size(given, length, what)?;
+        let source = Source::Stream { reader, length };
+        return write_into(
+            pool,
+            target,
+            size,
+            source,
+            options,
+            progress,
+            verify,
+            args.in_place,
+        );
+    }
+    if args.in_place {
+        bail!("the size of {what} is unknown until all of it is read, and --in-place needs it first: give --size");
+    }
+    let config = ctx.config.pool(&args.pool)?;
+    let folder = match config.folders.first() {
+        Some(f) if config.writable && config.grpc_endpoint.is_none() => f,
+        _ => bail!(
+            "the size of {what} is unknown until all of it is read, and pool {} must know a new volume's size before it is made: give --size",
+            args.pool
+        ),
+    };
+    let mut file = spool(reader, folder, progress)?;
+    let size = VolumeSource::size(&file);
+    write_volume(
+        pool,
+        target,
+        size,
+        Source::Volume(&mut file),
+        options,
+        progress,
+        verify,
+    )
 }
 
 /// Whether the zstd stream starting with `head` decompresses to a qcow2 image (which
