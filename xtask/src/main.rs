@@ -41,7 +41,7 @@ fn run() -> Result<()> {
                  test      build, then run the whole test suite (extra args go to cargo test)\n\
                  fuzz [S]  fuzz the qcow2 reader S seconds, its writer and snapshot writer S/2,\n\
                            the delta, bundle, LVM and thin-pool readers, Range parser and\n\
-                           gRPC framing S/4\n\
+                           gRPC framing, CSI metadata and the name rule S/4\n\
                            (default 60)\n\
                  bench     export benches against qemu-img convert and cp"
             );
@@ -418,5 +418,22 @@ fn fuzz(args: &[String]) -> Result<()> {
     seed.extend_from_slice(&(message.len() as u16).to_le_bytes());
     seed.extend_from_slice(message);
     std::fs::write(csi_corpus.join("seed0"), seed)?;
-    fuzz_target("csi_metadata", seconds.div_ceil(4), &csi_corpus)
+    fuzz_target("csi_metadata", seconds.div_ceil(4), &csi_corpus)?;
+    // The name rule, from names it accepts and names it must refuse.
+    let names_corpus = root().join("fuzz/corpus/names");
+    std::fs::create_dir_all(&names_corpus)?;
+    for (i, seed) in [
+        "web-root",
+        "before upgrade",
+        "../x",
+        "a@b",
+        ".h",
+        "a\u{1b}[0m",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(names_corpus.join(format!("seed{i}")), seed)?;
+    }
+    fuzz_target("names", seconds.div_ceil(4), &names_corpus)
 }
