@@ -302,3 +302,148 @@ fn a_reader_that_stops_reading_ends_the_listing_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");
 }
+
+#[test]
+fn pool_names_that_would_be_paths_are_refused() {
+    let home = Home::new();
+    // `state/POOL` of this name is the folder beside SNAPPORT_HOME.
+    let escaped = format!(
+        "escaped-{}",
+        home.path().file_name().unwrap().to_str().unwrap()
+    );
+    let outside = home.path().parent().unwrap().join(&escaped);
+    for (key, why) in [
+        (format!("../../{escaped}"), "starts with '.'"),
+        ("a/b".to_string(), "contains '/'"),
+        (".hidden".to_string(), "starts with '.'"),
+        ("-n".to_string(), "starts with '-'"),
+        ("a@b".to_string(), "contains '@'"),
+        ("a\\u0000b".to_string(), "NUL"),
+        ("a\\u001bb".to_string(), "control character"),
+    ] {
+        home.write_config(&format!(
+            "[pools.\"{key}\"]\nplugin = \"qcow2\"\nfolders = [\"default\"]\nwritable = true\n"
+        ));
+        let pool = format!(
+            "--pool={}",
+            key.replace("\\u0000", "").replace("\\u001b", "")
+        );
+        for args in [
+            vec!["get", "vds", &pool],
+            vec!["snapshot", "create", "vd/d", &pool],
+            vec!["get", "vd"],
+        ] {
+            let line = home.fails(&args);
+            assert!(
+                line.contains("config.toml: pool ") && line.contains(why),
+                "{key}: {line}"
+            );
+            assert!(line.contains("is not a valid name"), "{key}: {line}");
+        }
+    }
+    assert!(!outside.exists(), "{} was created", outside.display());
+    assert_eq!(
+        files_in(home.path()),
+        ["config.toml", "default"],
+        "state written under SNAPPORT_HOME"
+    );
+}
+
+#[test]
+fn names_in_addresses_are_checked_for_every_kind() {
+    let (home, _img) = good_image();
+    let out = home.out("x.raw");
+    let bad = [
+        ("a/b", "contains '/'"),
+        ("..", "starts with '.'"),
+        ("../x", "starts with '.'"),
+        ("a..b", "contains '..'"),
+        (".hidden", "starts with '.'"),
+        ("-x", "starts with '-'"),
+        ("a\nb", "control character"),
+        ("a\u{1b}[2Jb", "control character"),
+        ("a\u{7f}", "control character"),
+    ];
+    for (name, why) in bad {
+        for address in [
+            format!("vd/{name}"),
+            format!("vi/{name}"),
+            format!("vds/{name}@s"),
+            format!("vds/disk@{name}"),
+            format!("vm/{name}"),
+            format!("vms/{name}@s"),
+            format!("vms/web@{name}"),
+        ] {
+            let line = home.fails(&["download", &address, "-o", p(&out)]);
+            assert!(
+                line.contains("is not a valid name") && line.contains(why),
+                "{address:?}: {line}"
+            );
+            // The name is quoted, its control characters escaped: the line stays one line
+            // and puts nothing raw on the terminal.
+            assert!(
+                !line.contains('\u{1b}') && !line.contains('\u{7f}'),
+                "{line}"
+            );
+        }
+        let line = home.fails(&[
+            "upload",
+            p(&home.pool().join("disk.qcow2")),
+            &format!("vd/{name}"),
+        ]);
+        assert!(line.contains(why), "upload vd/{name:?}: {line}");
+        // `--flag=VALUE`: a value starting with '-' is still a value.
+        let line = home.fails(&["snapshot", "create", "vd/disk", &format!("--name={name}")]);
+        assert!(line.contains("--name") && line.contains(why), "{line}");
+        let prefix = format!("--name-prefix={name}");
+        let line = home.fails(&["clone", "vm/web", "--to", "vm/new", &prefix]);
+        assert!(
+            line.contains("--name-prefix") && line.contains(why),
+            "{line}"
+        );
+    }
+    for suffix in ["/x", "..", "@s", "\u{1b}"] {
+        let suffix = format!("--name-suffix={suffix}");
+        let line = home.fails(&["clone", "vm/web", "--to", "vm/new", &suffix]);
+        assert!(line.contains("--name-suffix"), "{line}");
+    }
+    let line = home.fails(&[
+        "clone",
+        "vm/web",
+        "--to",
+        "vm/new",
+        "--name-replace=web=../w",
+    ]);
+    assert!(line.contains("--name-replace"), "{line}");
+    assert_eq!(files_in(out.parent().unwrap()), Vec::<String>::new());
+    assert_eq!(files_in(&home.pool()), ["disk.qcow2"]);
+}
+
+#[test]
+fn names_in_vm_configs_are_checked() {
+    let (home, _img) = good_image();
+    let config = home.out("vm.json");
+    for (json, expect) in [
+        (r#"{"name":"web\u0000","disks":[{"name":"disk"}]}"#, "NUL"),
+        (
+            r#"{"name":"web","disks":[{"name":"../disk"}]}"#,
+            "the disk \"../disk\"",
+        ),
+        (
+            r#"{"name":"web","disks":[{"name":"disk","pool":"../p"}]}"#,
+            "the pool of disk",
+        ),
+        (
+            r#"{"name":"web","disks":[{"name":"d\u001b[0m"}]}"#,
+            "control character",
+        ),
+    ] {
+        std::fs::write(&config, json).unwrap();
+        let line = home.fails(&["create", "vm/web", "--config", p(&config)]);
+        assert!(
+            line.contains(expect) && line.contains("is not a valid name"),
+            "{json}: {line}"
+        );
+    }
+    assert!(!home.path().join("vms").exists());
+}

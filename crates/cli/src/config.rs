@@ -145,7 +145,8 @@ impl Config {
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         // Relative folders and devices are relative to the home folder.
-        for pool in file.pools.values_mut() {
+        for (name, pool) in file.pools.iter_mut() {
+            snapport_core::name::check(&format!("{}: pool", path.display()), name)?;
             pool.folders = pool.folders.iter().map(|f| home.join(f)).collect();
             if let Some((tool, _)) = pool.tools.iter().find(|(_, t)| t.command.is_empty()) {
                 bail!("{}: tools.{tool} has an empty command", path.display());

@@ -105,14 +105,18 @@ pub fn update_vms<R>(
 /// `vms/VM@NAME` → (VM, NAME); `None` when `s` is not a VM snapshot address at all.
 pub fn parse_vms(s: &str) -> Option<Result<(String, String)>> {
     let rest = s.strip_prefix("vms/")?;
-    Some(match rest.split_once('@') {
-        Some((vm, snap))
-            if crate::vm::parse_vm(&format!("vm/{vm}"))?.is_ok() && !snap.is_empty() =>
-        {
-            Ok((vm.to_string(), snap.to_string()))
-        }
-        _ => Err(anyhow::anyhow!("{s:?}: a VM snapshot is vms/VM@SNAPSHOT")),
-    })
+    let Some((vm, snap)) = rest.split_once('@') else {
+        return Some(Err(anyhow::anyhow!(
+            "{s:?}: a VM snapshot is vms/VM@SNAPSHOT"
+        )));
+    };
+    let check =
+        |what: &str, name: &str| crate::address::check_name(&format!("{s:?}: {what}"), name);
+    Some(
+        check("the VM", vm)
+            .and_then(|()| check("the snapshot", snap))
+            .map(|()| (vm.to_string(), snap.to_string())),
+    )
 }
 
 /// The VM snapshot `vms/VM@NAME`, which must exist.
