@@ -303,6 +303,44 @@ fn a_reader_that_stops_reading_ends_the_listing_quietly() {
     assert_eq!(out.status.code(), Some(141), "{stderr}");
 }
 
+/// `snapport ARGS` with a hang guard: a command that would wait forever (on a FIFO) is
+/// killed after a minute and the test fails saying so. Returns the error line of a clean
+/// failure (exit 1, one line), as [`Home::fails`].
+fn fails_without_hanging(home: &Home, args: &[&str]) -> String {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_snapport"))
+        .args(args)
+        .env("SNAPPORT_HOME", home.path())
+        .env_remove("SNAPPORT_PLUGIN_PATH")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("snapport {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "snapport {args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("snapport: error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+fn mkfifo(path: &Path) {
+    tool("mkfifo", &[p(path)]);
+}
+
 #[test]
 fn pool_names_that_would_be_paths_are_refused() {
     let home = Home::new();
@@ -446,4 +484,61 @@ fn names_in_vm_configs_are_checked() {
         );
     }
     assert!(!home.path().join("vms").exists());
+}
+
+#[test]
+fn files_read_whole_must_be_small_regular_files() {
+    // A plugin that is a character device: refused from its descriptor's type, before a
+    // byte is read (it used to be read until memory ran out).
+    let (home, _img) = good_image();
+    home.write_config("[pools.z]\nplugin = \"/dev/zero\"\nfolders = [\"default\"]\n");
+    let line = fails_without_hanging(&home, &["get", "vd", "-n", "z"]);
+    assert!(
+        line.contains("/dev/zero") && line.contains("not a regular file but a character device"),
+        "{line}"
+    );
+
+    // A FIFO as the plugin: no writer ever comes, and the command must not wait for one.
+    let fifo = home.path().join("plugin.wasm");
+    mkfifo(&fifo);
+    home.write_config(&format!(
+        "[pools.f]\nplugin = \"{}\"\nfolders = [\"default\"]\n",
+        fifo.display()
+    ));
+    let line = fails_without_hanging(&home, &["get", "vd", "-n", "f"]);
+    assert!(line.contains("not a regular file but a FIFO"), "{line}");
+
+    // A FIFO as config.toml.
+    let home = Home::new();
+    mkfifo(&home.path().join("config.toml"));
+    let line = fails_without_hanging(&home, &["get", "vd"]);
+    assert!(
+        line.contains("config.toml") && line.contains("not a regular file but a FIFO"),
+        "{line}"
+    );
+
+    // A configuration of more than 1 MiB (valid TOML: comments).
+    let home = Home::new();
+    let mut big = "# padding\n".repeat((1 << 20) / 10 + 1);
+    big.push_str("[pools.p]\nplugin = \"qcow2\"\nfolders = [\"default\"]\n");
+    home.write_config(&big);
+    let line = home.fails(&["get", "vd"]);
+    assert!(
+        line.contains("config.toml") && line.contains("larger than the 1048576 bytes"),
+        "{line}"
+    );
+
+    // A VM config that is a FIFO, and a snapshot record file that is one.
+    let (home, _img) = good_image();
+    let vm_fifo = home.out("vm.json");
+    mkfifo(&vm_fifo);
+    let line = fails_without_hanging(&home, &["create", "vm/web", "--config", p(&vm_fifo)]);
+    assert!(line.contains("not a regular file but a FIFO"), "{line}");
+    std::fs::create_dir_all(home.path().join("state/default")).unwrap();
+    mkfifo(&home.path().join("state/default/snapshots.json"));
+    let line = fails_without_hanging(&home, &["get", "vds"]);
+    assert!(
+        line.contains("snapshots.json") && line.contains("not a regular file but a FIFO"),
+        "{line}"
+    );
 }

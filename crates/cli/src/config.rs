@@ -40,6 +40,8 @@ use std::time::Duration;
 pub const DEFAULT_POOL: &str = "default";
 /// Snapshots per disk when the pool does not say (as VMmanager's default).
 pub const DEFAULT_SNAPSHOT_LIMIT: usize = 3;
+/// A configuration larger than this is not one an operator wrote.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -137,10 +139,14 @@ impl Config {
     pub fn load() -> Result<Config> {
         let home = home()?;
         let path = home.join("config.toml");
-        let mut file = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str::<ConfigFile>(&text).with_context(|| {
-                format!("{} is not a valid snapport configuration", path.display())
-            })?,
+        let mut file = match snapport_core::io::read_regular_file(&path, MAX_CONFIG_BYTES) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))?;
+                toml::from_str::<ConfigFile>(&text).with_context(|| {
+                    format!("{} is not a valid snapport configuration", path.display())
+                })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigFile::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };

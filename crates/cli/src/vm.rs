@@ -48,6 +48,9 @@ pub fn parse_vm(s: &str) -> Option<Result<String>> {
     Some(check_name(&format!("{s:?}: the VM"), name).map(|()| name.to_string()))
 }
 
+/// A VM config larger than this is not one a person or a tool meant to write.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 fn dir(home: &Path) -> PathBuf {
     home.join("vms")
 }
@@ -94,7 +97,7 @@ pub fn parse(text: &[u8], what: &str) -> Result<VmConfig> {
 
 pub fn load(home: &Path, name: &str) -> Result<VmConfig> {
     let p = path(home, name);
-    let text = match std::fs::read(&p) {
+    let text = match snapport_core::io::read_regular_file(&p, MAX_CONFIG_BYTES) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("no vm/{name}; create it with snapport create vm/{name} --config FILE")
