@@ -542,3 +542,55 @@ fn files_read_whole_must_be_small_regular_files() {
         "{line}"
     );
 }
+
+#[test]
+fn symlinks_out_of_a_pool_folder_say_nothing_and_open_nothing() {
+    let (home, img) = good_image();
+    // A 1 GiB sparse file outside the pool, and /etc/shadow (root may read it; a plugin
+    // must not even learn its size).
+    let elsewhere = home.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let secret = elsewhere.join("secret.raw");
+    std::fs::File::create(&secret)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    std::os::unix::fs::symlink(&secret, home.pool().join("secret.raw")).unwrap();
+    std::os::unix::fs::symlink("../elsewhere/secret.raw", home.pool().join("rel.img")).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", home.pool().join("shadow.raw")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent", home.pool().join("dangling.raw")).unwrap();
+    // A link that stays in the folder is the file it leads to.
+    std::os::unix::fs::symlink("disk.qcow2", home.pool().join("alias.qcow2")).unwrap();
+
+    let listing = home.ok(&["get", "vd", "-o", "json"]);
+    let docs: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    let mut names: Vec<&str> = docs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["vd/alias", "vd/disk"], "{docs}");
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(!text.contains("1073741824"), "{text}");
+    let table = home.ok(&["get", "vd"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        !table.contains("secret") && !table.contains("shadow"),
+        "{table}"
+    );
+
+    for address in ["vd/secret", "vd/rel", "vd/shadow", "vd/dangling"] {
+        let out = home.out("x.raw");
+        let line = home.fails(&["download", address, "-o", p(&out)]);
+        assert!(line.contains("no volume"), "{address}: {line}");
+        assert_eq!(files_in(out.parent().unwrap()), Vec::<String>::new());
+    }
+    let out = home.out("alias.raw");
+    home.ok(&["download", "vd/alias", "-q", "-o", p(&out)]);
+    tool(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "qcow2", p(&out), p(&img)],
+    );
+}
