@@ -594,3 +594,65 @@ fn symlinks_out_of_a_pool_folder_say_nothing_and_open_nothing() {
         &["compare", "-f", "raw", "-F", "qcow2", p(&out), p(&img)],
     );
 }
+
+#[test]
+fn zero_or_absurd_limits_are_refused_by_key() {
+    let (home, _img) = good_image();
+    for (setting, expect) in [
+        (
+            "memory_mib = 0",
+            "memory_mib = 0 is out of range: give 1 to 4096 MiB",
+        ),
+        (
+            "memory_mib = 1000000",
+            "memory_mib = 1000000 is out of range",
+        ),
+        (
+            "call_timeout_ms = 0",
+            "call_timeout_ms = 0 is out of range: give 10 to",
+        ),
+        (
+            "call_timeout_ms = 9223372036854775807",
+            "call_timeout_ms = 9223372036854775807 is out of range",
+        ),
+        (
+            "snapshot_limit = 0",
+            "snapshot_limit = 0 is out of range: give 1 to 65536",
+        ),
+        ("memory_mib = -1", "memory_mib"),
+    ] {
+        home.write_config(&format!(
+            "[pools.p]\nplugin = \"qcow2\"\nfolders = [\"default\"]\n{setting}\n"
+        ));
+        let line = home.fails(&["get", "vd", "-n", "p"]);
+        assert!(line.contains(expect), "{setting}: {line}");
+        assert!(line.contains("config.toml"), "{setting}: {line}");
+    }
+}
+
+#[test]
+fn a_missing_pool_folder_or_device_is_named() {
+    let home = Home::new();
+    let gone = home.path().join("gone");
+    home.write_config(&format!(
+        "[pools.p]\nplugin = \"qcow2\"\nfolders = [\"{}\"]\n\n\
+         [pools.d]\nplugin = \"raw\"\ndevices = {{ lun0 = \"nowhere.img\" }}\n",
+        gone.display()
+    ));
+    let line = home.fails(&["get", "vd", "-n", "p"]);
+    assert!(
+        line.contains(&format!("pool p: folder {}", gone.display()))
+            && line.contains(&format!("mkdir -p {}", gone.display())),
+        "{line}"
+    );
+    let line = home.fails(&["get", "vd", "-n", "d"]);
+    assert!(
+        line.contains("pool d: device lun0") && line.contains("nowhere.img"),
+        "{line}"
+    );
+    std::fs::write(&gone, b"a file").unwrap();
+    let line = home.fails(&["get", "vd", "-n", "p"]);
+    assert!(line.contains("is not a folder"), "{line}");
+    // Nothing was created for it.
+    assert!(gone.is_file());
+}
