@@ -302,3 +302,357 @@ fn a_reader_that_stops_reading_ends_the_listing_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");
 }
+
+/// `snapport ARGS` with a hang guard: a command that would wait forever (on a FIFO) is
+/// killed after a minute and the test fails saying so. Returns the error line of a clean
+/// failure (exit 1, one line), as [`Home::fails`].
+fn fails_without_hanging(home: &Home, args: &[&str]) -> String {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_snapport"))
+        .args(args)
+        .env("SNAPPORT_HOME", home.path())
+        .env_remove("SNAPPORT_PLUGIN_PATH")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("snapport {args:?} hung");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "snapport {args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].starts_with("snapport: error: "), "{stderr}");
+    lines[0].to_string()
+}
+
+fn mkfifo(path: &Path) {
+    tool("mkfifo", &[p(path)]);
+}
+
+#[test]
+fn pool_names_that_would_be_paths_are_refused() {
+    let home = Home::new();
+    // `state/POOL` of this name is the folder beside SNAPPORT_HOME.
+    let escaped = format!(
+        "escaped-{}",
+        home.path().file_name().unwrap().to_str().unwrap()
+    );
+    let outside = home.path().parent().unwrap().join(&escaped);
+    for (key, why) in [
+        (format!("../../{escaped}"), "starts with '.'"),
+        ("a/b".to_string(), "contains '/'"),
+        (".hidden".to_string(), "starts with '.'"),
+        ("-n".to_string(), "starts with '-'"),
+        ("a@b".to_string(), "contains '@'"),
+        ("a\\u0000b".to_string(), "NUL"),
+        ("a\\u001bb".to_string(), "control character"),
+    ] {
+        home.write_config(&format!(
+            "[pools.\"{key}\"]\nplugin = \"qcow2\"\nfolders = [\"default\"]\nwritable = true\n"
+        ));
+        let pool = format!(
+            "--pool={}",
+            key.replace("\\u0000", "").replace("\\u001b", "")
+        );
+        for args in [
+            vec!["get", "vds", &pool],
+            vec!["snapshot", "create", "vd/d", &pool],
+            vec!["get", "vd"],
+        ] {
+            let line = home.fails(&args);
+            assert!(
+                line.contains("config.toml: pool ") && line.contains(why),
+                "{key}: {line}"
+            );
+            assert!(line.contains("is not a valid name"), "{key}: {line}");
+        }
+    }
+    assert!(!outside.exists(), "{} was created", outside.display());
+    assert_eq!(
+        files_in(home.path()),
+        ["config.toml", "default"],
+        "state written under SNAPPORT_HOME"
+    );
+}
+
+#[test]
+fn names_in_addresses_are_checked_for_every_kind() {
+    let (home, _img) = good_image();
+    let out = home.out("x.raw");
+    let bad = [
+        ("a/b", "contains '/'"),
+        ("..", "starts with '.'"),
+        ("../x", "starts with '.'"),
+        ("a..b", "contains '..'"),
+        (".hidden", "starts with '.'"),
+        ("-x", "starts with '-'"),
+        ("a\nb", "control character"),
+        ("a\u{1b}[2Jb", "control character"),
+        ("a\u{7f}", "control character"),
+    ];
+    for (name, why) in bad {
+        for address in [
+            format!("vd/{name}"),
+            format!("vi/{name}"),
+            format!("vds/{name}@s"),
+            format!("vds/disk@{name}"),
+            format!("vm/{name}"),
+            format!("vms/{name}@s"),
+            format!("vms/web@{name}"),
+        ] {
+            let line = home.fails(&["download", &address, "-o", p(&out)]);
+            assert!(
+                line.contains("is not a valid name") && line.contains(why),
+                "{address:?}: {line}"
+            );
+            // The name is quoted, its control characters escaped: the line stays one line
+            // and puts nothing raw on the terminal.
+            assert!(
+                !line.contains('\u{1b}') && !line.contains('\u{7f}'),
+                "{line}"
+            );
+        }
+        let line = home.fails(&[
+            "upload",
+            p(&home.pool().join("disk.qcow2")),
+            &format!("vd/{name}"),
+        ]);
+        assert!(line.contains(why), "upload vd/{name:?}: {line}");
+        // `--flag=VALUE`: a value starting with '-' is still a value.
+        let line = home.fails(&["snapshot", "create", "vd/disk", &format!("--name={name}")]);
+        assert!(line.contains("--name") && line.contains(why), "{line}");
+        let prefix = format!("--name-prefix={name}");
+        let line = home.fails(&["clone", "vm/web", "--to", "vm/new", &prefix]);
+        assert!(
+            line.contains("--name-prefix") && line.contains(why),
+            "{line}"
+        );
+    }
+    for suffix in ["/x", "..", "@s", "\u{1b}"] {
+        let suffix = format!("--name-suffix={suffix}");
+        let line = home.fails(&["clone", "vm/web", "--to", "vm/new", &suffix]);
+        assert!(line.contains("--name-suffix"), "{line}");
+    }
+    let line = home.fails(&[
+        "clone",
+        "vm/web",
+        "--to",
+        "vm/new",
+        "--name-replace=web=../w",
+    ]);
+    assert!(line.contains("--name-replace"), "{line}");
+    assert_eq!(files_in(out.parent().unwrap()), Vec::<String>::new());
+    assert_eq!(files_in(&home.pool()), ["disk.qcow2"]);
+}
+
+#[test]
+fn names_in_vm_configs_are_checked() {
+    let (home, _img) = good_image();
+    let config = home.out("vm.json");
+    for (json, expect) in [
+        (r#"{"name":"web\u0000","disks":[{"name":"disk"}]}"#, "NUL"),
+        (
+            r#"{"name":"web","disks":[{"name":"../disk"}]}"#,
+            "the disk \"../disk\"",
+        ),
+        (
+            r#"{"name":"web","disks":[{"name":"disk","pool":"../p"}]}"#,
+            "the pool of disk",
+        ),
+        (
+            r#"{"name":"web","disks":[{"name":"d\u001b[0m"}]}"#,
+            "control character",
+        ),
+    ] {
+        std::fs::write(&config, json).unwrap();
+        let line = home.fails(&["create", "vm/web", "--config", p(&config)]);
+        assert!(
+            line.contains(expect) && line.contains("is not a valid name"),
+            "{json}: {line}"
+        );
+    }
+    assert!(!home.path().join("vms").exists());
+}
+
+#[test]
+fn files_read_whole_must_be_small_regular_files() {
+    // A plugin that is a character device: refused from its descriptor's type, before a
+    // byte is read (it used to be read until memory ran out).
+    let (home, _img) = good_image();
+    home.write_config("[pools.z]\nplugin = \"/dev/zero\"\nfolders = [\"default\"]\n");
+    let line = fails_without_hanging(&home, &["get", "vd", "-n", "z"]);
+    assert!(
+        line.contains("/dev/zero") && line.contains("not a regular file but a character device"),
+        "{line}"
+    );
+
+    // A FIFO as the plugin: no writer ever comes, and the command must not wait for one.
+    let fifo = home.path().join("plugin.wasm");
+    mkfifo(&fifo);
+    home.write_config(&format!(
+        "[pools.f]\nplugin = \"{}\"\nfolders = [\"default\"]\n",
+        fifo.display()
+    ));
+    let line = fails_without_hanging(&home, &["get", "vd", "-n", "f"]);
+    assert!(line.contains("not a regular file but a FIFO"), "{line}");
+
+    // A FIFO as config.toml.
+    let home = Home::new();
+    mkfifo(&home.path().join("config.toml"));
+    let line = fails_without_hanging(&home, &["get", "vd"]);
+    assert!(
+        line.contains("config.toml") && line.contains("not a regular file but a FIFO"),
+        "{line}"
+    );
+
+    // A configuration of more than 1 MiB (valid TOML: comments).
+    let home = Home::new();
+    let mut big = "# padding\n".repeat((1 << 20) / 10 + 1);
+    big.push_str("[pools.p]\nplugin = \"qcow2\"\nfolders = [\"default\"]\n");
+    home.write_config(&big);
+    let line = home.fails(&["get", "vd"]);
+    assert!(
+        line.contains("config.toml") && line.contains("larger than the 1048576 bytes"),
+        "{line}"
+    );
+
+    // A VM config that is a FIFO, and a snapshot record file that is one.
+    let (home, _img) = good_image();
+    let vm_fifo = home.out("vm.json");
+    mkfifo(&vm_fifo);
+    let line = fails_without_hanging(&home, &["create", "vm/web", "--config", p(&vm_fifo)]);
+    assert!(line.contains("not a regular file but a FIFO"), "{line}");
+    std::fs::create_dir_all(home.path().join("state/default")).unwrap();
+    mkfifo(&home.path().join("state/default/snapshots.json"));
+    let line = fails_without_hanging(&home, &["get", "vds"]);
+    assert!(
+        line.contains("snapshots.json") && line.contains("not a regular file but a FIFO"),
+        "{line}"
+    );
+}
+
+#[test]
+fn symlinks_out_of_a_pool_folder_say_nothing_and_open_nothing() {
+    let (home, img) = good_image();
+    // A 1 GiB sparse file outside the pool, and /etc/shadow (root may read it; a plugin
+    // must not even learn its size).
+    let elsewhere = home.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let secret = elsewhere.join("secret.raw");
+    std::fs::File::create(&secret)
+        .unwrap()
+        .set_len(1 << 30)
+        .unwrap();
+    std::os::unix::fs::symlink(&secret, home.pool().join("secret.raw")).unwrap();
+    std::os::unix::fs::symlink("../elsewhere/secret.raw", home.pool().join("rel.img")).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow", home.pool().join("shadow.raw")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent", home.pool().join("dangling.raw")).unwrap();
+    // A link that stays in the folder is the file it leads to.
+    std::os::unix::fs::symlink("disk.qcow2", home.pool().join("alias.qcow2")).unwrap();
+
+    let listing = home.ok(&["get", "vd", "-o", "json"]);
+    let docs: serde_json::Value = serde_json::from_slice(&listing.stdout).unwrap();
+    let mut names: Vec<&str> = docs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["vd/alias", "vd/disk"], "{docs}");
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(!text.contains("1073741824"), "{text}");
+    let table = home.ok(&["get", "vd"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        !table.contains("secret") && !table.contains("shadow"),
+        "{table}"
+    );
+
+    for address in ["vd/secret", "vd/rel", "vd/shadow", "vd/dangling"] {
+        let out = home.out("x.raw");
+        let line = home.fails(&["download", address, "-o", p(&out)]);
+        assert!(line.contains("no volume"), "{address}: {line}");
+        assert_eq!(files_in(out.parent().unwrap()), Vec::<String>::new());
+    }
+    let out = home.out("alias.raw");
+    home.ok(&["download", "vd/alias", "-q", "-o", p(&out)]);
+    tool(
+        "qemu-img",
+        &["compare", "-f", "raw", "-F", "qcow2", p(&out), p(&img)],
+    );
+}
+
+#[test]
+fn zero_or_absurd_limits_are_refused_by_key() {
+    let (home, _img) = good_image();
+    for (setting, expect) in [
+        (
+            "memory_mib = 0",
+            "memory_mib = 0 is out of range: give 1 to 4096 MiB",
+        ),
+        (
+            "memory_mib = 1000000",
+            "memory_mib = 1000000 is out of range",
+        ),
+        (
+            "call_timeout_ms = 0",
+            "call_timeout_ms = 0 is out of range: give 10 to",
+        ),
+        (
+            "call_timeout_ms = 9223372036854775807",
+            "call_timeout_ms = 9223372036854775807 is out of range",
+        ),
+        (
+            "snapshot_limit = 0",
+            "snapshot_limit = 0 is out of range: give 1 to 65536",
+        ),
+        ("memory_mib = -1", "memory_mib"),
+    ] {
+        home.write_config(&format!(
+            "[pools.p]\nplugin = \"qcow2\"\nfolders = [\"default\"]\n{setting}\n"
+        ));
+        let line = home.fails(&["get", "vd", "-n", "p"]);
+        assert!(line.contains(expect), "{setting}: {line}");
+        assert!(line.contains("config.toml"), "{setting}: {line}");
+    }
+}
+
+#[test]
+fn a_missing_pool_folder_or_device_is_named() {
+    let home = Home::new();
+    let gone = home.path().join("gone");
+    home.write_config(&format!(
+        "[pools.p]\nplugin = \"qcow2\"\nfolders = [\"{}\"]\n\n\
+         [pools.d]\nplugin = \"raw\"\ndevices = {{ lun0 = \"nowhere.img\" }}\n",
+        gone.display()
+    ));
+    let line = home.fails(&["get", "vd", "-n", "p"]);
+    assert!(
+        line.contains(&format!("pool p: folder {}", gone.display()))
+            && line.contains(&format!("mkdir -p {}", gone.display())),
+        "{line}"
+    );
+    let line = home.fails(&["get", "vd", "-n", "d"]);
+    assert!(
+        line.contains("pool d: device lun0") && line.contains("nowhere.img"),
+        "{line}"
+    );
+    std::fs::write(&gone, b"a file").unwrap();
+    let line = home.fails(&["get", "vd", "-n", "p"]);
+    assert!(line.contains("is not a folder"), "{line}");
+    // Nothing was created for it.
+    assert!(gone.is_file());
+}

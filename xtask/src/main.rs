@@ -40,8 +40,8 @@ fn run() -> Result<()> {
                  demo      build, then export a disk of the default pool (makes a sample disk)\n\
                  test      build, then run the whole test suite (extra args go to cargo test)\n\
                  fuzz [S]  fuzz the qcow2 reader S seconds, its writer and snapshot writer S/2,\n\
-                           the delta, bundle, LVM and thin-pool readers, Range parser,\n\
-                           gRPC framing, CSI metadata and format detection S/4\n\
+                           the delta, bundle, LVM and thin-pool readers, Range parser,
+                           gRPC framing, CSI metadata, format detection and the name rule S/4
                            (default 60)\n\
                  bench     export benches against qemu-img convert and cp"
             );
@@ -435,5 +435,22 @@ fn fuzz(args: &[String]) -> Result<()> {
     for (i, seed) in seeds.iter().enumerate() {
         std::fs::write(detect_corpus.join(format!("seed{i}")), seed)?;
     }
-    fuzz_target("image_detect", seconds.div_ceil(4), &detect_corpus)
+    fuzz_target("image_detect", seconds.div_ceil(4), &detect_corpus)?;
+    // The name rule, from names it accepts and names it must refuse.
+    let names_corpus = root().join("fuzz/corpus/names");
+    std::fs::create_dir_all(&names_corpus)?;
+    for (i, seed) in [
+        "web-root",
+        "before upgrade",
+        "../x",
+        "a@b",
+        ".h",
+        "a\u{1b}[0m",
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(names_corpus.join(format!("seed{i}")), seed)?;
+    }
+    fuzz_target("names", seconds.div_ceil(4), &names_corpus)
 }

@@ -2,6 +2,12 @@
 
 use anyhow::{bail, Result};
 
+/// The project's one name rule ([`snapport_core::name`]) for pools, disks, images,
+/// snapshots and VMs, as this crate's error; `what` names the argument or key.
+pub fn check_name(what: &str, name: &str) -> Result<()> {
+    Ok(snapport_core::name::check(what, name)?)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
     Disk(String),
@@ -10,26 +16,26 @@ pub enum Address {
 }
 
 impl Address {
+    /// Parses an address; each name in it must follow the name rule
+    /// ([`snapport_core::name`]), which the error states.
     pub fn parse(s: &str) -> Result<Address> {
-        let valid = |n: &str| !n.is_empty() && !n.contains('/') && !n.starts_with('.');
+        let check = |what: &str, name: &str| check_name(&format!("{s:?}: {what}"), name);
         if let Some(name) = s.strip_prefix("vd/") {
-            if valid(name) && !name.contains('@') {
-                return Ok(Address::Disk(name.into()));
-            }
+            check("the disk", name)?;
+            return Ok(Address::Disk(name.into()));
         } else if let Some(name) = s.strip_prefix("vi/") {
-            if valid(name) && !name.contains('@') {
-                return Ok(Address::Image(name.into()));
-            }
+            check("the image", name)?;
+            return Ok(Address::Image(name.into()));
         } else if let Some(rest) = s.strip_prefix("vds/") {
-            if let Some((disk, snap)) = rest.split_once('@') {
-                if valid(disk) && !snap.is_empty() {
-                    return Ok(Address::DiskSnapshot {
-                        disk: disk.into(),
-                        snapshot: snap.into(),
-                    });
-                }
-            }
-            bail!("{s:?}: a disk snapshot is vds/DISK@SNAPSHOT");
+            let Some((disk, snap)) = rest.split_once('@') else {
+                bail!("{s:?}: a disk snapshot is vds/DISK@SNAPSHOT");
+            };
+            check("the disk", disk)?;
+            check("the snapshot", snap)?;
+            return Ok(Address::DiskSnapshot {
+                disk: disk.into(),
+                snapshot: snap.into(),
+            });
         }
         bail!("{s:?} is not vd/NAME, vi/NAME or vds/DISK@SNAPSHOT")
     }
@@ -75,9 +81,34 @@ mod tests {
             }
         );
         for bad in [
-            "a", "vd/", "vd/../x", "vds/a", "vds/@s", "vm/x", "vd/a@b", "vi/", "vi/a@b",
+            "a",
+            "vd/",
+            "vd/../x",
+            "vds/a",
+            "vds/@s",
+            "vm/x",
+            "vd/a@b",
+            "vi/",
+            "vi/a@b",
+            "vd/.x",
+            "vd/a/b",
+            "vd/a\0",
+            "vd/a\nb",
+            "vi/..",
+            "vds/../a@s",
+            "vds/a@../s",
+            "vds/a@s/t",
+            "vds/a@.s",
+            "vds/a@s\x1b",
+            "vds/a@",
+            "vds/a@s@t",
         ] {
             assert!(Address::parse(bad).is_err(), "{bad}");
         }
+        let e = Address::parse("vds/a@../s").unwrap_err().to_string();
+        assert!(
+            e.contains("the snapshot \"../s\" is not a valid name: it starts with '.'"),
+            "{e}"
+        );
     }
 }

@@ -40,6 +40,15 @@ use std::time::Duration;
 pub const DEFAULT_POOL: &str = "default";
 /// Snapshots per disk when the pool does not say (as VMmanager's default).
 pub const DEFAULT_SNAPSHOT_LIMIT: usize = 3;
+/// `memory_mib`: a plugin's linear memory is 32-bit, so more than 4 GiB is never used.
+pub const MEMORY_MIB: (u64, u64) = (1, 4096);
+/// `call_timeout_ms`: deadlines are counted in 10 ms ticks; a day is the most one call
+/// into a plugin may sensibly take.
+pub const CALL_TIMEOUT_MS: (u64, u64) = (10, 86_400_000);
+/// `snapshot_limit`: qcow2's own limit (QEMU's `QCOW_MAX_SNAPSHOTS`) is the most.
+pub const SNAPSHOT_LIMIT: (u64, u64) = (1, 65536);
+/// A configuration larger than this is not one an operator wrote.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -60,7 +69,9 @@ pub struct PoolConfig {
     pub writable: bool,
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
-    pub memory_mib: Option<usize>,
+    /// Per-instance memory cap, within [`MEMORY_MIB`].
+    pub memory_mib: Option<u64>,
+    /// CPU deadline of one call, within [`CALL_TIMEOUT_MS`].
     pub call_timeout_ms: Option<u64>,
     /// Snapshots one disk may have (default 3). Lowering it keeps the snapshots a disk
     /// has; only new ones are refused until it is under the limit again.
@@ -116,15 +127,73 @@ impl PoolConfig {
         }
     }
 
+    /// Limits within [`MEMORY_MIB`] and [`CALL_TIMEOUT_MS`] (checked when the
+    /// configuration is loaded).
     pub fn limits(&self) -> Limits {
         let mut l = Limits::default();
         if let Some(m) = self.memory_mib {
-            l.memory_bytes = m << 20;
+            l.memory_bytes = (m as usize) << 20;
         }
         if let Some(t) = self.call_timeout_ms {
             l.call_timeout = Duration::from_millis(t);
         }
         l
+    }
+
+    /// Refuses a limit that is zero or beyond any sense, naming the key: a zero memory
+    /// cap or deadline would make every call fail with a message about the plugin, and a
+    /// huge one would overflow or never fire.
+    fn check_limits(&self) -> std::result::Result<(), String> {
+        let range = |key: &str, v: Option<u64>, (lo, hi): (u64, u64), unit: &str| match v {
+            Some(v) if v < lo || v > hi => Err(format!(
+                "{key} = {v} is out of range: give {lo} to {hi} {unit}"
+            )),
+            _ => Ok(()),
+        };
+        range("memory_mib", self.memory_mib, MEMORY_MIB, "MiB")?;
+        range(
+            "call_timeout_ms",
+            self.call_timeout_ms,
+            CALL_TIMEOUT_MS,
+            "milliseconds",
+        )?;
+        range(
+            "snapshot_limit",
+            self.snapshot_limit.map(|n| n as u64),
+            SNAPSHOT_LIMIT,
+            "snapshots per disk",
+        )
+    }
+
+    /// Every folder and device the pool grants exists, and each folder is a folder: a
+    /// pool with a missing one would list nothing or fail later with a plugin's words.
+    fn check_paths(&self, pool: &str, config: &Path) -> Result<()> {
+        for f in &self.folders {
+            match std::fs::metadata(f) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => bail!(
+                    "pool {pool}: {} (in folders) is not a folder; fix folders in {}",
+                    f.display(),
+                    config.display()
+                ),
+                Err(e) => bail!(
+                    "pool {pool}: folder {} cannot be used ({e}); create it (mkdir -p {}) or fix folders in {}",
+                    f.display(),
+                    f.display(),
+                    config.display()
+                ),
+            }
+        }
+        for (name, d) in &self.devices {
+            if let Err(e) = std::fs::metadata(d) {
+                bail!(
+                    "pool {pool}: device {name} = {} cannot be used ({e}); fix devices in {}",
+                    d.display(),
+                    config.display()
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -137,15 +206,22 @@ impl Config {
     pub fn load() -> Result<Config> {
         let home = home()?;
         let path = home.join("config.toml");
-        let mut file = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str::<ConfigFile>(&text).with_context(|| {
-                format!("{} is not a valid snapport configuration", path.display())
-            })?,
+        let mut file = match snapport_core::io::read_regular_file(&path, MAX_CONFIG_BYTES) {
+            Ok(bytes) => {
+                let text = String::from_utf8(bytes)
+                    .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))?;
+                toml::from_str::<ConfigFile>(&text).with_context(|| {
+                    format!("{} is not a valid snapport configuration", path.display())
+                })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => ConfigFile::default(),
             Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
         };
         // Relative folders and devices are relative to the home folder.
-        for pool in file.pools.values_mut() {
+        for (name, pool) in file.pools.iter_mut() {
+            snapport_core::name::check(&format!("{}: pool", path.display()), name)?;
+            pool.check_limits()
+                .map_err(|why| anyhow::anyhow!("{}: pool {name}: {why}", path.display()))?;
             pool.folders = pool.folders.iter().map(|f| home.join(f)).collect();
             if let Some((tool, _)) = pool.tools.iter().find(|(_, t)| t.command.is_empty()) {
                 bail!("{}: tools.{tool} has an empty command", path.display());
@@ -191,6 +267,7 @@ impl Config {
                             .with_context(|| format!("creating {}", f.display()))?;
                     }
                 }
+                p.check_paths(name, &self.home.join("config.toml"))?;
                 Ok(p)
             }
             None => bail!(

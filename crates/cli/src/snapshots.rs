@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use snapport_host::{SnapshotInfo, SnapshotPhase};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{Read, Seek, Write};
+use std::io::{Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// One snapshot as snapport records it.
@@ -105,14 +106,18 @@ pub fn update_vms<R>(
 /// `vms/VM@NAME` → (VM, NAME); `None` when `s` is not a VM snapshot address at all.
 pub fn parse_vms(s: &str) -> Option<Result<(String, String)>> {
     let rest = s.strip_prefix("vms/")?;
-    Some(match rest.split_once('@') {
-        Some((vm, snap))
-            if crate::vm::parse_vm(&format!("vm/{vm}"))?.is_ok() && !snap.is_empty() =>
-        {
-            Ok((vm.to_string(), snap.to_string()))
-        }
-        _ => Err(anyhow::anyhow!("{s:?}: a VM snapshot is vms/VM@SNAPSHOT")),
-    })
+    let Some((vm, snap)) = rest.split_once('@') else {
+        return Some(Err(anyhow::anyhow!(
+            "{s:?}: a VM snapshot is vms/VM@SNAPSHOT"
+        )));
+    };
+    let check =
+        |what: &str, name: &str| crate::address::check_name(&format!("{s:?}: {what}"), name);
+    Some(
+        check("the VM", vm)
+            .and_then(|()| check("the snapshot", snap))
+            .map(|()| (vm.to_string(), snap.to_string())),
+    )
 }
 
 /// The VM snapshot `vms/VM@NAME`, which must exist.
@@ -124,6 +129,9 @@ pub fn vm_snapshot(home: &Path, vm: &str, name: &str) -> Result<VmSnapshot> {
 pub fn key(disk: &str, name: &str) -> String {
     format!("{disk}@{name}")
 }
+
+/// The most a records file holds: some 50 000 snapshots' records.
+const MAX_RECORDS_BYTES: u64 = 16 << 20;
 
 /// The records file of a pool, locked while this value lives.
 pub struct Store {
@@ -138,22 +146,23 @@ impl Store {
         let dir = home.join("state").join(pool);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("snapshots.json");
+        // Non-blocking, and read as a regular file only: a FIFO there must not hang.
         let mut file = File::options()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
+            .custom_flags(libc::O_NONBLOCK)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
         file.lock()
             .with_context(|| format!("locking {}", path.display()))?;
-        let mut text = String::new();
-        file.read_to_string(&mut text)
+        let text = snapport_core::io::read_regular(&mut file, MAX_RECORDS_BYTES)
             .with_context(|| format!("reading {}", path.display()))?;
-        let records = if text.trim().is_empty() {
+        let records = if text.trim_ascii().is_empty() {
             Records::default()
         } else {
-            serde_json::from_str(&text).with_context(|| {
+            serde_json::from_slice(&text).with_context(|| {
                 format!(
                     "{} is not a snapport snapshot record file; move it away to start afresh",
                     path.display()

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 /// Bytes looked at to detect the format.
 const HEAD: usize = snapport_core::detect::HEAD_BYTES;
+/// A `.digest` or `.sha256` sidecar is a line (or a short `sha256sum` listing).
+const MAX_SIDECAR_BYTES: u64 = 1 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum InputFormat {
@@ -234,7 +236,9 @@ pub fn expected(
                 _ => None,
             }
         } else if Path::new(&name).is_file() {
-            Some(std::fs::read_to_string(&name).with_context(|| format!("reading {name}"))?)
+            let bytes = snapport_core::io::read_regular_file(Path::new(&name), MAX_SIDECAR_BYTES)
+                .with_context(|| format!("reading {name}"))?;
+            Some(String::from_utf8_lossy(&bytes).into_owned())
         } else {
             None
         };

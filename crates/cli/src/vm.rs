@@ -2,6 +2,7 @@
 //! identifiers), kept as `$SNAPPORT_HOME/vms/NAME.json`. snapport reads the fields it
 //! needs and keeps every other field as it was written.
 
+use crate::address::check_name;
 use anyhow::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -44,22 +45,11 @@ fn default_pool() -> String {
 /// `vm/NAME` → NAME; `None` when `s` is not a VM address at all.
 pub fn parse_vm(s: &str) -> Option<Result<String>> {
     let name = s.strip_prefix("vm/")?;
-    Some(if valid_name(name) {
-        Ok(name.to_string())
-    } else {
-        Err(anyhow::anyhow!(
-            "{s:?}: a VM is vm/NAME (letters, digits, '-', '_', '.'; not starting with '.')"
-        ))
-    })
+    Some(check_name(&format!("{s:?}: the VM"), name).map(|()| name.to_string()))
 }
 
-fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 200
-        && !n.starts_with('.')
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
+/// A VM config larger than this is not one a person or a tool meant to write.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 fn dir(home: &Path) -> PathBuf {
     home.join("vms")
@@ -75,25 +65,17 @@ pub fn exists(home: &Path, name: &str) -> bool {
 
 /// Checks what snapport relies on: names, at least one disk, no disk twice.
 pub fn validate(cfg: &VmConfig) -> Result<()> {
-    if !valid_name(&cfg.name) {
-        bail!(
-            "the VM name {:?} is not a valid name (letters, digits, '-', '_', '.')",
-            cfg.name
-        );
-    }
+    check_name("the VM's name", &cfg.name)?;
     if cfg.disks.is_empty() {
         bail!("vm/{} lists no disks", cfg.name);
     }
     let mut seen = std::collections::BTreeSet::new();
     for d in &cfg.disks {
-        if !valid_name(&d.name) || !valid_name(&d.pool) {
-            bail!(
-                "vm/{}: disk {:?} in pool {:?} is not a valid name",
-                cfg.name,
-                d.name,
-                d.pool
-            );
-        }
+        check_name(&format!("vm/{}: the disk", cfg.name), &d.name)?;
+        check_name(
+            &format!("vm/{}: the pool of disk {:?}", cfg.name, d.name),
+            &d.pool,
+        )?;
         if !seen.insert((d.pool.as_str(), d.name.as_str())) {
             bail!(
                 "vm/{} lists vd/{} of pool {} twice",
@@ -115,7 +97,7 @@ pub fn parse(text: &[u8], what: &str) -> Result<VmConfig> {
 
 pub fn load(home: &Path, name: &str) -> Result<VmConfig> {
     let p = path(home, name);
-    let text = match std::fs::read(&p) {
+    let text = match snapport_core::io::read_regular_file(&p, MAX_CONFIG_BYTES) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("no vm/{name}; create it with snapport create vm/{name} --config FILE")
@@ -189,12 +171,31 @@ pub struct Naming {
 }
 
 impl Naming {
+    /// From `--name-prefix`, `--name-suffix` and `--name-replace OLD=NEW` flags, each
+    /// checked against the name rule as the part of a name it becomes (a prefix starts a
+    /// name; a suffix or a replacement may start with '.' or '-'). The names they make
+    /// are checked whole by [`clone_config`].
+    pub fn new(prefix: &str, suffix: &str, replace: &[String]) -> Result<Naming> {
+        if !prefix.is_empty() {
+            check_name("--name-prefix", prefix)?;
+        }
+        snapport_core::name::check_fragment("--name-suffix", suffix)?;
+        Ok(Naming {
+            prefix: prefix.to_string(),
+            suffix: suffix.to_string(),
+            replacements: Self::parse_replacements(replace)?,
+        })
+    }
+
     /// From `--name-replace OLD=NEW` flags.
-    pub fn parse_replacements(flags: &[String]) -> Result<Vec<(String, String)>> {
+    fn parse_replacements(flags: &[String]) -> Result<Vec<(String, String)>> {
         flags
             .iter()
             .map(|f| match f.split_once('=') {
-                Some((a, b)) if !a.is_empty() => Ok((a.to_string(), b.to_string())),
+                Some((a, b)) if !a.is_empty() => {
+                    snapport_core::name::check_fragment(&format!("--name-replace {f:?}: NEW"), b)?;
+                    Ok((a.to_string(), b.to_string()))
+                }
                 _ => bail!("--name-replace {f:?}: give OLD=NEW"),
             })
             .collect()
@@ -303,15 +304,53 @@ mod tests {
         assert_eq!(c.disks[1].other["bus"], "virtio");
         assert_eq!(nic.other["bridge"], "br0");
 
-        let naming = Naming {
-            prefix: "x-".into(),
-            suffix: "-y".into(),
-            replacements: Naming::parse_replacements(&["web=app".into()]).unwrap(),
-        };
+        let naming = Naming::new("x-", "-y", &["web=app".into()]).unwrap();
         let (c, _) = clone_config(&cfg(), "n", &naming, None).unwrap();
         assert_eq!(c.disks[0].name, "x-app-root-y");
         assert_eq!(c.disks[0].pool, "default");
-        assert!(Naming::parse_replacements(&["=a".into()]).is_err());
+        assert!(Naming::new("", "", &["=a".into()]).is_err());
+    }
+
+    #[test]
+    fn naming_flags_that_would_make_paths_are_refused() {
+        for (prefix, suffix, replace) in [
+            ("../", "", ""),
+            (".x", "", ""),
+            ("-x", "", ""),
+            ("a/", "", ""),
+            ("", "/..", ""),
+            ("", "@s", ""),
+            ("", "\u{1b}[2J", ""),
+            ("", "", "root=../root"),
+            ("", "", "root=a/b"),
+        ] {
+            let replace: Vec<String> = [replace]
+                .iter()
+                .filter(|r| !r.is_empty())
+                .map(|r| r.to_string())
+                .collect();
+            let e = Naming::new(prefix, suffix, &replace)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("--name-") && e.contains("not a valid name"),
+                "{e}"
+            );
+        }
+        // A suffix may start with '.' or '-'; the names made are checked whole.
+        let naming = Naming::new("", ".old", &[]).unwrap();
+        assert_eq!(
+            clone_config(&cfg(), "n", &naming, None).unwrap().0.disks[0].name,
+            "web-root.old"
+        );
+        let naming = Naming::new("", "", &["web-root=.hidden".into()]).unwrap();
+        let e = clone_config(&cfg(), "n", &naming, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\".hidden\"") && e.contains("starts with '.'"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -319,6 +358,9 @@ mod tests {
         for bad in [
             r#"{"name":"x","disks":[]}"#,
             r#"{"name":"../x","disks":[{"name":"a"}]}"#,
+            r#"{"name":"x","disks":[{"name":"a/b"}]}"#,
+            r#"{"name":"x","disks":[{"name":"a","pool":"../p"}]}"#,
+            r#"{"name":"x\u0000","disks":[{"name":"a"}]}"#,
             r#"{"name":"x","disks":[{"name":"a"},{"name":"a"}]}"#,
             r#"{"name":"x"}"#,
         ] {

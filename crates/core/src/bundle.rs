@@ -323,8 +323,17 @@ pub fn check_manifest(m: &Manifest, sums: &BTreeMap<String, String>) -> Result<(
     if m.payload != "raw.zst" && m.payload != "qcow2" {
         return Err(bad(format!("payload format {:?}", m.payload)));
     }
+    let named = |what: String, name: &str| {
+        crate::name::check(
+            &format!("not a valid snapport bundle: its manifest's {what}"),
+            name,
+        )
+    };
+    named("VM".into(), &m.vm)?;
     let mut files = std::collections::BTreeSet::new();
     for d in &m.disks {
+        named("disk".into(), &d.name)?;
+        named(format!("pool of disk {:?}", d.name), &d.pool)?;
         let fine = safe_path(&d.file)
             && d.file.starts_with("disks/")
             && files.insert(d.file.as_str())
@@ -392,6 +401,43 @@ mod tests {
             format!("{h}  x\n{h}  x"),
         ] {
             assert!(parse_sums(&bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn manifest_names_follow_the_name_rule() {
+        let h = "a".repeat(64);
+        let disk = |name: &str, pool: &str| BundleDisk {
+            name: name.into(),
+            pool: pool.into(),
+            size: 512,
+            file: "disks/0.raw.zst".into(),
+            content_digest: String::new(),
+            sha256: h.clone(),
+        };
+        let manifest = |vm: &str, d: BundleDisk| Manifest {
+            format: FORMAT.into(),
+            version: VERSION,
+            vm: vm.into(),
+            created_unix_ms: 0,
+            snapshot: None,
+            consistent: false,
+            payload: "raw.zst".into(),
+            disks: vec![d],
+        };
+        let sums = parse_sums(&format!("{h}  disks/0.raw.zst\n")).unwrap();
+        check_manifest(&manifest("web", disk("root", "default")), &sums).unwrap();
+        for (m, what) in [
+            (manifest("../web", disk("root", "default")), "VM \"../web\""),
+            (manifest("web", disk("a/b", "default")), "disk \"a/b\""),
+            (
+                manifest("web", disk("root", "..")),
+                "pool of disk \"root\" \"..\"",
+            ),
+            (manifest("web", disk("r\u{1b}[0m", "default")), "control"),
+        ] {
+            let e = check_manifest(&m, &sums).unwrap_err().to_string();
+            assert!(e.contains(what) && e.contains("not a valid name"), "{e}");
         }
     }
 }

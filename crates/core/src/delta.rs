@@ -39,6 +39,8 @@ const KIND_ZERO: u8 = 2;
 const MAX_JSON: u32 = 1 << 20;
 /// Data records are cut at this size, so a reader never needs more in memory.
 const MAX_DATA_RECORD: u64 = 4 << 20;
+/// The largest saved digest map loaded: a 32 TiB disk's (32 bytes per 64 KiB leaf).
+const MAX_LEAF_MAP: u64 = 16 << 30;
 /// The device number of the delta file in an [`Overlay`]'s map (plugins number theirs
 /// from 0).
 const DELTA_DEVICE: u32 = u32::MAX;
@@ -173,7 +175,7 @@ impl LeafMap {
 
     /// The map saved under `path` for `identity`, if there is one and it is whole.
     pub fn load(path: &Path, identity: &str) -> Option<LeafMap> {
-        let bytes = std::fs::read(path).ok()?;
+        let bytes = crate::io::read_regular_file(path, MAX_LEAF_MAP).ok()?;
         let (id_line, rest) = split_line(&bytes)?;
         let (size_line, leaves) = split_line(rest)?;
         if id_line != identity.as_bytes() {

@@ -1,7 +1,8 @@
 //! Low-level I/O the engine needs: page-aligned buffers (this CPU's `rep movsb` is up to
 //! 20x slower on buffers misaligned within a page), positional reads and writes,
 //! in-kernel copies, and output files written under a temporary name and renamed into
-//! place, so a failed export never leaves a partial file under the final name.
+//! place, so a failed export never leaves a partial file under the final name; and the
+//! one way a file is read whole, bounded.
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::extent::Device;
@@ -67,6 +68,64 @@ pub fn read_exact_at(device: &Device, buf: &mut [u8], offset: u64) -> Result<()>
             e,
         )
     })
+}
+
+/// Reads the whole of `path`, which must be a regular file of at most `cap` bytes: how
+/// snapport reads every file it takes in whole (configuration, plugin components, VM
+/// configs, records, keys). Opened non-blocking, so a FIFO put in its place is refused
+/// instead of waiting for a writer; `/dev/zero` or a folder is refused by the type of
+/// the descriptor opened, before a byte is read.
+pub fn read_regular_file(path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    read_regular(&mut file, cap)
+}
+
+/// Reads `file` from where it stands to its end, refusing anything but a regular file
+/// (checked on the descriptor, so nothing can be swapped in between) and more than `cap`
+/// bytes (at most `cap + 1` are read, whatever the file claims or grows to).
+pub fn read_regular(file: &mut File, cap: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    let meta = file.metadata()?;
+    let t = meta.file_type();
+    if !t.is_file() {
+        let what = if t.is_dir() {
+            "a folder"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() {
+            "a character device"
+        } else if t.is_block_device() {
+            "a block device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "something else"
+        };
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("not a regular file but {what}"),
+        ));
+    }
+    let too_big = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than the {cap} bytes allowed for it"),
+        )
+    };
+    if meta.len() > cap {
+        return Err(too_big());
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(cap + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > cap {
+        return Err(too_big());
+    }
+    Ok(bytes)
 }
 
 /// The temporary name an output is written under: `.NAME.snapport-PID` beside `path`.
@@ -248,4 +307,59 @@ fn copy_by_buffer(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh folder under the system's temporary folder, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(tag: &str) -> Scratch {
+            let dir = std::env::temp_dir().join(format!(
+                "snapport-io-{tag}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            Scratch(dir)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn regular_files_up_to_the_cap_are_read() {
+        let s = Scratch::new("regular");
+        let f = s.0.join("f");
+        std::fs::write(&f, b"12345").unwrap();
+        assert_eq!(read_regular_file(&f, 5).unwrap(), b"12345");
+        let e = read_regular_file(&f, 4).unwrap_err();
+        assert!(e.to_string().contains("larger than the 4 bytes"), "{e}");
+        let e = read_regular_file(&s.0.join("none"), 4).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn other_kinds_of_file_are_refused_without_reading() {
+        let s = Scratch::new("kinds");
+        let fifo = s.0.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // No writer ever comes: a blocking open would wait here forever.
+        let e = read_regular_file(&fifo, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("a FIFO"), "{e}");
+        let e = read_regular_file(Path::new("/dev/zero"), 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("a character device"), "{e}");
+        let e = read_regular_file(&s.0, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("a folder"), "{e}");
+    }
 }

@@ -15,6 +15,7 @@ pub mod export;
 pub mod extent;
 pub mod import;
 pub mod io;
+pub mod name;
 pub mod progress;
 pub mod qcow2_out;
 pub mod raw_file;

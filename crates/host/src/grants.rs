@@ -2,6 +2,14 @@
 //! files and devices only through these functions: paths are resolved (symbolic links
 //! included) and must land inside a granted folder or be a granted device; a read-only
 //! grant refuses every write; `read-at` is capped.
+//!
+//! Symbolic links in a granted folder: one that leads to a file inside a granted folder
+//! is that file (listed with its size, opened as it), so a folder pool may hold a disk
+//! under a second name or a backing file linked from elsewhere in the folder. One that
+//! leads out is not there at all: `list-files` skips it without a word about its target
+//! (not its size, not whether it exists), and opening it is refused. Files inside a
+//! folder are opened with `openat2(RESOLVE_BENEATH)` from the folder, so a link swapped
+//! in after the check still cannot lead out.
 
 use crate::bindings::snapport::backend::types::{Access, BackendError, FileEntry, LogLevel};
 use snapport_core::extent::Device;
@@ -146,7 +154,10 @@ impl GrantedDevices {
             .iter()
             .map(|(name, path)| FileEntry {
                 name: name.clone(),
-                size: size_of_path(path).unwrap_or(0),
+                size: self
+                    .open_device(path, false)
+                    .and_then(|mut f| f.seek(SeekFrom::End(0)))
+                    .unwrap_or(0),
             })
             .collect()
     }
@@ -164,13 +175,23 @@ impl GrantedDevices {
                 if name.starts_with('.') {
                     continue; // temporary files of exports in progress, hidden files
                 }
-                if let Ok(meta) = std::fs::metadata(entry.path()) {
-                    if meta.is_file() {
-                        out.push(FileEntry {
-                            name,
-                            size: meta.len(),
-                        });
-                    }
+                let Ok(kind) = entry.file_type() else {
+                    continue;
+                };
+                let size = if kind.is_file() {
+                    // The entry itself (lstat), never what a link it became points to.
+                    entry
+                        .metadata()
+                        .ok()
+                        .filter(|m| m.is_file())
+                        .map(|m| m.len())
+                } else if kind.is_symlink() {
+                    self.linked_file_size(&entry.path())
+                } else {
+                    None
+                };
+                if let Some(size) = size {
+                    out.push(FileEntry { name, size });
                 }
                 if out.len() >= MAX_LIST {
                     break;
@@ -179,6 +200,131 @@ impl GrantedDevices {
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// The size of the file the symbolic link `link` leads to, when that is a regular
+    /// file inside a granted folder; `None` (nothing said) otherwise.
+    fn linked_file_size(&self, link: &Path) -> Option<u64> {
+        let target = link.canonicalize().ok()?;
+        if !self.folders.iter().any(|f| target.starts_with(f)) {
+            return None;
+        }
+        let meta = self
+            .open_beneath(&target, libc::O_PATH)
+            .ok()?
+            .metadata()
+            .ok()?;
+        meta.is_file().then_some(meta.len())
+    }
+
+    /// Opens `path` (as [`Self::resolve`] gives it) with `flags`, non-blocking. Inside a
+    /// granted folder it is opened relative to that folder with `openat2` and
+    /// `RESOLVE_BENEATH`: whatever was swapped in since the check, the kernel does not
+    /// leave the folder. Where `openat2` is missing (Linux before 5.6), the path is
+    /// opened without following a link at its end. A granted device is opened as the
+    /// operator named it.
+    fn open_beneath(&self, path: &Path, flags: libc::c_int) -> std::io::Result<File> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
+        use std::os::unix::io::{AsRawFd, FromRawFd};
+        // O_PATH takes no other flags (openat2 refuses them); it never blocks anyway.
+        let flags = if flags & libc::O_PATH != 0 {
+            flags | libc::O_CLOEXEC
+        } else {
+            flags | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY
+        };
+        let c = |p: &Path| {
+            std::ffi::CString::new(p.as_os_str().as_bytes())
+                .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+        };
+        let open_at = |dir: libc::c_int, p: &Path, flags: libc::c_int| {
+            let p = c(p)?;
+            // SAFETY: a valid NUL-terminated path; the descriptor returned is ours.
+            let fd = unsafe { libc::openat(dir, p.as_ptr(), flags) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: fd is a descriptor just opened and owned by nobody else.
+            Ok(unsafe { File::from_raw_fd(fd) })
+        };
+        let Some((folder, rel)) = self
+            .folders
+            .iter()
+            .find_map(|f| path.strip_prefix(f).ok().map(|r| (f, r)))
+        else {
+            return open_at(libc::AT_FDCWD, path, flags);
+        };
+        let dir = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+            .open(folder)?;
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        /// `struct open_how` of linux/openat2.h.
+        #[repr(C)]
+        struct OpenHow {
+            flags: u64,
+            mode: u64,
+            resolve: u64,
+        }
+        let how = OpenHow {
+            flags: flags as u64,
+            mode: 0,
+            resolve: libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
+        };
+        let crel = c(rel)?;
+        // SAFETY: openat2 reads the path and `how` (of the size given) and returns a new
+        // descriptor or -1.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                crel.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: fd is a descriptor just opened and owned by nobody else.
+            return Ok(unsafe { File::from_raw_fd(fd as libc::c_int) });
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENOSYS) => open_at(libc::AT_FDCWD, path, flags | libc::O_NOFOLLOW),
+            Some(libc::EXDEV) => Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "it leads outside the folders this pool grants",
+            )),
+            _ => Err(e),
+        }
+    }
+
+    /// Opens a file or block device for the plugin ([`Self::open_beneath`]); anything
+    /// else (a FIFO, a character device, a folder) is refused before it can block a read
+    /// or mean something other than bytes at offsets.
+    fn open_device(&self, path: &Path, write: bool) -> std::io::Result<File> {
+        use std::os::unix::fs::FileTypeExt;
+        use std::os::unix::io::AsRawFd;
+        let file = self.open_beneath(path, if write { libc::O_RDWR } else { libc::O_RDONLY })?;
+        let kind = file.metadata()?.file_type();
+        if !kind.is_file() && !kind.is_block_device() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "not a regular file or a block device",
+            ));
+        }
+        // Blocking again: O_NONBLOCK was for the open only.
+        // SAFETY: fcntl on a descriptor this function owns.
+        unsafe {
+            let fl = libc::fcntl(file.as_raw_fd(), libc::F_GETFL);
+            if fl < 0 || libc::fcntl(file.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(file)
     }
 
     fn resolve(&self, name: &str, relative_to: Option<u32>) -> Result<PathBuf, BackendError> {
@@ -230,10 +376,8 @@ impl GrantedDevices {
             return Err(denied(format!("{name}: this pool is granted read-only")));
         }
         let path = self.resolve(name, relative_to)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(write)
-            .open(&path)
+        let file = self
+            .open_device(&path, write)
             .map_err(|e| io_err(format!("opening {}", path.display()), e))?;
         // The same file open the same way is the same device (and our own locks on it
         // must not read as somebody else's).
@@ -525,8 +669,4 @@ fn remove_stale_temporaries(folder: &Path) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
-}
-
-fn size_of_path(path: &Path) -> std::io::Result<u64> {
-    File::open(path)?.seek(SeekFrom::End(0))
 }

@@ -52,6 +52,8 @@ pub const WIT_VERSION: &str = "0.1.1";
 const GRANTED_IMPORTS: &[&str] = &["types", "host", "grpc", "tools"];
 /// Epoch tick: the granularity of CPU deadlines.
 const TICK: Duration = Duration::from_millis(10);
+/// The largest component file loaded (snapport's own plugins are under 1 MiB).
+const MAX_PLUGIN_BYTES: u64 = 64 << 20;
 /// Extents asked for per `map-extents` call.
 const PAGE_EXTENTS: u32 = 4096;
 
@@ -157,7 +159,7 @@ impl Host {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let bytes = std::fs::read(path).map_err(|e| {
+        let bytes = snapport_core::io::read_regular_file(path, MAX_PLUGIN_BYTES).map_err(|e| {
             Error::new(
                 ErrorKind::NotFound,
                 format!("plugin {name}: reading {}: {e}", path.display()),

@@ -61,6 +61,9 @@ pub struct FetchSummary {
     pub digest: String,
 }
 
+/// The largest state file read back: a resume state is a few ranges, not megabytes.
+const MAX_STATE_BYTES: u64 = 1 << 20;
+
 /// What survives between runs, beside the partial file.
 #[derive(Serialize, Deserialize)]
 struct State {
@@ -484,7 +487,7 @@ pub fn fetch(options: &FetchOptions, progress: &mut dyn Progress) -> Result<Fetc
 
     let part = with_suffix(&options.output, ".part");
     let state_path = with_suffix(&options.output, ".part.state");
-    let earlier: Option<State> = std::fs::read(&state_path)
+    let earlier: Option<State> = snapport_core::io::read_regular_file(&state_path, MAX_STATE_BYTES)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .filter(|_| part.exists());

@@ -18,6 +18,9 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 use std::sync::Arc;
 
+/// A certificate chain or a key is a few KiB of PEM; more is not one.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -46,9 +49,14 @@ impl Identity {
     }
 
     /// The certificate chain and private key of PEM files (`--tls-cert`, `--tls-key`).
+    /// Each is read whole as a regular file under [`MAX_PEM_BYTES`].
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Identity> {
-        let chain = CertificateDer::pem_file_iter(cert)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        let read = |p: &Path| {
+            snapport_core::io::read_regular_file(p, MAX_PEM_BYTES)
+                .map_err(|e| Error::io(format!("reading {}", p.display()), e))
+        };
+        let chain = CertificateDer::pem_slice_iter(&read(cert)?)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Error::with(format!("reading certificates from {}", cert.display()), e))?;
         if chain.is_empty() {
             return Err(Error::new(format!(
@@ -56,8 +64,8 @@ impl Identity {
                 cert.display()
             )));
         }
-        let key_pem = std::fs::read_to_string(key)
-            .map_err(|e| Error::io(format!("reading {}", key.display()), e))?;
+        let key_pem = String::from_utf8(read(key)?)
+            .map_err(|_| Error::new(format!("{} is not a PEM file (not text)", key.display())))?;
         let der = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
             .map_err(|e| Error::with(format!("reading a private key from {}", key.display()), e))?;
         let public = rcgen::KeyPair::from_pem(&key_pem)

@@ -71,6 +71,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--to {:?}: the new VM, vm/NAME", args.to);
     };
     let new = new?;
+    let naming = Naming::new(&args.name_prefix, &args.name_suffix, &args.name_replace)?;
     let ctx = Context::new()?;
     let home = &ctx.config.home;
     let config = match &snapshot {
@@ -82,11 +83,6 @@ pub fn run(args: Args) -> Result<()> {
             }
             snap.config
         }
-    };
-    let naming = Naming {
-        prefix: args.name_prefix.clone(),
-        suffix: args.name_suffix.clone(),
-        replacements: Naming::parse_replacements(&args.name_replace)?,
     };
     let (mut clone, mut notes) = vm::clone_config(&config, &new, &naming, args.pool.as_deref())?;
 

@@ -205,7 +205,8 @@ fn create_vm(args: &Args, name: &str) -> Result<()> {
     let Some(path) = &args.config else {
         bail!("vm/{name}: give its config with --config FILE (JSON: name, disks, network)");
     };
-    let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = snapport_core::io::read_regular_file(path, crate::vm::MAX_CONFIG_BYTES)
+        .with_context(|| format!("reading {}", path.display()))?;
     let cfg = crate::vm::parse(&text, &path.display().to_string())?;
     if cfg.name != name {
         bail!(

@@ -64,17 +64,13 @@ pub fn run(command: Command) -> Result<()> {
     }
 }
 
-/// A snapshot name snapport accepts: what fits `vds/DISK@NAME` and a file name.
+/// A name for a new snapshot: the name rule of every name ([`crate::address::check_name`]),
+/// and no white space, which LVM and the hooks' `SNAPPORT_SNAPSHOT` would not carry well
+/// (snapshots made by other tools may have spaces and stay addressable).
 pub fn check_name(name: &str) -> Result<()> {
-    if name.is_empty()
-        || name.len() > 255
-        || name.starts_with('.')
-        || name.contains(['/', '@'])
-        || name.chars().any(|c| c.is_control() || c.is_whitespace())
-    {
-        bail!(
-            "{name:?} cannot name a snapshot (1 to 255 bytes; no '/', '@', spaces or leading '.')"
-        );
+    crate::address::check_name("--name", name)?;
+    if name.chars().any(char::is_whitespace) {
+        bail!("--name {name:?}: a new snapshot's name has no spaces");
     }
     Ok(())
 }

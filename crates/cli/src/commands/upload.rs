@@ -654,11 +654,7 @@ fn upload_vm(args: &Args, name: &str) -> Result<()> {
     if args.onto.is_some() || args.size.is_some() || args.format.is_some() {
         bail!("vm/{name}: a bundle brings its own disks; --onto, --size and --format apply to single disks");
     }
-    let naming = crate::vm::Naming {
-        prefix: args.name_prefix.clone(),
-        suffix: args.name_suffix.clone(),
-        replacements: crate::vm::Naming::parse_replacements(&args.name_replace)?,
-    };
+    let naming = crate::vm::Naming::new(&args.name_prefix, &args.name_suffix, &args.name_replace)?;
     let ctx = Context::new()?;
     let started = Instant::now();
     let done = crate::bundle::import_vm(
