@@ -40,8 +40,9 @@ fn run() -> Result<()> {
                  demo      build, then export a disk of the default pool (makes a sample disk)\n\
                  test      build, then run the whole test suite (extra args go to cargo test)\n\
                  fuzz [S]  fuzz the qcow2 reader S seconds, its writer and snapshot writer S/2,\n\
-                           the delta, bundle, LVM and thin-pool readers, Range parser,
-                           gRPC framing, CSI metadata, format detection and the name rule S/4
+                           the delta, bundle, LVM and thin-pool readers, Range parser,\n\
+                           gRPC framing, CSI metadata, format detection, the name rule\n\
+                           and plugin text S/4\n\
                            (default 60)\n\
                  bench     export benches against qemu-img convert and cp"
             );
@@ -405,6 +406,11 @@ fn fuzz(args: &[String]) -> Result<()> {
     seed.extend_from_slice(&[0, 0, 0, 1, 0, 7]);
     std::fs::write(grpc_corpus.join("seed0"), seed)?;
     fuzz_target("grpc_frames", seconds.div_ceil(4), &grpc_corpus)?;
+    // Names and text from plugins: a bound byte, then a name with an escape sequence.
+    let text_corpus = root().join("fuzz/corpus/plugin_text");
+    std::fs::create_dir_all(&text_corpus)?;
+    std::fs::write(text_corpus.join("seed0"), b"\x40vol\x1b[2J../x")?;
+    fuzz_target("plugin_text", seconds.div_ceil(4), &text_corpus)?;
     // CSI block metadata: a 64 KiB volume read from 0, one FIXED_LENGTH message with the
     // 4 KiB blocks at 0 and 8192 (protobuf by hand: xtask does not link prost).
     let csi_corpus = root().join("fuzz/corpus/csi_metadata");

@@ -124,6 +124,9 @@ fn main() {
             .filter(|l| !l.is_empty())
             .collect::<Vec<_>>()
             .join(" ");
+        // Plugins, files and peers put words in errors: no control character of theirs
+        // reaches the terminal, and the line stays a line.
+        let line = snapport_host::printable(&line, 16 << 10);
         eprintln!("snapport: error: {line}");
         std::process::exit(1);
     }

@@ -12,6 +12,9 @@ pub enum ErrorKind {
     Trap,
     /// The plugin ran past its CPU deadline.
     Timeout,
+    /// The plugin answered something the host refuses to take: a name that is not a plain
+    /// name, a listing longer than the host's cap.
+    Misbehaved,
     /// The plugin answered with a typed backend error.
     Backend(BackendErrorKind),
     /// Host-side I/O failed (reading the plugin, the cache).
@@ -63,7 +66,10 @@ impl From<Error> for snapport_core::Error {
     fn from(e: Error) -> Self {
         use snapport_core::ErrorKind as K;
         let kind = match e.kind {
-            ErrorKind::InvalidPlugin | ErrorKind::Trap | ErrorKind::Timeout => K::Plugin,
+            ErrorKind::InvalidPlugin
+            | ErrorKind::Trap
+            | ErrorKind::Timeout
+            | ErrorKind::Misbehaved => K::Plugin,
             ErrorKind::Io => K::Io,
             ErrorKind::NotFound => K::NotFound,
             ErrorKind::Backend(b) => match b {

@@ -24,6 +24,12 @@ use std::sync::Arc;
 pub const MAX_READ_AT: u32 = 1 << 20;
 /// The most entries `list-files` returns.
 const MAX_LIST: usize = 100_000;
+/// The most bytes of one log message that reach the operator; the rest is cut, and the
+/// line says how much.
+pub const MAX_LOG_LINE: usize = 4096;
+/// The most log lines one plugin instance sends to the operator; after that, one line
+/// says the rest are dropped.
+pub const MAX_LOG_LINES: usize = 10_000;
 
 /// A pool's grants, from the operator's configuration.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +72,8 @@ pub struct GrantedDevices {
     staged: HashMap<u32, Staged>,
     pub(crate) plugin: String,
     pub(crate) logger: Option<Logger>,
+    /// Log lines this instance sent so far.
+    logged: usize,
 }
 
 fn denied(msg: String) -> BackendError {
@@ -97,6 +105,7 @@ impl GrantedDevices {
             staged: HashMap::new(),
             plugin,
             logger,
+            logged: 0,
         }
     }
 
@@ -451,6 +460,13 @@ impl GrantedDevices {
 
     pub fn write_at(&self, id: u32, offset: u64, data: &[u8]) -> Result<(), BackendError> {
         let dev = self.writable_entry(id)?;
+        if !fits_a_file(offset.checked_add(data.len() as u64)) {
+            return Err(BackendError::OutOfRange(format!(
+                "writing {} bytes at {offset} of {}: past the largest offset a file can have",
+                data.len(),
+                dev.name
+            )));
+        }
         dev.file.write_all_at(data, offset).map_err(|e| {
             io_err(
                 format!("writing {} bytes at {offset} of {}", data.len(), dev.name),
@@ -461,6 +477,12 @@ impl GrantedDevices {
 
     pub fn set_size(&mut self, id: u32, size: u64) -> Result<(), BackendError> {
         let dev = self.writable_entry(id)?;
+        if !fits_a_file(Some(size)) {
+            return Err(BackendError::OutOfRange(format!(
+                "sizing {} to {size} bytes: more than a file can hold",
+                dev.name
+            )));
+        }
         dev.file
             .set_len(size)
             .map_err(|e| io_err(format!("sizing {}", dev.name), e))?;
@@ -598,11 +620,26 @@ impl GrantedDevices {
         std::fs::remove_file(&path).map_err(|e| io_err(format!("removing {}", path.display()), e))
     }
 
-    pub fn log(&self, level: LogLevel, message: &str) {
-        if let Some(l) = &self.logger {
-            // Cap what a plugin can push at the operator.
-            let msg: String = message.chars().take(4096).collect();
-            l(&self.plugin, level, &msg);
+    /// Passes a log line on, made printable (no escape sequence reaches a terminal),
+    /// cut to [`MAX_LOG_LINE`] bytes, and at most [`MAX_LOG_LINES`] lines per instance:
+    /// a plugin cannot flood the operator's terminal or the host's memory.
+    pub fn log(&mut self, level: LogLevel, message: &str) {
+        let Some(l) = &self.logger else {
+            return;
+        };
+        self.logged = self.logged.saturating_add(1);
+        if self.logged <= MAX_LOG_LINES {
+            l(
+                &self.plugin,
+                level,
+                &crate::untrusted::printable(message, MAX_LOG_LINE),
+            );
+        } else if self.logged == MAX_LOG_LINES + 1 {
+            l(
+                &self.plugin,
+                LogLevel::Warn,
+                &format!("logged more than {MAX_LOG_LINES} lines; the rest are dropped"),
+            );
         }
     }
 }
@@ -670,3 +707,10 @@ fn remove_stale_temporaries(folder: &Path) {
         }
     }
 }
+
+/// Whether a file can reach `end` (file offsets are signed 64-bit numbers); `None` is an
+/// end that overflowed.
+fn fits_a_file(end: Option<u64>) -> bool {
+    end.is_some_and(|end| i64::try_from(end).is_ok())
+}
+

@@ -16,9 +16,11 @@ pub mod grpc;
 mod grpc_frame;
 mod locks;
 pub mod tools;
+mod untrusted;
 
 pub use error::{BackendErrorKind, Error, ErrorKind, Result};
 pub use grants::{Grants, Logger};
+pub use untrusted::{check_name, printable};
 
 use grants::GrantedDevices;
 use sha2::{Digest, Sha256};
@@ -56,6 +58,10 @@ const TICK: Duration = Duration::from_millis(10);
 const MAX_PLUGIN_BYTES: u64 = 64 << 20;
 /// Extents asked for per `map-extents` call.
 const PAGE_EXTENTS: u32 = 4096;
+/// The most volumes or snapshots one listing may hold.
+pub const MAX_LISTED: usize = 100_000;
+/// The most bytes of a plugin's error text (or free-form field) that reach the operator.
+pub const MAX_TEXT: usize = 4096;
 
 /// Per-instance limits, overridable per pool.
 #[derive(Debug, Clone, Copy)]
@@ -303,6 +309,46 @@ pub struct Instance {
     generation: u64,
 }
 
+fn printable_labels(labels: &mut [wit::Label]) {
+    for l in labels {
+        l.key = printable(&l.key, MAX_TEXT);
+        l.value = printable(&l.value, MAX_TEXT);
+    }
+}
+
+/// `v` with its free-form text made printable (a checked name is printable already).
+fn printable_volume(mut v: VolumeInfo) -> VolumeInfo {
+    v.name = printable(&v.name, MAX_TEXT);
+    v.format = printable(&v.format, MAX_TEXT);
+    v.parent = v.parent.map(|p| printable(&p, MAX_TEXT));
+    printable_labels(&mut v.labels);
+    v
+}
+
+fn printable_snapshot(mut s: SnapshotInfo) -> SnapshotInfo {
+    s.name = printable(&s.name, MAX_TEXT);
+    s.volume = printable(&s.volume, MAX_TEXT);
+    s.id = printable(&s.id, MAX_TEXT);
+    s.parent = s.parent.map(|p| printable(&p, MAX_TEXT));
+    printable_labels(&mut s.labels);
+    s
+}
+
+/// Entries of a listing left out for their names: how many, and the first with why.
+#[derive(Default)]
+struct LeftOut {
+    count: usize,
+    first: Option<(String, &'static str)>,
+}
+
+impl LeftOut {
+    fn add(&mut self, name: &str, why: &'static str) {
+        self.count += 1;
+        self.first
+            .get_or_insert_with(|| (printable(name, 100), why));
+    }
+}
+
 fn backend_error(e: BackendError) -> (BackendErrorKind, String) {
     use BackendError as B;
     use BackendErrorKind as K;
@@ -378,6 +424,14 @@ impl Instance {
                 format!("{who} trapped while {doing} (it aborted: wasm `unreachable`)"),
             ),
             Some(t) => Error::new(ErrorKind::Trap, format!("{who} trapped while {doing}: {t}")),
+            // wasmtime's own bound on what one call copies out of a plugin (a listing
+            // of a million volumes ends here).
+            None if format!("{e:#}").contains("too much data is being copied") => Error::new(
+                ErrorKind::Misbehaved,
+                format!(
+                    "{who} answered more data than a host call takes while {doing}; it was stopped"
+                ),
+            ),
             None if format!("{e:#}").contains("memory") => Error::new(
                 ErrorKind::Trap,
                 format!(
@@ -412,7 +466,7 @@ impl Instance {
                 let (kind, msg) = backend_error(be);
                 Err(Error::new(
                     ErrorKind::Backend(kind),
-                    format!("{}: {msg}", self.who()),
+                    format!("{}: {}", self.who(), printable(&msg, MAX_TEXT)),
                 ))
             }
             Err(e) => Err(self.trap(e, doing)),
@@ -420,15 +474,96 @@ impl Instance {
     }
 
     pub fn info(&mut self) -> Result<PluginInfo> {
-        self.call("describing itself", |s, g| g.call_info(s).map(Ok))
+        let mut info = self.call("describing itself", |s, g| g.call_info(s).map(Ok))?;
+        for text in [&mut info.name, &mut info.version, &mut info.description] {
+            *text = printable(text, MAX_TEXT);
+        }
+        Ok(info)
     }
 
+    /// The pool's volumes. A listing longer than [`MAX_LISTED`] is refused; volumes
+    /// whose names are not plain names are left out, with one warning in the log (a file
+    /// under an odd name in a pool's folder does not hide the others).
     pub fn list_volumes(&mut self) -> Result<Vec<VolumeInfo>> {
-        self.call("listing volumes", |s, g| g.call_list_volumes(s))
+        let volumes = self.call("listing volumes", |s, g| g.call_list_volumes(s))?;
+        self.check_count(volumes.len(), "volumes")?;
+        let mut out = Vec::with_capacity(volumes.len());
+        let mut bad = LeftOut::default();
+        for v in volumes {
+            match check_name(&v.name) {
+                Ok(()) => out.push(printable_volume(v)),
+                Err(why) => bad.add(&v.name, why),
+            }
+        }
+        self.warn_left_out(bad, "volumes");
+        Ok(out)
     }
 
+    /// Snapshots of `volume`, or of all volumes; bounded and checked as volumes are.
     pub fn list_snapshots(&mut self, volume: Option<&str>) -> Result<Vec<SnapshotInfo>> {
-        self.call("listing snapshots", |s, g| g.call_list_snapshots(s, volume))
+        let snapshots = self.call("listing snapshots", |s, g| g.call_list_snapshots(s, volume))?;
+        self.check_count(snapshots.len(), "snapshots")?;
+        let mut out = Vec::with_capacity(snapshots.len());
+        let mut bad = LeftOut::default();
+        for s in snapshots {
+            match check_name(&s.name).and(check_name(&s.volume)) {
+                Ok(()) => out.push(printable_snapshot(s)),
+                Err(why) => bad.add(&format!("{}@{}", s.volume, s.name), why),
+            }
+        }
+        self.warn_left_out(bad, "snapshots");
+        Ok(out)
+    }
+
+    fn warn_left_out(&self, bad: LeftOut, what: &str) {
+        if let (Some((first, why)), Some(log)) = (bad.first, &self.logger) {
+            log(
+                &self.plugin.name,
+                LogLevel::Warn,
+                &format!(
+                    "pool {}: left out {} {what} whose names are not plain names, the first \"{first}\" ({why})",
+                    self.pool, bad.count
+                ),
+            );
+        }
+    }
+
+    fn check_count(&self, n: usize, what: &str) -> Result<()> {
+        if n > MAX_LISTED {
+            return Err(Error::new(
+                ErrorKind::Misbehaved,
+                format!(
+                    "{} listed {n} {what}, more than the {MAX_LISTED} one listing may hold",
+                    self.who()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `name`, which the plugin answered where the host asked for `asked`, must be that
+    /// or a plain name: a backend may pick its own names (a CSI driver its volume IDs),
+    /// and those become parts of paths and addresses.
+    fn check_answered_name(&self, name: &str, asked: &str, what: &str) -> Result<()> {
+        if name == asked {
+            return Ok(());
+        }
+        check_name(name).map_err(|why| {
+            Error::new(
+                ErrorKind::Misbehaved,
+                format!(
+                    "{} answered {what} \"{}\", which is not a plain name ({why})",
+                    self.who(),
+                    printable(name, 100)
+                ),
+            )
+        })
+    }
+
+    /// The info of a volume the host opened or created as `asked`, checked.
+    fn checked_volume(&self, v: VolumeInfo, asked: &str) -> Result<VolumeInfo> {
+        self.check_answered_name(&v.name, asked, "a volume named")?;
+        Ok(printable_volume(v))
     }
 
     /// Opens a volume (or one of its snapshots) for reading.
@@ -436,9 +571,18 @@ impl Instance {
         let handle = self.call("opening a volume", |s, g| {
             g.call_open_volume(s, volume, snapshot, Access::ReadOnly)
         })?;
-        let info = match self.call("describing a volume", |s, g| {
-            g.volume().call_info(s, handle).map(Ok)
-        }) {
+        let info = self
+            .call("describing a volume", |s, g| {
+                g.volume().call_info(s, handle).map(Ok)
+            })
+            .and_then(|i| {
+                let asked = match snapshot {
+                    Some(snap) => format!("{volume}@{snap}"),
+                    None => volume.to_string(),
+                };
+                self.checked_volume(i, &asked)
+            });
+        let info = match info {
             Ok(i) => i,
             Err(e) => {
                 self.drop_handle(handle, self.generation);
@@ -461,9 +605,11 @@ impl Instance {
             g.call_open_volume(s, volume, None, Access::ReadWrite)
         })?;
         let generation = self.generation;
-        let info = self.call("describing a volume", |s, g| {
-            g.volume().call_info(s, handle).map(Ok)
-        });
+        let info = self
+            .call("describing a volume", |s, g| {
+                g.volume().call_info(s, handle).map(Ok)
+            })
+            .and_then(|i| self.checked_volume(i, volume));
         let refuse = match &info {
             Ok(i) if i.kind == VolumeKind::Image => Some(Error::new(
                 ErrorKind::Backend(BackendErrorKind::PermissionDenied),
@@ -504,9 +650,12 @@ impl Instance {
             g.call_create_volume(s, name, size, kind, parent)
         })?;
         let generation = self.generation;
-        let info = match self.call("describing a volume", |s, g| {
-            g.volume().call_info(s, handle).map(Ok)
-        }) {
+        let info = self
+            .call("describing a volume", |s, g| {
+                g.volume().call_info(s, handle).map(Ok)
+            })
+            .and_then(|i| self.checked_volume(i, name));
+        let info = match info {
             Ok(i) => i,
             Err(e) => {
                 self.drop_handle(handle, generation);
@@ -589,9 +738,12 @@ impl Instance {
         name: &str,
         created_unix_ms: u64,
     ) -> Result<SnapshotInfo> {
-        self.call("creating a snapshot", |s, g| {
+        let made = self.call("creating a snapshot", |s, g| {
             g.call_create_snapshot(s, volume, name, created_unix_ms)
-        })
+        })?;
+        self.check_answered_name(&made.name, name, "a snapshot named")?;
+        self.check_answered_name(&made.volume, volume, "a snapshot of a volume named")?;
+        Ok(printable_snapshot(made))
     }
 
     /// Deletes snapshot `name` of `volume`.

@@ -4,21 +4,31 @@
 //! it creates (the write path) are files in the granted folder, and the `write-*` and
 //! `commit-*` behaviours lie or fail there; `grpc-csi` and `grpc-other` call the pool's gRPC
 //! endpoint, a CSI method and a method outside CSI.
+//!
+//! The `probe-*` behaviours call the host's functions with hostile arguments (paths with
+//! `..`, absolute, with NUL, 64 KiB long; another pool's files; devices closed or never
+//! opened; sizes and offsets near `u64::MAX`; gRPC and tools the pool does not grant)
+//! and list one volume, `probe`, whose labels say what the host answered to each call:
+//! `refused KIND: MESSAGE` or `ok: WHAT`. `named` answers with the name in the setting
+//! `name`, `fail` fails with the text in `message`, `log` logs (`lines` times `message`,
+//! after one message of `bytes` bytes), `many` lists `count` volumes, `recurse` recurses
+//! until the stack runs out; the setting `label` becomes the `error` label of its volume.
 #![no_std]
 
 extern crate alloc;
 
-use alloc::string::String;
+use alloc::format;
+use alloc::string::{String, ToString};
 use alloc::vec;
 use alloc::vec::Vec;
 
 wit_bindgen::generate!({ world: "backend-plugin", path: "../../../wit" });
 
 use exports::snapport::backend::backend::{Guest, GuestVolume, PluginInfo, Volume as VolumeHandle};
-use snapport::backend::{grpc, host};
+use snapport::backend::{grpc, host, tools};
 use snapport::backend::types::{
-    Access, BackendError, Capabilities, DeviceOffset, Extent, ExtentPage, Location, SnapshotInfo, VolumeInfo,
-    VolumeKind,
+    Access, BackendError, Capabilities, DeviceOffset, Extent, ExtentPage, Label, LogLevel, Location, SnapshotInfo,
+    SnapshotPhase, VolumeInfo, VolumeKind,
 };
 
 #[global_allocator]
@@ -33,15 +43,29 @@ fn behaviour() -> String {
     host::setting("behaviour").unwrap_or_else(|| "good".into())
 }
 
+fn setting(key: &str) -> String {
+    host::setting(key).unwrap_or_default()
+}
+
+fn number(key: &str) -> u64 {
+    setting(key).parse().unwrap_or(0)
+}
+
+/// The volume's name: `disk`, or the setting `name` (which a test makes hostile).
+fn name() -> String {
+    host::setting("name").unwrap_or_else(|| "disk".into())
+}
+
 fn info_of(size: u64) -> VolumeInfo {
     VolumeInfo {
-        name: "disk".into(),
+        name: name(),
         size,
         kind: VolumeKind::Disk,
         format: "raw".into(),
         allocated: None,
         parent: None,
-        labels: Vec::new(),
+        // A test's text for the `error` label, which `get` prints.
+        labels: host::setting("label").map(|value| Label { key: "error".into(), value }).into_iter().collect(),
     }
 }
 
@@ -61,6 +85,179 @@ fn hoard() -> ! {
     }
 }
 
+/// How a probed call ended, as a label value.
+fn outcome<T>(r: Result<T, BackendError>, ok: impl FnOnce(T) -> String) -> String {
+    let (kind, msg) = match r {
+        Ok(v) => return format!("ok: {}", ok(v)),
+        Err(BackendError::NotFound(m)) => ("not-found", m),
+        Err(BackendError::InvalidArgument(m)) => ("invalid-argument", m),
+        Err(BackendError::Unsupported(m)) => ("unsupported", m),
+        Err(BackendError::PermissionDenied(m)) => ("permission-denied", m),
+        Err(BackendError::OutOfRange(m)) => ("out-of-range", m),
+        Err(BackendError::Corrupt(m)) => ("corrupt", m),
+        Err(BackendError::Busy(m)) => ("busy", m),
+        Err(BackendError::Conflict(m)) => ("conflict", m),
+        Err(BackendError::Io(m)) => ("io", m),
+    };
+    format!("refused {kind}: {msg}")
+}
+
+fn opened(id: u32) -> String {
+    format!("device {id}")
+}
+
+fn unit(_: ()) -> String {
+    "done".into()
+}
+
+/// Paths no plugin may reach: parent folders, absolute paths, NUL, 64 KiB.
+fn hostile_paths() -> Vec<(&'static str, String)> {
+    vec![
+        ("dotdot", "..".into()),
+        ("dotdot-etc", "../../../../../../../../etc/hostname".into()),
+        ("inner-dotdot", "sub/../../../../../../etc/hostname".into()),
+        ("absolute", "/etc/hostname".into()),
+        ("nul", "disk\0.raw".into()),
+        ("nul-inside", "keep.raw\0../../../etc/hostname".into()),
+        ("long", "x".repeat(64 << 10)),
+        ("long-dotdot", "../".repeat(20 << 10)),
+    ]
+}
+
+/// Runs every host call of a `probe-*` behaviour; each answer becomes a label.
+fn probe(which: &str) -> Vec<Label> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    let mut note = |key: &str, value: String| out.push((key.into(), value));
+    match which {
+        "probe-paths" => {
+            for (key, path) in hostile_paths() {
+                let path = path.as_str();
+                note(&format!("open-{key}"), outcome(host::open(path, None, Access::ReadOnly), opened));
+                note(&format!("open-rw-{key}"), outcome(host::open(path, None, Access::ReadWrite), opened));
+                note(&format!("create-{key}"), outcome(host::create_file(path), opened));
+                note(&format!("remove-{key}"), outcome(host::remove_file(path), unit));
+            }
+            // The same, relative to a granted device.
+            let disk = host::open("disk", None, Access::ReadOnly);
+            note("open-disk", outcome(disk.clone(), opened));
+            if let Ok(disk) = disk {
+                for (key, path) in hostile_paths() {
+                    let r = host::open(&path, Some(disk), Access::ReadOnly);
+                    note(&format!("open-beside-disk-{key}"), outcome(r, opened));
+                }
+            }
+            // An absolute path the test names, where nothing may appear.
+            let outside = setting("outside");
+            note("create-outside", outcome(host::create_file(&outside), opened));
+            note("open-rw-outside", outcome(host::open(&outside, None, Access::ReadWrite), opened));
+        }
+        "probe-other-pool" => {
+            // Another pool's file, by absolute path and by a path up and across.
+            for (key, path) in [("absolute", setting("other")), ("relative", setting("other-relative"))] {
+                let ro = host::open(&path, None, Access::ReadOnly);
+                let rw = host::open(&path, None, Access::ReadWrite);
+                note(&format!("open-{key}"), outcome(ro.clone(), opened));
+                note(&format!("open-rw-{key}"), outcome(rw.clone(), opened));
+                for id in [ro, rw].into_iter().flatten() {
+                    note(&format!("read-{key}"), outcome(host::read_at(id, 0, 16), |b| format!("{} bytes", b.len())));
+                    note(&format!("write-{key}"), outcome(host::write_at(id, 0, b"owned"), unit));
+                    note(&format!("set-size-{key}"), outcome(host::set_size(id, 0), unit));
+                }
+                note(&format!("remove-{key}"), outcome(host::remove_file(&path), unit));
+                note(&format!("create-{key}"), outcome(host::create_file(&path), opened));
+            }
+        }
+        "probe-handles" => {
+            // Never opened.
+            for id in [4242, u32::MAX] {
+                note(&format!("size-{id}"), outcome(host::device_size(id), |s| s.to_string()));
+                note(&format!("read-{id}"), outcome(host::read_at(id, 0, 16), |b| format!("{} bytes", b.len())));
+                note(&format!("write-{id}"), outcome(host::write_at(id, 0, b"x"), unit));
+                note(&format!("set-size-{id}"), outcome(host::set_size(id, 4096), unit));
+                note(&format!("flush-{id}"), outcome(host::flush(id), unit));
+                note(&format!("publish-{id}"), outcome(host::publish_file(id), unit));
+                note(&format!("open-beside-{id}"), outcome(host::open("keep.raw", Some(id), Access::ReadOnly), opened));
+                host::close(id);
+            }
+            // Closed, then used, then closed again.
+            let created = host::create_file("made.raw");
+            note("create", outcome(created.clone(), opened));
+            for id in [host::open("disk", None, Access::ReadOnly).ok(), created.ok()].into_iter().flatten() {
+                host::close(id);
+                note(&format!("size-closed-{id}"), outcome(host::device_size(id), |s| s.to_string()));
+                note(&format!("read-closed-{id}"), outcome(host::read_at(id, 0, 16), |b| format!("{} bytes", b.len())));
+                note(&format!("write-closed-{id}"), outcome(host::write_at(id, 0, b"x"), unit));
+                note(&format!("set-size-closed-{id}"), outcome(host::set_size(id, 4096), unit));
+                note(&format!("flush-closed-{id}"), outcome(host::flush(id), unit));
+                let beside = host::open("keep.raw", Some(id), Access::ReadOnly);
+                note(&format!("open-beside-closed-{id}"), outcome(beside, opened));
+                host::close(id);
+            }
+            // A device that is not a created file cannot be published.
+            let disk = host::open("disk", None, Access::ReadOnly);
+            note("publish-granted", outcome(disk.and_then(host::publish_file), unit));
+        }
+        "probe-sizes" => {
+            let created = host::create_file("huge.raw");
+            note("create", outcome(created.clone(), opened));
+            if let Ok(id) = created {
+                note("set-size-max", outcome(host::set_size(id, u64::MAX), unit));
+                note("set-size-past-i64", outcome(host::set_size(id, 1 << 63), unit));
+                note("write-max-1", outcome(host::write_at(id, u64::MAX - 1, b"xy"), unit));
+                note("write-max-1-one", outcome(host::write_at(id, u64::MAX - 1, b"x"), unit));
+                note("write-past-i64", outcome(host::write_at(id, 1 << 63, b"x"), unit));
+                let read = host::read_at(id, u64::MAX - 1, u32::MAX);
+                note("read-max-1", outcome(read, |b| format!("{} bytes", b.len())));
+                note("size-after", outcome(host::device_size(id), |s| s.to_string()));
+            }
+            let disk = host::open("disk", None, Access::ReadOnly);
+            if let Ok(id) = disk {
+                note("read-4g", outcome(host::read_at(id, 0, u32::MAX), |b| format!("{} bytes", b.len())));
+                note("write-read-only", outcome(host::write_at(id, 0, b"x"), unit));
+                note("set-size-read-only", outcome(host::set_size(id, u64::MAX), unit));
+            }
+        }
+        "probe-services" => {
+            // Settings by hostile keys, gRPC without an endpoint, tools beyond the grant.
+            let long = "x".repeat(64 << 10);
+            note("setting-long", host::setting(&long).unwrap_or_else(|| "none".into()));
+            note("setting-nul", host::setting("behaviour\0").unwrap_or_else(|| "none".into()));
+            let unary = grpc::unary("/csi.v1.Identity/GetPluginInfo", b"");
+            note("grpc-unary", outcome(unary, |b| format!("{} bytes", b.len())));
+            note("grpc-long", outcome(grpc::unary(&long, &vec![0u8; 1 << 16]), |b| format!("{} bytes", b.len())));
+            note("grpc-stream", outcome(grpc::start_stream("/csi.v1.Node/NodeGetInfo\0", b""), |s| s.to_string()));
+            note("grpc-next-never-started", outcome(grpc::next_message(4242), |m| format!("{m:?}")));
+            grpc::close_stream(4242);
+            note("tool-granted-sh", tools::granted("../../bin/sh").to_string());
+            let sh = tools::run("sh", &["-c".into(), "touch /tmp/owned".into()]);
+            note("tool-sh", outcome(sh, |o| format!("{}", o.status)));
+            let run = |args: &[&str]| {
+                let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+                outcome(tools::run("echo", &args), |o| format!("status {} {}", o.status, o.stdout.trim()))
+            };
+            note("echo-plain", run(&["hello"]));
+            note("echo-option", run(&["--version"]));
+            note("echo-substitution", run(&["$(touch /tmp/owned)"]));
+            note("echo-nul", run(&["a\0b"]));
+            note("echo-newline", run(&["a\nb"]));
+            note("echo-long", run(&[&long]));
+            let many: Vec<&str> = vec!["a"; 10_000];
+            note("echo-many", run(&many));
+        }
+        _ => {}
+    }
+    out.into_iter().map(|(key, value)| Label { key, value }).collect()
+}
+
+/// Recursion the optimizer cannot turn into a loop, until the wasm stack runs out.
+fn recurse(depth: u64) -> u64 {
+    if depth == u64::MAX {
+        return 0;
+    }
+    let frame = core::hint::black_box([depth; 16]);
+    recurse(depth + 1).wrapping_add(frame[depth as usize % 16])
+}
+
 struct Plugin;
 
 impl Guest for Plugin {
@@ -76,9 +273,31 @@ impl Guest for Plugin {
     }
 
     fn list_volumes() -> Result<Vec<VolumeInfo>, BackendError> {
-        match behaviour().as_str() {
+        let behaviour = behaviour();
+        match behaviour.as_str() {
             "loop-list" => spin(),
             "alloc-list" => hoard(),
+            "recurse" => return Err(BackendError::Io(format!("{}", recurse(0)))),
+            "fail" => return Err(BackendError::Io(setting("message"))),
+            "log" => {
+                let bytes = number("bytes") as usize;
+                if bytes > 0 {
+                    host::log(LogLevel::Warn, &"x".repeat(bytes));
+                }
+                let message = setting("message");
+                for _ in 0..number("lines") {
+                    host::log(LogLevel::Warn, &message);
+                }
+            }
+            "many" => {
+                let base = VolumeInfo { format: String::new(), ..info_of(0) };
+                let volumes =
+                    (0..number("count")).map(|i| VolumeInfo { name: format!("v{i}"), ..base.clone() }).collect();
+                return Ok(volumes);
+            }
+            b if b.starts_with("probe-") => {
+                return Ok(vec![VolumeInfo { name: "probe".into(), labels: probe(b), ..info_of(0) }]);
+            }
             // The pool's gRPC endpoint: a CSI call, then a call outside CSI.
             "grpc-csi" => {
                 let reply = grpc::unary("/csi.v1.Identity/GetPluginInfo", b"lov")?;
@@ -96,7 +315,20 @@ impl Guest for Plugin {
     }
 
     fn list_snapshots(_: Option<String>) -> Result<Vec<SnapshotInfo>, BackendError> {
-        Ok(Vec::new())
+        if behaviour() != "named" {
+            return Ok(Vec::new());
+        }
+        Ok(vec![SnapshotInfo {
+            name: name(),
+            volume: "disk".into(),
+            id: "1".into(),
+            size: 0,
+            created_unix_ms: None,
+            parent: None,
+            phase: SnapshotPhase::Ready,
+            consistent: false,
+            labels: Vec::new(),
+        }])
     }
 
     fn open_volume(_: String, _: Option<String>, _: Access) -> Result<VolumeHandle, BackendError> {
