@@ -977,7 +977,7 @@ fn escape_sequences_from_a_plugin_never_reach_the_terminal() {
 /// name is left out of a listing (one warning says so) and fails an open.
 #[test]
 fn names_that_are_not_plain_names_are_refused() {
-    let bad = ["../evil", "a/b", "..", ".hidden", "x\\u001b[2J", ""];
+    let bad = ["../evil", "a/b", "..", ".hidden", "x\\u001b[2J", "", "a@b"];
     let pools: Vec<(String, String)> = bad
         .iter()
         .enumerate()

@@ -1,6 +1,5 @@
-//! Text a plugin hands the host, on any bytes: a name that passes is a plain name, and
-//! printable text holds no control character and stays within its bound. The file is
-//! included as is (no host dependencies).
+//! Text a plugin hands the host, on any bytes: printable text holds no control character
+//! and stays within its bound. The file is included as is (it needs only snapport-core).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
@@ -12,11 +11,6 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let text = String::from_utf8_lossy(text);
-    if untrusted::check_name(&text).is_ok() {
-        assert!(!text.is_empty() && text.len() <= untrusted::MAX_NAME);
-        assert!(!text.contains('/') && !text.starts_with('.') && !text.contains(".."));
-        assert!(!text.chars().any(char::is_control));
-    }
     let max = usize::from(max);
     let shown = untrusted::printable(&text, max);
     assert!(!shown.chars().any(char::is_control), "{shown:?}");

@@ -22,8 +22,9 @@ pub const MAX_NAME: usize = 200;
 pub const RULE: &str = "a name is 1 to 200 bytes with no '/', '@', '..' or control \
                         characters, and does not start with '.' or '-'";
 
-/// What is wrong with `name` as a whole name, if anything.
-fn problem(name: &str) -> Option<&'static str> {
+/// What is wrong with `name` as a whole name, if anything: for callers that word their
+/// own error (the host, about names a plugin answers).
+pub fn problem(name: &str) -> Option<&'static str> {
     if name.is_empty() {
         return Some("it is empty");
     }
@@ -48,11 +49,18 @@ fn fragment_problem(part: &str) -> Option<&'static str> {
         Some("it contains '@'")
     } else if part.contains('\0') {
         Some("it contains a NUL character")
-    } else if part.chars().any(char::is_control) {
+    } else if part.chars().any(changes_the_terminal) {
         Some("it contains a control character")
     } else {
         None
     }
+}
+
+/// Characters that change what a terminal shows rather than show themselves: C0 and C1
+/// controls (ESC, CR, BEL, NUL...), DEL, and the bidirectional overrides and isolates
+/// (which can make a name read as another).
+pub fn changes_the_terminal(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 fn refuse(what: &str, name: &str, why: &str) -> Error {
@@ -119,6 +127,7 @@ mod tests {
             ("a\x1b[2Jb", "control"),
             ("a\u{7f}", "control"),
             ("a\u{9b}b", "control"),
+            ("a\u{202e}b", "control"),
             (long.as_str(), "longer than 200"),
         ] {
             let e = check("the disk", bad).unwrap_err();

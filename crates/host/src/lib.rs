@@ -20,12 +20,13 @@ mod untrusted;
 
 pub use error::{BackendErrorKind, Error, ErrorKind, Result};
 pub use grants::{Grants, Logger};
-pub use untrusted::{check_name, printable};
+pub use untrusted::printable;
 
 use grants::GrantedDevices;
 use sha2::{Digest, Sha256};
 use snapport_core::extent::{Device, Encoded, Extent, ExtentPage, Location, VolumeSource};
 use snapport_core::import::VolumeTarget;
+use snapport_core::name;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -490,9 +491,9 @@ impl Instance {
         let mut out = Vec::with_capacity(volumes.len());
         let mut bad = LeftOut::default();
         for v in volumes {
-            match check_name(&v.name) {
-                Ok(()) => out.push(printable_volume(v)),
-                Err(why) => bad.add(&v.name, why),
+            match name::problem(&v.name) {
+                None => out.push(printable_volume(v)),
+                Some(why) => bad.add(&v.name, why),
             }
         }
         self.warn_left_out(bad, "volumes");
@@ -506,9 +507,9 @@ impl Instance {
         let mut out = Vec::with_capacity(snapshots.len());
         let mut bad = LeftOut::default();
         for s in snapshots {
-            match check_name(&s.name).and(check_name(&s.volume)) {
-                Ok(()) => out.push(printable_snapshot(s)),
-                Err(why) => bad.add(&format!("{}@{}", s.volume, s.name), why),
+            match name::problem(&s.name).or(name::problem(&s.volume)) {
+                None => out.push(printable_snapshot(s)),
+                Some(why) => bad.add(&format!("{}@{}", s.volume, s.name), why),
             }
         }
         self.warn_left_out(bad, "snapshots");
@@ -548,16 +549,17 @@ impl Instance {
         if name == asked {
             return Ok(());
         }
-        check_name(name).map_err(|why| {
-            Error::new(
+        match name::problem(name) {
+            None => Ok(()),
+            Some(why) => Err(Error::new(
                 ErrorKind::Misbehaved,
                 format!(
                     "{} answered {what} \"{}\", which is not a plain name ({why})",
                     self.who(),
                     printable(name, 100)
                 ),
-            )
-        })
+            )),
+        }
     }
 
     /// The info of a volume the host opened or created as `asked`, checked.
