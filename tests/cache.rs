@@ -180,8 +180,10 @@ fn a_flipped_byte_anywhere_in_each_entry_is_recompiled() {
     assert_rejected(&log, "qcow2", "nothing cached yet");
     assert_rejected(&log, "raw", "nothing cached yet");
     lab.settled();
-    // Header fields (magic, component, engine, length, digest), then the code itself.
-    let places: [(fn(usize) -> usize, &str); 7] = [
+    // Header fields (magic, component, engine, length, digest), then the code itself: an
+    // offset in an entry of a length, and the reason the rejection must give.
+    type Offset = fn(usize) -> usize;
+    let places: [(Offset, &str); 7] = [
         (|_| 3, "magic"),
         (|_| 20, "another component"),
         (|_| 60, "another wasmtime"),
