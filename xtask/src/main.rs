@@ -41,8 +41,8 @@ fn run() -> Result<()> {
                  test      build, then run the whole test suite (extra args go to cargo test)\n\
                  fuzz [S]  fuzz the qcow2 reader S seconds, its writer and snapshot writer S/2,\n\
                            the delta, bundle, LVM and thin-pool readers, Range parser,\n\
-                           gRPC framing, CSI metadata, format detection, the name rule\n\
-                           and plugin text S/4\n\
+                           gRPC framing, CSI metadata, format detection, the name rule,\n\
+                           plugin text and compiled-cache entries S/4\n\
                            (default 60)\n\
                  bench     export benches against qemu-img convert and cp"
             );
@@ -458,5 +458,26 @@ fn fuzz(args: &[String]) -> Result<()> {
     {
         std::fs::write(names_corpus.join(format!("seed{i}")), seed)?;
     }
-    fuzz_target("names", seconds.div_ceil(4), &names_corpus)
+    fuzz_target("names", seconds.div_ceil(4), &names_corpus)?;
+    // Compiled-code cache entries: an artifact to seal and damage (mode 1), and a whole
+    // entry with that key and an empty artifact to mutate as read back (mode 0).
+    let cache_corpus = root().join("fuzz/corpus/cache_entry");
+    std::fs::create_dir_all(&cache_corpus)?;
+    let mut seed = vec![1, 0, 0];
+    seed.extend_from_slice(&[7; 64]);
+    seed.extend_from_slice(b"\x7fELF compiled code");
+    std::fs::write(cache_corpus.join("seed0"), &seed)?;
+    seed[0] = 0;
+    seed.truncate(3 + 64);
+    seed.extend_from_slice(b"snapport-cwasm\x00\x01");
+    seed.extend_from_slice(&[7; 64]);
+    seed.extend_from_slice(&[0; 8]);
+    // SHA-256 of no bytes.
+    seed.extend_from_slice(&[
+        0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9,
+        0x24, 0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52,
+        0xb8, 0x55,
+    ]);
+    std::fs::write(cache_corpus.join("seed1"), &seed)?;
+    fuzz_target("cache_entry", seconds.div_ceil(4), &cache_corpus)
 }

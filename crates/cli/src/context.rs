@@ -14,7 +14,8 @@ pub struct Context {
 impl Context {
     pub fn new() -> Result<Context> {
         let config = Config::load()?;
-        let host = Host::new(Some(config.cache_dir()))?;
+        let mut host = Host::new(Some(config.cache_dir()))?;
+        host.set_logger(stderr_logger());
         Ok(Context { config, host })
     }
 
@@ -71,7 +72,8 @@ impl Context {
     }
 }
 
-/// Plugin log lines go to stderr, warnings and errors only unless SNAPPORT_LOG=debug.
+/// Plugin log lines (and the host's own about loading them) go to stderr, warnings and
+/// errors only unless SNAPPORT_LOG=debug.
 fn stderr_logger() -> Logger {
     use snapport_host::bindings::snapport::backend::types::LogLevel;
     let verbose = std::env::var("SNAPPORT_LOG").is_ok_and(|v| v == "debug" || v == "info");

@@ -5,11 +5,14 @@
 //! The host validates it before anything runs (it must export that interface and import
 //! nothing but snapport's own host interfaces: no WASI, so no ambient file system,
 //! network, clock or environment), compiles it once into a cache keyed by the component's
-//! SHA-256 and the engine's compatibility hash, and runs each pool's instance in its own
+//! SHA-256 and the engine's version and configuration (each entry checked against its
+//! own SHA-256 before it is loaded), and runs each pool's instance in its own
 //! store with a memory cap and a CPU deadline per call (epoch interruption). A trap is a
 //! typed error naming the plugin and what happened; the poisoned instance is thrown away
 //! and the next call gets a fresh one from the pre-instantiated component.
 
+mod cache;
+mod cache_entry;
 mod error;
 pub mod grants;
 pub mod grpc;
@@ -112,7 +115,9 @@ fn supported_wit_version(version: &str) -> std::result::Result<(), String> {
 pub struct Host {
     engine: Engine,
     linker: Linker<State>,
-    cache_dir: Option<PathBuf>,
+    cache: Option<cache::Cache>,
+    /// Receives the host's own debug lines about loading plugins.
+    logger: Option<Logger>,
     stop: Arc<AtomicBool>,
 }
 
@@ -153,11 +158,18 @@ impl Host {
             })
             .map_err(|e| Error::new(ErrorKind::Io, format!("starting the epoch ticker: {e}")))?;
         Ok(Host {
+            cache: cache_dir.map(|dir| cache::Cache::new(dir, &engine)),
             engine,
             linker,
-            cache_dir,
+            logger: None,
             stop,
         })
+    }
+
+    /// Sends the host's own debug lines (why a plugin's compiled code did not come from
+    /// the cache) to `logger`, under the plugin's name.
+    pub fn set_logger(&mut self, logger: Logger) {
+        self.logger = Some(logger);
     }
 
     /// Loads, validates and compiles (or takes from the cache) the component at `path`.
@@ -172,7 +184,8 @@ impl Host {
                 format!("plugin {name}: reading {}: {e}", path.display()),
             )
         })?;
-        let digest = hex::encode(Sha256::digest(&bytes));
+        let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+        let digest = hex::encode(sha256);
         let bad = |what: String| {
             Error::new(
                 ErrorKind::InvalidPlugin,
@@ -180,7 +193,7 @@ impl Host {
             )
         };
         let component = self
-            .compile(&bytes, &digest)
+            .compile(&name, &bytes, sha256)
             .map_err(|e| bad(format!("not a valid component: {e:#}")))?;
         let wit_version = self.check_interfaces(&component).map_err(bad)?;
         let pre = self
@@ -199,34 +212,16 @@ impl Host {
         }))
     }
 
-    /// Compiled components are cached as `<sha256 of the component>-<engine hash>.cwasm`.
-    /// Only files this host wrote are ever deserialized: the name binds the artifact to
-    /// the exact component bytes and engine, and plugin-supplied files are never loaded.
-    fn compile(&self, bytes: &[u8], digest: &str) -> wasmtime::Result<Component> {
-        let Some(dir) = &self.cache_dir else {
+    /// Compiles `bytes`, or takes its verified code from the cache when there is one.
+    fn compile(&self, name: &str, bytes: &[u8], sha256: [u8; 32]) -> wasmtime::Result<Component> {
+        let Some(cache) = &self.cache else {
             return Component::new(&self.engine, bytes);
         };
-        let mut h = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(&self.engine.precompile_compatibility_hash(), &mut h);
-        let engine_hash = format!("{:016x}", std::hash::Hasher::finish(&h));
-        let cached = dir.join(format!("{digest}-{engine_hash}.cwasm"));
-        if cached.is_file() {
-            // SAFETY: the file was written by `serialize` of this same engine configuration
-            // (its name carries the engine's compatibility hash) into the host's own cache.
-            if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, &cached) } {
-                return Ok(c);
+        cache.component(&self.engine, bytes, sha256, &|line| {
+            if let Some(log) = &self.logger {
+                log(name, LogLevel::Debug, &line);
             }
-        }
-        let component = Component::new(&self.engine, bytes)?;
-        if std::fs::create_dir_all(dir).is_ok() {
-            if let Ok(art) = component.serialize() {
-                let tmp = dir.join(format!(".{digest}-{}.tmp", std::process::id()));
-                if std::fs::write(&tmp, art).is_ok() && std::fs::rename(&tmp, &cached).is_err() {
-                    let _ = std::fs::remove_file(&tmp);
-                }
-            }
-        }
-        Ok(component)
+        })
     }
 
     /// The component must export `snapport:backend/backend` at a version this host
