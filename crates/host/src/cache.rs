@@ -9,7 +9,7 @@
 use crate::cache_entry::{self, Key};
 use sha2::{Digest, Sha256};
 use std::fs::OpenOptions;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -143,7 +143,7 @@ fn engine_identity(engine: &Engine) -> [u8; 32] {
 /// The whole entry at `path`, when it is a regular file (opened without following a
 /// symbolic link, and without waiting on a FIFO) under [`MAX_ENTRY`].
 fn read_entry(path: &Path) -> Result<Vec<u8>, String> {
-    let file = OpenOptions::new()
+    let mut file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
@@ -152,24 +152,7 @@ fn read_entry(path: &Path) -> Result<Vec<u8>, String> {
             Some(libc::ELOOP) => "a symbolic link, not followed".to_string(),
             _ => format!("opening: {e}"),
         })?;
-    let meta = file.metadata().map_err(|e| format!("stat: {e}"))?;
-    if !meta.is_file() {
-        return Err("not a regular file".into());
-    }
-    if meta.len() > MAX_ENTRY {
-        return Err(format!(
-            "{} bytes, over the {MAX_ENTRY}-byte cap",
-            meta.len()
-        ));
-    }
-    let mut entry = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_ENTRY + 1)
-        .read_to_end(&mut entry)
-        .map_err(|e| format!("reading: {e}"))?;
-    if entry.len() as u64 > MAX_ENTRY {
-        return Err(format!("grew past the {MAX_ENTRY}-byte cap while read"));
-    }
-    Ok(entry)
+    snapport_core::io::read_regular(&mut file, MAX_ENTRY).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -212,7 +195,10 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        assert_eq!(read_entry(&fifo).unwrap_err(), "not a regular file");
+        assert_eq!(
+            read_entry(&fifo).unwrap_err(),
+            "not a regular file but a FIFO"
+        );
 
         let real = dir.path().join("real");
         std::fs::write(&real, b"entry").unwrap();
@@ -228,7 +214,7 @@ mod tests {
             .unwrap()
             .set_len(MAX_ENTRY + 1)
             .unwrap();
-        assert!(read_entry(&real).unwrap_err().contains("over the"));
+        assert!(read_entry(&real).unwrap_err().contains("larger than"));
         assert_eq!(
             read_entry(&dir.path().join("absent")).unwrap_err(),
             "nothing cached yet"

@@ -713,4 +713,3 @@ fn remove_stale_temporaries(folder: &Path) {
 fn fits_a_file(end: Option<u64>) -> bool {
     end.is_some_and(|end| i64::try_from(end).is_ok())
 }
-
