@@ -125,7 +125,7 @@ fn demo() -> Result<()> {
     run_cmd(
         Command::new(snapport_bin())
             .env("SNAPPORT_HOME", &home)
-            .args(["download", "vd/sample", "-o"])
+            .args(["download", "vd/sample", "--force", "-o"])
             .arg(&out),
     )?;
     run_cmd(

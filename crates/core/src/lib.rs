@@ -14,6 +14,7 @@ pub mod export;
 pub mod extent;
 pub mod import;
 pub mod io;
+pub mod output;
 pub mod progress;
 pub mod qcow2_out;
 pub mod raw_file;
