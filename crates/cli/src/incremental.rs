@@ -145,7 +145,7 @@ pub fn export_delta(
     }
     let to_stdout = output == "-";
     if !to_stdout {
-        crate::output::check(&ctx.config, &[Path::new(output)], force)?;
+        crate::output::check(&ctx.config, Path::new(output), &[], force)?;
     }
     let home = &ctx.config.home;
     let mut instance = ctx.pool(pool)?;
@@ -212,7 +212,7 @@ pub fn export_delta(
         Err(_) => bail!("writing the delta: the worker thread panicked"),
     };
     if let Some(f) = file {
-        crate::output::commit(vec![f], &[], force, false)?;
+        crate::output::commit(Vec::new(), f, &[], force, false)?;
     }
     target_map.save(&map_path(home, pool, disk, snapshot), &target.label)?;
     Ok(DeltaExport {

@@ -13,10 +13,16 @@ use snapport_core::output::{commit_all, PendingFile};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-/// Refuses to write `names` (an output and the sidecars beside it) when one belongs to a
-/// pool, is not a regular file, or exists and `force` is not given.
-pub fn check(config: &Config, names: &[&Path], force: bool) -> Result<()> {
-    for name in names {
+/// Refuses to write `output` and the `sidecars` beside it when one belongs to a pool or
+/// is not a regular file, or when `output` exists and `force` is not given. A sidecar
+/// that exists without `force` is one whose output is gone: it describes nothing and is
+/// replaced.
+pub fn check(config: &Config, output: &Path, sidecars: &[&Path], force: bool) -> Result<()> {
+    let names: Vec<&Path> = [output]
+        .into_iter()
+        .chain(sidecars.iter().copied())
+        .collect();
+    for name in &names {
         if let Some((pool, why)) = pool_holding(config, name) {
             bail!(
                 "{} {why} of pool {pool}; snapport never writes over a pool's files, --force or not",
@@ -42,7 +48,7 @@ pub fn check(config: &Config, names: &[&Path], force: bool) -> Result<()> {
                 name.display()
             );
         }
-        if !force {
+        if name == output && !force {
             bail!(
                 "{} already exists; --force replaces it (once the new output is complete)",
                 name.display()
@@ -57,23 +63,27 @@ pub fn note_pending(output: &Path) {
     interrupt::note(&format!("nothing was written under {}", output.display()));
 }
 
-/// Names `files` (sidecars first, the output last; see [`commit_all`]), replacing what
-/// has their names when `force`; `stale` are names of an earlier export's sidecars that
-/// this one does not write (with `force` they go, since they would describe the old
-/// output). A signal meanwhile waits until the names are in place.
-pub fn commit(files: Vec<PendingFile>, stale: &[PathBuf], force: bool, sync: bool) -> Result<()> {
+/// Names `output` and its `sidecars` (see [`commit_all`]), replacing an existing output
+/// when `force`; `stale` are names of an earlier export's sidecars that this one does
+/// not write: they go, since they would describe other bytes. A signal meanwhile waits
+/// until the names are in place.
+pub fn commit(
+    sidecars: Vec<PendingFile>,
+    output: PendingFile,
+    stale: &[PathBuf],
+    force: bool,
+    sync: bool,
+) -> Result<()> {
     let _held = interrupt::defer();
-    if force {
-        for s in stale {
-            match std::fs::remove_file(s) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e).with_context(|| format!("removing {}", s.display()))
-                }
-                _ => {}
+    for s in stale {
+        match std::fs::remove_file(s) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", s.display()))
             }
+            _ => {}
         }
     }
-    commit_all(files, force, sync)?;
+    commit_all(sidecars, output, force, sync)?;
     interrupt::clear_note();
     Ok(())
 }

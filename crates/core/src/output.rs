@@ -201,37 +201,45 @@ impl PendingFile {
     }
 }
 
-/// Names `files` in order, the main output last, each only where its name is free (with
-/// `replace`, over what has it); with `sync`, their data and names are made durable.
+/// Names `output` and its `sidecars` (a `.digest`, a `.sha256`): the sidecars first, then
+/// the output where its name is free (with `replace`, over what has it); with `sync`,
+/// their data and names are made durable. A sidecar belongs to its output, so one that
+/// has the name already (of an earlier export, or left by a killed one) is replaced.
 ///
 /// Sidecars come first so that an output never exists without its sidecars: a reader
 /// that finds the image finds its digest, and an upload verifies against it. A process
 /// killed between two links (a window of microseconds) leaves the sidecars named so far
-/// and no output: a `.digest` naming a file that does not exist, which verifies nothing
-/// and misleads no one, and which the next export under that name refuses to overwrite
-/// without `--force` like any existing file. When replacing, the window leaves new
-/// sidecars beside the old output: a verifying reader then refuses the old output
-/// instead of accepting it.
+/// and no output: a `.digest` naming a file that does not exist, which verifies nothing,
+/// misleads no one, and is replaced by the next export under that name. When replacing,
+/// the window leaves new sidecars beside the old output: a verifying reader then refuses
+/// the old output instead of accepting it.
 ///
-/// A name that is taken fails with [`ErrorKind::Conflict`]; the files named before it in
-/// this call are removed again (unless they replaced something), so nothing of the new
-/// output stays.
-pub fn commit_all(files: Vec<PendingFile>, replace: bool, sync: bool) -> Result<()> {
+/// An output name that is taken fails with [`ErrorKind::Conflict`]; the sidecars named by
+/// this call are removed again, so nothing of the new output stays.
+pub fn commit_all(
+    sidecars: Vec<PendingFile>,
+    output: PendingFile,
+    replace: bool,
+    sync: bool,
+) -> Result<()> {
+    let files: Vec<(&PendingFile, bool)> = sidecars
+        .iter()
+        .map(|s| (s, true))
+        .chain([(&output, replace)])
+        .collect();
     if sync {
-        for f in &files {
+        for (f, _) in &files {
             f.file
                 .sync_all()
                 .map_err(|e| Error::io(format!("syncing {}", f.path().display()), e))?;
         }
     }
     let mut named: Vec<(PathBuf, Option<(u64, u64)>)> = Vec::new();
-    for f in &files {
+    for (f, replace_it) in &files {
         let path = f.path();
-        if let Err(e) = f.link(replace) {
-            if !replace {
-                for (p, id) in &named {
-                    remove_if_same(p, *id);
-                }
+        if let Err(e) = f.link(*replace_it) {
+            for (p, id) in &named {
+                remove_if_same(p, *id);
             }
             return Err(if e.kind() == IoKind::AlreadyExists {
                 Error::new(
@@ -249,7 +257,7 @@ pub fn commit_all(files: Vec<PendingFile>, replace: bool, sync: bool) -> Result<
         named.push((path, f.identity()));
     }
     if sync {
-        let mut dirs: Vec<&Path> = files.iter().map(|f| f.dir.as_path()).collect();
+        let mut dirs: Vec<&Path> = files.iter().map(|(f, _)| f.dir.as_path()).collect();
         dirs.dedup();
         for d in dirs {
             File::open(d)
@@ -261,9 +269,9 @@ pub fn commit_all(files: Vec<PendingFile>, replace: bool, sync: bool) -> Result<
 }
 
 impl PendingFile {
-    /// [`commit_all`] of this one file.
+    /// [`commit_all`] of this one file, without sidecars.
     pub fn commit(self, replace: bool, sync: bool) -> Result<()> {
-        commit_all(vec![self], replace, sync)
+        commit_all(Vec::new(), self, replace, sync)
     }
 }
 
@@ -490,18 +498,29 @@ mod tests {
     }
 
     #[test]
-    fn a_taken_name_unnames_the_sidecars_named_before_it() {
+    fn sidecars_replace_stale_ones_and_go_again_when_the_output_name_is_taken() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("out.raw"), b"someone else's").unwrap();
-        let sidecar = PendingFile::beside(&dir.path().join("out.raw.digest")).unwrap();
-        let output = PendingFile::beside(&dir.path().join("out.raw")).unwrap();
-        let err = commit_all(vec![sidecar, output], false, false).unwrap_err();
+        let (out, digest) = (
+            dir.path().join("out.raw"),
+            dir.path().join("out.raw.digest"),
+        );
+        // A sidecar without its output (a killed export's) is replaced.
+        std::fs::write(&digest, b"stale").unwrap();
+        let sidecar = PendingFile::beside(&digest).unwrap();
+        sidecar.write_at(b"new digest", 0).unwrap();
+        let output = PendingFile::beside(&out).unwrap();
+        output.write_at(b"new output", 0).unwrap();
+        commit_all(vec![sidecar], output, false, false).unwrap();
+        assert_eq!(std::fs::read(&digest).unwrap(), b"new digest");
+        assert_eq!(std::fs::read(&out).unwrap(), b"new output");
+        // The output's name taken: the output is refused and the new sidecar removed.
+        std::fs::remove_file(&digest).unwrap();
+        let sidecar = PendingFile::beside(&digest).unwrap();
+        let output = PendingFile::beside(&out).unwrap();
+        let err = commit_all(vec![sidecar], output, false, false).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Conflict);
         assert_eq!(names(dir.path()), ["out.raw"]);
-        assert_eq!(
-            std::fs::read(dir.path().join("out.raw")).unwrap(),
-            b"someone else's"
-        );
+        assert_eq!(std::fs::read(&out).unwrap(), b"new output");
     }
 
     #[test]

@@ -167,7 +167,7 @@ pub fn run(args: Args) -> Result<()> {
     let digest_file = output::sidecar_path(out, ".digest");
     let sum_file = output::sidecar_path(out, ".sha256");
     if !to_stdout {
-        output::check(&ctx.config, &[out, &digest_file, &sum_file], args.force)?;
+        output::check(&ctx.config, out, &[&digest_file, &sum_file], args.force)?;
     }
     let mut instance = ctx.pool(&args.pool)?;
     let mut volume = instance
@@ -220,8 +220,8 @@ pub fn run(args: Args) -> Result<()> {
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        // Sidecars first, the output last; a sidecar of an earlier export under this
-        // name that this one does not write would now lie, so it goes.
+        // A sidecar of an earlier export under this name that this one does not write
+        // would now lie, so it goes.
         let mut files = Vec::new();
         let mut stale = Vec::new();
         for (path, value) in [
@@ -233,8 +233,7 @@ pub fn run(args: Args) -> Result<()> {
                 None => stale.push(path),
             }
         }
-        files.push(pending);
-        output::commit(files, &stale, args.force, args.fsync)?;
+        output::commit(files, pending, &stale, args.force, args.fsync)?;
     }
 
     if args.json {
@@ -314,7 +313,7 @@ fn download_vm(args: &Args, name: &str, snapshot: Option<&str>) -> Result<()> {
         None
     } else {
         let out = Path::new(output);
-        output::check(&ctx.config, &[out], args.force)?;
+        output::check(&ctx.config, out, &[], args.force)?;
         output::note_pending(out);
         Some(PendingFile::beside(out)?)
     };
@@ -333,7 +332,7 @@ fn download_vm(args: &Args, name: &str, snapshot: Option<&str>) -> Result<()> {
     )
     .with_context(|| format!("exporting {this}"))?;
     if let Some(f) = pending {
-        output::commit(vec![f], &[], args.force, args.fsync)?;
+        output::commit(Vec::new(), f, &[], args.force, args.fsync)?;
     }
     let seconds = started.elapsed().as_secs_f64();
     if args.json {

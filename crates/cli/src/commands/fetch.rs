@@ -61,7 +61,7 @@ impl ClientArgs {
 pub fn run(args: Args) -> Result<()> {
     let c = &args.client;
     let config = crate::config::Config::load()?;
-    crate::output::check(&config, &[&args.output], args.force)?;
+    crate::output::check(&config, &args.output, &[], args.force)?;
     crate::interrupt::note(&format!(
         "nothing was written under {}; what arrived is kept beside it (.part): run the \
          same command again to resume",
