@@ -195,6 +195,15 @@ fn args(a: &[&dyn AsRef<OsStr>]) -> Vec<OsString> {
     a.iter().map(|x| x.as_ref().to_os_string()).collect()
 }
 
+/// Removes an output and its sidecars: `download` refuses to overwrite any of them.
+fn remove_output(out: &Path) {
+    for ext in ["", ".digest", ".sha256"] {
+        let mut p = out.as_os_str().to_owned();
+        p.push(ext);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// Runs every variant `runs` times, interleaved, after one uncounted warm-up round;
 /// `outputs` are removed before each command. Returns (label, median seconds, peak MiB).
 fn compare(
@@ -208,7 +217,7 @@ fn compare(
     let mut rss: Vec<f64> = vec![0.0; variants.len()];
     let clean = || {
         for o in outputs {
-            let _ = std::fs::remove_file(o);
+            remove_output(o);
         }
     };
     for run in 0..=runs {
@@ -721,7 +730,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let out = dir.join("sparse.raw");
     let mut times = Vec::new();
     for _ in 0..if wanted("sparse") { runs } else { 0 } {
-        let _ = std::fs::remove_file(&out);
+        remove_output(&out);
         let m = measure(
             Command::new(snapport())
                 .env("SNAPPORT_HOME", &home)
@@ -730,7 +739,7 @@ pub fn run(args: &[String]) -> Result<()> {
         )?;
         times.push(m.seconds);
     }
-    let _ = std::fs::remove_file(&out);
+    remove_output(&out);
     if !times.is_empty() {
         let t = median(times);
         verdicts.push(format!(

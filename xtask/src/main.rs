@@ -126,7 +126,7 @@ fn demo() -> Result<()> {
     run_cmd(
         Command::new(snapport_bin())
             .env("SNAPPORT_HOME", &home)
-            .args(["download", "vd/sample", "-o"])
+            .args(["download", "vd/sample", "--force", "-o"])
             .arg(&out),
     )?;
     run_cmd(
@@ -143,11 +143,63 @@ fn demo() -> Result<()> {
 }
 
 fn test(extra: &[String]) -> Result<()> {
+    test_tools()?;
     build_all()?;
     run_cmd(
         cargo()
             .args(["test", "--release", "--workspace"])
             .args(extra),
+    )
+}
+
+/// The oracles and helpers the tests run, as (program, Debian package).
+const TEST_TOOLS: &[(&str, &str)] = &[
+    ("qemu-img", "qemu-utils"),
+    ("zstd", "zstd"),
+    ("mkfs.ext4", "e2fsprogs"),
+    ("python3", "python3"),
+    ("sha256sum", "coreutils"),
+    ("curl", "curl"),
+    ("chromium", "chromium"),
+    ("lvcreate", "lvm2"),
+    ("thin_dump", "thin-provisioning-tools"),
+    ("strace", "strace"),
+];
+
+/// Installs the Debian packages of [`TEST_TOOLS`] that are missing, so that the test
+/// command works by itself on a fresh machine. Without root it names what is missing
+/// and carries on: the tests that need a missing tool then say so.
+fn test_tools() -> Result<()> {
+    let on_path = |prog: &str| {
+        std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path)
+                .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+                .any(|dir| dir.join(prog).is_file())
+        })
+    };
+    let missing: Vec<&str> = TEST_TOOLS
+        .iter()
+        .filter(|(prog, _)| !on_path(prog))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "xtask: missing test tools (not root, so not installed): apt-get install {}",
+            missing.join(" ")
+        );
+        return Ok(());
+    }
+    println!("installing the tests' tools: {}", missing.join(" "));
+    run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;
+    run_cmd(
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
     )
 }
 

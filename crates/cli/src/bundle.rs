@@ -1,12 +1,12 @@
 //! Whole-VM bundles (the format: `snapport_core::bundle`): `download vm/NAME -o FILE.tar`
 //! and `upload FILE.tar vm/NEW`.
 //!
-//! Export makes each disk's payload first (in a spool folder beside the output, removed
-//! on every path), because a tar header needs the member's size and SHA256SUMS goes
-//! first; then it writes the archive. Import streams: every member is checked against
-//! SHA256SUMS as it passes, each disk is imported through the ordinary import path
-//! (content digest verified, committed only when whole), and when anything fails the
-//! disks this import already created are deleted and no VM config is written.
+//! Export makes each disk's payload first (in unnamed spool files beside the output),
+//! because a tar header needs the member's size and SHA256SUMS goes first; then it
+//! writes the archive. Import streams: every member is checked against SHA256SUMS as it
+//! passes, each disk is imported through the ordinary import path (content digest
+//! verified, committed only when whole), and when anything fails the disks this import
+//! already created are deleted and no VM config is written.
 
 use crate::address::Address;
 use crate::commands::download::FormatArg;
@@ -22,24 +22,18 @@ use snapport_core::bundle::{
 };
 use snapport_core::export::{self, ExportOptions, Format, Target};
 use snapport_core::import::{ImportOptions, ImportSummary, Source};
-use snapport_core::io::OutputFile;
-use std::io::{BufWriter, Read, Write};
+use snapport_core::output::PendingFile;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// A folder for payloads in the making, removed with everything in it when dropped.
+/// A folder for an imported bundle's qcow2 payloads (the qcow2 plugin opens them by
+/// name), removed with everything in it when dropped.
 struct Spool(PathBuf);
 
 impl Spool {
-    fn beside(output: &str) -> Result<Spool> {
-        let parent = match output {
-            "-" => std::env::temp_dir(),
-            o => match Path::new(o).parent() {
-                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-                _ => PathBuf::from("."),
-            },
-        };
+    fn in_folder(parent: &Path) -> Result<Spool> {
         let dir = parent.join(format!(".snapport-bundle-{}", std::process::id()));
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Spool(dir))
@@ -50,6 +44,14 @@ impl Drop for Spool {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Where a bundle goes.
+pub enum BundleTarget<'a> {
+    Stdout,
+    /// A file not named yet: its caller names it, or serves it, once it is whole. The
+    /// disks' payloads are spooled beside it.
+    File(&'a PendingFile),
 }
 
 /// What a bundle export wrote.
@@ -78,14 +80,14 @@ impl<W: Write> Write for Counting<W> {
     }
 }
 
-/// Writes vm/`name` (its config and every disk) as a bundle to `output` (a file, or -);
-/// with `snapshot`, the VM snapshot vms/`name`@`snapshot` (the config and the disks as
-/// they were then).
+/// Writes vm/`name` (its config and every disk) as a bundle to `target`; with
+/// `snapshot`, the VM snapshot vms/`name`@`snapshot` (the config and the disks as they
+/// were then).
 pub fn export_vm(
     ctx: &Context,
     name: &str,
     snapshot: Option<&str>,
-    output: &str,
+    target: BundleTarget,
     payload: FormatArg,
     zstd_level: i32,
     quiet: bool,
@@ -106,14 +108,19 @@ pub fn export_vm(
         FormatArg::Qcow2 => (Format::Qcow2, "qcow2"),
         FormatArg::Raw => bail!("a bundle carries its disks as raw.zst or qcow2 (--payload)"),
     };
-    let spool = Spool::beside(output)?;
+    // Payloads are spooled in files that never get a name: nothing of them outlives the
+    // process, however it ends.
+    let spool_dir = match &target {
+        BundleTarget::File(f) => f.dir().to_path_buf(),
+        BundleTarget::Stdout => std::env::temp_dir(),
+    };
     let mut disks = Vec::new();
     for (i, d) in cfg.disks.iter().enumerate() {
         let mut instance = ctx.pool(&d.pool)?;
         let mut volume = instance
             .open_volume(&d.name, snapshot)
             .with_context(|| format!("vm/{name}: opening vd/{} of pool {}", d.name, d.pool))?;
-        let path = spool.0.join(format!("{i}.{ext}"));
+        let spool = PendingFile::spool(&spool_dir, &format!("bundle-{i}.{ext}"))?;
         let options = ExportOptions {
             format,
             content_digest: true,
@@ -127,7 +134,7 @@ pub fn export_vm(
         let mut progress = new_progress(quiet);
         let s = export::export(
             &mut volume,
-            Target::File(path.clone()),
+            Target::Pending(&spool),
             &options,
             progress.as_mut(),
         )
@@ -141,7 +148,7 @@ pub fn export_vm(
                 content_digest: s.content_digest.context("the export computed no digest")?,
                 sha256: s.stream_sha256.context("the export computed no SHA-256")?,
             },
-            path,
+            spool,
         ));
     }
     let manifest = Manifest {
@@ -173,14 +180,9 @@ pub fn export_vm(
     );
     let sums = bundle::format_sums(&sums);
 
-    let file = if output == "-" {
-        None
-    } else {
-        Some(OutputFile::create_beside(Path::new(output))?)
-    };
-    let out: Box<dyn Write> = match &file {
-        Some(f) => Box::new(f.file().try_clone().context("opening the output")?),
-        None => Box::new(std::fs::File::from(
+    let out: Box<dyn Write> = match &target {
+        BundleTarget::File(f) => Box::new(f.file().try_clone().context("opening the output")?),
+        BundleTarget::Stdout => Box::new(std::fs::File::from(
             std::io::stdout()
                 .as_fd()
                 .try_clone_to_owned()
@@ -200,9 +202,11 @@ pub fn export_vm(
         &mut &manifest_json[..],
     )?;
     tar.add(CONFIG, config_json.len() as u64, &mut &config_json[..])?;
-    for (d, path) in &disks {
-        let mut f =
-            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    for (d, spool) in &disks {
+        let mut f = spool.file();
+        // A zstd payload was written through the descriptor's own offset.
+        f.seek(SeekFrom::Start(0))
+            .context("reading back a spooled payload")?;
         let len = f.metadata()?.len();
         tar.add(&d.file, len, &mut f)?;
     }
@@ -210,9 +214,6 @@ pub fn export_vm(
     counting.flush().context("writing the bundle")?;
     let (output_size, sha256) = (counting.bytes, hex::encode(counting.sha.finalize()));
     drop(counting.out);
-    if let Some(f) = file {
-        f.commit(Path::new(output), false)?;
-    }
     Ok(BundleExport {
         manifest,
         output_size,
@@ -318,7 +319,7 @@ pub fn import_vm(
     let mut summaries = Vec::new();
     // qcow2 payloads need random access: each goes to a file here first.
     let spool = match manifest.payload.as_str() {
-        "qcow2" => Some(Spool::beside(&home.join("bundle").to_string_lossy())?),
+        "qcow2" => Some(Spool::in_folder(home)?),
         _ => None,
     };
     let result = (|| -> Result<()> {

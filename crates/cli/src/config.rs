@@ -278,6 +278,11 @@ impl Config {
         }
     }
 
+    /// Every configured pool, the default one included.
+    pub fn pools(&self) -> impl Iterator<Item = (&str, &PoolConfig)> {
+        self.pools.iter().map(|(name, p)| (name.as_str(), p))
+    }
+
     pub fn cache_dir(&self) -> PathBuf {
         self.home.join("cache")
     }

@@ -15,7 +15,7 @@ use crate::snapshots::{self, Phase};
 use anyhow::{bail, Context as _, Result};
 use snapport_core::delta::{self, Identity, LeafMap, Manifest, Overlay};
 use snapport_core::import::{ImportOptions, Source};
-use snapport_core::io::OutputFile;
+use snapport_core::output::PendingFile;
 use snapport_core::progress::Progress;
 use snapport_core::volume_reader::{serve_plans, VolumeReader};
 use snapport_host::Instance;
@@ -118,13 +118,14 @@ pub struct DeltaExport {
 }
 
 /// Writes the delta of `new` (vds/D@NEW) since `base` (vds/D@BASE) to `output` (a file,
-/// or - for stdout).
+/// or - for stdout); an existing file is replaced only with `force`.
 pub fn export_delta(
     ctx: &Context,
     pool: &str,
     new: &Address,
     base: &Address,
     output: &str,
+    force: bool,
     quiet: bool,
 ) -> Result<DeltaExport> {
     let (
@@ -141,6 +142,10 @@ pub fn export_delta(
     };
     if disk != base_disk {
         bail!("{base} is a snapshot of vd/{base_disk}, not of vd/{disk}: a delta is between snapshots of one disk");
+    }
+    let to_stdout = output == "-";
+    if !to_stdout {
+        crate::output::check(&ctx.config, Path::new(output), &[], force)?;
     }
     let home = &ctx.config.home;
     let mut instance = ctx.pool(pool)?;
@@ -165,11 +170,11 @@ pub fn export_delta(
         .with_context(|| format!("listing what changed in {new} since {base}"))?;
     let changed_bytes = changed.iter().map(|r| r.1).sum();
 
-    let to_stdout = output == "-";
     let file = if to_stdout {
         None
     } else {
-        Some(OutputFile::create_beside(Path::new(output))?)
+        crate::output::note_pending(Path::new(output));
+        Some(PendingFile::beside(Path::new(output))?)
     };
     let mut sink: Box<dyn Write + Send> = match &file {
         Some(f) => Box::new(BufWriter::with_capacity(
@@ -207,7 +212,7 @@ pub fn export_delta(
         Err(_) => bail!("writing the delta: the worker thread panicked"),
     };
     if let Some(f) = file {
-        f.commit(Path::new(output), false)?;
+        crate::output::commit(Vec::new(), f, &[], force, false)?;
     }
     target_map.save(&map_path(home, pool, disk, snapshot), &target.label)?;
     Ok(DeltaExport {

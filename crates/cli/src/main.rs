@@ -11,6 +11,7 @@ mod config;
 mod context;
 mod incremental;
 mod interrupt;
+mod output;
 mod progress;
 mod quiesce;
 mod retention;

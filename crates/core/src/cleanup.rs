@@ -1,10 +1,10 @@
 //! Temporary files to remove when the process is interrupted.
 //!
-//! Everything snapport writes goes under a temporary name first (an export's output, a
-//! volume being imported) and is renamed when whole; the owner removes it on failure. A
-//! signal ends the process before any destructor runs, so owners also register the path
-//! here, and the signal handler calls [`remove_registered`], which only uses
-//! async-signal-safe calls.
+//! What snapport writes under a temporary name until it is whole (a volume being
+//! imported; an output where the file system has no unnamed files, see
+//! [`crate::output`]) is removed by its owner on failure. A signal ends the process
+//! before any destructor runs, so owners also register the path here, and the signal
+//! handler calls [`remove_registered`], which only uses async-signal-safe calls.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;

@@ -19,7 +19,8 @@ use crate::chunks::{data_leaves, read_pieces, Chunk, Chunker, Piece};
 use crate::digest::{group_hash, ContentDigest, StreamDigest, GROUP_SIZE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extent::{CheckedMap, VolumeSource};
-use crate::io::{copy_range, AlignedBuf, OutputFile};
+use crate::io::{copy_range, AlignedBuf};
+use crate::output::PendingFile;
 use crate::progress::Progress;
 use crate::qcow2_out::{Qcow2Layout, CLUSTER_SIZE};
 use crate::zst::ZstdOut;
@@ -42,9 +43,13 @@ pub enum Format {
 }
 
 /// Where the export goes.
-pub enum Target {
-    /// A file, written under a temporary name beside it and renamed into place on success.
+pub enum Target<'a> {
+    /// A new file, named only once complete; an existing file of that name is left as it
+    /// is and fails the export (see [`crate::output`]).
     File(PathBuf),
+    /// A file the caller names (or not) when it chooses: an output committed together
+    /// with its sidecars, a spool.
+    Pending(&'a PendingFile),
     /// A stream (stdout); bytes are written in order.
     Stream(Box<dyn Write + Send>),
 }
@@ -57,8 +62,9 @@ pub struct ExportOptions {
     pub stream_sha256: bool,
     /// Worker threads; 0 means one per core.
     pub workers: usize,
-    /// fsync the output before renaming it into place. Off by default, as with `cp` and
-    /// `qemu-img convert`: the rename still guarantees no partial file under the name.
+    /// fsync a [`Target::File`] before it is named (a [`Target::Pending`] is synced by
+    /// whoever commits it). Off by default, as with `cp` and `qemu-img convert`: naming
+    /// only a complete file still guarantees no partial file under the name.
     pub sync: bool,
 }
 
@@ -99,8 +105,8 @@ struct Done {
 
 /// What workers share: the output file (when seekable) and the qcow2 layout (when qcow2).
 /// A stream stays with the coordinator, the only thread that writes to it.
-struct Sink {
-    file: Option<OutputFile>,
+struct Sink<'a> {
+    file: Option<&'a PendingFile>,
     layout: Option<Qcow2Layout>,
 }
 
@@ -132,11 +138,16 @@ pub fn export(
         Format::Qcow2 => Some(plan_qcow2(source, size)?),
         Format::Raw | Format::RawZst { .. } => None,
     };
-    let (file, path, plain) = match target {
-        Target::File(path) => (Some(OutputFile::create_beside(&path)?), Some(path), None),
-        Target::Stream(w) => (None, None, Some(w)),
+    let owned = match &target {
+        Target::File(path) => Some(PendingFile::beside(path)?),
+        Target::Pending(_) | Target::Stream(_) => None,
     };
-    let (summary, file) = match options.format {
+    let (file, plain) = match target {
+        Target::File(_) => (owned.as_ref(), None),
+        Target::Pending(f) => (Some(f), None),
+        Target::Stream(w) => (None, Some(w)),
+    };
+    let summary = match options.format {
         // zstd output is a stream even into a file: it is written front to back.
         Format::RawZst { level } => {
             let inner: Box<dyn Write + Send> = match (&file, plain) {
@@ -160,15 +171,14 @@ pub fn export(
                 file: None,
                 layout: None,
             };
-            let (summary, _) = run(
+            run(
                 source,
                 sink,
                 Some(OutStream::Zstd(Box::new(zst))),
                 options,
                 progress,
                 size,
-            )?;
-            (summary, file)
+            )?
         }
         Format::Raw | Format::Qcow2 => run(
             source,
@@ -179,10 +189,10 @@ pub fn export(
             size,
         )?,
     };
-    if let (Some(file), Some(path)) = (file, path) {
-        file.commit(&path, options.sync)?;
+    if let Some(file) = owned {
+        file.commit(false, options.sync)?;
     }
-    // On error the temporary file is removed when `OutputFile` drops uncommitted.
+    // On error an uncommitted file goes when it drops: it never had a name.
     Ok(summary)
 }
 
@@ -266,7 +276,7 @@ fn run(
     options: &ExportOptions,
     progress: &mut dyn Progress,
     size: u64,
-) -> Result<(ExportSummary, Option<OutputFile>)> {
+) -> Result<ExportSummary> {
     let workers = match options.workers {
         0 => std::thread::available_parallelism()
             .map_or(2, |n| n.get())
@@ -374,7 +384,7 @@ fn run(
         content_digest: content.map(ContentDigest::finish),
         stream_sha256,
     };
-    Ok((summary, sink.file))
+    Ok(summary)
 }
 
 /// The coordinator's state: it plans jobs and emits finished chunks in order.

@@ -1,17 +1,16 @@
 //! Low-level I/O the engine needs: page-aligned buffers (this CPU's `rep movsb` is up to
-//! 20x slower on buffers misaligned within a page), positional reads and writes,
-//! in-kernel copies, and output files written under a temporary name and renamed into
-//! place, so a failed export never leaves a partial file under the final name; and the
-//! one way a file is read whole, bounded.
+//! 20x slower on buffers misaligned within a page), positional reads and in-kernel
+//! copies, and the one way a file is read whole, bounded. Output files are
+//! [`crate::output`]'s.
 
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::extent::Device;
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::fs::{File, OpenOptions};
 use std::ops::{Deref, DerefMut};
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const PAGE: usize = 4096;
 
@@ -128,107 +127,6 @@ pub fn read_regular(file: &mut File, cap: u64) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// The temporary name an output is written under: `.NAME.snapport-PID` beside `path`.
-pub fn temp_path_beside(path: &Path) -> Result<PathBuf> {
-    let name = path.file_name().ok_or_else(|| {
-        Error::new(
-            ErrorKind::InvalidInput,
-            format!("{} names no file", path.display()),
-        )
-    })?;
-    if path.is_dir() {
-        return Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!("{} is a folder; name a file", path.display()),
-        ));
-    }
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    Ok(dir.join(format!(
-        ".{}.snapport-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    )))
-}
-
-/// An output file being written under a temporary name beside its final path.
-pub struct OutputFile {
-    file: File,
-    temp: PathBuf,
-    committed: bool,
-    _cleanup: crate::cleanup::Registration,
-}
-
-impl OutputFile {
-    /// Creates [`temp_path_beside`]`(path)`. Refuses when `path` is a folder.
-    pub fn create_beside(path: &Path) -> Result<OutputFile> {
-        let temp = temp_path_beside(path)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp)
-            .map_err(|e| Error::io(format!("creating {}", temp.display()), e))?;
-        Ok(OutputFile {
-            file,
-            _cleanup: crate::cleanup::register(&temp),
-            temp,
-            committed: false,
-        })
-    }
-
-    pub fn file(&self) -> &File {
-        &self.file
-    }
-
-    pub fn write_at(&self, buf: &[u8], offset: u64) -> Result<()> {
-        self.file.write_all_at(buf, offset).map_err(|e| {
-            Error::io(
-                format!(
-                    "writing {} bytes at {offset} of {}",
-                    buf.len(),
-                    self.temp.display()
-                ),
-                e,
-            )
-        })
-    }
-
-    pub fn set_len(&self, len: u64) -> Result<()> {
-        self.file
-            .set_len(len)
-            .map_err(|e| Error::io(format!("sizing {}", self.temp.display()), e))
-    }
-
-    /// Renames the file to `path`, first making its data durable when `sync` is set.
-    pub fn commit(mut self, path: &Path, sync: bool) -> Result<()> {
-        if sync {
-            self.file
-                .sync_all()
-                .map_err(|e| Error::io(format!("syncing {}", self.temp.display()), e))?;
-        }
-        std::fs::rename(&self.temp, path).map_err(|e| {
-            Error::io(
-                format!("renaming {} to {}", self.temp.display(), path.display()),
-                e,
-            )
-        })?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for OutputFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.temp);
-        }
-    }
-}
-
 /// Copies `len` bytes from `device` at `from` to `out` at `to` inside the kernel
 /// (`copy_file_range`), falling back to read/write where the kernel cannot.
 pub fn copy_range(
@@ -312,6 +210,7 @@ fn copy_by_buffer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// A fresh folder under the system's temporary folder, removed on drop.
     struct Scratch(PathBuf);

@@ -16,6 +16,7 @@ pub mod extent;
 pub mod import;
 pub mod io;
 pub mod name;
+pub mod output;
 pub mod progress;
 pub mod qcow2_out;
 pub mod raw_file;

@@ -7,11 +7,11 @@
 use crate::digest::LEAF_SIZE;
 use crate::error::{Error, ErrorKind, Result};
 use crate::import::{is_zero, read_full};
+use crate::output::PendingFile;
 use crate::progress::Progress;
 use crate::raw_file::RawFile;
-use std::fs::{File, OpenOptions};
 use std::io::Read;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 /// Bytes read at a time.
@@ -22,7 +22,8 @@ const BLOCK: usize = 4 << 20;
 /// holding `folder` fails (a disk of unknown length cannot be larger than where it is
 /// going), as does one that fills it; either way nothing is left in `folder`.
 pub fn spool(reader: &mut dyn Read, folder: &Path, progress: &mut dyn Progress) -> Result<RawFile> {
-    let file = unnamed_file(folder)?;
+    // Nameless from the start (or, without O_TMPFILE, from here on): gone when closed.
+    let file = PendingFile::spool(folder, "upload")?.into_file();
     let limit = file_system_size(folder)?;
     let full = |e: std::io::Error, at: u64| {
         if e.raw_os_error() == Some(libc::ENOSPC) {
@@ -69,32 +70,6 @@ pub fn spool(reader: &mut dyn Read, folder: &Path, progress: &mut dyn Progress) 
     file.set_len(size).map_err(|e| full(e, size))?;
     progress.finish();
     RawFile::from_file(file, "the source".into())
-}
-
-/// A file in `folder` that has no name: gone when closed, whatever happens.
-fn unnamed_file(folder: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_TMPFILE)
-        .open(folder)
-        .or_else(|e| match e.raw_os_error() {
-            // A file system without O_TMPFILE: a hidden name, removed at once.
-            Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL) => {
-                let path = folder.join(format!(".snapport-spool-{}", std::process::id()));
-                let f = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)?;
-                std::fs::remove_file(&path)?;
-                Ok(f)
-            }
-            _ => Err(e),
-        })
-        .map_err(|e| Error::io(format!("creating a file in {}", folder.display()), e))
 }
 
 /// Bytes the file system holding `folder` has in all.

@@ -47,6 +47,9 @@ pub struct FetchOptions {
     pub parallel: usize,
     /// Bytes per second over all streams, as `curl --limit-rate`; `None` for no limit.
     pub limit_rate: Option<u64>,
+    /// Replace `output` if it exists; without it, a file that appeared under that name
+    /// during the download is left as it is.
+    pub replace: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -647,15 +650,29 @@ pub fn fetch(options: &FetchOptions, progress: &mut dyn Progress) -> Result<Fetc
              on the way or changed at the source; the partial file was removed, fetch again"
         )));
     }
-    std::fs::rename(&part, &options.output).map_err(|e| {
-        Error::io(
-            format!(
-                "renaming {} to {}",
-                part.display(),
-                options.output.display()
-            ),
-            e,
-        )
+    let named = if options.replace {
+        std::fs::rename(&part, &options.output)
+    } else {
+        snapport_core::output::rename_no_replace(&part, &options.output)
+    };
+    named.map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Error::new(format!(
+                "{} appeared during the download and was left as it is; the verified \
+                 download stays in {} (run the same command with --force to replace it)",
+                options.output.display(),
+                part.display()
+            ))
+        } else {
+            Error::io(
+                format!(
+                    "renaming {} to {}",
+                    part.display(),
+                    options.output.display()
+                ),
+                e,
+            )
+        }
     })?;
     let _ = std::fs::remove_file(&state_path);
     Ok(FetchSummary {

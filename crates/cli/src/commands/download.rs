@@ -3,13 +3,15 @@
 use crate::address::Address;
 use crate::commands::human;
 use crate::context::Context;
+use crate::output;
 use crate::progress::Bar;
 use anyhow::{Context as _, Result};
 use snapport_core::export::{self, ExportOptions, Format, Target};
+use snapport_core::output::PendingFile;
 use snapport_core::progress::{NoProgress, Progress};
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 #[derive(clap::Args)]
@@ -47,6 +49,10 @@ pub struct Args {
     /// Make the output durable (fsync) before it appears under its name.
     #[arg(long)]
     fsync: bool,
+    /// Replace an existing output file (and its sidecars); the old one stays whole until
+    /// the new one is complete. A file or device of a pool is never replaced.
+    #[arg(long, conflicts_with = "publish")]
+    force: bool,
     /// No progress bar, no summary.
     #[arg(short, long)]
     quiet: bool,
@@ -92,23 +98,6 @@ enum DigestArg {
     None,
 }
 
-/// Writes `text` to `path` through a temporary name.
-fn write_sidecar(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-}
-
-fn sidecar(output: &Path, ext: &str) -> PathBuf {
-    let mut s = output.as_os_str().to_owned();
-    s.push(ext);
-    PathBuf::from(s)
-}
-
 pub fn run(args: Args) -> Result<()> {
     if let Some(vm) = crate::vm::parse_vm(&args.address) {
         return download_vm(&args, &vm?, None);
@@ -139,7 +128,7 @@ pub fn run(args: Args) -> Result<()> {
         let base = Address::parse(since)?;
         let started = Instant::now();
         let done = crate::incremental::export_delta(
-            &ctx, &args.pool, &address, &base, &output, args.quiet,
+            &ctx, &args.pool, &address, &base, &output, args.force, args.quiet,
         )
         .with_context(|| format!("exporting {address} since {base} from pool {}", args.pool))?;
         let seconds = started.elapsed().as_secs_f64();
@@ -173,21 +162,34 @@ pub fn run(args: Args) -> Result<()> {
         }
         return Ok(());
     }
+    let to_stdout = output == "-";
+    let out = Path::new(&output);
+    let digest_file = output::sidecar_path(out, ".digest");
+    let sum_file = output::sidecar_path(out, ".sha256");
+    if !to_stdout {
+        output::check(&ctx.config, out, &[&digest_file, &sum_file], args.force)?;
+    }
     let mut instance = ctx.pool(&args.pool)?;
     let mut volume = instance
         .open_volume(address.disk(), address.snapshot())
         .with_context(|| format!("opening {address}"))?;
     crate::commands::create::check_kind(&address, volume.info.kind)?;
 
-    let to_stdout = output == "-";
-    let target = if to_stdout {
-        let fd = std::io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("duplicating stdout")?;
-        Target::Stream(Box::new(std::fs::File::from(fd)))
+    let pending = if to_stdout {
+        None
     } else {
-        Target::File(PathBuf::from(&output))
+        output::note_pending(out);
+        Some(PendingFile::beside(out)?)
+    };
+    let target = match &pending {
+        Some(file) => Target::Pending(file),
+        None => {
+            let fd = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("duplicating stdout")?;
+            Target::Stream(Box::new(std::fs::File::from(fd)))
+        }
     };
     let options = ExportOptions {
         format: match format {
@@ -212,28 +214,26 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("exporting {address} from pool {}", args.pool))?;
     let seconds = started.elapsed().as_secs_f64();
 
-    if !to_stdout {
-        let out = Path::new(&output);
+    if let Some(pending) = pending {
         let base = out
             .file_name()
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
-        let digest_file = sidecar(out, ".digest");
-        match &summary.content_digest {
-            Some(d) => write_sidecar(&digest_file, &format!("{d}  {base}\n"))?,
-            // A digest of an earlier export under this name would now lie.
-            None => {
-                let _ = std::fs::remove_file(&digest_file);
+        // A sidecar of an earlier export under this name that this one does not write
+        // would now lie, so it goes.
+        let mut files = Vec::new();
+        let mut stale = Vec::new();
+        for (path, value) in [
+            (digest_file, &summary.content_digest),
+            (sum_file, &summary.stream_sha256),
+        ] {
+            match value {
+                Some(v) => files.push(output::sidecar(&path, &format!("{v}  {base}\n"))?),
+                None => stale.push(path),
             }
         }
-        let sum_file = sidecar(out, ".sha256");
-        match &summary.stream_sha256 {
-            Some(h) => write_sidecar(&sum_file, &format!("{h}  {base}\n"))?,
-            None => {
-                let _ = std::fs::remove_file(&sum_file);
-            }
-        }
+        output::commit(files, pending, &stale, args.force, args.fsync)?;
     }
 
     if args.json {
@@ -309,16 +309,31 @@ fn download_vm(args: &Args, name: &str, snapshot: Option<&str>) -> Result<()> {
     };
     let ctx = Context::new()?;
     let started = Instant::now();
+    let pending = if output == "-" {
+        None
+    } else {
+        let out = Path::new(output);
+        output::check(&ctx.config, out, &[], args.force)?;
+        output::note_pending(out);
+        Some(PendingFile::beside(out)?)
+    };
+    let target = match &pending {
+        Some(f) => crate::bundle::BundleTarget::File(f),
+        None => crate::bundle::BundleTarget::Stdout,
+    };
     let done = crate::bundle::export_vm(
         &ctx,
         name,
         snapshot,
-        output,
+        target,
         payload,
         args.zstd_level,
         args.quiet,
     )
     .with_context(|| format!("exporting {this}"))?;
+    if let Some(f) = pending {
+        output::commit(Vec::new(), f, &[], args.force, args.fsync)?;
+    }
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
         let doc = serde_json::json!({

@@ -15,6 +15,10 @@ pub struct Args {
     /// which): run the same command again to resume.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
+    /// Replace an existing output file once the download is verified. A file or device
+    /// of a pool is never replaced.
+    #[arg(long)]
+    force: bool,
     /// Ranged streams at once (one when the server does not announce ranges).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     parallel: u16,
@@ -56,6 +60,13 @@ impl ClientArgs {
 
 pub fn run(args: Args) -> Result<()> {
     let c = &args.client;
+    let config = crate::config::Config::load()?;
+    crate::output::check(&config, &args.output, &[], args.force)?;
+    crate::interrupt::note(&format!(
+        "nothing was written under {}; what arrived is kept beside it (.part): run the \
+         same command again to resume",
+        args.output.display()
+    ));
     let options = FetchOptions {
         url: args.url.clone(),
         output: args.output.clone(),
@@ -63,11 +74,13 @@ pub fn run(args: Args) -> Result<()> {
         fingerprint: c.fingerprint()?,
         parallel: args.parallel.into(),
         limit_rate: c.limit_rate,
+        replace: args.force,
     };
     let mut progress = crate::commands::new_progress(c.quiet);
     let started = Instant::now();
     let summary = fetch(&options, progress.as_mut())
         .with_context(|| format!("fetching into {}", args.output.display()))?;
+    crate::interrupt::clear_note();
     let seconds = started.elapsed().as_secs_f64();
     if c.json {
         let doc = serde_json::json!({

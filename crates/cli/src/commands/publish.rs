@@ -15,6 +15,7 @@ use anyhow::{anyhow, Context as _, Result};
 use sha2::{Digest, Sha256};
 use snapport_core::digest::ContentHasher;
 use snapport_core::export::{self, ExportOptions, Format, Target};
+use snapport_core::output::PendingFile;
 use snapport_core::volume_reader::{serve_plans, VolumeReader};
 use snapport_publish::content::{FileContent, Item, Sha256State, VolumeContent};
 use snapport_publish::server::{Config, Server, Stopped};
@@ -37,7 +38,7 @@ pub struct PublishArgs {
     #[arg(long, requires = "publish")]
     pub max_downloads: Option<u64>,
     /// Where raw.zst and qcow2 exports are prepared before being served (default: the
-    /// system's temporary folder). The file is unlinked at once: nothing stays behind.
+    /// system's temporary folder). The file never has a name: nothing stays behind.
     #[arg(long, requires = "publish")]
     pub spool_dir: Option<PathBuf>,
 }
@@ -280,7 +281,6 @@ fn spooled_item(
     quiet: bool,
 ) -> Result<Item> {
     let dir = args.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let path = dir.join(format!(".snapport-publish-{}-{name}", std::process::id()));
     let ctx = Context::new()?;
     let mut instance = ctx.pool(pool)?;
     let mut volume = instance
@@ -298,20 +298,20 @@ fn spooled_item(
         eprintln!("preparing {name} in {} ...", dir.display());
     }
     let mut progress = crate::commands::new_progress(quiet);
+    let spool = PendingFile::spool(&dir, &format!("publish-{name}"))?;
     let summary = export::export(
         &mut volume,
-        Target::File(path.clone()),
+        Target::Pending(&spool),
         &options,
         progress.as_mut(),
     )
     .with_context(|| format!("exporting {address} to {}", dir.display()))?;
-    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()));
-    // Served from the open descriptor: the name goes now, the space when the server ends.
-    let _ = std::fs::remove_file(&path);
     let sha = summary
         .stream_sha256
         .ok_or_else(|| anyhow!("the export computed no SHA-256"))?;
-    let content = FileContent::new(file?).context("reading the spool file's size")?;
+    // Served from the descriptor of a file that never has a name: its space goes when
+    // the server ends, however it ends.
+    let content = FileContent::new(spool.into_file()).context("reading the spool file's size")?;
     let item = Item::new(name, Arc::new(content), format!("\"sha256-{sha}\""));
     digest_pass(&item, Some(sha))?;
     Ok(item)
@@ -473,25 +473,23 @@ pub fn serve_bundle(
         None => format!("{}.tar", url_safe(vm)),
     };
     let dir = args.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let path = dir.join(format!(".snapport-publish-{}-{name}", std::process::id()));
     let ctx = Context::new()?;
     if !quiet {
         eprintln!("preparing {name} in {} ...", dir.display());
     }
+    let spool = PendingFile::spool(&dir, &format!("publish-{name}"))?;
     let done = crate::bundle::export_vm(
         &ctx,
         vm,
         snapshot,
-        &path.to_string_lossy(),
+        crate::bundle::BundleTarget::File(&spool),
         payload,
         zstd_level,
         quiet,
     )
     .with_context(|| format!("exporting {source} to {}", dir.display()))?;
-    let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()));
-    // Served from the open descriptor: the name goes now, the space when the server ends.
-    let _ = std::fs::remove_file(&path);
-    let content = FileContent::new(file?).context("reading the spool file's size")?;
+    // Served from the descriptor of a file that never has a name.
+    let content = FileContent::new(spool.into_file()).context("reading the spool file's size")?;
     let item = Item::new(
         &name,
         Arc::new(content),
