@@ -3,16 +3,15 @@
 //! regular file under a size cap (never a symbolic link, a FIFO or a device) whose header
 //! names this component and this engine and whose code matches its recorded SHA-256
 //! (see [`crate::cache_entry`]). Anything else is compiled afresh and its entry replaced
-//! whole: written under a name unique to this process and call, then renamed over the
-//! old one, so concurrent runs and crashes leave either a complete entry or none.
+//! whole: written without a name, then linked and renamed over the old one, so concurrent
+//! runs and crashes leave either a complete entry or none.
 
 use crate::cache_entry::{self, Key};
 use sha2::{Digest, Sha256};
+use snapport_core::output::PendingFile;
 use std::fs::OpenOptions;
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
@@ -76,10 +75,10 @@ impl Cache {
         Ok(component)
     }
 
-    /// Writes the entry of `component` under a temporary name unique to this process and
-    /// call, then renames it to `name` (replacing whatever was there).
+    /// Writes the entry of `component` as a file without a name, then names it `name`,
+    /// replacing whatever was there (`snapport_core::output`: a run killed meanwhile
+    /// leaves no file, and concurrent runs each put a whole entry in place).
     fn store(&self, name: &str, key: &Key, component: &Component) -> Result<(), String> {
-        static SEQ: AtomicU64 = AtomicU64::new(0);
         let code = component.serialize().map_err(|e| format!("{e:#}"))?;
         let entry = cache_entry::seal(key, &code);
         if entry.len() as u64 > MAX_ENTRY {
@@ -90,24 +89,9 @@ impl Cache {
         }
         std::fs::create_dir_all(&self.dir)
             .map_err(|e| format!("creating {}: {e}", self.dir.display()))?;
-        let temp = self.dir.join(format!(
-            ".{name}.{}-{}.tmp",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        let path = self.dir.join(name);
-        let _cleanup = snapport_core::cleanup::register(&temp);
-        let written = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&temp)
-            .and_then(|mut f| f.write_all(&entry))
-            .and_then(|()| std::fs::rename(&temp, &path));
-        written.map_err(|e| {
-            let _ = std::fs::remove_file(&temp);
-            format!("writing {}: {e}", path.display())
-        })
+        let pending = PendingFile::beside(&self.dir.join(name)).map_err(|e| e.to_string())?;
+        pending.write_at(&entry, 0).map_err(|e| e.to_string())?;
+        pending.commit(true, false).map_err(|e| e.to_string())
     }
 }
 
