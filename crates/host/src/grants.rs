@@ -586,7 +586,7 @@ impl GrantedDevices {
                 "device {id} is not a file this plugin created"
             )));
         };
-        rename_noreplace(&staged.temp, &staged.target).map_err(|e| {
+        snapport_core::output::rename_no_replace(&staged.temp, &staged.target).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 BackendError::Conflict(format!("{} exists already", staged.target.display()))
             } else {
@@ -651,29 +651,6 @@ impl Drop for GrantedDevices {
         for staged in self.staged.values() {
             let _ = std::fs::remove_file(&staged.temp);
         }
-    }
-}
-
-/// `rename` that fails with `AlreadyExists` instead of replacing `to`.
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c =
-        |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
-    let (from, to) = (c(from)?, c(to)?);
-    // SAFETY: both are valid NUL-terminated paths; renameat2 only reads them.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 
