@@ -22,19 +22,6 @@ struct Lab {
     raw_source: PathBuf,
 }
 
-fn random_file(path: &Path, mib: u64) {
-    tool(
-        "dd",
-        &[
-            "if=/dev/urandom",
-            &format!("of={}", p(path)),
-            "bs=1M",
-            &format!("count={mib}"),
-            "status=none",
-        ],
-    );
-}
-
 fn lab() -> Lab {
     let home = Home::new();
     let qcow2_source = home.path().join("a.source");

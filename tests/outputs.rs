@@ -17,16 +17,7 @@ use std::time::{Duration, Instant};
 fn lab() -> Home {
     let home = Home::new();
     let random = home.path().join("random.raw");
-    tool(
-        "dd",
-        &[
-            "if=/dev/urandom",
-            &format!("of={}", p(&random)),
-            "bs=1M",
-            "count=128",
-            "status=none",
-        ],
-    );
+    random_file(&random, 128);
     let d = home.pool().join("d.qcow2");
     tool(
         "qemu-img",

@@ -36,19 +36,6 @@ fn plugins_dir() -> PathBuf {
         .join("plugins")
 }
 
-fn random_disk(path: &std::path::Path, mib: u64) {
-    tool(
-        "dd",
-        &[
-            "if=/dev/urandom",
-            &format!("of={}", p(path)),
-            "bs=1M",
-            &format!("count={mib}"),
-            "status=none",
-        ],
-    );
-}
-
 fn limits() -> Limits {
     Limits {
         memory_bytes: 64 << 20,
@@ -59,7 +46,7 @@ fn limits() -> Limits {
 #[test]
 fn cli_reports_each_misbehaviour() {
     let home = Home::new();
-    random_disk(&home.path().join("disk.raw"), 8);
+    random_file(&home.path().join("disk.raw"), 8);
     let mut config = String::new();
     for (b, _) in CASES
         .iter()
@@ -111,7 +98,7 @@ fn cli_reports_each_misbehaviour() {
 fn one_host_survives_every_misbehaviour_then_exports() {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.raw");
-    random_disk(&disk, 8);
+    random_file(&disk, 8);
     let host = Host::new(Some(dir.path().join("cache"))).unwrap();
     let hostile = host.load(&plugins_dir().join("test-hostile.wasm")).unwrap();
     let options = ExportOptions {
@@ -358,7 +345,7 @@ fn raw_plugin_exports_a_granted_block_device() {
     }
     let home = Home::new();
     let backing = home.path().join("lo.img");
-    random_disk(&backing, 6);
+    random_file(&backing, 6);
     let dev = tool("losetup", &["-f", "--show", p(&backing)])
         .trim()
         .to_string();
@@ -415,7 +402,7 @@ const WRITE_CASES: &[(&str, &str)] = &[
 fn the_write_path_survives_a_lying_plugin_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.raw");
-    random_disk(&disk, 8);
+    random_file(&disk, 8);
     let folder = dir.path().join("pool");
     std::fs::create_dir_all(&folder).unwrap();
     let host = Host::new(Some(dir.path().join("cache"))).unwrap();
@@ -524,7 +511,7 @@ fn images_are_read_only_once_committed() {
     };
     let mut instance = host.instantiate(raw, "raw", grants, Limits::default(), None);
     let src = home.out("src.raw");
-    random_disk(&src, 4);
+    random_file(&src, 4);
     let mut volume = instance.open_volume_for_write("d").unwrap();
     import(
         Source::Volume(&mut RawFile::open(&src).unwrap()),
@@ -623,7 +610,7 @@ fn probe_home(behaviour: &str) -> Home {
     let home = Home::new();
     for (folder, file) in [("a", "keep.raw"), ("b", "secret.raw")] {
         std::fs::create_dir_all(home.path().join(folder)).unwrap();
-        random_disk(&home.path().join(folder).join(file), 2);
+        random_file(&home.path().join(folder).join(file), 2);
     }
     let root = home.path().display();
     home.write_config(&format!(
@@ -852,7 +839,7 @@ fn settings_grpc_and_tools_refuse_what_the_pool_does_not_grant() {
 /// table entries) over the device `disk`.
 fn hostile_home(pools: &[(&str, &str)]) -> Home {
     let home = Home::new();
-    random_disk(&home.path().join("disk.raw"), 1);
+    random_file(&home.path().join("disk.raw"), 1);
     let mut config = String::new();
     for (name, settings) in pools {
         config.push_str(&format!(

@@ -96,6 +96,20 @@ pub fn tool(cmd: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `path` made of `mib` MiB from /dev/urandom: incompressible data no tool can shortcut.
+pub fn random_file(path: &Path, mib: u64) {
+    tool(
+        "dd",
+        &[
+            "if=/dev/urandom",
+            &format!("of={}", p(path)),
+            "bs=1M",
+            &format!("count={mib}"),
+            "status=none",
+        ],
+    );
+}
+
 pub fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
