@@ -249,13 +249,14 @@ fn phases_failed_and_terminating_show_in_json() {
     home.ok(&["delete", "vds/d@x", "-q"]);
     assert!(snapshots(&home).is_empty());
 
-    // The default name is the UTC date and time.
+    // The default name is the UTC date and time to the millisecond, 20261207-004423.864.
     let made = json(&home.ok(&["snapshot", "create", "vd/d", "-o", "json"]));
     let name = made["snapshot"].as_str().unwrap().to_owned();
     assert!(
-        name.len() == 15
+        name.len() == 19
             && name.as_bytes()[8] == b'-'
-            && name.chars().filter(char::is_ascii_digit).count() == 14,
+            && name.as_bytes()[15] == b'.'
+            && name.chars().filter(char::is_ascii_digit).count() == 17,
         "{name}"
     );
     assert_eq!(qemu_listed(&img), [name.as_str()]);
@@ -688,5 +689,192 @@ fn prune_removes_exactly_what_its_dry_run_listed() {
     let doc = json(&home.ok(&["prune", "-o", "json", "--apply"]));
     assert_eq!(with_action(&doc, "removed"), ["s3", "s4"]);
     assert_eq!(qemu_listed(&img), ["s6", "s7"]);
+    check(&img);
+}
+
+/// Two snapshots within the same second are two snapshots, each of the data it was
+/// taken over; a name is one snapshot per disk, and the same name on another disk is
+/// that disk's own.
+#[test]
+fn names_are_unique_per_disk_and_defaults_never_collide() {
+    let home = Home::new();
+    let img = home.pool().join("d.qcow2");
+    let other = home.pool().join("e.qcow2");
+    for i in [&img, &other] {
+        tool("qemu-img", &["create", "-q", "-f", "qcow2", p(i), "16M"]);
+    }
+    home.write_config(
+        "[pools.default]\nplugin = \"qcow2\"\nfolders = [\"default\"]\nwritable = true\nsnapshot_limit = 10\n",
+    );
+    // Back to back, with default names: distinct, each holding its own data.
+    let mut taken = Vec::new();
+    for pattern in ["0x41", "0x42", "0x43"] {
+        qemu_io(&img, "qcow2", &[&format!("write -P {pattern} 0 1M")]);
+        let raw = home.out(&format!("at-{pattern}.raw"));
+        active_raw(&img, &raw);
+        let made = json(&home.ok(&["snapshot", "create", "vd/d", "-o", "json"]));
+        taken.push((made["snapshot"].as_str().unwrap().to_owned(), raw));
+    }
+    let names: Vec<&str> = taken.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(qemu_listed(&img), names, "three distinct snapshots");
+    for (name, raw) in &taken {
+        let got = home.out(&format!("{name}.export.raw"));
+        home.ok(&["download", &format!("vds/d@{name}"), "-o", p(&got), "-q"]);
+        tool("cmp", &[p(raw), p(&got)]);
+    }
+    let listed = snapshots(&home);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+
+    // --name twice: the second is refused, and nothing is made.
+    home.ok(&["snapshot", "create", "vd/d", "--name", "nightly", "-q"]);
+    qemu_io(&img, "qcow2", &["write -P 0x55 0 1M"]);
+    let err = home.fails(&["snapshot", "create", "vd/d", "--name", "nightly"]);
+    assert!(err.contains("exists already"), "{err}");
+    assert_eq!(
+        qemu_listed(&img).iter().filter(|n| *n == "nightly").count(),
+        1
+    );
+    let nightly = home.out("nightly.raw");
+    home.ok(&["download", "vds/d@nightly", "-o", p(&nightly), "-q"]);
+    tool("cmp", &[p(&taken[2].1), p(&nightly)]);
+
+    // The same name on another disk is that disk's own snapshot.
+    qemu_io(&other, "qcow2", &["write -P 0x66 0 1M"]);
+    let e_raw = home.out("e.raw");
+    active_raw(&other, &e_raw);
+    home.ok(&["snapshot", "create", "vd/e", "--name", "nightly", "-q"]);
+    let got = home.out("e-nightly.raw");
+    home.ok(&["download", "vds/e@nightly", "-o", p(&got), "-q"]);
+    tool("cmp", &[p(&e_raw), p(&got)]);
+    check(&img);
+    check(&other);
+}
+
+/// Listing one disk's snapshots leaves the records of every other disk as they were.
+#[test]
+fn listing_one_disk_keeps_the_records_of_the_others() {
+    let home = Home::new();
+    for d in ["d", "e"] {
+        let img = home.pool().join(format!("{d}.qcow2"));
+        tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "4M"]);
+    }
+    home.ok(&["snapshot", "create", "vd/e", "--name", "e1", "-q"]);
+    home.ok(&[
+        "snapshot",
+        "create",
+        "vd/e",
+        "--name",
+        "e2",
+        "--comment",
+        "keep me",
+        "-q",
+    ]);
+    home.ok(&["snapshot", "create", "vd/d", "--name", "d1", "-q"]);
+    for _ in 0..2 {
+        home.ok(&["get", "vds", "d"]);
+    }
+    let e2 = json(&home.ok(&["describe", "vds/e@e2", "-o", "json"]));
+    assert_eq!(e2["comment"], "keep me");
+    assert_eq!(e2["parent"], "vds/e@e1");
+    // The backend's ID is shown with the name.
+    let id = e2["id"].as_str().unwrap();
+    let qemu = tool(
+        "qemu-img",
+        &["snapshot", "-l", p(&home.pool().join("e.qcow2"))],
+    );
+    assert!(
+        qemu.lines().any(|l| {
+            let mut w = l.split_whitespace();
+            w.next() == Some(id) && w.next() == Some("e2")
+        }),
+        "ID {id} of e2 is not what qemu-img lists:\n{qemu}"
+    );
+}
+
+/// Records written by snapport before snapshots were kept by ID are read, and keep
+/// their comments and parents.
+#[test]
+fn records_of_the_earlier_format_are_read() {
+    let home = Home::new();
+    let img = home.pool().join("d.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "4M"]);
+    tool("qemu-img", &["snapshot", "-c", "a", p(&img)]);
+    tool("qemu-img", &["snapshot", "-c", "b", p(&img)]);
+    let state = home.path().join("state/default");
+    std::fs::create_dir_all(&state).unwrap();
+    std::fs::write(
+        state.join("snapshots.json"),
+        r#"{"snapshots": {"d@a": {"phase": "Ready", "consistent": true, "comment": "first"},
+            "d@b": {"phase": "Ready", "consistent": false, "parent": "a", "comment": "second"}},
+            "heads": {"d": "b"}}"#,
+    )
+    .unwrap();
+    let b = json(&home.ok(&["describe", "vds/d@b", "-o", "json"]));
+    assert_eq!(b["comment"], "second");
+    assert_eq!(b["parent"], "vds/d@a");
+    let a = json(&home.ok(&["describe", "vds/d@a", "-o", "json"]));
+    assert_eq!(a["consistent"], true);
+    // Deleting a re-parents b, as before.
+    home.ok(&["delete", "vds/d@a", "-q"]);
+    let b = json(&home.ok(&["describe", "vds/d@b", "-o", "json"]));
+    assert_eq!(b["parent"], Value::Null);
+    assert_eq!(qemu_listed(&img), ["b"]);
+}
+
+/// A snapshot a killed process was taking (its record InProgress, its process gone)
+/// is cleaned up by `snapshot gc`, and by the next snapshot of the disk.
+#[test]
+fn what_a_dead_process_left_is_cleaned_up() {
+    let home = Home::new();
+    let img = home.pool().join("d.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "4M"]);
+    // The backend made it; the process died before recording the answer.
+    tool("qemu-img", &["snapshot", "-c", "half", p(&img)]);
+    let dead = std::process::Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    let mut dead = dead;
+    dead.wait().unwrap();
+    let state = home.path().join("state/default");
+    std::fs::create_dir_all(&state).unwrap();
+    let record = |name: &str| {
+        format!(
+            r#"{{"disk": "d", "name": "{name}", "phase": "InProgress", "consistent": false,
+                "created_unix_ms": 1, "owner": {{"pid": {pid}, "start": 1}}}}"#
+        )
+    };
+    std::fs::write(
+        state.join("snapshots.json"),
+        format!(
+            r#"{{"disk_snapshots": [{}], "heads": {{}}}}"#,
+            record("half")
+        ),
+    )
+    .unwrap();
+    // Until cleaned up, both show: the attempt, and the snapshot nobody recorded.
+    let listed = snapshots(&home);
+    assert!(
+        listed
+            .iter()
+            .any(|s| s["phase"] == "InProgress" && s["id"].is_null()),
+        "{listed:?}"
+    );
+    let out = home.ok(&["snapshot", "gc"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("vds/d@half"), "{said}");
+    assert!(qemu_listed(&img).is_empty());
+    assert!(snapshots(&home).is_empty());
+
+    // And the next snapshot create does the same on its own.
+    tool("qemu-img", &["snapshot", "-c", "half", p(&img)]);
+    std::fs::write(
+        state.join("snapshots.json"),
+        format!(
+            r#"{{"disk_snapshots": [{}], "heads": {{}}}}"#,
+            record("half")
+        ),
+    )
+    .unwrap();
+    home.ok(&["snapshot", "create", "vd/d", "--name", "next", "-q"]);
+    assert_eq!(qemu_listed(&img), ["next"]);
     check(&img);
 }

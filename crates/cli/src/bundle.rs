@@ -117,8 +117,15 @@ pub fn export_vm(
     let mut disks = Vec::new();
     for (i, d) in cfg.disks.iter().enumerate() {
         let mut instance = ctx.pool(&d.pool)?;
+        let backend = crate::snapshots::backend_snapshot(
+            &ctx.config.home,
+            &d.pool,
+            &mut instance,
+            &d.name,
+            snapshot,
+        )?;
         let mut volume = instance
-            .open_volume(&d.name, snapshot)
+            .open_volume(&d.name, backend.as_deref())
             .with_context(|| format!("vm/{name}: opening vd/{} of pool {}", d.name, d.pool))?;
         let spool = PendingFile::spool(&spool_dir, &format!("bundle-{i}.{ext}"))?;
         let options = ExportOptions {

@@ -27,11 +27,13 @@ use std::path::{Path, PathBuf};
 struct Snap {
     identity: Identity,
     label: String,
+    /// The backend's name of it, what plugin calls take (CSI: the snapshot ID).
+    backend: Address,
 }
 
 fn snap(home: &Path, pool: &str, instance: &mut Instance, disk: &str, name: &str) -> Result<Snap> {
     let views = snapshots::list(home, pool, instance, Some(disk))?;
-    let Some(v) = views.iter().find(|v| v.name == name) else {
+    let Some(v) = snapshots::find(&views, name) else {
         bail!("no vds/{disk}@{name} in pool {pool}");
     };
     if v.phase != Phase::Ready || v.size.is_none() {
@@ -39,6 +41,10 @@ fn snap(home: &Path, pool: &str, instance: &mut Instance, disk: &str, name: &str
     }
     let size = v.size.unwrap_or_default();
     Ok(Snap {
+        backend: Address::DiskSnapshot {
+            disk: disk.into(),
+            snapshot: v.backend_name.clone().unwrap_or_else(|| v.name.clone()),
+        },
         label: format!(
             "{}:{}:{}",
             v.id.as_deref().unwrap_or(""),
@@ -154,19 +160,20 @@ pub fn export_delta(
     let base_path = map_path(home, pool, disk, base_name);
     let base_map = leaf_map(
         &mut instance,
-        base,
+        &base_snap.backend,
         Some((&base_path, &base_snap.label)),
         quiet,
     )?;
     let base_digest = base_map.digest();
     base_snap.identity.digest = Some(base_digest.clone());
+    let base_backend = base_snap.backend.snapshot().unwrap_or_default().to_string();
     let manifest = Manifest::new(disk, base_snap.identity, target.identity);
 
     let mut volume = instance
-        .open_volume(disk, Some(snapshot))
+        .open_volume(disk, target.backend.snapshot())
         .with_context(|| format!("opening {new}"))?;
     let changed = volume
-        .changed_ranges(base_name)
+        .changed_ranges(&base_backend)
         .with_context(|| format!("listing what changed in {new} since {base}"))?;
     let changed_bytes = changed.iter().map(|r| r.1).sum();
 
@@ -249,17 +256,20 @@ pub fn apply_delta(
     };
     let home = &ctx.config.home;
     let mut reader = ctx.pool(pool_name)?;
-    let store = match onto {
+    let (store, onto_backend) = match onto {
         Address::DiskSnapshot { disk, snapshot } => {
             let s = snap(home, pool_name, &mut reader, disk, snapshot)?;
-            Some((map_path(home, pool_name, disk, snapshot), s.label))
+            (
+                Some((map_path(home, pool_name, disk, snapshot), s.label)),
+                s.backend,
+            )
         }
         // A disk changes: its content is read every time.
-        _ => None,
+        _ => (None, onto.clone()),
     };
     let base_map = leaf_map(
         &mut reader,
-        onto,
+        &onto_backend,
         store.as_ref().map(|(p, l)| (p.as_path(), l.as_str())),
         quiet,
     )?;
@@ -274,7 +284,7 @@ pub fn apply_delta(
     }
 
     let mut base = reader
-        .open_volume(onto.disk(), onto.snapshot())
+        .open_volume(onto_backend.disk(), onto_backend.snapshot())
         .with_context(|| format!("opening {onto}"))?;
     let mut overlay = Overlay::new(
         &mut base,

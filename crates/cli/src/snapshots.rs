@@ -10,6 +10,7 @@
 //! is dropped, and a snapshot made by another tool (`qemu-img snapshot -c`) shows as
 //! `Ready`, not consistent.
 
+use crate::address::Address;
 use anyhow::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use snapport_host::{SnapshotInfo, SnapshotPhase};
@@ -20,12 +21,34 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// One snapshot as snapport records it.
+///
+/// A record is the snapshot's identity on snapport's side: which disk, the name users
+/// address it by, and — once the backend made it — the backend's ID (and its creation
+/// time, since a qcow2 image gives a deleted snapshot's ID to the next one). A listing is
+/// matched to records by ID, never by name: on CSI the name sent to CreateSnapshot is
+/// only an idempotency key and the snapshot is the ID the driver answered.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Record {
+    /// The disk (`D` of `vds/D@S`); filled from the key for records of format 1.
+    #[serde(default)]
+    pub disk: String,
+    /// The name users address the snapshot by, unique per disk.
+    #[serde(default)]
+    pub name: String,
+    /// The backend's ID of the snapshot; none until the backend made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// What the backend calls it, the name every plugin call takes (CSI: the ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_name: Option<String>,
+    /// The creation time the backend gives the snapshot, part of its identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_created_unix_ms: Option<u64>,
     pub phase: Phase,
     pub consistent: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// The snapshot taken before it (its name on the same disk).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,6 +56,69 @@ pub struct Record {
     /// Why the last operation on it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The process working on it while `Pending` or `InProgress`: when that process is
+    /// gone, the operation died with it and what it left is cleaned up ([`collect`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+    /// The VM snapshot (`vms/VM@NAME`) it is part of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vm: Option<String>,
+}
+
+impl Record {
+    /// Whether `s`, as the backend lists it, is the snapshot this record is of.
+    fn is(&self, s: &SnapshotInfo) -> bool {
+        if self.disk != s.volume {
+            return false;
+        }
+        match &self.id {
+            Some(id) => {
+                id == &s.id
+                    && (self.backend_created_unix_ms.is_none()
+                        || s.created_unix_ms.is_none()
+                        || self.backend_created_unix_ms == s.created_unix_ms)
+            }
+            // A record from before IDs were kept: the backend's name was its name.
+            None => self.phase == Phase::Ready && self.backend_name.as_deref() == Some(&s.name),
+        }
+    }
+
+    /// Takes the backend's facts of the snapshot it is of.
+    pub fn made(&mut self, s: &SnapshotInfo) {
+        self.id = Some(s.id.clone());
+        self.backend_name = Some(s.name.clone());
+        self.backend_created_unix_ms = s.created_unix_ms;
+    }
+}
+
+/// A process, by PID and start time (so a reused PID is not taken for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub pid: u32,
+    pub start: u64,
+}
+
+impl Owner {
+    pub fn current() -> Owner {
+        let pid = std::process::id();
+        Owner {
+            pid,
+            start: start_time(pid).unwrap_or(0),
+        }
+    }
+
+    /// Whether the process still runs (the same one: same start time).
+    pub fn alive(&self) -> bool {
+        start_time(self.pid).is_some_and(|s| s == self.start)
+    }
+}
+
+/// Field 22 of `/proc/PID/stat`, the start time in clock ticks since boot.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,17 +143,73 @@ impl From<SnapshotPhase> for Phase {
     }
 }
 
-/// The records of one pool: snapshots by `DISK@NAME`, and each disk's head (the snapshot
-/// its content was last taken as or restored from).
+/// The records of one pool: its disks' snapshots, and each disk's head (the snapshot its
+/// content was last taken as or restored from).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Records {
-    #[serde(default)]
-    pub snapshots: BTreeMap<String, Record>,
+    #[serde(default, rename = "disk_snapshots")]
+    pub list: Vec<Record>,
+    /// Format 1 kept records by `DISK@NAME`; read once and moved into `list`.
+    #[serde(default, skip_serializing)]
+    snapshots: BTreeMap<String, Record>,
     #[serde(default)]
     pub heads: BTreeMap<String, String>,
     /// VM snapshots by `VM@NAME`; only in the VM records ([`update_vms`]).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub vm_snapshots: BTreeMap<String, VmSnapshot>,
+}
+
+impl Records {
+    /// Moves format-1 records into the list: their name was the backend's name.
+    fn upgrade(&mut self) {
+        for (k, mut r) in std::mem::take(&mut self.snapshots) {
+            let Some((disk, name)) = k.split_once('@') else {
+                continue;
+            };
+            r.disk = disk.into();
+            r.name = name.into();
+            r.backend_name = Some(name.into());
+            self.list.push(r);
+        }
+    }
+
+    /// The record of `vds/DISK@NAME`.
+    pub fn get(&self, disk: &str, name: &str) -> Option<&Record> {
+        self.list.iter().find(|r| r.disk == disk && r.name == name)
+    }
+
+    pub fn get_mut(&mut self, disk: &str, name: &str) -> Option<&mut Record> {
+        self.list
+            .iter_mut()
+            .find(|r| r.disk == disk && r.name == name)
+    }
+
+    /// Drops the record of `vds/DISK@NAME`: its children hang from its parent, and a
+    /// disk whose content came from it follows its parent too.
+    pub fn remove(&mut self, disk: &str, name: &str) -> Option<Record> {
+        let at = self
+            .list
+            .iter()
+            .position(|r| r.disk == disk && r.name == name)?;
+        let gone = self.list.remove(at);
+        self.forget(disk, name, gone.parent.clone());
+        Some(gone)
+    }
+
+    /// Children and head of `vds/DISK@NAME` move to `parent`.
+    fn forget(&mut self, disk: &str, name: &str, parent: Option<String>) {
+        for r in self.list.iter_mut() {
+            if r.disk == disk && r.parent.as_deref() == Some(name) {
+                r.parent = parent.clone();
+            }
+        }
+        if self.heads.get(disk).map(String::as_str) == Some(name) {
+            match &parent {
+                Some(p) => self.heads.insert(disk.to_string(), p.clone()),
+                None => self.heads.remove(disk),
+            };
+        }
+    }
 }
 
 /// A VM snapshot: one disk snapshot of the same name per disk, taken under one freeze,
@@ -83,6 +225,9 @@ pub struct VmSnapshot {
     pub comment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The process taking it while `Pending` or `InProgress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
     pub config: crate::vm::VmConfig,
 }
 
@@ -169,6 +314,8 @@ impl Store {
                 )
             })?
         };
+        let mut records: Records = records;
+        records.upgrade();
         Ok(Store {
             file,
             path,
@@ -194,8 +341,13 @@ impl Store {
 #[derive(Debug, Clone)]
 pub struct View {
     pub disk: String,
+    /// The name users address it by: the recorded name, or the backend's name for a
+    /// snapshot snapport did not make.
     pub name: String,
+    /// The backend's ID; none when the backend does not list it.
     pub id: Option<String>,
+    /// The backend's name of it, what plugin calls take; none when not listed.
+    pub backend_name: Option<String>,
     pub size: Option<u64>,
     pub created_unix_ms: Option<u64>,
     pub phase: Phase,
@@ -217,6 +369,7 @@ impl View {
             "disk": self.disk,
             "snapshot": self.name,
             "id": self.id,
+            "backend_name": self.backend_name,
             "size": self.size,
             "created_unix_ms": self.created_unix_ms,
             "created": self.created_unix_ms.map(utc),
@@ -229,63 +382,104 @@ impl View {
     }
 }
 
-/// Joins what the backend lists with the records, oldest first. Records of snapshots
-/// the backend no longer has are dropped from `records` unless an operation is under
-/// way or failed (then they show with that phase).
+/// The snapshot `vds/DISK@NAME` of `views` (one disk's): by name, or else by the
+/// backend's ID, so `vds/D@ID` reaches a snapshot on CSI as the driver names it.
+pub fn find<'a>(views: &'a [View], name: &str) -> Option<&'a View> {
+    views.iter().find(|v| v.name == name).or_else(|| {
+        let mut by_id = views.iter().filter(|v| v.id.as_deref() == Some(name));
+        let first = by_id.next()?;
+        by_id.next().is_none().then_some(first)
+    })
+}
+
+/// Joins what the backend lists with the records, oldest first, and tidies the records
+/// of the disk listed (of every disk with none): a record whose snapshot the backend no
+/// longer has is dropped unless an operation on it is under way or failed (then it shows
+/// with that phase). Records of other disks are not touched.
 pub fn merge(listed: Vec<SnapshotInfo>, records: &mut Records, disk: Option<&str>) -> Vec<View> {
     let mut out = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = vec![false; records.list.len()];
     for s in listed {
-        let k = key(&s.volume, &s.name);
-        seen.insert(k.clone());
-        let r = records.snapshots.get(&k).cloned().unwrap_or(Record {
-            phase: s.phase.into(),
-            consistent: s.consistent,
-            ..Record::default()
-        });
-        out.push(View {
-            disk: s.volume,
-            name: s.name,
-            id: Some(s.id),
-            size: Some(s.size),
-            created_unix_ms: s.created_unix_ms.or(r.created_unix_ms),
-            // The backend has it whole: only a delete under way or failed says otherwise.
-            phase: if r.phase == Phase::Terminating {
-                Phase::Terminating
-            } else {
-                Phase::Ready
+        if disk.is_some_and(|d| d != s.volume) {
+            continue;
+        }
+        let at = records.list.iter().position(|r| r.is(&s));
+        let view = match at {
+            Some(i) => {
+                seen[i] = true;
+                let r = &mut records.list[i];
+                if r.id.is_none() {
+                    r.made(&s);
+                }
+                View {
+                    disk: s.volume,
+                    name: r.name.clone(),
+                    id: Some(s.id),
+                    backend_name: Some(s.name),
+                    size: Some(s.size),
+                    created_unix_ms: r.created_unix_ms.or(s.created_unix_ms),
+                    // The backend has it whole: only an operation under way or failed
+                    // says otherwise.
+                    phase: match r.phase {
+                        Phase::Pending | Phase::Ready => Phase::Ready,
+                        p => p,
+                    },
+                    consistent: r.consistent || s.consistent,
+                    comment: r.comment.clone(),
+                    parent: r.parent.clone().or(s.parent),
+                    error: r.error.clone(),
+                }
+            }
+            None => View {
+                disk: s.volume,
+                name: s.name.clone(),
+                id: Some(s.id),
+                backend_name: Some(s.name),
+                size: Some(s.size),
+                created_unix_ms: s.created_unix_ms,
+                phase: Phase::Ready,
+                consistent: s.consistent,
+                comment: None,
+                parent: s.parent,
+                error: None,
             },
-            consistent: r.consistent || s.consistent,
-            comment: r.comment,
-            parent: r.parent.or(s.parent),
-            error: r.error,
-        });
-    }
-    records.snapshots.retain(|k, r| {
-        seen.contains(k) || matches!(r.phase, Phase::Pending | Phase::InProgress | Phase::Failed)
-    });
-    for (k, r) in &records.snapshots {
-        if seen.contains(k) {
-            continue;
-        }
-        let Some((d, n)) = k.split_once('@') else {
-            continue;
         };
-        if disk.is_some_and(|want| want != d) {
-            continue;
+        out.push(view);
+    }
+    // Records of the disk listed that the backend no longer has.
+    let mut gone = Vec::new();
+    let mut kept = Vec::new();
+    for (r, seen) in std::mem::take(&mut records.list).into_iter().zip(seen) {
+        let listed_disk = disk.is_none_or(|d| d == r.disk);
+        if seen || !listed_disk {
+            kept.push(r);
+        } else if matches!(r.phase, Phase::Pending | Phase::InProgress | Phase::Failed) {
+            out.push(View {
+                disk: r.disk.clone(),
+                name: r.name.clone(),
+                id: None,
+                backend_name: None,
+                size: None,
+                created_unix_ms: r.created_unix_ms,
+                phase: r.phase,
+                consistent: r.consistent,
+                comment: r.comment.clone(),
+                parent: r.parent.clone(),
+                error: r.error.clone(),
+            });
+            kept.push(r);
+        } else {
+            gone.push(r);
         }
-        out.push(View {
-            disk: d.into(),
-            name: n.into(),
-            id: None,
-            size: None,
-            created_unix_ms: r.created_unix_ms,
-            phase: r.phase,
-            consistent: r.consistent,
-            comment: r.comment.clone(),
-            parent: r.parent.clone(),
-            error: r.error.clone(),
-        });
+    }
+    records.list = kept;
+    for r in gone {
+        records.forget(&r.disk, &r.name, r.parent.clone());
+        for v in out.iter_mut() {
+            if v.disk == r.disk && v.parent.as_deref() == Some(r.name.as_str()) {
+                v.parent = r.parent.clone();
+            }
+        }
     }
     out.sort_by(|a, b| {
         (&a.disk, a.created_unix_ms, &a.name).cmp(&(&b.disk, b.created_unix_ms, &b.name))
@@ -341,6 +535,70 @@ pub fn list(
     Ok(views)
 }
 
+/// The snapshot `vds/DISK@NAME` of `pool`, which must exist.
+pub fn view(
+    home: &Path,
+    pool: &str,
+    instance: &mut snapport_host::Instance,
+    disk: &str,
+    name: &str,
+) -> Result<View> {
+    let views = list(home, pool, instance, Some(disk))?;
+    find(&views, name).cloned().ok_or_else(|| {
+        anyhow::anyhow!(
+            "no vds/{disk}@{name} in pool {pool}; `snapport get vds {disk} -n {pool}` lists them"
+        )
+    })
+}
+
+/// `address` as the plugin of `pool` knows it: a snapshot's name becomes the backend's
+/// name of the snapshot users call so (on CSI, the driver's snapshot ID). Disks and
+/// images pass as they are.
+pub fn backend_address(
+    home: &Path,
+    pool: &str,
+    instance: &mut snapport_host::Instance,
+    address: &Address,
+) -> Result<Address> {
+    let Address::DiskSnapshot { disk, snapshot } = address else {
+        return Ok(address.clone());
+    };
+    let v = view(home, pool, instance, disk, snapshot)?;
+    let Some(backend_name) = v.backend_name.clone() else {
+        anyhow::bail!(
+            "{} is {:?}: the backend holds no such snapshot{}",
+            v.address(),
+            v.phase,
+            v.error.map(|e| format!(" ({e})")).unwrap_or_default()
+        );
+    };
+    Ok(Address::DiskSnapshot {
+        disk: disk.clone(),
+        snapshot: backend_name,
+    })
+}
+
+/// The backend's name of snapshot `snapshot` of `disk` (see [`backend_address`]); none
+/// stays none.
+pub fn backend_snapshot(
+    home: &Path,
+    pool: &str,
+    instance: &mut snapport_host::Instance,
+    disk: &str,
+    snapshot: Option<&str>,
+) -> Result<Option<String>> {
+    let Some(snapshot) = snapshot else {
+        return Ok(None);
+    };
+    let address = Address::DiskSnapshot {
+        disk: disk.into(),
+        snapshot: snapshot.into(),
+    };
+    Ok(backend_address(home, pool, instance, &address)?
+        .snapshot()
+        .map(str::to_string))
+}
+
 /// Changes the records of `pool` under the lock: `f` sees them fresh from the file.
 pub fn update<R>(home: &Path, pool: &str, f: impl FnOnce(&mut Records) -> R) -> Result<R> {
     let mut store = Store::open(home, pool)?;
@@ -349,9 +607,10 @@ pub fn update<R>(home: &Path, pool: &str, f: impl FnOnce(&mut Records) -> R) -> 
     Ok(r)
 }
 
-/// Deletes the snapshot `view` shows: `Terminating` while the backend works (and after,
-/// with the reason, if it fails), then its record goes, its children hang from its
-/// parent, and a disk whose content came from it follows its parent too.
+/// Deletes the snapshot `view` shows, through the backend by the backend's name of it:
+/// `Terminating` while the backend works (and after, with the reason, if it fails), then
+/// its record goes, its children hang from its parent, and a disk whose content came
+/// from it follows its parent too.
 pub fn remove(
     home: &Path,
     pool: &str,
@@ -366,19 +625,30 @@ pub fn remove(
             view.phase
         );
     }
-    let k = key(disk, name);
     // A snapshot that never came to be is only a record.
-    if view.id.is_some() {
+    if let Some(backend_name) = &view.backend_name {
         update(home, pool, |r| {
-            let rec = r.snapshots.entry(k.clone()).or_default();
+            if r.get(disk, name).is_none() {
+                // Made by another tool: recorded now, so the phase shows.
+                r.list.push(Record {
+                    disk: disk.into(),
+                    name: name.into(),
+                    id: view.id.clone(),
+                    backend_name: Some(backend_name.clone()),
+                    parent: view.parent.clone(),
+                    created_unix_ms: view.created_unix_ms,
+                    ..Record::default()
+                });
+            }
+            let rec = r.get_mut(disk, name).expect("recorded above");
             rec.phase = Phase::Terminating;
             rec.error = None;
         })?;
-        if let Err(e) = instance.delete_snapshot(disk, name) {
+        if let Err(e) = instance.delete_snapshot(disk, backend_name) {
             let e = anyhow::Error::new(e).context(format!("deleting {}", view.address()));
             let why = format!("{e:#}");
             update(home, pool, |r| {
-                if let Some(rec) = r.snapshots.get_mut(&k) {
+                if let Some(rec) = r.get_mut(disk, name) {
                     rec.error = Some(why);
                 }
             })?;
@@ -386,25 +656,109 @@ pub fn remove(
         }
     }
     update(home, pool, |r| {
-        let parent = r
-            .snapshots
-            .remove(&k)
-            .and_then(|rec| rec.parent)
-            .or(view.parent.clone());
-        for (other, rec) in r.snapshots.iter_mut() {
-            if other.split_once('@').is_some_and(|(d, _)| d == disk)
-                && rec.parent.as_deref() == Some(name)
-            {
-                rec.parent = parent.clone();
-            }
-        }
-        if r.heads.get(disk).map(String::as_str) == Some(name) {
-            match &parent {
-                Some(p) => r.heads.insert(disk.to_string(), p.clone()),
-                None => r.heads.remove(disk),
-            };
+        if r.remove(disk, name).is_none() {
+            r.forget(disk, name, view.parent.clone());
         }
     })
+}
+
+/// What died or failed operations left on `disk` (on every disk with none) of `pool`,
+/// removed: the backend's snapshots by their backend name, then the records. An operation
+/// died when its record is `Pending` or `InProgress` and its process is gone; one failed
+/// when its record is `Failed` and still names a snapshot the backend holds (a rollback
+/// that could not delete). With `failed_records`, records of attempts that made nothing
+/// go too (`snapshot gc`); a snapshot create keeps those, they say why it failed.
+///
+/// A died `InProgress` record may have no ID: the process can die while the backend
+/// works. The snapshot is then found by the name it was asked under (qcow2, LVM), or
+/// asked for again with the same name and date: CSI's CreateSnapshot is idempotent by
+/// the key the plugin derives from them, so the driver answers the snapshot it made.
+/// Returns a line per snapshot or record removed.
+pub fn collect(
+    home: &Path,
+    pool: &str,
+    instance: &mut snapport_host::Instance,
+    disk: Option<&str>,
+    failed_records: bool,
+) -> Result<Vec<String>> {
+    let listed = instance.list_snapshots(disk)?;
+    // The leftovers and what to delete of each, decided under the lock.
+    let (leftovers, unrecorded) = {
+        let mut store = Store::open(home, pool)?;
+        let views = merge(listed.clone(), &mut store.records, disk);
+        let recorded: std::collections::BTreeSet<(String, String)> = store
+            .records
+            .list
+            .iter()
+            .filter_map(|r| Some((r.disk.clone(), r.id.clone()?)))
+            .collect();
+        let unrecorded: Vec<SnapshotInfo> = listed
+            .into_iter()
+            .filter(|s| !recorded.contains(&(s.volume.clone(), s.id.clone())))
+            .collect();
+        let mut leftovers = Vec::new();
+        for r in &mut store.records.list {
+            if disk.is_some_and(|d| d != r.disk) {
+                continue;
+            }
+            let died = matches!(r.phase, Phase::Pending | Phase::InProgress)
+                && !r.owner.is_some_and(|o| o.alive());
+            let holds = views
+                .iter()
+                .find(|v| v.disk == r.disk && v.name == r.name)
+                .and_then(|v| v.backend_name.clone());
+            let failed = r.phase == Phase::Failed && (holds.is_some() || failed_records);
+            if died || failed {
+                leftovers.push((r.clone(), holds));
+                // Nobody else takes it up meanwhile.
+                r.phase = Phase::Failed;
+                r.owner = None;
+            }
+        }
+        store.save()?;
+        (leftovers, unrecorded)
+    };
+    let mut done = Vec::new();
+    for (r, holds) in leftovers {
+        let this = format!("vds/{}@{}", r.disk, r.name);
+        let backend_name = match holds {
+            Some(b) => Some(b),
+            None if r.id.is_some() || r.phase == Phase::Pending => None,
+            // Died while the backend worked, before its answer was recorded.
+            None => match unrecorded
+                .iter()
+                .find(|s| s.volume == r.disk && s.name == r.name)
+            {
+                Some(s) => Some(s.name.clone()),
+                None if unrecorded.iter().any(|s| s.volume == r.disk) => {
+                    let created = r.created_unix_ms.unwrap_or(0);
+                    let again = instance
+                        .create_snapshot(&r.disk, &r.name, created)
+                        .with_context(|| format!("asking the backend again for {this}, which a process that died was taking"))?;
+                    Some(again.name)
+                }
+                None => None,
+            },
+        };
+        if let Some(b) = &backend_name {
+            instance.delete_snapshot(&r.disk, b).with_context(|| {
+                format!(
+                    "deleting {this} (backend name {b}), left by an operation that did not finish"
+                )
+            })?;
+        }
+        update(home, pool, |records| records.remove(&r.disk, &r.name))?;
+        done.push(match backend_name {
+            Some(b) => {
+                format!("deleted {this} (backend {b}), left by an operation that did not finish")
+            }
+            None => format!(
+                "removed the record of {this} ({:?}; the backend holds nothing of it)",
+                r.phase
+            ),
+        });
+    }
+    Ok(done)
 }
 
 #[cfg(test)]

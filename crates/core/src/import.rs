@@ -70,6 +70,9 @@ pub struct ImportSummary {
     pub written_bytes: u64,
     pub content_digest: Option<String>,
     pub content_sha256: Option<String>,
+    /// The name the pool gave the volume written, where the caller knows it (a CSI
+    /// driver picks the volume ID itself).
+    pub volume: Option<String>,
 }
 
 enum Input {
@@ -170,6 +173,7 @@ pub fn import(
         written_bytes: coord.written,
         content_digest: coord.content.map(ContentDigest::finish),
         content_sha256: coord.sha.map(StreamDigest::finish),
+        volume: None,
     })
 }
 

@@ -137,8 +137,15 @@ pub fn run(args: Args) -> Result<()> {
     let copied = (|| -> Result<()> {
         for (from, to) in config.disks.iter().zip(&clone.disks) {
             let mut reader = ctx.pool(&from.pool)?;
+            let backend = crate::snapshots::backend_snapshot(
+                &ctx.config.home,
+                &from.pool,
+                &mut reader,
+                &from.name,
+                snapshot.as_deref(),
+            )?;
             let mut volume = reader
-                .open_volume(&from.name, snapshot.as_deref())
+                .open_volume(&from.name, backend.as_deref())
                 .with_context(|| format!("opening vd/{} of pool {}", from.name, from.pool))?;
             let size = volume.info.size;
             let mut pool = ctx.pool(&to.pool)?;

@@ -63,7 +63,9 @@ pub fn run(args: Args) -> Result<()> {
 
     // A backend that copies its own snapshots (CSI: CreateVolume with the snapshot as
     // content source) says so with the label `copies` = `backend`: no bytes move here.
-    if let (Address::DiskSnapshot { disk, snapshot }, false) = (&from, args.thin) {
+    let backend_from =
+        crate::snapshots::backend_address(&ctx.config.home, &args.pool, &mut pool, &from)?;
+    if let (Address::DiskSnapshot { disk, snapshot }, false) = (&backend_from, args.thin) {
         let listed = pool.list_snapshots(Some(disk)).with_context(context)?;
         let copied = listed.iter().find(|s| {
             &s.name == snapshot
@@ -103,7 +105,7 @@ pub fn run(args: Args) -> Result<()> {
     // The source, read through its own instance of the pool's plugin.
     let mut reader = ctx.pool(&args.pool)?;
     let mut volume = reader
-        .open_volume(from.disk(), from.snapshot())
+        .open_volume(backend_from.disk(), backend_from.snapshot())
         .with_context(|| format!("opening {from}"))?;
     check_kind(&from, volume.info.kind)?;
     let source_size = volume.info.size;

@@ -78,7 +78,7 @@ fn delete_snapshot(args: &Args, target: &Address, disk: &str, name: &str) -> Res
     let home = &ctx.config.home;
     let mut pool = ctx.pool(&args.pool)?;
     let views = snapshots::list(home, &args.pool, &mut pool, Some(disk))?;
-    let Some(view) = views.iter().find(|v| v.name == name) else {
+    let Some(view) = snapshots::find(&views, name) else {
         bail!("no {target} in pool {}", args.pool);
     };
     snapshots::remove(home, &args.pool, &mut pool, view)?;
@@ -107,13 +107,20 @@ fn delete_vm_snapshot(args: &Args, vm: &str, name: &str) -> Result<()> {
             s.phase = Phase::Terminating;
         }
     })?;
+    // Each disk's snapshot through its backend, by the backend's name of it (on CSI,
+    // the driver's snapshot ID); one already gone is said, not skipped in silence.
+    let mut gone = Vec::new();
     for d in &snap.config.disks {
         let mut pool = ctx.pool(&d.pool)?;
         let views = snapshots::list(home, &d.pool, &mut pool, Some(&d.name))?;
-        if let Some(view) = views.iter().find(|v| v.name == name) {
-            snapshots::remove(home, &d.pool, &mut pool, view)
-                .with_context(|| format!("deleting {this}"))?;
+        match views.iter().find(|v| v.name == name) {
+            Some(view) => snapshots::remove(home, &d.pool, &mut pool, view)
+                .with_context(|| format!("deleting {this}"))?,
+            None => gone.push(format!("vds/{}@{name}", d.name)),
         }
+    }
+    if !gone.is_empty() && args.output == OutputArg::Text && !args.quiet {
+        eprintln!("note: {} no longer there", gone.join(", "));
     }
     snapshots::update_vms(home, |m| m.remove(&snapshots::key(vm, name)))?;
     match args.output {

@@ -24,7 +24,7 @@ pub fn run(args: Args) -> Result<()> {
     let ctx = Context::new()?;
     let mut pool = ctx.pool(&args.pool)?;
     let views = snapshots::list(&ctx.config.home, &args.pool, &mut pool, Some(disk))?;
-    let Some(v) = views.iter().find(|v| &v.name == snapshot) else {
+    let Some(v) = snapshots::find(&views, snapshot) else {
         bail!("no {target} in pool {}", args.pool);
     };
     match args.output {
@@ -39,6 +39,9 @@ pub fn run(args: Args) -> Result<()> {
             println!("Size:        {}", or(v.size.map(human)));
             println!("Created:     {}", or(v.created_unix_ms.map(snapshots::utc)));
             println!("Backend id:  {}", or(v.id.clone()));
+            if v.backend_name.is_some() && v.backend_name != v.id {
+                println!("Backend name: {}", or(v.backend_name.clone()));
+            }
             println!(
                 "Parent:      {}",
                 or(v.parent.as_ref().map(|p| format!("vds/{}@{p}", v.disk)))

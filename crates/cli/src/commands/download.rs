@@ -170,8 +170,10 @@ pub fn run(args: Args) -> Result<()> {
         output::check(&ctx.config, out, &[&digest_file, &sum_file], args.force)?;
     }
     let mut instance = ctx.pool(&args.pool)?;
+    let backend =
+        crate::snapshots::backend_address(&ctx.config.home, &args.pool, &mut instance, &address)?;
     let mut volume = instance
-        .open_volume(address.disk(), address.snapshot())
+        .open_volume(backend.disk(), backend.snapshot())
         .with_context(|| format!("opening {address}"))?;
     crate::commands::create::check_kind(&address, volume.info.kind)?;
 

@@ -192,10 +192,13 @@ fn map_thread(pool: String, address: Address, opened: mpsc::Sender<Opened>) {
             return;
         }
     };
-    let mut volume = match instance
-        .open_volume(address.disk(), address.snapshot())
-        .with_context(|| format!("opening {address}"))
-    {
+    let backend =
+        crate::snapshots::backend_address(&ctx.config.home, &pool, &mut instance, &address);
+    let mut volume = match backend.and_then(|backend| {
+        instance
+            .open_volume(backend.disk(), backend.snapshot())
+            .with_context(|| format!("opening {address}"))
+    }) {
         Ok(v) => v,
         Err(e) => {
             let _ = opened.send(Err(e));
@@ -283,8 +286,10 @@ fn spooled_item(
     let dir = args.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
     let ctx = Context::new()?;
     let mut instance = ctx.pool(pool)?;
+    let backend =
+        crate::snapshots::backend_address(&ctx.config.home, pool, &mut instance, address)?;
     let mut volume = instance
-        .open_volume(address.disk(), address.snapshot())
+        .open_volume(backend.disk(), backend.snapshot())
         .with_context(|| format!("opening {address}"))?;
     crate::commands::create::check_kind(address, volume.info.kind)?;
     let options = ExportOptions {

@@ -61,18 +61,19 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{from} is a snapshot of vd/{of}, not of {target}; to make a new disk from it, use `snapport create vd/NEW --from {from}`");
     }
     let ctx = Context::new()?;
-    let (conflicts, mut pool) = match check_disk(&ctx, &args.pool, disk, snapshot)? {
+    let (conflicts, mut pool, snap) = match check_disk(&ctx, &args.pool, disk, snapshot)? {
         Found::Missing(why) => bail!("{why}"),
-        Found::Present(c, pool) => (c, pool),
+        Found::Present(c, pool, snap) => (c, pool, snap),
     };
     let blocked =
         conflicts.iter().any(|c| c.fatal) || (args.mode == Mode::Strict && !conflicts.is_empty());
     let restored = args.mode != Mode::DryRun && !blocked;
     if restored {
-        pool.restore_snapshot(disk, snapshot)
+        let backend_name = snap.backend_name.as_deref().unwrap_or(&snap.name);
+        pool.restore_snapshot(disk, backend_name)
             .with_context(|| format!("restoring {target} from {from}"))?;
         snapshots::update(&ctx.config.home, &args.pool, |r| {
-            r.heads.insert(disk.clone(), snapshot.clone());
+            r.heads.insert(disk.clone(), snap.name.clone());
         })?;
     }
 
@@ -127,7 +128,12 @@ pub fn run(args: Args) -> Result<()> {
 enum Found {
     /// The disk or the snapshot is not there (a missing dependency, for a VM).
     Missing(String),
-    Present(Vec<Conflict>, Box<snapport_host::Instance>),
+    /// The conflicts, the pool's instance, and the snapshot.
+    Present(
+        Vec<Conflict>,
+        Box<snapport_host::Instance>,
+        Box<snapshots::View>,
+    ),
 }
 
 /// The conflict report for restoring vd/`disk` of `pool_name` from its snapshot
@@ -140,7 +146,7 @@ fn check_disk(ctx: &Context, pool_name: &str, disk: &str, snapshot: &str) -> Res
         return Ok(Found::Missing(format!("no {target} in pool {pool_name}")));
     };
     let views = snapshots::list(&ctx.config.home, pool_name, &mut pool, Some(disk))?;
-    let Some(snap) = views.iter().find(|v| v.name == snapshot) else {
+    let Some(snap) = snapshots::find(&views, snapshot) else {
         return Ok(Found::Missing(format!("no {from} in pool {pool_name}")));
     };
 
@@ -196,7 +202,8 @@ fn check_disk(ctx: &Context, pool_name: &str, disk: &str, snapshot: &str) -> Res
         });
     }
 
-    Ok(Found::Present(conflicts, Box::new(pool)))
+    let snap = Box::new(snap.clone());
+    Ok(Found::Present(conflicts, Box::new(pool), snap))
 }
 
 /// `restore vm/NAME --from vms/NAME@SNAP`: every disk from its snapshot, and the config
@@ -237,9 +244,9 @@ fn restore_vm(args: &Args, vm: &str) -> Result<()> {
                     ),
                 });
             }
-            Found::Present(c, pool) => {
+            Found::Present(c, pool, snap) => {
                 conflicts.extend(c);
-                work.push((d, pool));
+                work.push((d, pool, snap));
             }
         }
     }
@@ -268,8 +275,9 @@ fn restore_vm(args: &Args, vm: &str) -> Result<()> {
         conflicts.iter().any(|c| c.fatal) || (args.mode == Mode::Strict && !conflicts.is_empty());
     let restored = args.mode != Mode::DryRun && !blocked;
     if restored {
-        for (d, pool) in &mut work {
-            pool.restore_snapshot(&d.name, &name)
+        for (d, pool, snap) in &mut work {
+            let backend_name = snap.backend_name.as_deref().unwrap_or(&snap.name);
+            pool.restore_snapshot(&d.name, backend_name)
                 .with_context(|| format!("restoring vd/{} from vds/{}@{name}", d.name, d.name))?;
             snapshots::update(home, &d.pool, |r| {
                 r.heads.insert(d.name.clone(), name.clone());

@@ -17,6 +17,22 @@ use snapport_host::VolumeKind;
 pub enum Command {
     /// Take a snapshot of a disk, or of all of a VM's disks at once.
     Create(CreateArgs),
+    /// Clean up what died or failed snapshot operations left: backend snapshots a
+    /// rollback could not delete, attempts a killed process left half-done, and records
+    /// of failed attempts.
+    Gc(GcArgs),
+}
+
+#[derive(clap::Args)]
+pub struct GcArgs {
+    /// vd/NAME or vm/NAME (default: every disk of the pool).
+    target: Option<String>,
+    #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
+    pool: String,
+    #[arg(short, long)]
+    quiet: bool,
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputArg::Text)]
+    output: OutputArg,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -61,6 +77,7 @@ pub struct CreateArgs {
 pub fn run(command: Command) -> Result<()> {
     match command {
         Command::Create(args) => create(args),
+        Command::Gc(args) => gc(args),
     }
 }
 
@@ -75,31 +92,60 @@ pub fn check_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A new snapshot's name and parent, reserved by [`reserve`].
+struct Reserved {
+    name: String,
+    parent: Option<String>,
+    /// The backend IDs known before the snapshot is taken: an answer with one of them is
+    /// an earlier snapshot, not the new one.
+    known_ids: std::collections::BTreeSet<String>,
+}
+
+/// Whether `name` is taken on the disk `views` list: by a snapshot (or an attempt still
+/// under way, or a failed one that left a snapshot to clean up), or as a backend ID,
+/// which `vds/D@ID` also addresses.
+fn taken(views: &[snapshots::View], name: &str) -> bool {
+    views.iter().any(|v| {
+        (v.name == name && (v.phase != Phase::Failed || v.backend_name.is_some()))
+            || v.id.as_deref() == Some(name)
+    })
+}
+
 /// Pending: the checks, under the records' lock, so two creates cannot both pass the
-/// limit; records `DISK@NAME` as Pending. Returns the new snapshot's parent.
+/// limit or take one name; records `vds/DISK@NAME` as Pending, owned by this process.
+/// `name` is the one asked for (taken: an error), or the first free of the default
+/// name and `-2`, `-3`… after it.
 #[allow(clippy::too_many_arguments)]
 fn reserve(
     home: &std::path::Path,
     pool: &str,
     disk: &str,
-    name: &str,
+    name: &Name,
     listed: Vec<snapport_host::SnapshotInfo>,
     limit: usize,
     comment: Option<String>,
     created: u64,
-) -> Result<Option<String>> {
-    let this = format!("vds/{disk}@{name}");
-    snapshots::update(home, pool, |records| -> Result<Option<String>> {
-        let views = snapshots::merge(listed, records, Some(disk));
-        if let Some(v) = views
+    vm: Option<&str>,
+) -> Result<Reserved> {
+    snapshots::update(home, pool, |records| -> Result<Reserved> {
+        // IDs are per disk (a qcow2 image numbers its own snapshots from 1).
+        let known_ids = records
+            .list
             .iter()
-            .find(|v| v.name == name && v.phase != Phase::Failed)
-        {
-            bail!(
-                "{this} exists already ({:?}); choose another --name",
-                v.phase
-            );
-        }
+            .filter(|r| r.disk == disk)
+            .filter_map(|r| r.id.clone())
+            .chain(listed.iter().map(|s| s.id.clone()))
+            .collect();
+        let views = snapshots::merge(listed, records, Some(disk));
+        let name = match name {
+            Name::Given(n) => {
+                if taken(&views, n) {
+                    bail!("vds/{disk}@{n} exists already in pool {pool}; choose another --name");
+                }
+                n.clone()
+            }
+            Name::Default(base) => first_free(base, |n| taken(&views, n)),
+        };
         let live = views.iter().filter(|v| v.phase != Phase::Failed).count();
         if live >= limit {
             bail!(
@@ -113,22 +159,58 @@ fn reserve(
                 .find(|v| v.phase == Phase::Ready)
                 .map(|v| v.name.clone())
         });
-        records.snapshots.insert(
-            key(disk, name),
-            Record {
-                phase: Phase::Pending,
-                consistent: false,
-                comment,
-                parent: parent.clone(),
-                created_unix_ms: Some(created),
-                error: None,
-            },
-        );
-        Ok(parent)
+        // A failed attempt under this name that made nothing gives its place.
+        records.remove(disk, &name);
+        records.list.push(Record {
+            disk: disk.to_string(),
+            name: name.clone(),
+            phase: Phase::Pending,
+            comment,
+            parent: parent.clone(),
+            created_unix_ms: Some(created),
+            owner: Some(snapshots::Owner::current()),
+            vm: vm.map(str::to_string),
+            ..Record::default()
+        });
+        Ok(Reserved {
+            name,
+            parent,
+            known_ids,
+        })
     })?
 }
 
-/// Moves `DISK@NAME`'s record to `phase`; `Ready` also makes it the disk's head.
+/// `base`, or the first of `base-2`, `base-3`… that is not `taken`.
+fn first_free(base: &str, taken: impl Fn(&str) -> bool) -> String {
+    std::iter::once(base.to_string())
+        .chain((2..).map(|i| format!("{base}-{i}")))
+        .find(|n| !taken(n))
+        .expect("an endless list of names has a free one")
+}
+
+/// The name a snapshot is asked under.
+#[derive(Clone)]
+enum Name {
+    /// `--name`: exactly this, or an error when taken.
+    Given(String),
+    /// The default: this, or this with `-2`, `-3`… when taken.
+    Default(String),
+}
+
+impl Name {
+    fn new(given: Option<&String>, created: u64) -> Result<Name> {
+        match given {
+            Some(n) => {
+                check_name(n)?;
+                Ok(Name::Given(n.clone()))
+            }
+            None => Ok(Name::Default(default_name(created))),
+        }
+    }
+}
+
+/// Moves `vds/DISK@NAME`'s record to `phase`; `Ready` also makes it the disk's head and
+/// ends its owner's hold.
 fn set_phase(
     home: &std::path::Path,
     pool: &str,
@@ -139,10 +221,13 @@ fn set_phase(
     error: Option<String>,
 ) -> Result<()> {
     snapshots::update(home, pool, |records| {
-        if let Some(r) = records.snapshots.get_mut(&key(disk, name)) {
+        if let Some(r) = records.get_mut(disk, name) {
             r.phase = phase;
             r.consistent = consistent;
             r.error = error;
+            if !matches!(phase, Phase::Pending | Phase::InProgress) {
+                r.owner = None;
+            }
         }
         if phase == Phase::Ready {
             records.heads.insert(disk.to_string(), name.to_string());
@@ -150,12 +235,47 @@ fn set_phase(
     })
 }
 
-/// The default snapshot name: the UTC date and time, `20261124-064012`.
+/// Records what the backend made for `vds/DISK@NAME`, after checking it is new: an
+/// answer naming a snapshot that existed before the request (a known ID, or a creation
+/// time more than a second before it) is an earlier snapshot handed back — a CSI driver
+/// does that for a name it has seen — and is refused, never recorded as new.
+fn record_made(
+    home: &std::path::Path,
+    pool: &str,
+    disk: &str,
+    name: &str,
+    info: &snapport_host::SnapshotInfo,
+    reserved: &Reserved,
+    created: u64,
+) -> Result<()> {
+    let this = format!("vds/{disk}@{name}");
+    let earlier = reserved.known_ids.contains(&info.id)
+        || info
+            .created_unix_ms
+            .is_some_and(|t| t.saturating_add(1000) < created);
+    if earlier {
+        bail!(
+            "the backend answered the request for {this} with snapshot {} (created {}), which existed before: not a new snapshot; nothing was recorded",
+            info.id,
+            info.created_unix_ms.map_or_else(|| "at an unknown time".into(), snapshots::utc)
+        );
+    }
+    snapshots::update(home, pool, |records| {
+        if let Some(r) = records.get_mut(disk, name) {
+            r.made(info);
+        }
+    })
+    .context("the snapshot exists, but its record was not saved")
+}
+
+/// The default snapshot name: the UTC date and time to the millisecond,
+/// `20261124-064012.345`.
 fn default_name(created: u64) -> String {
-    snapshots::utc(created)
+    let seconds = snapshots::utc(created)
         .trim_end_matches('Z')
         .replace(['-', ':'], "")
-        .replace('T', "-")
+        .replace('T', "-");
+    format!("{seconds}.{:03}", created % 1000)
 }
 
 fn create(args: CreateArgs) -> Result<()> {
@@ -167,26 +287,12 @@ fn create(args: CreateArgs) -> Result<()> {
         bail!("{target}: snapshot create takes a disk, vd/NAME");
     };
     let created = snapshots::now_ms();
-    let name = match &args.name {
-        Some(n) => n.clone(),
-        None => default_name(created),
-    };
-    check_name(&name)?;
+    let asked = Name::new(args.name.as_ref(), created)?;
     let ctx = Context::new()?;
     let pool_config = ctx.config.pool(&args.pool)?;
     let limit = pool_config
         .snapshot_limit
         .unwrap_or(crate::config::DEFAULT_SNAPSHOT_LIMIT);
-    let plan = Plan {
-        agent: args.guest_agent.clone(),
-        pre: [&pool_config.pre_snapshot_hooks[..], &args.pre_hooks[..]].concat(),
-        post: [&pool_config.post_snapshot_hooks[..], &args.post_hooks[..]].concat(),
-        env: vec![
-            ("SNAPPORT_POOL".into(), args.pool.clone()),
-            ("SNAPPORT_DISKS".into(), disk.clone()),
-            ("SNAPPORT_SNAPSHOT".into(), name.clone()),
-        ],
-    };
     let home = ctx.config.home.clone();
     let mut pool = ctx.pool(&args.pool)?;
     let volumes = pool.list_volumes()?;
@@ -197,27 +303,43 @@ fn create(args: CreateArgs) -> Result<()> {
         }
         Some(_) => {}
     }
-    let this = format!("vds/{disk}@{name}");
+    // What a died or failed attempt left on this disk goes first.
+    snapshots::collect(&home, &args.pool, &mut pool, Some(disk), false)
+        .with_context(|| format!("cleaning up after an earlier snapshot of {target}"))?;
     let listed = pool.list_snapshots(Some(disk))?;
 
-    let parent = reserve(
+    let reserved = reserve(
         &home,
         &args.pool,
         disk,
-        &name,
+        &asked,
         listed,
         limit,
         args.comment.clone(),
         created,
+        None,
     )?;
+    let name = reserved.name.clone();
+    let this = format!("vds/{disk}@{name}");
+    let plan = Plan {
+        agent: args.guest_agent.clone(),
+        pre: [&pool_config.pre_snapshot_hooks[..], &args.pre_hooks[..]].concat(),
+        post: [&pool_config.post_snapshot_hooks[..], &args.post_hooks[..]].concat(),
+        env: vec![
+            ("SNAPPORT_POOL".into(), args.pool.clone()),
+            ("SNAPPORT_DISKS".into(), disk.clone()),
+            ("SNAPPORT_SNAPSHOT".into(), name.clone()),
+        ],
+    };
     let set = |phase: Phase, consistent: bool, error: Option<String>| {
         set_phase(&home, &args.pool, disk, &name, phase, consistent, error)
     };
+    let forget = || snapshots::update(&home, &args.pool, |r| r.remove(disk, &name));
     let in_use = match pool.volume_in_use(disk) {
         Ok(b) => b,
         Err(e) => {
             let e = anyhow::Error::new(e).context(format!("checking whether vd/{disk} is in use"));
-            set(Phase::Failed, false, Some(format!("{e:#}")))?;
+            forget()?;
             return Err(e);
         }
     };
@@ -270,47 +392,34 @@ fn create(args: CreateArgs) -> Result<()> {
                 e = e.context(thaw_problems.join("; "));
             }
             if refused {
-                snapshots::update(&home, &args.pool, |r| r.snapshots.remove(&key(disk, &name)))?;
+                forget()?;
             } else {
                 set(Phase::Failed, false, Some(format!("{e:#}")))?;
             }
             return Err(e);
         }
     };
-    let problems = (!thaw_problems.is_empty()).then(|| thaw_problems.join("; "));
-    // A backend may name the snapshot itself (CSI: the driver picks the snapshot ID, the
-    // name asked for only makes the request idempotent): the record follows its name.
-    if info.name != name {
-        snapshots::update(&home, &args.pool, |r| {
-            if let Some(record) = r.snapshots.remove(&key(disk, &name)) {
-                r.snapshots.insert(key(disk, &info.name), record);
-            }
-        })
-        .context("the snapshot exists, but its record was not saved")?;
+    if let Err(e) = record_made(&home, &args.pool, disk, &name, &info, &reserved, created) {
+        forget()?;
+        return Err(e);
     }
-    set_phase(
-        &home,
-        &args.pool,
-        disk,
-        &info.name,
-        Phase::Ready,
-        consistent,
-        problems.clone(),
-    )
-    .context("the snapshot exists, but its record was not saved")?;
+    let problems = (!thaw_problems.is_empty()).then(|| thaw_problems.join("; "));
+    set(Phase::Ready, consistent, problems.clone())
+        .context("the snapshot exists, but its record was not saved")?;
     if let Some(p) = problems {
         bail!("{this} was created, but: {p}");
     }
     let view = snapshots::View {
         disk: disk.clone(),
-        name: info.name,
+        name: name.clone(),
         id: Some(info.id),
+        backend_name: Some(info.name),
         size: Some(info.size),
-        created_unix_ms: info.created_unix_ms.or(Some(created)),
+        created_unix_ms: Some(created),
         phase: Phase::Ready,
         consistent,
         comment: args.comment,
-        parent,
+        parent: reserved.parent,
         error: None,
     };
     match args.output {
@@ -319,7 +428,7 @@ fn create(args: CreateArgs) -> Result<()> {
             serde_json::to_string_pretty(&view.to_json(&args.pool))?
         ),
         OutputArg::Text if !args.quiet => eprintln!(
-            "created {} in pool {} (Ready, {})",
+            "created {} in pool {} (Ready, {}; backend ID {})",
             view.address(),
             args.pool,
             if consistent {
@@ -328,7 +437,8 @@ fn create(args: CreateArgs) -> Result<()> {
                 "not consistent: the disk is in use and its guest was not frozen"
             } else {
                 "not consistent: quiescing failed"
-            }
+            },
+            view.id.as_deref().unwrap_or("-"),
         ),
         OutputArg::Text => {}
     }
@@ -337,44 +447,17 @@ fn create(args: CreateArgs) -> Result<()> {
 
 /// `snapshot create vm/NAME`: a snapshot of every disk of the VM under one freeze, all
 /// of the same name, and the VM's config kept with them (`vms/VM@NAME`). All or
-/// nothing: when one disk cannot be snapshotted, the ones already taken are deleted.
+/// nothing: when one disk cannot be snapshotted, the ones already taken are deleted by
+/// the backend's name of each (on CSI, the snapshot ID the driver answered). Each
+/// disk's snapshot ID is recorded as soon as the backend answers, so a process that dies
+/// half-way leaves records the next snapshot of the VM (or `snapshot gc`) cleans up with.
 fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
     let ctx = Context::new()?;
     let home = ctx.config.home.clone();
     let cfg = crate::vm::load(&home, vm)?;
     let created = snapshots::now_ms();
-    let name = args.name.clone().unwrap_or_else(|| default_name(created));
-    check_name(&name)?;
-    let this = format!("vms/{vm}@{name}");
-    let vkey = key(vm, &name);
-    snapshots::update_vms(&home, |m| -> Result<()> {
-        if m.get(&vkey).is_some_and(|s| s.phase != Phase::Failed) {
-            bail!("{this} exists already; choose another --name");
-        }
-        m.insert(
-            vkey.clone(),
-            snapshots::VmSnapshot {
-                vm: vm.to_string(),
-                name: name.clone(),
-                phase: Phase::Pending,
-                consistent: false,
-                created_unix_ms: created,
-                comment: args.comment.clone(),
-                error: None,
-                config: cfg.clone(),
-            },
-        );
-        Ok(())
-    })??;
-    let set_vm = |phase: Phase, consistent: bool, error: Option<String>| {
-        snapshots::update_vms(&home, |m| {
-            if let Some(s) = m.get_mut(&vkey) {
-                s.phase = phase;
-                s.consistent = consistent;
-                s.error = error;
-            }
-        })
-    };
+    let asked = Name::new(args.name.as_ref(), created)?;
+
     // One plugin instance per pool; hooks of every pool involved, each once, in order.
     let mut pools: std::collections::BTreeMap<String, snapport_host::Instance> = Default::default();
     let (mut pre, mut post) = (Vec::new(), Vec::new());
@@ -395,8 +478,67 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
     pre.extend(args.pre_hooks.iter().cloned());
     post.extend(args.post_hooks.iter().cloned());
 
+    // What died or failed snapshots of this VM left goes first.
+    collect_vm(&home, vm, &mut pools)?;
+
+    // The name: the one asked for, or the first default free on the VM and every disk.
+    let name = match &asked {
+        Name::Given(n) => n.clone(),
+        Name::Default(base) => {
+            let mut taken_on_disks = Vec::new();
+            for d in &cfg.disks {
+                let pool = pools.get_mut(&d.pool).expect("an instance per pool");
+                taken_on_disks.push(snapshots::list(&home, &d.pool, pool, Some(&d.name))?);
+            }
+            let vm_names: Vec<String> = snapshots::update_vms(&home, |m| {
+                m.values()
+                    .filter(|s| s.vm == vm)
+                    .map(|s| s.name.clone())
+                    .collect()
+            })?;
+            first_free(base, |n| {
+                vm_names.iter().any(|v| v == n) || taken_on_disks.iter().any(|v| taken(v, n))
+            })
+        }
+    };
+    let this = format!("vms/{vm}@{name}");
+    let vkey = key(vm, &name);
+    snapshots::update_vms(&home, |m| -> Result<()> {
+        if m.contains_key(&vkey) {
+            bail!("{this} exists already; choose another --name");
+        }
+        m.insert(
+            vkey.clone(),
+            snapshots::VmSnapshot {
+                vm: vm.to_string(),
+                name: name.clone(),
+                phase: Phase::Pending,
+                consistent: false,
+                created_unix_ms: created,
+                comment: args.comment.clone(),
+                error: None,
+                owner: Some(snapshots::Owner::current()),
+                config: cfg.clone(),
+            },
+        );
+        Ok(())
+    })??;
+    let set_vm = |phase: Phase, consistent: bool, error: Option<String>| {
+        snapshots::update_vms(&home, |m| {
+            if let Some(s) = m.get_mut(&vkey) {
+                s.phase = phase;
+                s.consistent = consistent;
+                s.error = error;
+                if !matches!(phase, Phase::Pending | Phase::InProgress) {
+                    s.owner = None;
+                }
+            }
+        })
+    };
+    let forget_vm = || snapshots::update_vms(&home, |m| m.remove(&vkey));
+
     // Pending: every disk passes its checks, or none is reserved.
-    let mut reserved: Vec<&crate::vm::VmDisk> = Vec::new();
+    let mut reserved: Vec<(&crate::vm::VmDisk, Reserved)> = Vec::new();
     let mut in_use = false;
     let checked = (|| -> Result<()> {
         for d in &cfg.disks {
@@ -409,25 +551,26 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
                 Some(_) => {}
             }
             let listed = pool.list_snapshots(Some(&d.name))?;
-            reserve(
+            let r = reserve(
                 &home,
                 &d.pool,
                 &d.name,
-                &name,
+                &Name::Given(name.clone()),
                 listed,
                 limits[&d.pool],
                 args.comment.clone(),
                 created,
+                Some(&this),
             )?;
-            reserved.push(d);
+            reserved.push((d, r));
             in_use |= pool
                 .volume_in_use(&d.name)
                 .with_context(|| format!("checking whether vd/{} is in use", d.name))?;
         }
         Ok(())
     })();
-    let fail_all = |reserved: &[&crate::vm::VmDisk], why: String| -> Result<()> {
-        for d in reserved {
+    let fail_all = |reserved: &[(&crate::vm::VmDisk, Reserved)], why: String| -> Result<()> {
+        for (d, _) in reserved {
             set_phase(
                 &home,
                 &d.pool,
@@ -489,9 +632,10 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
         bail!(why);
     }
     set_vm(Phase::InProgress, consistent, None)?;
-    let mut taken: Vec<&crate::vm::VmDisk> = Vec::new();
+    // The disks taken, with the backend's name of each snapshot.
+    let mut taken_snapshots: Vec<(&crate::vm::VmDisk, String)> = Vec::new();
     let mut failure = None;
-    for d in &cfg.disks {
+    for (d, r) in &reserved {
         set_phase(
             &home,
             &d.pool,
@@ -502,35 +646,68 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
             None,
         )?;
         let pool = pools.get_mut(&d.pool).expect("an instance per pool");
-        match pool.create_snapshot(&d.name, &name, created) {
-            Ok(_) => taken.push(d),
+        let made = pool
+            .create_snapshot(&d.name, &name, created)
+            .map_err(anyhow::Error::new)
+            .and_then(|info| {
+                record_made(&home, &d.pool, &d.name, &name, &info, r, created)?;
+                Ok(info)
+            });
+        match made {
+            Ok(info) => taken_snapshots.push((d, info.name)),
             Err(e) => {
-                failure =
-                    Some(anyhow::Error::new(e).context(format!("creating vds/{}@{name}", d.name)));
+                failure = Some(e.context(format!("creating vds/{}@{name}", d.name)));
                 break;
             }
         }
     }
     let thaw_problems = frozen.thaw();
     if let Some(mut e) = failure {
-        // All or nothing: the snapshots already taken go again.
-        for d in &taken {
+        // All or nothing: the snapshots already taken go again, by the backend's name.
+        let mut left = Vec::new();
+        for (d, backend_name) in &taken_snapshots {
             let pool = pools.get_mut(&d.pool).expect("an instance per pool");
-            if let Err(x) = pool.delete_snapshot(&d.name, &name) {
-                e = e.context(format!(
-                    "vds/{}@{name} could not be deleted again: {x}",
+            if let Err(x) = pool.delete_snapshot(&d.name, backend_name) {
+                left.push(format!(
+                    "vds/{}@{name} (backend {backend_name}) could not be deleted again: {x}",
                     d.name
                 ));
+            } else {
+                snapshots::update(&home, &d.pool, |r| r.remove(&d.name, &name))?;
             }
         }
-        for d in &reserved {
-            snapshots::update(&home, &d.pool, |r| r.snapshots.remove(&key(&d.name, &name)))?;
+        for (d, _) in &reserved {
+            if !taken_snapshots
+                .iter()
+                .any(|(t, _)| t.name == d.name && t.pool == d.pool)
+            {
+                snapshots::update(&home, &d.pool, |r| r.remove(&d.name, &name))?;
+            }
+        }
+        for l in &left {
+            e = e.context(l.clone());
         }
         if !thaw_problems.is_empty() {
             e = e.context(thaw_problems.join("; "));
         }
         let e = e.context(format!("{this} not taken"));
-        set_vm(Phase::Failed, false, Some(format!("{e:#}")))?;
+        if left.is_empty() {
+            forget_vm()?;
+        } else {
+            // What could not be deleted stays Failed, with its ID, for `snapshot gc`.
+            for (d, _) in &taken_snapshots {
+                set_phase(
+                    &home,
+                    &d.pool,
+                    &d.name,
+                    &name,
+                    Phase::Failed,
+                    false,
+                    Some(format!("{e:#}")),
+                )?;
+            }
+            set_vm(Phase::Failed, false, Some(format!("{e:#}")))?;
+        }
         return Err(e);
     }
     let problems = (!thaw_problems.is_empty()).then(|| thaw_problems.join("; "));
@@ -567,6 +744,113 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
     Ok(())
 }
 
+/// `snapshot gc [vd/NAME | vm/NAME]`.
+fn gc(args: GcArgs) -> Result<()> {
+    let ctx = Context::new()?;
+    let home = ctx.config.home.clone();
+    let done = match args.target.as_deref() {
+        Some(t) if t.starts_with("vm/") => {
+            let vm = crate::vm::parse_vm(t).expect("starts with vm/")?;
+            let mut pools = std::collections::BTreeMap::new();
+            let stale_pools: Vec<String> = snapshots::update_vms(&home, |m| {
+                m.values()
+                    .filter(|s| s.vm == vm)
+                    .flat_map(|s| s.config.disks.iter().map(|d| d.pool.clone()))
+                    .collect()
+            })?;
+            let current = crate::vm::load(&home, &vm)
+                .map(|c| c.disks)
+                .unwrap_or_default();
+            for p in stale_pools
+                .into_iter()
+                .chain(current.into_iter().map(|d| d.pool))
+            {
+                if !pools.contains_key(&p) {
+                    pools.insert(p.clone(), ctx.pool(&p)?);
+                }
+            }
+            collect_vm(&home, &vm, &mut pools)?
+        }
+        Some(t) => {
+            let target = Address::parse(t)?;
+            let Address::Disk(disk) = &target else {
+                bail!("{target}: snapshot gc takes a disk, vd/NAME, or a VM, vm/NAME");
+            };
+            let mut pool = ctx.pool(&args.pool)?;
+            snapshots::collect(&home, &args.pool, &mut pool, Some(disk), true)?
+        }
+        None => {
+            let mut pool = ctx.pool(&args.pool)?;
+            snapshots::collect(&home, &args.pool, &mut pool, None, true)?
+        }
+    };
+    match args.output {
+        OutputArg::Json => println!("{}", serde_json::json!({ "removed": done })),
+        OutputArg::Text if !args.quiet => {
+            for line in &done {
+                eprintln!("{line}");
+            }
+            if done.is_empty() {
+                eprintln!("nothing to clean up");
+            }
+        }
+        OutputArg::Text => {}
+    }
+    Ok(())
+}
+
+/// Cleans up what died or failed snapshots of `vm` left: the disk snapshots (through
+/// their backends) and records of each of its disks, then the VM snapshot records that
+/// did not finish. `pools` holds an instance of every pool the VM's disks are in; a
+/// VM snapshot of disks since moved elsewhere is cleaned in the pools it names.
+fn collect_vm(
+    home: &std::path::Path,
+    vm: &str,
+    pools: &mut std::collections::BTreeMap<String, snapport_host::Instance>,
+) -> Result<Vec<String>> {
+    let stale: Vec<snapshots::VmSnapshot> = snapshots::update_vms(home, |m| {
+        m.values()
+            .filter(|s| s.vm == vm)
+            .filter(|s| {
+                s.phase == Phase::Failed
+                    || matches!(s.phase, Phase::Pending | Phase::InProgress)
+                        && !s.owner.is_some_and(|o| o.alive())
+            })
+            .cloned()
+            .collect()
+    })?;
+    let mut done = Vec::new();
+    for s in &stale {
+        for d in &s.config.disks {
+            let Some(pool) = pools.get_mut(&d.pool) else {
+                continue;
+            };
+            let ctx_line = || format!("cleaning up after {}", s.address());
+            done.extend(
+                snapshots::collect(home, &d.pool, pool, Some(&d.name), false)
+                    .with_context(ctx_line)?,
+            );
+            // This VM snapshot's own records that made nothing go as well.
+            snapshots::update(home, &d.pool, |r| {
+                if r.get(&d.name, &s.name).is_some_and(|rec| {
+                    rec.vm.as_deref() == Some(s.address().as_str())
+                        && rec.id.is_none()
+                        && !matches!(rec.phase, Phase::Ready)
+                }) {
+                    r.remove(&d.name, &s.name);
+                }
+            })?;
+        }
+        snapshots::update_vms(home, |m| m.remove(&key(&s.vm, &s.name)))?;
+        done.push(format!(
+            "removed the record of {} ({:?})",
+            s.address(),
+            s.phase
+        ));
+    }
+    Ok(done)
+}
+
 /// A VM snapshot as `-o json` shows it.
 pub fn vm_snapshot_json(s: &snapshots::VmSnapshot) -> serde_json::Value {
     serde_json::json!({
@@ -583,4 +867,19 @@ pub fn vm_snapshot_json(s: &snapshots::VmSnapshot) -> serde_json::Value {
             "pool": d.pool,
         })).collect::<Vec<_>>(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_are_to_the_millisecond_and_step_aside() {
+        // `date -u -d @1796604311.312`
+        assert_eq!(default_name(1_796_604_311_312), "20261207-004511.312");
+        assert_eq!(default_name(1_796_604_311_005), "20261207-004511.005");
+        let taken = ["a", "a-2"];
+        assert_eq!(first_free("a", |n| taken.contains(&n)), "a-3");
+        assert_eq!(first_free("b", |n| taken.contains(&n)), "b");
+    }
 }

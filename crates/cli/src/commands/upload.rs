@@ -134,7 +134,8 @@ fn fill(
     progress: &mut dyn Progress,
     verify: impl FnOnce(&ImportSummary) -> Result<Vec<String>>,
 ) -> Result<(ImportSummary, Vec<String>)> {
-    let summary = import(source, volume, options, progress)?;
+    let mut summary = import(source, volume, options, progress)?;
+    summary.volume = Some(volume.info.name.clone());
     let verified = verify(&summary)?;
     volume.commit()?;
     Ok((summary, verified))
@@ -557,9 +558,12 @@ fn summary_json(
     verified: &[String],
     seconds: f64,
 ) -> serde_json::Value {
+    let made = made_address(target, summary);
     serde_json::json!({
         "source": what,
-        "target": target.to_string(),
+        "target": made.to_string(),
+        "requested": target.to_string(),
+        "id": made.disk(),
         "pool": args.pool,
         "format": format.name(),
         "source_size": summary.source_size,
@@ -568,6 +572,16 @@ fn summary_json(
         "verified": verified,
         "seconds": seconds,
     })
+}
+
+/// The volume an upload made: the target, under the name the pool gave it (a CSI
+/// driver picks the volume ID).
+fn made_address(target: &Address, summary: &ImportSummary) -> Address {
+    match (target, &summary.volume) {
+        (Address::Disk(_), Some(v)) => Address::Disk(v.clone()),
+        (Address::Image(_), Some(v)) => Address::Image(v.clone()),
+        _ => target.clone(),
+    }
 }
 
 fn report(
@@ -585,8 +599,12 @@ fn report(
             println!("{doc}");
         }
         OutputArg::Text if !args.quiet => {
+            let made = made_address(target, summary);
+            if made != *target {
+                eprintln!("pool {} made {target} as {made}", args.pool);
+            }
             eprintln!(
-                "uploaded {} ({}, {}, {} written) to {target} in pool {} in {seconds:.2} s",
+                "uploaded {} ({}, {}, {} written) to {made} in pool {} in {seconds:.2} s",
                 what,
                 format.name(),
                 human(summary.source_size),
