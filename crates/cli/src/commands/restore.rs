@@ -6,6 +6,11 @@
 //! under way); others only `strict` (snapshots taken after this one, which stay but no
 //! longer follow from the disk's content). `dry-run`, the default, prints the report and
 //! changes nothing.
+//!
+//! A backend that cannot restore in place but can write (CSI has no in-place restore)
+//! is restored by copy: the snapshot's bytes, read through the plugin, written over the
+//! disk, zeros included. Not atomic: a copy that fails half-way says the disk holds part
+//! of the snapshot, and the same restore again finishes the job.
 
 use crate::address::Address;
 use crate::context::Context;
@@ -61,20 +66,15 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{from} is a snapshot of vd/{of}, not of {target}; to make a new disk from it, use `snapport create vd/NEW --from {from}`");
     }
     let ctx = Context::new()?;
-    let (conflicts, mut pool, snap) = match check_disk(&ctx, &args.pool, disk, snapshot)? {
+    let (conflicts, mut pool, restore) = match check_disk(&ctx, &args.pool, disk, snapshot)? {
         Found::Missing(why) => bail!("{why}"),
-        Found::Present(c, pool, snap) => (c, pool, snap),
+        Found::Present(c, pool, restore) => (c, pool, restore),
     };
     let blocked =
         conflicts.iter().any(|c| c.fatal) || (args.mode == Mode::Strict && !conflicts.is_empty());
     let restored = args.mode != Mode::DryRun && !blocked;
     if restored {
-        let backend_name = snap.backend_name.as_deref().unwrap_or(&snap.name);
-        pool.restore_snapshot(disk, backend_name)
-            .with_context(|| format!("restoring {target} from {from}"))?;
-        snapshots::update(&ctx.config.home, &args.pool, |r| {
-            r.heads.insert(disk.clone(), snap.name.clone());
-        })?;
+        restore.run(&ctx, &mut pool, args.output != crate::commands::OutputArg::Text)?;
     }
 
     let mode = format!("{:?}", args.mode);
@@ -128,12 +128,54 @@ pub fn run(args: Args) -> Result<()> {
 enum Found {
     /// The disk or the snapshot is not there (a missing dependency, for a VM).
     Missing(String),
-    /// The conflicts, the pool's instance, and the snapshot.
-    Present(
-        Vec<Conflict>,
-        Box<snapport_host::Instance>,
-        Box<snapshots::View>,
-    ),
+    /// The conflicts, the pool's instance, and how the disk is restored.
+    Present(Vec<Conflict>, Box<snapport_host::Instance>, Box<Restore>),
+}
+
+/// How one disk is restored from one snapshot.
+struct Restore {
+    disk: String,
+    pool: String,
+    snapshot: snapshots::View,
+    /// The backend cannot restore in place: the snapshot's bytes are copied over the disk.
+    by_copy: bool,
+}
+
+impl Restore {
+    fn run(&self, ctx: &Context, instance: &mut snapport_host::Instance, quiet: bool) -> Result<()> {
+        let backend_name = self
+            .snapshot
+            .backend_name
+            .as_deref()
+            .unwrap_or(&self.snapshot.name);
+        let what = || format!("restoring vd/{} from {}", self.disk, self.snapshot.address());
+        if !self.by_copy {
+            instance
+                .restore_snapshot(&self.disk, backend_name)
+                .with_context(what)?;
+        } else {
+            let mut reader = ctx.pool(&self.pool)?;
+            let mut source = reader
+                .open_volume(&self.disk, Some(backend_name))
+                .with_context(what)?;
+            let size = source.info.size;
+            let mut progress = crate::commands::new_progress(quiet);
+            crate::commands::upload::write_into(
+                instance,
+                &Address::Disk(self.disk.clone()),
+                size,
+                snapport_core::import::Source::Volume(&mut source),
+                &snapport_core::import::ImportOptions::default(),
+                progress.as_mut(),
+                |_| Ok(Vec::new()),
+                true,
+            )
+            .with_context(what)?;
+        }
+        snapshots::update(&ctx.config.home, &self.pool, |r| {
+            r.heads.insert(self.disk.clone(), self.snapshot.name.clone());
+        })
+    }
 }
 
 /// The conflict report for restoring vd/`disk` of `pool_name` from its snapshot
@@ -166,13 +208,11 @@ fn check_disk(ctx: &Context, pool_name: &str, disk: &str, snapshot: &str) -> Res
             volume.size
         ));
     }
-    if !pool
-        .info()?
-        .capabilities
-        .contains(Capabilities::SNAPSHOT_RESTORE)
-    {
+    let capabilities = pool.info()?.capabilities;
+    let by_copy = !capabilities.contains(Capabilities::SNAPSHOT_RESTORE);
+    if by_copy && !capabilities.contains(Capabilities::WRITE) {
         fatal(format!(
-            "the plugin of pool {pool_name} cannot restore snapshots in place; create a new disk from {from} instead"
+            "the plugin of pool {pool_name} can neither restore snapshots in place nor write disks; create a new disk from {from} instead"
         ));
     }
     for v in views.iter().filter(|v| {
@@ -202,8 +242,13 @@ fn check_disk(ctx: &Context, pool_name: &str, disk: &str, snapshot: &str) -> Res
         });
     }
 
-    let snap = Box::new(snap.clone());
-    Ok(Found::Present(conflicts, Box::new(pool), snap))
+    let restore = Box::new(Restore {
+        disk: disk.to_string(),
+        pool: pool_name.to_string(),
+        snapshot: snap.clone(),
+        by_copy,
+    });
+    Ok(Found::Present(conflicts, Box::new(pool), restore))
 }
 
 /// `restore vm/NAME --from vms/NAME@SNAP`: every disk from its snapshot, and the config
@@ -244,9 +289,9 @@ fn restore_vm(args: &Args, vm: &str) -> Result<()> {
                     ),
                 });
             }
-            Found::Present(c, pool, snap) => {
+            Found::Present(c, pool, restore) => {
                 conflicts.extend(c);
-                work.push((d, pool, snap));
+                work.push((pool, restore));
             }
         }
     }
@@ -275,13 +320,8 @@ fn restore_vm(args: &Args, vm: &str) -> Result<()> {
         conflicts.iter().any(|c| c.fatal) || (args.mode == Mode::Strict && !conflicts.is_empty());
     let restored = args.mode != Mode::DryRun && !blocked;
     if restored {
-        for (d, pool, snap) in &mut work {
-            let backend_name = snap.backend_name.as_deref().unwrap_or(&snap.name);
-            pool.restore_snapshot(&d.name, backend_name)
-                .with_context(|| format!("restoring vd/{} from vds/{}@{name}", d.name, d.name))?;
-            snapshots::update(home, &d.pool, |r| {
-                r.heads.insert(d.name.clone(), name.clone());
-            })?;
+        for (pool, restore) in &mut work {
+            restore.run(&ctx, pool, args.output != crate::commands::OutputArg::Text)?;
         }
         let mut config = snap.config.clone();
         config.disks.retain(|d| !dropped.contains(&d.name));

@@ -479,7 +479,7 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
     post.extend(args.post_hooks.iter().cloned());
 
     // What died or failed snapshots of this VM left goes first.
-    collect_vm(&home, vm, &mut pools)?;
+    collect_vm(&home, vm, &mut pools, false)?;
 
     // The name: the one asked for, or the first default free on the VM and every disk.
     let name = match &asked {
@@ -504,7 +504,8 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
     let this = format!("vms/{vm}@{name}");
     let vkey = key(vm, &name);
     snapshots::update_vms(&home, |m| -> Result<()> {
-        if m.contains_key(&vkey) {
+        // A Failed one still here left nothing (collect_vm took any that did).
+        if m.get(&vkey).is_some_and(|s| s.phase != Phase::Failed) {
             bail!("{this} exists already; choose another --name");
         }
         m.insert(
@@ -769,7 +770,7 @@ fn gc(args: GcArgs) -> Result<()> {
                     pools.insert(p.clone(), ctx.pool(&p)?);
                 }
             }
-            collect_vm(&home, &vm, &mut pools)?
+            collect_vm(&home, &vm, &mut pools, true)?
         }
         Some(t) => {
             let target = Address::parse(t)?;
@@ -803,12 +804,15 @@ fn gc(args: GcArgs) -> Result<()> {
 /// their backends) and records of each of its disks, then the VM snapshot records that
 /// did not finish. `pools` holds an instance of every pool the VM's disks are in; a
 /// VM snapshot of disks since moved elsewhere is cleaned in the pools it names.
+/// A `Failed` VM snapshot that left nothing behind (a refused `--consistency
+/// required`) keeps its record, which says why, unless `failed_records`.
 fn collect_vm(
     home: &std::path::Path,
     vm: &str,
     pools: &mut std::collections::BTreeMap<String, snapport_host::Instance>,
+    failed_records: bool,
 ) -> Result<Vec<String>> {
-    let stale: Vec<snapshots::VmSnapshot> = snapshots::update_vms(home, |m| {
+    let mut stale: Vec<snapshots::VmSnapshot> = snapshots::update_vms(home, |m| {
         m.values()
             .filter(|s| s.vm == vm)
             .filter(|s| {
@@ -819,6 +823,25 @@ fn collect_vm(
             .cloned()
             .collect()
     })?;
+    if !failed_records {
+        // A Failed one stays unless one of its disks holds a snapshot of it.
+        let mut keep = Vec::new();
+        for s in &stale {
+            if s.phase != Phase::Failed {
+                continue;
+            }
+            let mut left = false;
+            for d in &s.config.disks {
+                left |= snapshots::update(home, &d.pool, |r| {
+                    r.get(&d.name, &s.name).is_some_and(|rec| rec.id.is_some())
+                })?;
+            }
+            if !left {
+                keep.push(s.address());
+            }
+        }
+        stale.retain(|s| !keep.contains(&s.address()));
+    }
     let mut done = Vec::new();
     for s in &stale {
         for d in &s.config.disks {

@@ -145,7 +145,7 @@ fn fill(
 /// be `size` bytes: written, checked, committed; a failure after the first write says
 /// the disk now holds part of the image (there is no staging to drop).
 #[allow(clippy::too_many_arguments)]
-fn write_into(
+pub fn write_into(
     pool: &mut Instance,
     target: &Address,
     size: u64,
