@@ -379,6 +379,7 @@ fn broken_and_hostile_drivers_fail_cleanly_and_leave_nothing() {
             |b| b.endless_list = true,
             "same next_token",
         ),
+        ("looping listing", |b| b.looping_list = true, "nothing new"),
     ];
     for (what, set, expect) in cases {
         lab.server.set(|b| *b = csi_server::Behaviour::default());

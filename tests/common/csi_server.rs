@@ -72,10 +72,21 @@ pub struct Behaviour {
     pub list_page: usize,
     /// Unfiltered ListVolumes and ListSnapshots answer next_token "1" forever.
     pub endless_list: bool,
+    /// Unfiltered ListVolumes and ListSnapshots answer their first page again and again,
+    /// each time with a new next_token.
+    pub looping_list: bool,
     /// ListVolumes and ListSnapshots answer UNIMPLEMENTED (no LIST_* capability).
     pub no_list: bool,
     /// Metadata streams wait this long before their first message.
     pub stall: Duration,
+}
+
+impl Behaviour {
+    /// Whether unfiltered listings page by this server's own rules (`list_page`,
+    /// `endless_list`, `looping_list`) instead of as the reference does.
+    fn pages(&self) -> bool {
+        self.list_page > 0 || self.endless_list || self.looping_list
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -586,7 +597,8 @@ fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
 }
 
 /// Pages a listing: entries from `token` (an index), `max` at most, or fewer where the
-/// behaviour says (`list_page`); `endless_list` hands out the same token forever.
+/// behaviour says (`list_page`); `endless_list` hands out the same token forever,
+/// `looping_list` the first page with ever new tokens.
 fn page<T: Clone>(
     all: &[T],
     token: &str,
@@ -605,6 +617,10 @@ fn page<T: Clone>(
     };
     if behaviour.list_page > 0 {
         max = max.min(behaviour.list_page);
+    }
+    if behaviour.looping_list {
+        let to = max.min(all.len());
+        return Ok((all[..to].to_vec(), (from + 1).to_string()));
     }
     let to = (from + max).min(all.len());
     let next = if behaviour.endless_list {
@@ -753,7 +769,7 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
         "/csi.v1.Controller/ListVolumes" => {
             let r: ListVolumesRequest = decode(body)?;
             let all: Vec<Vol> = s.volumes.values().cloned().collect();
-            let (entries, next_token) = if s.behaviour.list_page > 0 || s.behaviour.endless_list {
+            let (entries, next_token) = if s.behaviour.pages() {
                 page(&all, &r.starting_token, r.max_entries, &s.behaviour)?
             } else {
                 (reference_volume_list(&all, &r)?, String::new())
@@ -812,7 +828,7 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
                 // "case 3": every snapshot sorted by ID (a BTreeMap's order), paged by
                 // index.
                 let all: Vec<Snap> = s.snapshots.values().cloned().collect();
-                if s.behaviour.list_page > 0 || s.behaviour.endless_list {
+                if s.behaviour.pages() {
                     page(&all, &r.starting_token, r.max_entries, &s.behaviour)?
                 } else {
                     reference_snapshot_page(&all, &r)?

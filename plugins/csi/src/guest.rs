@@ -43,6 +43,9 @@ const DEFAULT_MAX_RESULTS: i32 = 1024;
 const LIST_PAGE: i32 = 256;
 /// A listing longer than this many pages is a driver handing out tokens forever.
 const MAX_LIST_PAGES: usize = 100_000;
+/// Pages in a row that bring no entry not seen before: a driver going round in circles
+/// (one or two such pages happen when entries shift between pages).
+const MAX_STALE_PAGES: usize = 16;
 /// Times a broken metadata stream is resumed before the export gives up.
 const STREAM_RETRIES: u32 = 3;
 /// A new volume may come back this much larger than asked (the WIT's promise to the host).
@@ -206,8 +209,10 @@ fn all_pages<T>(
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
     let mut token = String::new();
+    let mut stale = 0;
     for _ in 0..MAX_LIST_PAGES {
         let (entries, next) = page(token.clone())?;
+        let before = out.len();
         for entry in entries {
             if seen.insert(id(&entry).to_string()) {
                 out.push(entry);
@@ -218,6 +223,12 @@ fn all_pages<T>(
         }
         if next == token {
             return Err(BackendError::Corrupt(format!("{method} answered the same next_token {token:?} again")));
+        }
+        stale = if out.len() == before { stale + 1 } else { 0 };
+        if stale > MAX_STALE_PAGES {
+            return Err(BackendError::Corrupt(format!(
+                "{method} answered {stale} pages in a row with nothing new, each with another next_token: its paging never ends"
+            )));
         }
         token = next;
     }
