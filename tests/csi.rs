@@ -1061,6 +1061,20 @@ fn an_upload_the_driver_cannot_hold_exactly_fails_and_leaves_no_volume() {
         "the volume made was deleted"
     );
     lab.assert_clean(1);
+    // A driver that rounds up to whole MiB (and keeps them): refused too, nothing kept.
+    lab.server.set(|b| b.round_up = 1 << 20);
+    let deletes = lab.server.calls("DeleteVolume");
+    let err = lab.fails(&["upload", p(&odd), "vd/odd", "-q"]);
+    assert!(
+        err.contains("rounds sizes up") && err.contains("2097152"),
+        "{err}"
+    );
+    assert!(
+        lab.server.calls("DeleteVolume") > deletes,
+        "the volume made was deleted"
+    );
+    lab.assert_clean(1);
+    lab.server.set(|b| b.round_up = 0);
 
     source.truncate(2 << 20);
     source.resize(2 << 20, 7);

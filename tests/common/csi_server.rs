@@ -77,6 +77,9 @@ pub struct Behaviour {
     pub looping_list: bool,
     /// ListVolumes and ListSnapshots answer UNIMPLEMENTED (no LIST_* capability).
     pub no_list: bool,
+    /// CreateVolume rounds capacities up to a multiple of this many bytes, answering and
+    /// keeping the rounded size (a driver with an allocation unit); 0: as the reference.
+    pub round_up: u64,
     /// Metadata streams wait this long before their first message.
     pub stall: Duration,
 }
@@ -430,7 +433,7 @@ fn create_volume(
     from: Option<&str>,
     read_only: bool,
 ) -> Result<Vol, Status> {
-    let size = if size == 0 && limit > 0 { limit } else { size };
+    let mut size = if size == 0 && limit > 0 { limit } else { size };
     if limit > 0 && size > limit {
         return Err(status(3, "capacity cannot exceed limit"));
     }
@@ -476,6 +479,13 @@ fn create_volume(
             } else {
                 std::fs::copy(&snap.file, &file).map_err(|e| status(13, e.to_string()))?;
             }
+        }
+        None if s.behaviour.round_up > 0 => {
+            size = size.next_multiple_of(s.behaviour.round_up);
+            run(
+                "fallocate",
+                &["-l", &size.to_string(), file.to_str().unwrap()],
+            )?;
         }
         None => {
             // createVolume: `fallocate -l fmt.Sprintf("%dM", cap/mib)`: whole MiB, rounded

@@ -582,9 +582,16 @@ fn create_block_volume(
     }
     *held = Some(Held::new(&volume.volume_id, true));
     let capacity = non_negative("the new volume's capacity", volume.capacity_bytes)?;
-    if capacity < size || capacity - size >= MAX_ROUND_UP {
+    if capacity < size {
         return Err(BackendError::Corrupt(format!(
             "CreateVolume made volume {} of {capacity} bytes where {size} were asked",
+            volume.volume_id
+        )));
+    }
+    if capacity - size >= MAX_ROUND_UP {
+        // Drivers with a unit round up (CSI lets them, up to limit_bytes, which is 0 here).
+        return Err(BackendError::InvalidArgument(format!(
+            "the CSI driver made volume {} of {capacity} bytes where {size} were asked (it rounds sizes up to its unit), so it would not hold exactly the bytes verified; nothing was kept: pad the source (or --size) to a multiple of the driver's unit",
             volume.volume_id
         )));
     }
