@@ -9,6 +9,22 @@
 //! - allocated blocks are the 4 KiB blocks that are not all zeros, the delta the 4 KiB
 //!   blocks that differ; FIXED_LENGTH sends each block, VARIABLE_LENGTH merges runs.
 //!
+//! By default it answers as the reference driver does, its known bugs included (cited
+//! below from kubernetes-csi/csi-driver-host-path, commit 1f2b2e6 of July 2026):
+//!
+//! - ListSnapshots filtered by `source_volume_id` answers only the FIRST snapshot of that
+//!   volume (in creation order), filtered by `snapshot_id` that one snapshot whatever its
+//!   source, both without paging; unfiltered, all snapshots sorted by ID, paged by index;
+//! - ListVolumes answers the volumes sorted by ID from a 1-based index token, cut at
+//!   `max_entries` counted from the FIRST volume, and never a `next_token`;
+//! - CreateSnapshot's `name` is an idempotency key: the same name of the same volume
+//!   answers the existing snapshot again (with its original creation time), of another
+//!   volume ALREADY_EXISTS;
+//! - CreateVolume's `name` likewise (an existing volume at least as large is answered
+//!   again); a block volume's file is `fallocate -l <capacity/MiB>M`, whole MiB rounded
+//!   DOWN (under 1 MiB fails), while the volume's capacity is recorded and answered as
+//!   asked: the published device is shorter than the capacity unless it is whole MiB.
+//!
 //! [`Behaviour`] turns on the broken or hostile answers the tests need. The server keeps
 //! a record of what is staged, published and attached, so a test can check that nothing
 //! stays behind; dropping it unmounts and detaches whatever does.
@@ -51,14 +67,29 @@ pub struct Behaviour {
     pub attach: bool,
     /// The node has no STAGE_UNSTAGE_VOLUME: NodeStageVolume is refused.
     pub no_stage: bool,
+    /// Listings page as CSI asks (unlike the reference ListVolumes), and unfiltered
     /// ListVolumes and ListSnapshots pages hold at most this many entries (0: as asked).
     pub list_page: usize,
-    /// ListVolumes and ListSnapshots answer next_token "1" forever.
+    /// Unfiltered ListVolumes and ListSnapshots answer next_token "1" forever.
     pub endless_list: bool,
+    /// Unfiltered ListVolumes and ListSnapshots answer their first page again and again,
+    /// each time with a new next_token.
+    pub looping_list: bool,
     /// ListVolumes and ListSnapshots answer UNIMPLEMENTED (no LIST_* capability).
     pub no_list: bool,
+    /// CreateVolume rounds capacities up to a multiple of this many bytes, answering and
+    /// keeping the rounded size (a driver with an allocation unit); 0: as the reference.
+    pub round_up: u64,
     /// Metadata streams wait this long before their first message.
     pub stall: Duration,
+}
+
+impl Behaviour {
+    /// Whether unfiltered listings page by this server's own rules (`list_page`,
+    /// `endless_list`, `looping_list`) instead of as the reference does.
+    fn pages(&self) -> bool {
+        self.list_page > 0 || self.endless_list || self.looping_list
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -77,10 +108,15 @@ pub struct Vol {
 #[derive(Debug, Clone)]
 pub struct Snap {
     pub id: String,
+    /// CreateSnapshot's name: the idempotency key.
     pub name: String,
     pub source: String,
     pub file: PathBuf,
     pub size: u64,
+    /// When it was taken (answered again by a repeated CreateSnapshot and by listings).
+    pub created: Timestamp,
+    /// Its place in creation order: the reference keeps snapshots in a list, appended.
+    pub seq: u32,
 }
 
 #[derive(Debug, Default)]
@@ -211,9 +247,41 @@ impl CsiServer {
     /// Makes a volume of `size` bytes as CreateVolume would; returns its ID.
     pub fn create_volume(&self, name: &str, size: u64) -> String {
         let mut s = self.state.lock().unwrap();
-        create_volume(&mut s, &self.dir, name, size, None, false)
+        create_volume(&mut s, &self.dir, name, size, 0, None, false)
             .unwrap()
             .id
+    }
+
+    /// One call answered as over gRPC (without the transport): for tests that pin this
+    /// driver's answers to the reference driver's.
+    pub fn call<Q: Message, R: Message + Default>(
+        &self,
+        method: &str,
+        request: &Q,
+    ) -> Result<R, (i32, String)> {
+        let reply = unary(method, &request.encode_to_vec(), &self.state, &self.dir)?;
+        Ok(R::decode(&reply[..]).expect("the server's own answer decodes"))
+    }
+
+    /// Every snapshot the driver holds, in creation order.
+    pub fn snapshots(&self) -> Vec<Snap> {
+        let mut all: Vec<Snap> = self
+            .state
+            .lock()
+            .unwrap()
+            .snapshots
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by_key(|x| x.seq);
+        all
+    }
+
+    /// The snapshots of `volume` the driver holds, in creation order.
+    pub fn snapshots_of(&self, volume: &str) -> Vec<Snap> {
+        let mut all = self.snapshots();
+        all.retain(|x| x.source == volume);
+        all
     }
 
     /// Takes a snapshot as CreateSnapshot would; returns its ID.
@@ -351,30 +419,60 @@ fn next_id(s: &mut State, prefix: &str) -> String {
     format!("{prefix}-{:04}", s.counter)
 }
 
+const MIB: u64 = 1 << 20;
+
+/// CreateVolume as the reference does it (pkg/hostpath/controllerserver.go, CreateVolume,
+/// and pkg/hostpath/hostpath.go, createVolume): `size` is the capacity asked (or `limit`
+/// when only a limit is given).
 fn create_volume(
     s: &mut State,
     dir: &Path,
     name: &str,
     size: u64,
+    limit: u64,
     from: Option<&str>,
     read_only: bool,
 ) -> Result<Vol, Status> {
+    let mut size = if size == 0 && limit > 0 { limit } else { size };
+    if limit > 0 && size > limit {
+        return Err(status(3, "capacity cannot exceed limit"));
+    }
+    // CreateVolume: "Need to check for already existing volume name": an existing volume
+    // at least as large (and within the limit) is answered again, with its own capacity.
     if let Some(v) = s.volumes.values().find(|v| v.name == name) {
-        return if v.capacity == size {
-            Ok(v.clone())
-        } else {
-            Err(status(6, format!("volume {name} exists with another size")))
-        };
+        if v.capacity < size || (limit > 0 && v.capacity > limit) {
+            return Err(status(
+                6,
+                format!("Volume with the same name: {name} but with different size already exist"),
+            ));
+        }
+        if let (Some(from), Some(had)) = (from, v.source.as_deref()) {
+            if from != had {
+                return Err(status(6, "existing volume source snapshot id not matching"));
+            }
+        }
+        return Ok(v.clone());
     }
     let id = next_id(s, "pvc");
     let mut file = dir.join("volumes").join(format!("{id}.img"));
     let mut shared = false;
     match from {
         Some(snap) => {
+            // loadFromSnapshot: the snapshot must fit, then `dd if=SNAPSHOT of=VOLUME`
+            // makes the volume's file a copy of the snapshot's.
             let snap = s
                 .snapshots
                 .get(snap)
                 .ok_or_else(|| status(5, format!("no snapshot {snap}")))?;
+            if snap.size > size {
+                return Err(status(
+                    3,
+                    format!(
+                        "snapshot {} size {} is greater than requested volume size {size}",
+                        snap.id, snap.size
+                    ),
+                ));
+            }
             if read_only {
                 file = snap.file.clone();
                 shared = true;
@@ -382,11 +480,20 @@ fn create_volume(
                 std::fs::copy(&snap.file, &file).map_err(|e| status(13, e.to_string()))?;
             }
         }
-        None => {
+        None if s.behaviour.round_up > 0 => {
+            size = size.next_multiple_of(s.behaviour.round_up);
             run(
                 "fallocate",
                 &["-l", &size.to_string(), file.to_str().unwrap()],
             )?;
+        }
+        None => {
+            // createVolume: `fallocate -l fmt.Sprintf("%dM", cap/mib)`: whole MiB, rounded
+            // down; 0M (under 1 MiB) fails. The capacity recorded stays `size`. (A plain
+            // Go error: gRPC's UNKNOWN.)
+            let megs = format!("{}M", size / MIB);
+            run("fallocate", &["-l", &megs, file.to_str().unwrap()])
+                .map_err(|e| status(2, format!("failed to create block device: {}", e.1)))?;
         }
     }
     let v = Vol {
@@ -401,16 +508,37 @@ fn create_volume(
     Ok(v)
 }
 
+/// CreateSnapshot as the reference does it (pkg/hostpath/controllerserver.go,
+/// CreateSnapshot): the name is looked up first (state.GetSnapshotByName, the first
+/// snapshot of that name): of the same volume, that snapshot is answered again as it
+/// was, creation time included; of another volume, ALREADY_EXISTS. A new snapshot is
+/// `cp` of the volume's file, its size the volume's capacity.
 fn create_snapshot(s: &mut State, dir: &Path, volume: &str, name: &str) -> Result<Snap, Status> {
-    if let Some(snap) = s.snapshots.values().find(|x| x.name == name) {
-        return Ok(snap.clone());
+    let mut same_name: Vec<&Snap> = s.snapshots.values().filter(|x| x.name == name).collect();
+    same_name.sort_by_key(|x| x.seq);
+    if let Some(snap) = same_name.first() {
+        if snap.source == volume {
+            return Ok((*snap).clone());
+        }
+        return Err(status(
+            6,
+            format!(
+                "snapshot with the same name: {name} but with different SourceVolumeId already exist"
+            ),
+        ));
     }
     let v = s
         .volumes
         .get(volume)
-        .ok_or_else(|| status(5, format!("no volume {volume}")))?
+        .ok_or_else(|| {
+            status(
+                5,
+                format!("volume id {volume} does not exist in the volumes list"),
+            )
+        })?
         .clone();
     let id = next_id(s, "snap");
+    let seq = s.counter;
     let file = dir.join("snapshots").join(format!("{id}.img"));
     std::fs::copy(&v.file, &file).map_err(|e| status(13, e.to_string()))?;
     let snap = Snap {
@@ -419,6 +547,8 @@ fn create_snapshot(s: &mut State, dir: &Path, volume: &str, name: &str) -> Resul
         source: volume.into(),
         file,
         size: v.capacity,
+        created: timestamp(),
+        seq,
     };
     s.snapshots.insert(id, snap.clone());
     Ok(snap)
@@ -459,7 +589,7 @@ fn snapshot_msg(snap: &Snap) -> Snapshot {
         size_bytes: snap.size as i64,
         snapshot_id: snap.id.clone(),
         source_volume_id: snap.source.clone(),
-        creation_time: Some(timestamp()),
+        creation_time: Some(snap.created.clone()),
         ready_to_use: true,
     }
 }
@@ -477,7 +607,8 @@ fn decode<M: Message + Default>(body: &[u8]) -> Result<M, Status> {
 }
 
 /// Pages a listing: entries from `token` (an index), `max` at most, or fewer where the
-/// behaviour says (`list_page`); `endless_list` hands out the same token forever.
+/// behaviour says (`list_page`); `endless_list` hands out the same token forever,
+/// `looping_list` the first page with ever new tokens.
 fn page<T: Clone>(
     all: &[T],
     token: &str,
@@ -497,6 +628,10 @@ fn page<T: Clone>(
     if behaviour.list_page > 0 {
         max = max.min(behaviour.list_page);
     }
+    if behaviour.looping_list {
+        let to = max.min(all.len());
+        return Ok((all[..to].to_vec(), (from + 1).to_string()));
+    }
     let to = (from + max).min(all.len());
     let next = if behaviour.endless_list {
         "1".to_string()
@@ -506,6 +641,71 @@ fn page<T: Clone>(
         String::new()
     };
     Ok((all.get(from..to).unwrap_or(&[]).to_vec(), next))
+}
+
+/// ListVolumes as the reference answers it (pkg/hostpath/controllerserver.go,
+/// ListVolumes): volumes sorted by ID; the token is a 1-based index ("1" when empty,
+/// ABORTED when not a number); entries from there while `index < max_entries` (counted
+/// from the FIRST volume, all when 0 or more than there are), and never a next_token: a
+/// client asking fewer than there are sees a listing that looks complete.
+fn reference_volume_list(all: &[Vol], r: &ListVolumesRequest) -> Result<Vec<Vol>, Status> {
+    let token = if r.starting_token.is_empty() {
+        "1"
+    } else {
+        &r.starting_token
+    };
+    let start: i64 = token
+        .parse::<i32>()
+        .map_err(|_| status(10, "The type of startingToken should be integer"))?
+        .into();
+    let len = all.len() as i64;
+    let max = match i64::from(r.max_entries) {
+        m if m > len || m <= 0 => len,
+        m => m,
+    };
+    if start < 1 {
+        // Go would index volumes[-1] and panic; a status here.
+        return Err(status(13, format!("startingToken {start}")));
+    }
+    Ok((start - 1..len.min(max))
+        .map(|i| all[i as usize].clone())
+        .collect())
+}
+
+/// Unfiltered ListSnapshots as the reference pages it (pkg/hostpath/controllerserver.go,
+/// ListSnapshots, case 3): the token is a 0-based index (ABORTED when not a number or
+/// past the end), `max_entries` 0 means all that remain, next_token where more remain.
+fn reference_snapshot_page(
+    all: &[Snap],
+    r: &ListSnapshotsRequest,
+) -> Result<(Vec<Snap>, String), Status> {
+    let len = all.len();
+    let start = if r.starting_token.is_empty() {
+        0
+    } else {
+        r.starting_token
+            .parse::<u32>()
+            .map_err(|_| status(10, format!("startingToken={} !< int32", r.starting_token)))?
+            as usize
+    };
+    if start > len {
+        return Err(status(
+            10,
+            format!("startingToken={start} > len(snapshots)={len}"),
+        ));
+    }
+    let rem = len - start;
+    let max = match r.max_entries {
+        m if m <= 0 || m as usize > rem => rem,
+        m => m as usize,
+    };
+    let end = start + max;
+    let next = if end < len {
+        end.to_string()
+    } else {
+        String::new()
+    };
+    Ok((all[start..end].to_vec(), next))
 }
 
 /// A unary method's answer.
@@ -528,12 +728,13 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
             {
                 return Err(status(3, "the tests' driver serves block volumes only"));
             }
-            let size = r.capacity_range.map(|c| c.required_bytes).unwrap_or(0);
-            if size <= 0 || !(size as u64).is_multiple_of(BLOCK) {
-                return Err(status(
-                    11,
-                    format!("capacity {size} is not a positive multiple of {BLOCK}"),
-                ));
+            // CreateVolume: negative bytes are refused; no alignment is asked for.
+            let (size, limit) = r
+                .capacity_range
+                .map(|c| (c.required_bytes, c.limit_bytes))
+                .unwrap_or((0, 0));
+            if size < 0 || limit < 0 {
+                return Err(status(3, "cannot have negative capacity"));
             }
             let from = match r.volume_content_source.and_then(|c| c.source) {
                 Some(ContentSource::Snapshot(snap)) => Some(snap.snapshot_id),
@@ -546,11 +747,15 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
                     .as_ref()
                     .is_some_and(|m| m.mode == AccessMode::SingleNodeReaderOnly as i32)
             });
+            if r.name.is_empty() {
+                return Err(status(3, "Name missing in request"));
+            }
             let v = create_volume(
                 &mut s,
                 dir,
                 &r.name,
                 size as u64,
+                limit as u64,
                 from.as_deref(),
                 read_only,
             )?;
@@ -574,7 +779,11 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
         "/csi.v1.Controller/ListVolumes" => {
             let r: ListVolumesRequest = decode(body)?;
             let all: Vec<Vol> = s.volumes.values().cloned().collect();
-            let (entries, next_token) = page(&all, &r.starting_token, r.max_entries, &s.behaviour)?;
+            let (entries, next_token) = if s.behaviour.pages() {
+                page(&all, &r.starting_token, r.max_entries, &s.behaviour)?
+            } else {
+                (reference_volume_list(&all, &r)?, String::new())
+            };
             ListVolumesResponse {
                 entries: entries
                     .iter()
@@ -588,6 +797,12 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
         }
         "/csi.v1.Controller/CreateSnapshot" => {
             let r: CreateSnapshotRequest = decode(body)?;
+            if r.name.is_empty() {
+                return Err(status(3, "Name missing in request"));
+            }
+            if r.source_volume_id.is_empty() {
+                return Err(status(3, "SourceVolumeId missing in request"));
+            }
             let snap = create_snapshot(&mut s, dir, &r.source_volume_id, &r.name)?;
             CreateSnapshotResponse {
                 snapshot: Some(snapshot_msg(&snap)),
@@ -602,15 +817,33 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
             Empty {}.encode_to_vec()
         }
         "/csi.v1.Controller/ListSnapshots" => {
+            // ListSnapshots (pkg/hostpath/controllerserver.go), case by case.
             let r: ListSnapshotsRequest = decode(body)?;
-            let all: Vec<Snap> = s
-                .snapshots
-                .values()
-                .filter(|x| r.source_volume_id.is_empty() || x.source == r.source_volume_id)
-                .filter(|x| r.snapshot_id.is_empty() || x.id == r.snapshot_id)
-                .cloned()
-                .collect();
-            let (entries, next_token) = page(&all, &r.starting_token, r.max_entries, &s.behaviour)?;
+            let mut in_order: Vec<Snap> = s.snapshots.values().cloned().collect();
+            in_order.sort_by_key(|x| x.seq);
+            let (entries, next_token) = if !r.snapshot_id.is_empty() {
+                // "case 1: SnapshotId is not empty": that snapshot (whatever
+                // source_volume_id says) or none; no paging.
+                let one = s.snapshots.get(&r.snapshot_id).cloned();
+                (one.into_iter().collect(), String::new())
+            } else if !r.source_volume_id.is_empty() {
+                // "case 2: SourceVolumeId is not empty": the loop returns
+                // convertSnapshot of the FIRST match in state order (creation order),
+                // a one-entry list: the driver's known bug; no paging.
+                let first = in_order
+                    .into_iter()
+                    .find(|x| x.source == r.source_volume_id);
+                (first.into_iter().collect(), String::new())
+            } else {
+                // "case 3": every snapshot sorted by ID (a BTreeMap's order), paged by
+                // index.
+                let all: Vec<Snap> = s.snapshots.values().cloned().collect();
+                if s.behaviour.pages() {
+                    page(&all, &r.starting_token, r.max_entries, &s.behaviour)?
+                } else {
+                    reference_snapshot_page(&all, &r)?
+                }
+            };
             ListSnapshotsResponse {
                 entries: entries
                     .iter()

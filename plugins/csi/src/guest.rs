@@ -1,7 +1,7 @@
 //! The component glue: CSI calls through the granted endpoint, published devices through
 //! the host.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec;
@@ -43,6 +43,9 @@ const DEFAULT_MAX_RESULTS: i32 = 1024;
 const LIST_PAGE: i32 = 256;
 /// A listing longer than this many pages is a driver handing out tokens forever.
 const MAX_LIST_PAGES: usize = 100_000;
+/// Pages in a row that bring no entry not seen before: a driver going round in circles
+/// (one or two such pages happen when entries shift between pages).
+const MAX_STALE_PAGES: usize = 16;
 /// Times a broken metadata stream is resumed before the export gives up.
 const STREAM_RETRIES: u32 = 3;
 /// A new volume may come back this much larger than asked (the WIT's promise to the host).
@@ -195,46 +198,91 @@ fn csi_volumes() -> Result<Vec<snapport_csi::msg::Volume>, BackendError> {
 
 /// Every page of a listing: `page(token)` answers one page's entries and the next
 /// token (empty at the end); a token handed out twice, or pages without end, are errors.
+/// An entry whose ID (`id`) came on an earlier page is left out: a driver that pages by
+/// index (csi-driver-host-path does) shifts its entries when one is made or deleted
+/// between two pages.
 fn all_pages<T>(
     method: &str,
+    id: impl Fn(&T) -> &str,
     mut page: impl FnMut(String) -> Result<(Vec<T>, String), BackendError>,
 ) -> Result<Vec<T>, BackendError> {
     let mut out = Vec::new();
+    let mut seen = BTreeSet::new();
     let mut token = String::new();
+    let mut stale = 0;
     for _ in 0..MAX_LIST_PAGES {
         let (entries, next) = page(token.clone())?;
-        out.extend(entries);
+        let before = out.len();
+        for entry in entries {
+            if seen.insert(id(&entry).to_string()) {
+                out.push(entry);
+            }
+        }
         if next.is_empty() {
             return Ok(out);
         }
         if next == token {
             return Err(BackendError::Corrupt(format!("{method} answered the same next_token {token:?} again")));
         }
+        stale = if out.len() == before { stale + 1 } else { 0 };
+        if stale > MAX_STALE_PAGES {
+            return Err(BackendError::Corrupt(format!(
+                "{method} answered {stale} pages in a row with nothing new, each with another next_token: its paging never ends"
+            )));
+        }
         token = next;
     }
     Err(BackendError::Corrupt(format!("{method} did not end after {MAX_LIST_PAGES} pages")))
 }
 
-/// Every volume the driver lists.
+/// Every volume the driver lists, in pages of `LIST_PAGE`. csi-driver-host-path's
+/// ListVolumes (pkg/hostpath/controllerserver.go) cuts its answer at `max_entries` and
+/// never answers a next_token, so a full page without a token may be a cut listing: the
+/// volumes are then asked again with `max_entries` 0, which CSI lets a driver answer in
+/// full (the reference does) or in pages it picks (followed).
 fn listed_volumes() -> Result<Vec<snapport_csi::msg::Volume>, BackendError> {
-    all_pages("ListVolumes", |starting_token| {
-        let page: ListVolumesResponse =
-            call(method::LIST_VOLUMES, &ListVolumesRequest { max_entries: LIST_PAGE, starting_token }).map_err(
-                |e| match e {
-                    BackendError::Unsupported(s) => {
-                        BackendError::Unsupported(format!("the CSI driver cannot list its volumes: {s}"))
-                    }
-                    e => e,
-                },
-            )?;
-        Ok((page.entries.into_iter().filter_map(|e| e.volume).collect(), page.next_token))
-    })
+    let cut = Cell::new(false);
+    let list = |max_entries: i32| {
+        all_pages(
+            "ListVolumes",
+            |v: &snapport_csi::msg::Volume| v.volume_id.as_str(),
+            |starting_token| {
+                let page: ListVolumesResponse =
+                    call(method::LIST_VOLUMES, &ListVolumesRequest { max_entries, starting_token }).map_err(
+                        |e| match e {
+                            BackendError::Unsupported(s) => {
+                                BackendError::Unsupported(format!("the CSI driver cannot list its volumes: {s}"))
+                            }
+                            e => e,
+                        },
+                    )?;
+                let entries: Vec<_> = page.entries.into_iter().filter_map(|e| e.volume).collect();
+                if max_entries > 0 && page.next_token.is_empty() && entries.len() >= max_entries as usize {
+                    cut.set(true);
+                }
+                Ok((entries, page.next_token))
+            },
+        )
+    };
+    let volumes = list(LIST_PAGE)?;
+    if !cut.get() {
+        return Ok(volumes);
+    }
+    log(
+        LogLevel::Debug,
+        &format!("ListVolumes answered a full page of {LIST_PAGE} without a next_token: asking for all at once"),
+    );
+    list(0)
 }
 
-/// Snapshots of one source volume, or one snapshot by ID: the driver's ListSnapshots, or
-/// the pool's `snapshots` setting (`VOLUME_ID@SNAPSHOT_ID=BYTES`) where it cannot list.
+/// Snapshots of one source volume, or one snapshot by ID (empty: any): the driver's
+/// ListSnapshots, or the pool's `snapshots` setting (`VOLUME_ID@SNAPSHOT_ID=BYTES`) where
+/// it cannot list. Always the unfiltered listing, filtered here: csi-driver-host-path
+/// answers a ListSnapshots filtered by source_volume_id with that volume's first
+/// snapshot only (pkg/hostpath/controllerserver.go, ListSnapshots, "case 2"), and a
+/// filter by snapshot_id with that snapshot whatever its source ("case 1").
 fn csi_snapshots(source_volume_id: &str, snapshot_id: &str) -> Result<Vec<Snapshot>, BackendError> {
-    match listed_snapshots(source_volume_id, snapshot_id) {
+    let all = match listed_snapshots() {
         Err(BackendError::Unsupported(why)) => {
             let mut out = Vec::new();
             for (name, size) in configured("snapshots", &why)? {
@@ -243,38 +291,38 @@ fn csi_snapshots(source_volume_id: &str, snapshot_id: &str) -> Result<Vec<Snapsh
                         "settings.snapshots: {name:?} is not VOLUME_ID@SNAPSHOT_ID=BYTES"
                     )));
                 };
-                if (source_volume_id.is_empty() || volume == source_volume_id)
-                    && (snapshot_id.is_empty() || id == snapshot_id)
-                {
-                    out.push(Snapshot {
-                        size_bytes: size as i64,
-                        snapshot_id: id.into(),
-                        source_volume_id: volume.into(),
-                        creation_time: None,
-                        ready_to_use: true,
-                    });
-                }
+                out.push(Snapshot {
+                    size_bytes: size as i64,
+                    snapshot_id: id.into(),
+                    source_volume_id: volume.into(),
+                    creation_time: None,
+                    ready_to_use: true,
+                });
             }
-            Ok(out)
+            out
         }
-        r => r,
-    }
+        r => r?,
+    };
+    Ok(all
+        .into_iter()
+        .filter(|s| source_volume_id.is_empty() || s.source_volume_id == source_volume_id)
+        .filter(|s| snapshot_id.is_empty() || s.snapshot_id == snapshot_id)
+        .collect())
 }
 
-/// Snapshots the driver lists.
-fn listed_snapshots(source_volume_id: &str, snapshot_id: &str) -> Result<Vec<Snapshot>, BackendError> {
-    all_pages("ListSnapshots", |starting_token| {
-        let page: ListSnapshotsResponse = call(
-            method::LIST_SNAPSHOTS,
-            &ListSnapshotsRequest {
-                max_entries: LIST_PAGE,
-                starting_token,
-                source_volume_id: source_volume_id.into(),
-                snapshot_id: snapshot_id.into(),
-            },
-        )?;
-        Ok((page.entries.into_iter().filter_map(|e| e.snapshot).collect(), page.next_token))
-    })
+/// Every snapshot the driver lists (no filter: see `csi_snapshots`).
+fn listed_snapshots() -> Result<Vec<Snapshot>, BackendError> {
+    all_pages(
+        "ListSnapshots",
+        |s: &Snapshot| s.snapshot_id.as_str(),
+        |starting_token| {
+            let page: ListSnapshotsResponse = call(
+                method::LIST_SNAPSHOTS,
+                &ListSnapshotsRequest { max_entries: LIST_PAGE, starting_token, ..Default::default() },
+            )?;
+            Ok((page.entries.into_iter().filter_map(|e| e.snapshot).collect(), page.next_token))
+        },
+    )
 }
 
 fn find_volume(id: &str) -> Result<snapport_csi::msg::Volume, BackendError> {
@@ -285,14 +333,29 @@ fn find_volume(id: &str) -> Result<snapport_csi::msg::Volume, BackendError> {
 }
 
 fn find_snapshot(volume: &str, id: &str) -> Result<Snapshot, BackendError> {
-    let all = match csi_snapshots("", id) {
-        Err(BackendError::NotFound(_)) => Vec::new(),
-        r => r?,
-    };
-    all.into_iter()
-        .find(|s| s.snapshot_id == id && s.source_volume_id == volume)
+    csi_snapshots(volume, id)?
+        .into_iter()
+        .next()
         .ok_or_else(|| BackendError::NotFound(format!("the CSI driver lists no snapshot {id} of volume {volume}")))
 }
+
+/// CreateSnapshot's `name`: the driver's idempotency key (a name it has seen answers
+/// that snapshot again; csi-driver-host-path, CreateSnapshot), so never the user's
+/// name, which would answer last night's `nightly` again or collide across volumes.
+/// Unique per request: `snapport-MS-HASH`, MS the request's time (the host's clock)
+/// and HASH 64-bit FNV-1a of `VOLUME \0 NAME`; a retry of the same request (same
+/// volume, name and time, after a crash) gets the same snapshot back.
+fn snapshot_key(volume: &str, name: &str, created_unix_ms: u64) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in volume.bytes().chain([0]).chain(name.bytes()) {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("snapport-{created_unix_ms}-{hash:016x}")
+}
+
+/// How much earlier than asked a snapshot CreateSnapshot answers may have been taken and
+/// still be the one asked for (clocks of host and driver differ a little).
+const CLOCK_SLACK_MS: u64 = 1000;
 
 fn volume_info(name: &str, size: u64) -> VolumeInfo {
     VolumeInfo {
@@ -519,9 +582,16 @@ fn create_block_volume(
     }
     *held = Some(Held::new(&volume.volume_id, true));
     let capacity = non_negative("the new volume's capacity", volume.capacity_bytes)?;
-    if capacity < size || capacity - size >= MAX_ROUND_UP {
+    if capacity < size {
         return Err(BackendError::Corrupt(format!(
             "CreateVolume made volume {} of {capacity} bytes where {size} were asked",
+            volume.volume_id
+        )));
+    }
+    if capacity - size >= MAX_ROUND_UP {
+        // Drivers with a unit round up (CSI lets them, up to limit_bytes, which is 0 here).
+        return Err(BackendError::InvalidArgument(format!(
+            "the CSI driver made volume {} of {capacity} bytes where {size} were asked (it rounds sizes up to its unit), so it would not hold exactly the bytes verified; nothing was kept: pad the source (or --size) to a multiple of the driver's unit",
             volume.volume_id
         )));
     }
@@ -569,11 +639,7 @@ impl Guest for Plugin {
     }
 
     fn list_snapshots(volume: Option<String>) -> Result<Vec<SnapshotInfo>, BackendError> {
-        let mut all = csi_snapshots(volume.as_deref().unwrap_or(""), "")?;
-        if let Some(v) = &volume {
-            all.retain(|s| &s.source_volume_id == v);
-        }
-        all.iter().map(snapshot_info).collect()
+        csi_snapshots(volume.as_deref().unwrap_or(""), "")?.iter().map(snapshot_info).collect()
     }
 
     fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<VolumeHandle, BackendError> {
@@ -646,6 +712,15 @@ impl Guest for Plugin {
         let (id, capacity) = made?;
         let mut held = held.expect("set by create_block_volume");
         let device = held.publish(true)?;
+        let got = host::device_size(device)?;
+        if got < capacity {
+            // csi-driver-host-path makes a block volume's file whole MiB, rounded down,
+            // and answers the capacity asked (pkg/hostpath/hostpath.go, createVolume:
+            // `fallocate -l <capacity/MiB>M`). Dropping `held` deletes the volume again.
+            return Err(BackendError::InvalidArgument(format!(
+                "the CSI driver made volume {id} for {size} bytes, but the device it published holds only {got} (drivers store whole units: csi-driver-host-path whole MiB, rounded down); nothing was kept: pad the source (or --size) to a multiple of 1 MiB, or of the driver's unit"
+            )));
+        }
         check_device(device, &id, capacity)?;
         if id != name {
             log(LogLevel::Info, &format!("the CSI driver made volume {name} as vd/{id}"));
@@ -659,12 +734,14 @@ impl Guest for Plugin {
     }
 
     /// CSI names snapshots by the ID the driver picks: the snapshot is listed as
-    /// `vds/VOLUME@ID`; `name` is CreateSnapshot's idempotency name (label `csi.name`).
-    fn create_snapshot(volume: String, name: String, _: u64) -> Result<SnapshotInfo, BackendError> {
+    /// `vds/VOLUME@ID`. CreateSnapshot's `name` is a key made unique for this request
+    /// (`snapshot_key`, label `csi.name`); the name asked for is label `snapport.name`.
+    fn create_snapshot(volume: String, name: String, created_unix_ms: u64) -> Result<SnapshotInfo, BackendError> {
         find_volume(&volume)?;
+        let key = snapshot_key(&volume, &name, created_unix_ms);
         let reply: CreateSnapshotResponse = call(
             method::CREATE_SNAPSHOT,
-            &CreateSnapshotRequest { source_volume_id: volume.clone(), name: name.clone() },
+            &CreateSnapshotRequest { source_volume_id: volume.clone(), name: key.clone() },
         )?;
         let snap = reply.snapshot.ok_or_else(|| BackendError::Corrupt("CreateSnapshot answered no snapshot".into()))?;
         if snap.source_volume_id != volume || snap.snapshot_id.is_empty() {
@@ -674,7 +751,15 @@ impl Guest for Plugin {
             )));
         }
         let mut info = snapshot_info(&snap)?;
-        info.labels.push(Label { key: "csi.name".into(), value: name });
+        if let Some(taken) = info.created_unix_ms.filter(|&t| t.saturating_add(CLOCK_SLACK_MS) < created_unix_ms) {
+            return Err(BackendError::Conflict(format!(
+                "CreateSnapshot {key} of {volume} answered snapshot {}, taken at {taken} ms since 1970, {} ms before this request: the driver answered an earlier snapshot instead of a new one",
+                snap.snapshot_id,
+                created_unix_ms - taken
+            )));
+        }
+        info.labels.push(Label { key: "csi.name".into(), value: key });
+        info.labels.push(Label { key: "snapport.name".into(), value: name });
         Ok(info)
     }
 
