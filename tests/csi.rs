@@ -1135,3 +1135,228 @@ fn volumes_past_a_page_the_driver_cuts_are_listed() {
     same(&lab.download(&format!("vd/{last}"), &[]), &expected);
     lab.assert_clean(261);
 }
+
+/// Every snapshot the driver holds, as an unfiltered ListSnapshots answers (the one
+/// listing the reference driver gets right).
+fn driver_snapshots(lab: &Lab) -> Vec<snapport_csi::msg::Snapshot> {
+    let all: snapport_csi::msg::ListSnapshotsResponse = lab
+        .server
+        .call(
+            snapport_csi::method::LIST_SNAPSHOTS,
+            &snapport_csi::msg::ListSnapshotsRequest::default(),
+        )
+        .unwrap();
+    all.entries.into_iter().filter_map(|e| e.snapshot).collect()
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Three snapshots of one disk under the driver's quirky filtered listing: each is
+/// listed, described, exported, used as a delta's base, restored (by copy: CSI has no
+/// in-place restore) and deleted by its name; the pool's limit (3) holds.
+#[test]
+fn three_snapshots_of_a_disk_live_their_whole_life_by_name() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(16);
+    let v = lab.volume.clone();
+    let mut images = Vec::new();
+    for (i, name) in ["a", "b", "c"].iter().enumerate() {
+        lab.write(i as u64 * (2 << 20) + 3 * BLOCK, 30000, 40 + i as u8, false);
+        snapshot_create(&lab, &v, &["--name", name]);
+        images.push(lab.image.clone());
+    }
+    let listed = json_of(&lab.ok(&["get", "vds", &v, "-n", POOL, "-o", "json"]));
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x["snapshot"].as_str())
+        .collect();
+    assert_eq!(names, ["a", "b", "c"], "{listed}");
+    // The limit: a fourth is refused, and the driver is not asked.
+    let err = lab.fails(&["snapshot", "create", &format!("vd/{v}"), "--name", "d"]);
+    assert!(err.contains("limit"), "{err}");
+    assert_eq!(driver_snapshots(&lab).len(), 3);
+
+    for (name, image) in ["a", "b", "c"].iter().zip(&images) {
+        let d = json_of(&lab.ok(&[
+            "describe",
+            &format!("vds/{v}@{name}"),
+            "-n",
+            POOL,
+            "-o",
+            "json",
+        ]));
+        assert_eq!(d["phase"], "Ready", "{d}");
+        assert!(
+            d["id"].as_str().is_some_and(|id| id.starts_with("snap-")),
+            "{d}"
+        );
+        same(&lab.download(&format!("vds/{v}@{name}"), &[]), image);
+    }
+    let b = json_of(&lab.ok(&["describe", &format!("vds/{v}@b"), "-n", POOL, "-o", "json"]));
+    assert_eq!(b["parent"], format!("vds/{v}@a"));
+
+    // --since: the delta from a to c, applied onto a, is c.
+    let delta = lab.home.out("a-c.delta");
+    lab.ok(&[
+        "download",
+        &format!("vds/{v}@c"),
+        "--since",
+        &format!("vds/{v}@a"),
+        "-n",
+        POOL,
+        "-o",
+        p(&delta),
+        "-q",
+    ]);
+    let made = json_of(&lab.ok(&[
+        "upload",
+        p(&delta),
+        "vd/rebuilt",
+        "--onto",
+        &format!("vds/{v}@a"),
+        "-n",
+        POOL,
+        "-o",
+        "json",
+    ]));
+    let rebuilt = made["id"]
+        .as_str()
+        .expect("the volume the driver made")
+        .to_string();
+    tool(
+        "cmp",
+        &[
+            p(&lab.server.volume_file(&rebuilt)),
+            p(&lab.download(&format!("vds/{v}@c"), &[])),
+        ],
+    );
+    same(&lab.server.volume_file(&rebuilt), &images[2]);
+    lab.ok(&["delete", &format!("vd/{rebuilt}"), "-n", POOL, "-q"]);
+
+    // Restore to b: the volume's bytes become b's.
+    lab.write(0, 50000, 99, false);
+    lab.ok(&[
+        "restore",
+        &format!("vd/{v}"),
+        "--from",
+        &format!("vds/{v}@b"),
+        "--mode",
+        "best-effort",
+        "-n",
+        POOL,
+    ]);
+    same(&lab.server.volume_file(&v), &images[1]);
+
+    for name in ["b", "a", "c"] {
+        lab.ok(&["delete", &format!("vds/{v}@{name}"), "-n", POOL, "-q"]);
+    }
+    assert!(driver_snapshots(&lab).is_empty());
+    let listed = json_of(&lab.ok(&["get", "vds", "-n", POOL, "-o", "json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 0, "{listed}");
+    lab.assert_clean(1);
+}
+
+/// Listing one disk's snapshots keeps the records (comment, parent) of another's.
+#[test]
+fn listing_one_disk_keeps_the_records_of_another() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new(16);
+    let d = lab.volume.clone();
+    let e = lab.server.create_volume("e", SIZE);
+    snapshot_create(&lab, &e, &["--name", "e1"]);
+    snapshot_create(&lab, &e, &["--name", "e2", "--comment", "keep me"]);
+    snapshot_create(&lab, &d, &["--name", "d1"]);
+    for _ in 0..2 {
+        lab.ok(&["get", "vds", &d, "-n", POOL]);
+    }
+    let e2 = json_of(&lab.ok(&["describe", &format!("vds/{e}@e2"), "-n", POOL, "-o", "json"]));
+    assert_eq!(e2["comment"], "keep me", "{e2}");
+    assert_eq!(e2["parent"], format!("vds/{e}@e1"), "{e2}");
+}
+
+/// A VM over two CSI disks: snapshot, restore and delete, all through the driver; a
+/// failure after the first disk's snapshot leaves no driver snapshot and no record.
+#[test]
+fn a_vm_over_two_csi_disks_is_all_or_nothing() {
+    if !can_run() {
+        return;
+    }
+    let mut lab = Lab::new(16);
+    let v = lab.volume.clone();
+    let w = lab.server.create_volume("w", SIZE);
+    let cfg = lab.home.out("web.json");
+    std::fs::write(
+        &cfg,
+        format!(r#"{{"name":"web","disks":[{{"name":"{v}","pool":"{POOL}"}},{{"name":"{w}","pool":"{POOL}"}}]}}"#),
+    )
+    .unwrap();
+    lab.ok(&["create", "vm/web", "--config", p(&cfg), "-q"]);
+    let mut w_image = vec![0u8; SIZE as usize];
+    let mut write_w = |lab: &Lab, offset: usize, seed: u8| {
+        let data: Vec<u8> = (0..20000).map(|i| (i as u8) ^ seed | 1).collect();
+        lab.server.write(&w, offset as u64, &data);
+        w_image[offset..offset + data.len()].copy_from_slice(&data);
+        w_image.clone()
+    };
+    lab.write(BLOCK, 20000, 1, false);
+    let w_s1 = write_w(&lab, 0, 2);
+    let v_s1 = lab.image.clone();
+    lab.ok(&["snapshot", "create", "vm/web", "--name", "s1", "-q"]);
+    assert_eq!(driver_snapshots(&lab).len(), 2);
+
+    // A failure injected at the second disk: the first disk's snapshot goes again.
+    lab.server.set(|b| b.fail_snapshots_of = Some(w.clone()));
+    let err = lab.fails(&["snapshot", "create", "vm/web", "--name", "s2"]);
+    assert!(
+        err.contains("injected failure") && err.contains("not taken"),
+        "{err}"
+    );
+    assert_eq!(driver_snapshots(&lab).len(), 2, "only s1's two remain");
+    let records = json_of(&lab.ok(&["get", "vds", "-n", POOL, "-o", "json"]));
+    assert!(
+        records
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["snapshot"] == "s1"),
+        "{records}"
+    );
+    let vms = json_of(&lab.ok(&["get", "vms", "-o", "json"]));
+    let names: Vec<&str> = vms
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["vms/web@s1"], "{vms}");
+    lab.server.set(|b| b.fail_snapshots_of = None);
+
+    // New writes, then the VM back to s1: both disks' bytes are s1's.
+    lab.write(5 << 20, 40000, 3, false);
+    write_w(&lab, 7 << 20, 4);
+    lab.ok(&[
+        "restore",
+        "vm/web",
+        "--from",
+        "vms/web@s1",
+        "--mode",
+        "best-effort",
+    ]);
+    same(&lab.server.volume_file(&v), &v_s1);
+    same(&lab.server.volume_file(&w), &w_s1);
+
+    // Deleting the VM snapshot deletes both disk snapshots on the driver.
+    lab.ok(&["delete", "vms/web@s1", "-q"]);
+    assert!(driver_snapshots(&lab).is_empty());
+    let records = json_of(&lab.ok(&["get", "vds", "-n", POOL, "-o", "json"]));
+    assert_eq!(records.as_array().unwrap().len(), 0, "{records}");
+    lab.assert_clean(2);
+}

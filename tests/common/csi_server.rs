@@ -82,6 +82,9 @@ pub struct Behaviour {
     pub round_up: u64,
     /// Metadata streams wait this long before their first message.
     pub stall: Duration,
+    /// CreateSnapshot of this source volume answers INTERNAL (a failure to inject
+    /// half-way through a VM snapshot).
+    pub fail_snapshots_of: Option<String>,
 }
 
 impl Behaviour {
@@ -802,6 +805,12 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
             }
             if r.source_volume_id.is_empty() {
                 return Err(status(3, "SourceVolumeId missing in request"));
+            }
+            if s.behaviour.fail_snapshots_of.as_deref() == Some(r.source_volume_id.as_str()) {
+                return Err(status(
+                    13,
+                    "injected failure: the storage backend is unavailable",
+                ));
             }
             let snap = create_snapshot(&mut s, dir, &r.source_volume_id, &r.name)?;
             CreateSnapshotResponse {

@@ -74,7 +74,11 @@ pub fn run(args: Args) -> Result<()> {
         conflicts.iter().any(|c| c.fatal) || (args.mode == Mode::Strict && !conflicts.is_empty());
     let restored = args.mode != Mode::DryRun && !blocked;
     if restored {
-        restore.run(&ctx, &mut pool, args.output != crate::commands::OutputArg::Text)?;
+        restore.run(
+            &ctx,
+            &mut pool,
+            args.output != crate::commands::OutputArg::Text,
+        )?;
     }
 
     let mode = format!("{:?}", args.mode);
@@ -142,13 +146,24 @@ struct Restore {
 }
 
 impl Restore {
-    fn run(&self, ctx: &Context, instance: &mut snapport_host::Instance, quiet: bool) -> Result<()> {
+    fn run(
+        &self,
+        ctx: &Context,
+        instance: &mut snapport_host::Instance,
+        quiet: bool,
+    ) -> Result<()> {
         let backend_name = self
             .snapshot
             .backend_name
             .as_deref()
             .unwrap_or(&self.snapshot.name);
-        let what = || format!("restoring vd/{} from {}", self.disk, self.snapshot.address());
+        let what = || {
+            format!(
+                "restoring vd/{} from {}",
+                self.disk,
+                self.snapshot.address()
+            )
+        };
         if !self.by_copy {
             instance
                 .restore_snapshot(&self.disk, backend_name)
@@ -173,7 +188,8 @@ impl Restore {
             .with_context(what)?;
         }
         snapshots::update(&ctx.config.home, &self.pool, |r| {
-            r.heads.insert(self.disk.clone(), self.snapshot.name.clone());
+            r.heads
+                .insert(self.disk.clone(), self.snapshot.name.clone());
         })
     }
 }

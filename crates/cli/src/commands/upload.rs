@@ -639,11 +639,14 @@ fn upload_delta(args: &Args, target: &Address, onto: &Address) -> Result<()> {
         args.quiet,
     )?;
     let seconds = started.elapsed().as_secs_f64();
+    let made = made_address(target, &summary);
+    let target = &made;
     match args.output {
         OutputArg::Json => println!(
             "{}",
             serde_json::json!({
                 "target": target.to_string(),
+                "id": target.disk(),
                 "pool": args.pool,
                 "onto": onto.to_string(),
                 "base": delta.manifest.base.name,
