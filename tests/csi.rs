@@ -1360,3 +1360,75 @@ fn a_vm_over_two_csi_disks_is_all_or_nothing() {
     assert_eq!(records.as_array().unwrap().len(), 0, "{records}");
     lab.assert_clean(2);
 }
+
+/// A VM snapshot whose process is killed while the driver works: the first disk's
+/// snapshot is recorded by ID, the second made but never answered. The next snapshot of
+/// the VM deletes both from the driver (the second asked for again under the same
+/// idempotency key) and drops their records.
+#[test]
+fn what_a_killed_vm_snapshot_left_is_cleaned_up_by_the_next() {
+    if !can_run() {
+        return;
+    }
+    let lab = Lab::new(16);
+    let v = lab.volume.clone();
+    let w = lab.server.create_volume("w", SIZE);
+    let cfg = lab.home.out("web.json");
+    std::fs::write(
+        &cfg,
+        format!(r#"{{"name":"web","disks":[{{"name":"{v}","pool":"{POOL}"}},{{"name":"{w}","pool":"{POOL}"}}]}}"#),
+    )
+    .unwrap();
+    lab.ok(&["create", "vm/web", "--config", p(&cfg), "-q"]);
+    lab.server.set(|b| b.stall_snapshots_of = Some(w.clone()));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_snapport"))
+        .args(["snapshot", "create", "vm/web", "--name", "s1", "-q"])
+        .env("SNAPPORT_HOME", lab.home.path())
+        .env_remove("SNAPPORT_PLUGIN_PATH")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lab.server.snapshots().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the driver never made both snapshots"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    lab.server.set(|b| b.stall_snapshots_of = None);
+    assert_eq!(driver_snapshots(&lab).len(), 2);
+    let vms = json_of(&lab.ok(&["get", "vms", "-o", "json"]));
+    assert_eq!(vms[0]["phase"], "InProgress", "{vms}");
+
+    lab.ok(&["snapshot", "create", "vm/web", "--name", "s2", "-q"]);
+    let left = driver_snapshots(&lab);
+    assert_eq!(left.len(), 2, "only s2's two: {left:?}");
+    let records = json_of(&lab.ok(&["get", "vds", "-n", POOL, "-o", "json"]));
+    let names: BTreeSet<&str> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["snapshot"].as_str())
+        .collect();
+    assert_eq!(names, BTreeSet::from(["s2"]), "{records}");
+    let ids: BTreeSet<&str> = records
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    let on_driver: BTreeSet<&str> = left.iter().map(|s| s.snapshot_id.as_str()).collect();
+    assert_eq!(ids, on_driver);
+    let vms = json_of(&lab.ok(&["get", "vms", "-o", "json"]));
+    let names: Vec<&str> = vms
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["vms/web@s2"], "{vms}");
+    lab.assert_clean(2);
+}

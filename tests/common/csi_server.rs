@@ -85,6 +85,9 @@ pub struct Behaviour {
     /// CreateSnapshot of this source volume answers INTERNAL (a failure to inject
     /// half-way through a VM snapshot).
     pub fail_snapshots_of: Option<String>,
+    /// CreateSnapshot of this source volume makes the snapshot, then waits a minute
+    /// before answering (a client killed meanwhile never learns the ID).
+    pub stall_snapshots_of: Option<String>,
 }
 
 impl Behaviour {
@@ -813,10 +816,16 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
                 ));
             }
             let snap = create_snapshot(&mut s, dir, &r.source_volume_id, &r.name)?;
-            CreateSnapshotResponse {
+            let reply = CreateSnapshotResponse {
                 snapshot: Some(snapshot_msg(&snap)),
             }
-            .encode_to_vec()
+            .encode_to_vec();
+            if s.behaviour.stall_snapshots_of.as_deref() == Some(r.source_volume_id.as_str()) {
+                drop(s);
+                std::thread::sleep(Duration::from_secs(60));
+                return Ok(reply);
+            }
+            reply
         }
         "/csi.v1.Controller/DeleteSnapshot" => {
             let r: DeleteSnapshotRequest = decode(body)?;
