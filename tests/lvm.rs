@@ -595,6 +595,39 @@ fn thin_lvs_and_snapshots_export_as_thin_dump_maps_them() {
         "snap1 + delta is snap2"
     );
 
+    // Listing one disk's snapshots leaves another disk's records as they were: a
+    // record of `other` (comment and parent) outlives `get vds vol`, while a listing of
+    // every disk drops it, `other` having no snapshots on the backend.
+    home.ok(&["get", "vds", "vol", "-n", "lvm"]);
+    let state = home.path().join("state/lvm/snapshots.json");
+    let mut records: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let other = serde_json::json!({"disk": "other", "name": "o2", "id": "uuid-o2",
+        "backend_name": "o2", "phase": "Ready", "consistent": false,
+        "comment": "keep me", "parent": "o1"});
+    records["disk_snapshots"]
+        .as_array_mut()
+        .unwrap()
+        .push(other.clone());
+    std::fs::write(&state, serde_json::to_vec(&records).unwrap()).unwrap();
+    let kept = || -> bool {
+        let records: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+        records["disk_snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["disk"] == "other" && r["comment"] == "keep me" && r["parent"] == "o1")
+    };
+    home.ok(&["get", "vds", "vol", "-n", "lvm"]);
+    home.ok(&["describe", "vds/vol@snap1", "-n", "lvm"]);
+    assert!(kept(), "get vds vol dropped the record of another disk");
+    home.ok(&["get", "vds", "-n", "lvm"]);
+    assert!(
+        !kept(),
+        "a record of a snapshot the backend lacks outlived a full listing"
+    );
+
     // The backend conformance suite, deltas included.
     let checked = conformance::check_pool(&home, "lvm", true);
     assert_eq!(
