@@ -1310,7 +1310,20 @@ fn a_vm_over_two_csi_disks_is_all_or_nothing() {
     let w_s1 = write_w(&lab, 0, 2);
     let v_s1 = lab.image.clone();
     lab.ok(&["snapshot", "create", "vm/web", "--name", "s1", "-q"]);
-    assert_eq!(driver_snapshots(&lab).len(), 2);
+    let on_driver: BTreeSet<String> = driver_snapshots(&lab)
+        .into_iter()
+        .map(|s| s.snapshot_id)
+        .collect();
+    assert_eq!(on_driver.len(), 2);
+    // The VM snapshot shows each disk snapshot's driver ID.
+    let vms = json_of(&lab.ok(&["get", "vms", "-o", "json"]));
+    let ids: BTreeSet<String> = vms[0]["disks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|d| d["id"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(ids, on_driver, "{vms}");
 
     // A failure injected at the second disk: the first disk's snapshot goes again.
     lab.server.set(|b| b.fail_snapshots_of = Some(w.clone()));

@@ -79,7 +79,10 @@ impl Record {
                         || self.backend_created_unix_ms == s.created_unix_ms)
             }
             // A record from before IDs were kept: the backend's name was its name.
-            None => self.phase == Phase::Ready && self.backend_name.as_deref() == Some(&s.name),
+            None => {
+                matches!(self.phase, Phase::Ready | Phase::Terminating)
+                    && self.backend_name.as_deref() == Some(&s.name)
+            }
         }
     }
 

@@ -153,10 +153,10 @@ fn list_vm_snapshots(ctx: &Context, args: &Args) -> Result<()> {
     }
     snaps.sort_by_key(|s| (s.vm.clone(), s.created_unix_ms));
     if args.output == "json" {
-        let docs: Vec<_> = snaps
+        let docs = snaps
             .iter()
-            .map(crate::commands::snapshot::vm_snapshot_json)
-            .collect();
+            .map(|s| crate::commands::snapshot::vm_snapshot_json(&ctx.config.home, s))
+            .collect::<Result<Vec<_>>>()?;
         println!("{}", serde_json::to_string(&docs)?);
         return Ok(());
     }

@@ -730,7 +730,10 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
     }
     let doc = snapshots::vm_snapshot(&home, vm, &name)?;
     match args.output {
-        OutputArg::Json => println!("{}", serde_json::to_string_pretty(&vm_snapshot_json(&doc))?),
+        OutputArg::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&vm_snapshot_json(&home, &doc)?)?
+        ),
         OutputArg::Text if !args.quiet => eprintln!(
             "created {this} ({} disks, Ready, {})",
             cfg.disks.len(),
@@ -874,9 +877,25 @@ fn collect_vm(
     Ok(done)
 }
 
-/// A VM snapshot as `-o json` shows it.
-pub fn vm_snapshot_json(s: &snapshots::VmSnapshot) -> serde_json::Value {
-    serde_json::json!({
+/// A VM snapshot as `-o json` shows it, with each disk snapshot's backend ID as recorded.
+pub fn vm_snapshot_json(
+    home: &std::path::Path,
+    s: &snapshots::VmSnapshot,
+) -> Result<serde_json::Value> {
+    let mut disks = Vec::new();
+    for d in &s.config.disks {
+        let store = snapshots::Store::open(home, &d.pool)?;
+        let id = store
+            .records
+            .get(&d.name, &s.name)
+            .and_then(|r| r.id.clone());
+        disks.push(serde_json::json!({
+            "snapshot": format!("vds/{}@{}", d.name, s.name),
+            "pool": d.pool,
+            "id": id,
+        }));
+    }
+    Ok(serde_json::json!({
         "name": s.address(),
         "vm": s.vm,
         "phase": s.phase,
@@ -885,11 +904,8 @@ pub fn vm_snapshot_json(s: &snapshots::VmSnapshot) -> serde_json::Value {
         "created_unix_ms": s.created_unix_ms,
         "comment": s.comment,
         "error": s.error,
-        "disks": s.config.disks.iter().map(|d| serde_json::json!({
-            "snapshot": format!("vds/{}@{}", d.name, s.name),
-            "pool": d.pool,
-        })).collect::<Vec<_>>(),
-    })
+        "disks": disks,
+    }))
 }
 
 #[cfg(test)]
