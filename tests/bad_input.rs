@@ -218,7 +218,7 @@ fn usage_errors() {
     let line = home.fails(&["download", "vd/nope", "-o", p(&out)]);
     assert!(line.contains("no volume nope"), "{line}");
     let line = home.fails(&["download", "vds/disk@nosnap", "-o", p(&out)]);
-    assert!(line.contains("no snapshot nosnap"), "{line}");
+    assert!(line.contains("no vds/disk@nosnap"), "{line}");
     let line = home.fails(&["download", "vd/disk", "-n", "nopool", "-o", p(&out)]);
     assert!(line.contains("no pool"), "{line}");
     let line = home.fails(&["download", "vd/disk", "-o", p(home.out("").as_path())]);

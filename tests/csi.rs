@@ -1136,6 +1136,20 @@ fn volumes_past_a_page_the_driver_cuts_are_listed() {
     lab.assert_clean(261);
 }
 
+/// vm/web over the lab's volume and a second one, `w`, both in the pool: their IDs.
+fn web_vm(lab: &Lab) -> (String, String) {
+    let v = lab.volume.clone();
+    let w = lab.server.create_volume("w", SIZE);
+    let cfg = lab.home.out("web.json");
+    std::fs::write(
+        &cfg,
+        format!(r#"{{"name":"web","disks":[{{"name":"{v}","pool":"{POOL}"}},{{"name":"{w}","pool":"{POOL}"}}]}}"#),
+    )
+    .unwrap();
+    lab.ok(&["create", "vm/web", "--config", p(&cfg), "-q"]);
+    (v, w)
+}
+
 /// Every snapshot the driver holds, as an unfiltered ListSnapshots answers (the one
 /// listing the reference driver gets right).
 fn driver_snapshots(lab: &Lab) -> Vec<snapport_csi::msg::Snapshot> {
@@ -1290,15 +1304,7 @@ fn a_vm_over_two_csi_disks_is_all_or_nothing() {
         return;
     }
     let mut lab = Lab::new(16);
-    let v = lab.volume.clone();
-    let w = lab.server.create_volume("w", SIZE);
-    let cfg = lab.home.out("web.json");
-    std::fs::write(
-        &cfg,
-        format!(r#"{{"name":"web","disks":[{{"name":"{v}","pool":"{POOL}"}},{{"name":"{w}","pool":"{POOL}"}}]}}"#),
-    )
-    .unwrap();
-    lab.ok(&["create", "vm/web", "--config", p(&cfg), "-q"]);
+    let (v, w) = web_vm(&lab);
     let mut w_image = vec![0u8; SIZE as usize];
     let mut write_w = |lab: &Lab, offset: usize, seed: u8| {
         let data: Vec<u8> = (0..20000).map(|i| (i as u8) ^ seed | 1).collect();
@@ -1384,15 +1390,7 @@ fn what_a_killed_vm_snapshot_left_is_cleaned_up_by_the_next() {
         return;
     }
     let lab = Lab::new(16);
-    let v = lab.volume.clone();
-    let w = lab.server.create_volume("w", SIZE);
-    let cfg = lab.home.out("web.json");
-    std::fs::write(
-        &cfg,
-        format!(r#"{{"name":"web","disks":[{{"name":"{v}","pool":"{POOL}"}},{{"name":"{w}","pool":"{POOL}"}}]}}"#),
-    )
-    .unwrap();
-    lab.ok(&["create", "vm/web", "--config", p(&cfg), "-q"]);
+    let (v, w) = web_vm(&lab);
     lab.server.set(|b| b.stall_snapshots_of = Some(w.clone()));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_snapport"))
         .args(["snapshot", "create", "vm/web", "--name", "s1", "-q"])
