@@ -81,7 +81,7 @@ fn delete_snapshot(args: &Args, target: &Address, disk: &str, name: &str) -> Res
     let Some(view) = views.iter().find(|v| v.name == name) else {
         bail!("no {target} in pool {}", args.pool);
     };
-    snapshots::remove(home, &args.pool, &mut pool, view)?;
+    crate::live::remove_snapshot(home, &args.pool, &mut pool, view)?;
     match args.output {
         OutputArg::Json => println!(
             "{}",
@@ -111,7 +111,7 @@ fn delete_vm_snapshot(args: &Args, vm: &str, name: &str) -> Result<()> {
         let mut pool = ctx.pool(&d.pool)?;
         let views = snapshots::list(home, &d.pool, &mut pool, Some(&d.name))?;
         if let Some(view) = views.iter().find(|v| v.name == name) {
-            snapshots::remove(home, &d.pool, &mut pool, view)
+            crate::live::remove_snapshot(home, &d.pool, &mut pool, view)
                 .with_context(|| format!("deleting {this}"))?;
         }
     }

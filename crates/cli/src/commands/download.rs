@@ -170,8 +170,21 @@ pub fn run(args: Args) -> Result<()> {
         output::check(&ctx.config, out, &[&digest_file, &sum_file], args.force)?;
     }
     let mut instance = ctx.pool(&args.pool)?;
+    // A disk a running QEMU holds is read from a snapshot QEMU takes for the export.
+    let temporary = match (&address, address.snapshot()) {
+        (Address::Disk(disk), None) => {
+            crate::live::for_disk(&ctx.config.home, &args.pool, &mut instance, disk)?
+                .map(|live| live.temporary_snapshot(&mut instance))
+                .transpose()?
+        }
+        _ => None,
+    };
+    let snapshot = match &temporary {
+        Some(t) => Some(t.name.as_str()),
+        None => address.snapshot(),
+    };
     let mut volume = instance
-        .open_volume(address.disk(), address.snapshot())
+        .open_volume(address.disk(), snapshot)
         .with_context(|| format!("opening {address}"))?;
     crate::commands::create::check_kind(&address, volume.info.kind)?;
 

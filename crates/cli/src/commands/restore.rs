@@ -69,6 +69,7 @@ pub fn run(args: Args) -> Result<()> {
         conflicts.iter().any(|c| c.fatal) || (args.mode == Mode::Strict && !conflicts.is_empty());
     let restored = args.mode != Mode::DryRun && !blocked;
     if restored {
+        crate::live::refuse_if_held(&mut pool, disk, &format!("restoring {target}"))?;
         pool.restore_snapshot(disk, snapshot)
             .with_context(|| format!("restoring {target} from {from}"))?;
         snapshots::update(&ctx.config.home, &args.pool, |r| {
@@ -268,6 +269,9 @@ fn restore_vm(args: &Args, vm: &str) -> Result<()> {
         conflicts.iter().any(|c| c.fatal) || (args.mode == Mode::Strict && !conflicts.is_empty());
     let restored = args.mode != Mode::DryRun && !blocked;
     if restored {
+        for (d, pool) in &mut work {
+            crate::live::refuse_if_held(pool, &d.name, &format!("restoring vm/{vm}"))?;
+        }
         for (d, pool) in &mut work {
             pool.restore_snapshot(&d.name, &name)
                 .with_context(|| format!("restoring vd/{} from vds/{}@{name}", d.name, d.name))?;

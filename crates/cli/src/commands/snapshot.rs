@@ -198,6 +198,8 @@ fn create(args: CreateArgs) -> Result<()> {
         Some(_) => {}
     }
     let this = format!("vds/{disk}@{name}");
+    // A disk a running QEMU holds is snapshotted by QEMU, or refused before any record.
+    let mut live = crate::live::for_disk(&home, &args.pool, &mut pool, disk)?;
     let listed = pool.list_snapshots(Some(disk))?;
 
     let parent = reserve(
@@ -247,7 +249,12 @@ fn create(args: CreateArgs) -> Result<()> {
         bail!(why);
     }
     set(Phase::InProgress, consistent, None)?;
-    let made = pool.create_snapshot(disk, &name, created);
+    let made = match &mut live {
+        Some(l) => l
+            .create_snapshot(&mut pool, &name)
+            .map_err(crate::live::as_backend_error),
+        None => pool.create_snapshot(disk, &name, created),
+    };
     let thaw_problems = frozen.thaw();
     let info = match made {
         Ok(info) => info,
@@ -255,16 +262,17 @@ fn create(args: CreateArgs) -> Result<()> {
             use snapport_host::{BackendErrorKind as B, ErrorKind as K};
             // A request the backend refuses outright (a raw disk, a name it rejects)
             // made nothing: no record. An attempt that broke stays visible as Failed.
-            let refused = matches!(
-                e.kind,
-                K::Backend(
-                    B::Unsupported
-                        | B::InvalidArgument
-                        | B::NotFound
-                        | B::Conflict
-                        | B::PermissionDenied
-                )
-            );
+            let refused = live.is_some()
+                || matches!(
+                    e.kind,
+                    K::Backend(
+                        B::Unsupported
+                            | B::InvalidArgument
+                            | B::NotFound
+                            | B::Conflict
+                            | B::PermissionDenied
+                    )
+                );
             let mut e = anyhow::Error::new(e).context(format!("creating {this}"));
             if !thaw_problems.is_empty() {
                 e = e.context(thaw_problems.join("; "));
@@ -397,6 +405,8 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
 
     // Pending: every disk passes its checks, or none is reserved.
     let mut reserved: Vec<&crate::vm::VmDisk> = Vec::new();
+    let mut lives: std::collections::BTreeMap<(String, String), crate::live::Live> =
+        Default::default();
     let mut in_use = false;
     let checked = (|| -> Result<()> {
         for d in &cfg.disks {
@@ -407,6 +417,9 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
                     bail!("vm/{vm}: vi/{} is a read-only image, not a disk", d.name)
                 }
                 Some(_) => {}
+            }
+            if let Some(l) = crate::live::for_disk(&home, &d.pool, pool, &d.name)? {
+                lives.insert((d.pool.clone(), d.name.clone()), l);
             }
             let listed = pool.list_snapshots(Some(&d.name))?;
             reserve(
@@ -502,11 +515,17 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
             None,
         )?;
         let pool = pools.get_mut(&d.pool).expect("an instance per pool");
-        match pool.create_snapshot(&d.name, &name, created) {
-            Ok(_) => taken.push(d),
+        let made = match lives.get_mut(&(d.pool.clone(), d.name.clone())) {
+            Some(l) => l.create_snapshot(pool, &name).map(drop),
+            None => pool
+                .create_snapshot(&d.name, &name, created)
+                .map(drop)
+                .map_err(anyhow::Error::new),
+        };
+        match made {
+            Ok(()) => taken.push(d),
             Err(e) => {
-                failure =
-                    Some(anyhow::Error::new(e).context(format!("creating vds/{}@{name}", d.name)));
+                failure = Some(e.context(format!("creating vds/{}@{name}", d.name)));
                 break;
             }
         }
@@ -516,7 +535,13 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
         // All or nothing: the snapshots already taken go again.
         for d in &taken {
             let pool = pools.get_mut(&d.pool).expect("an instance per pool");
-            if let Err(x) = pool.delete_snapshot(&d.name, &name) {
+            let deleted = match lives.get_mut(&(d.pool.clone(), d.name.clone())) {
+                Some(l) => l.delete_snapshot(&name),
+                None => pool
+                    .delete_snapshot(&d.name, &name)
+                    .map_err(anyhow::Error::new),
+            };
+            if let Err(x) = deleted {
                 e = e.context(format!(
                     "vds/{}@{name} could not be deleted again: {x}",
                     d.name
