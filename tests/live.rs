@@ -201,7 +201,14 @@ fn a_disk_held_by_qemu() {
     tool("cmp", &[p(&now), p(&current)]);
 
     // Restore is refused while QEMU runs, and nothing changes.
-    let err = home.fails(&["restore", "vd/d", "--from", "vds/d@s1", "--mode", "best-effort"]);
+    let err = home.fails(&[
+        "restore",
+        "vd/d",
+        "--from",
+        "vds/d@s1",
+        "--mode",
+        "best-effort",
+    ]);
     assert!(err.contains("stop the VM"), "{err}");
     let after = home.out("after.raw");
     daemon.content(&after);
@@ -214,6 +221,50 @@ fn a_disk_held_by_qemu() {
         .map(|r| r["name"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(names, ["vds/d@s1"]);
+
+    // Deleting the disk is refused while QEMU holds it.
+    let err = home.fails(&["delete", "vd/d"]);
+    assert!(err.contains("stop the VM") && err.contains(&pid), "{err}");
+    assert!(img.exists());
+
+    // Without the monitor, deleting a snapshot is refused and names the holder.
+    vm_config(&home, None);
+    let err = home.fails(&["delete", "vds/d@s1"]);
+    assert!(err.contains(&pid) && err.contains("\"qmp\""), "{err}");
+    vm_config(&home, Some(&daemon.qmp));
+
+    // An interrupted export of the running disk deletes its temporary snapshot.
+    let export = Command::new(env!("CARGO_BIN_EXE_snapport"))
+        .args(["download", "vd/d", "-o", "-", "-q"])
+        .env("SNAPPORT_HOME", home.path())
+        .env_remove("SNAPPORT_PLUGIN_PATH")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let temporary = |home: &Home| {
+        records(home)
+            .iter()
+            .any(|r| r["name"].as_str().unwrap().contains("@snapport-export-"))
+    };
+    let start = Instant::now();
+    while !temporary(&home) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no temporary snapshot seen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: a signal to our own child (blocked writing to a pipe nobody reads).
+    unsafe { libc::kill(export.id() as i32, libc::SIGINT) };
+    let out = export.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!temporary(&home), "the temporary snapshot was left");
 
     daemon.stop();
     assert_eq!(

@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 pub struct Live {
     /// The VM config that names the monitor.
     pub vm: String,
-    socket: PathBuf,
     qmp: Qmp,
     /// The qcow2 node of the disk in that QEMU.
     node: String,
@@ -44,7 +43,7 @@ fn held(instance: &mut snapport_host::Instance, disk: &str) -> Result<Option<Hel
     let meta = device
         .file
         .metadata()
-        .with_context(|| format!("{}", device.name))?;
+        .with_context(|| device.name.clone())?;
     if !meta.is_file() {
         return Ok(None);
     }
@@ -100,7 +99,6 @@ pub fn for_disk(
         .with_context(|| format!("vd/{disk} in vm/{vm}'s QEMU ({})", socket.display()))?;
     Ok(Some(Live {
         vm,
-        socket,
         qmp,
         node,
         disk: disk.to_string(),
@@ -238,7 +236,7 @@ impl Live {
         );
         // Armed before the snapshot exists: an interruption between the two deletes a
         // snapshot that may not be there, which QEMU refuses harmlessly.
-        arm_signal_cleanup(&self.socket, &self.node, &name);
+        arm_signal_cleanup(self.qmp.raw_fd(), &self.node, &name);
         let made = self.create_snapshot(instance, &name);
         let guard = TemporarySnapshot {
             live: self,
@@ -271,39 +269,23 @@ impl Drop for TemporarySnapshot {
     }
 }
 
-/// What the signal handler sends to delete a temporary snapshot: prepared in advance so
-/// that the handler only makes system calls (no allocation).
+/// What the signal handler sends to delete a temporary snapshot, on the connection
+/// already open (QEMU serves one monitor client at a time): prepared in advance so that
+/// the handler only makes system calls.
 struct SignalCleanup {
-    socket: libc::sockaddr_un,
+    fd: std::os::fd::RawFd,
     request: Vec<u8>,
 }
 
 static SIGNAL_CLEANUP: AtomicPtr<SignalCleanup> = AtomicPtr::new(std::ptr::null_mut());
 
-fn arm_signal_cleanup(socket: &Path, node: &str, name: &str) {
-    use std::os::unix::ffi::OsStrExt;
-    // SAFETY: sockaddr_un is plain old data.
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let path = socket.as_os_str().as_bytes();
-    if path.len() >= addr.sun_path.len() {
-        return;
-    }
-    for (d, s) in addr.sun_path.iter_mut().zip(path) {
-        *d = *s as libc::c_char;
-    }
-    let mut request = b"{\"execute\":\"qmp_capabilities\"}\n".to_vec();
-    request.extend_from_slice(
-        json!({ "execute": "blockdev-snapshot-delete-internal-sync",
-                "arguments": { "device": node, "name": name } })
-        .to_string()
-        .as_bytes(),
-    );
+fn arm_signal_cleanup(fd: std::os::fd::RawFd, node: &str, name: &str) {
+    let mut request = json!({ "execute": "blockdev-snapshot-delete-internal-sync",
+                              "arguments": { "device": node, "name": name } })
+    .to_string()
+    .into_bytes();
     request.push(b'\n');
-    let new = Box::into_raw(Box::new(SignalCleanup {
-        socket: addr,
-        request,
-    }));
+    let new = Box::into_raw(Box::new(SignalCleanup { fd, request }));
     // The old one (if any) is leaked: the handler may be reading it.
     SIGNAL_CLEANUP.store(new, Ordering::SeqCst);
 }
@@ -313,7 +295,8 @@ fn disarm_signal_cleanup() {
 }
 
 /// Called by the signal handler before the process exits: deletes the temporary
-/// snapshot, if one is armed. Async-signal-safe: socket, connect, write, read, close.
+/// snapshot, if one is armed, and waits for QEMU's answer (events skipped; the read
+/// timeout of the connection bounds each read). Async-signal-safe: write and read.
 pub fn on_signal() {
     let ptr = SIGNAL_CLEANUP.swap(std::ptr::null_mut(), Ordering::SeqCst);
     if ptr.is_null() {
@@ -321,41 +304,24 @@ pub fn on_signal() {
     }
     // SAFETY: a leaked box, never freed.
     let c = unsafe { &*ptr };
-    // SAFETY: system calls on a descriptor this function owns, with live buffers.
+    // SAFETY: a descriptor the armed connection owns, and live buffers.
     unsafe {
-        let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        if fd < 0 {
+        if libc::write(c.fd, c.request.as_ptr().cast(), c.request.len()) < 0 {
             return;
         }
-        let tv = libc::timeval {
-            tv_sec: 10,
-            tv_usec: 0,
-        };
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        );
-        let addr = (&c.socket as *const libc::sockaddr_un).cast();
-        let len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
-        if libc::connect(fd, addr, len) == 0 {
-            libc::write(fd, c.request.as_ptr().cast(), c.request.len());
-            // Greeting, the capabilities' answer, the deletion's answer: three lines
-            // (events may come between; the deletion is done once it is answered, and
-            // QEMU finishes a command it has read even if the reader goes away).
-            let mut buf = [0u8; 4096];
-            let mut lines = 0;
-            while lines < 3 {
-                let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
-                if n <= 0 {
-                    break;
-                }
-                lines += buf[..n as usize].iter().filter(|&&b| b == b'\n').count();
+        let mut buf = [0u8; 8192];
+        for _ in 0..1000 {
+            let n = libc::read(c.fd, buf.as_mut_ptr().cast(), buf.len());
+            if n <= 0 {
+                return;
+            }
+            let got = &buf[..n as usize];
+            if got.windows(8).any(|w| w == b"\"return\"")
+                || got.windows(7).any(|w| w == b"\"error\"")
+            {
+                return;
             }
         }
-        libc::close(fd);
     }
 }
 

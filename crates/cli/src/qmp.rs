@@ -49,6 +49,13 @@ impl Qmp {
         Ok(qmp)
     }
 
+    /// The connection's descriptor: QEMU serves one monitor client at a time, so what
+    /// must reach QEMU from a signal handler goes through this connection.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        self.stream.get_ref().as_raw_fd()
+    }
+
     /// Runs `command` with `arguments`; QEMU's error is the error, in one line.
     pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value> {
         let mut msg = serde_json::json!({ "execute": command });

@@ -52,6 +52,7 @@ pub fn run(args: Args) -> Result<()> {
             dependents.join(", ")
         );
     }
+    crate::live::refuse_if_held(&mut pool, name, &format!("deleting {target}"))?;
     pool.delete_volume(name)
         .with_context(|| format!("deleting {target} from pool {}", args.pool))?;
     match args.output {
