@@ -88,7 +88,7 @@ pub fn for_disk(
             ),
         };
         bail!(
-            "vd/{disk} ({}) is held by {}; snapport does not write behind a running QEMU: {setting} to let snapport ask QEMU (QMP), or stop it",
+            "vd/{disk} ({}) is in use by {}; snapport does not write behind a running QEMU: {setting} to let snapport ask QEMU (QMP), or stop it",
             h.path.display(),
             holders(h.dev, h.ino)
         );
