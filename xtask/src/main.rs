@@ -41,7 +41,7 @@ fn run() -> Result<()> {
                  test      build, then run the whole test suite (extra args go to cargo test)\n\
                  fuzz [S]  fuzz the qcow2 reader S seconds, its writer and snapshot writer S/2,\n\
                            the delta, bundle, LVM and thin-pool readers, Range parser,\n\
-                           gRPC framing, CSI metadata, format detection, the name rule,\n\
+                           gRPC framing, QMP replies, CSI metadata, format detection, the name rule,\n\
                            plugin text and compiled-cache entries S/4\n\
                            (default 60)\n\
                  bench     export benches against qemu-img convert and cp"
@@ -458,6 +458,21 @@ fn fuzz(args: &[String]) -> Result<()> {
     seed.extend_from_slice(&[0, 0, 0, 1, 0, 7]);
     std::fs::write(grpc_corpus.join("seed0"), seed)?;
     fuzz_target("grpc_frames", seconds.div_ceil(4), &grpc_corpus)?;
+    // Lines from QEMU's monitor: the greeting, an answer, an error and an event.
+    let qmp_corpus = root().join("fuzz/corpus/qmp_reply");
+    std::fs::create_dir_all(&qmp_corpus)?;
+    for (i, seed) in [
+        r#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}}, "capabilities": []}}"#,
+        r#"{"return": [{"node-name": "disk0", "drv": "qcow2", "file": "/d.qcow2"}]}"#,
+        r#"{"error": {"class": "GenericError", "desc": "Snapshot with name 's' already exists"}}"#,
+        r#"{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "SHUTDOWN", "data": {}}"#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        std::fs::write(qmp_corpus.join(format!("seed{i}")), seed)?;
+    }
+    fuzz_target("qmp_reply", seconds.div_ceil(4), &qmp_corpus)?;
     // Names and text from plugins: a bound byte, then a name with an escape sequence.
     let text_corpus = root().join("fuzz/corpus/plugin_text");
     std::fs::create_dir_all(&text_corpus)?;

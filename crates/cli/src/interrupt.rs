@@ -34,6 +34,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
         PENDING.store(sig, Ordering::SeqCst);
         return;
     }
+    crate::live::on_signal();
     snapport_core::cleanup::remove_registered();
     say_interrupted(sig);
     // SAFETY: _exit is async-signal-safe.

@@ -14,6 +14,10 @@ pub struct VmConfig {
     pub disks: Vec<VmDisk>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub network: Vec<Nic>,
+    /// The QMP socket of the QEMU running this VM: snapshots of its disks while it runs
+    /// are taken by QEMU through it (`crate::live`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qmp: Option<PathBuf>,
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }

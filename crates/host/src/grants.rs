@@ -617,6 +617,18 @@ impl GrantedDevices {
         if !meta.is_file() {
             return Err(denied(format!("{} is not a regular file", path.display())));
         }
+        // A file QEMU has open (a running VM's disk) is not pulled from under it.
+        let file =
+            File::open(&path).map_err(|e| io_err(format!("opening {}", path.display()), e))?;
+        let busy = !self.held_for_writing(&file)
+            && crate::locks::in_use(&file)
+                .map_err(|e| io_err(format!("testing the locks of {}", path.display()), e))?;
+        if busy {
+            return Err(BackendError::Busy(format!(
+                "{} is in use by another process (it holds QEMU's image lock); stop the VM or tool using it first",
+                path.display()
+            )));
+        }
         std::fs::remove_file(&path).map_err(|e| io_err(format!("removing {}", path.display()), e))
     }
 

@@ -17,7 +17,7 @@ mod error;
 pub mod grants;
 pub mod grpc;
 mod grpc_frame;
-mod locks;
+pub mod locks;
 pub mod tools;
 mod untrusted;
 
@@ -726,6 +726,13 @@ impl Instance {
         let busy = open.in_use_by_others();
         drop(open);
         busy
+    }
+
+    /// Throws the running instance away: the next call starts a fresh one, which opens
+    /// the pool's files anew. For after another process changed them (a running QEMU
+    /// took a snapshot): what the plugin read before, sizes included, is stale.
+    pub fn restart(&mut self) {
+        self.live = None;
     }
 
     /// Takes snapshot `name` of `volume`, dated `created_unix_ms`.

@@ -52,6 +52,7 @@ pub fn run(args: Args) -> Result<()> {
             dependents.join(", ")
         );
     }
+    crate::live::refuse_if_held(&mut pool, name, &format!("deleting {target}"))?;
     pool.delete_volume(name)
         .with_context(|| format!("deleting {target} from pool {}", args.pool))?;
     match args.output {
@@ -81,7 +82,7 @@ fn delete_snapshot(args: &Args, target: &Address, disk: &str, name: &str) -> Res
     let Some(view) = snapshots::find(&views, name) else {
         bail!("no {target} in pool {}", args.pool);
     };
-    snapshots::remove(home, &args.pool, &mut pool, view)?;
+    crate::live::remove_snapshot(home, &args.pool, &mut pool, view)?;
     match args.output {
         OutputArg::Json => println!(
             "{}",
@@ -114,7 +115,7 @@ fn delete_vm_snapshot(args: &Args, vm: &str, name: &str) -> Result<()> {
         let mut pool = ctx.pool(&d.pool)?;
         let views = snapshots::list(home, &d.pool, &mut pool, Some(&d.name))?;
         match views.iter().find(|v| v.name == name) {
-            Some(view) => snapshots::remove(home, &d.pool, &mut pool, view)
+            Some(view) => crate::live::remove_snapshot(home, &d.pool, &mut pool, view)
                 .with_context(|| format!("deleting {this}"))?,
             None => gone.push(format!("vds/{}@{name}", d.name)),
         }

@@ -172,8 +172,21 @@ pub fn run(args: Args) -> Result<()> {
     let mut instance = ctx.pool(&args.pool)?;
     let backend =
         crate::snapshots::backend_address(&ctx.config.home, &args.pool, &mut instance, &address)?;
+    // A disk a running QEMU holds is read from a snapshot QEMU takes for the export.
+    let temporary = match &address {
+        Address::Disk(disk) => {
+            crate::live::for_disk(&ctx.config.home, &args.pool, &mut instance, disk)?
+                .map(|live| live.temporary_snapshot(&mut instance))
+                .transpose()?
+        }
+        _ => None,
+    };
+    let snapshot = match &temporary {
+        Some(t) => Some(t.name.as_str()),
+        None => backend.snapshot(),
+    };
     let mut volume = instance
-        .open_volume(backend.disk(), backend.snapshot())
+        .open_volume(backend.disk(), snapshot)
         .with_context(|| format!("opening {address}"))?;
     crate::commands::create::check_kind(&address, volume.info.kind)?;
 

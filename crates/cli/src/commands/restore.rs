@@ -74,6 +74,7 @@ pub fn run(args: Args) -> Result<()> {
         conflicts.iter().any(|c| c.fatal) || (args.mode == Mode::Strict && !conflicts.is_empty());
     let restored = args.mode != Mode::DryRun && !blocked;
     if restored {
+        crate::live::refuse_if_held(&mut pool, disk, &format!("restoring {target}"))?;
         restore.run(
             &ctx,
             &mut pool,
@@ -336,6 +337,10 @@ fn restore_vm(args: &Args, vm: &str) -> Result<()> {
         conflicts.iter().any(|c| c.fatal) || (args.mode == Mode::Strict && !conflicts.is_empty());
     let restored = args.mode != Mode::DryRun && !blocked;
     if restored {
+        for (pool, restore) in &mut work {
+            let disk = restore.disk.clone();
+            crate::live::refuse_if_held(pool, &disk, &format!("restoring vm/{vm}"))?;
+        }
         for (pool, restore) in &mut work {
             restore.run(&ctx, pool, args.output != crate::commands::OutputArg::Text)?;
         }

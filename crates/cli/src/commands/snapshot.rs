@@ -306,6 +306,8 @@ fn create(args: CreateArgs) -> Result<()> {
     // What a died or failed attempt left on this disk goes first.
     snapshots::collect(&home, &args.pool, &mut pool, Some(disk), false)
         .with_context(|| format!("cleaning up after an earlier snapshot of {target}"))?;
+    // A disk a running QEMU holds is snapshotted by QEMU, or refused before any record.
+    let mut live = crate::live::for_disk(&home, &args.pool, &mut pool, disk)?;
     let listed = pool.list_snapshots(Some(disk))?;
 
     let reserved = reserve(
@@ -369,7 +371,12 @@ fn create(args: CreateArgs) -> Result<()> {
         bail!(why);
     }
     set(Phase::InProgress, consistent, None)?;
-    let made = pool.create_snapshot(disk, &name, created);
+    let made = match &mut live {
+        Some(l) => l
+            .create_snapshot(&mut pool, &name)
+            .map_err(crate::live::as_backend_error),
+        None => pool.create_snapshot(disk, &name, created),
+    };
     let thaw_problems = frozen.thaw();
     let info = match made {
         Ok(info) => info,
@@ -377,16 +384,17 @@ fn create(args: CreateArgs) -> Result<()> {
             use snapport_host::{BackendErrorKind as B, ErrorKind as K};
             // A request the backend refuses outright (a raw disk, a name it rejects)
             // made nothing: no record. An attempt that broke stays visible as Failed.
-            let refused = matches!(
-                e.kind,
-                K::Backend(
-                    B::Unsupported
-                        | B::InvalidArgument
-                        | B::NotFound
-                        | B::Conflict
-                        | B::PermissionDenied
-                )
-            );
+            let refused = live.is_some()
+                || matches!(
+                    e.kind,
+                    K::Backend(
+                        B::Unsupported
+                            | B::InvalidArgument
+                            | B::NotFound
+                            | B::Conflict
+                            | B::PermissionDenied
+                    )
+                );
             let mut e = anyhow::Error::new(e).context(format!("creating {this}"));
             if !thaw_problems.is_empty() {
                 e = e.context(thaw_problems.join("; "));
@@ -540,6 +548,8 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
 
     // Pending: every disk passes its checks, or none is reserved.
     let mut reserved: Vec<(&crate::vm::VmDisk, Reserved)> = Vec::new();
+    let mut lives: std::collections::BTreeMap<(String, String), crate::live::Live> =
+        Default::default();
     let mut in_use = false;
     let checked = (|| -> Result<()> {
         for d in &cfg.disks {
@@ -550,6 +560,9 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
                     bail!("vm/{vm}: vi/{} is a read-only image, not a disk", d.name)
                 }
                 Some(_) => {}
+            }
+            if let Some(l) = crate::live::for_disk(&home, &d.pool, pool, &d.name)? {
+                lives.insert((d.pool.clone(), d.name.clone()), l);
             }
             let listed = pool.list_snapshots(Some(&d.name))?;
             let r = reserve(
@@ -647,13 +660,16 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
             None,
         )?;
         let pool = pools.get_mut(&d.pool).expect("an instance per pool");
-        let made = pool
-            .create_snapshot(&d.name, &name, created)
-            .map_err(anyhow::Error::new)
-            .and_then(|info| {
-                record_made(&home, &d.pool, &d.name, &name, &info, r, created)?;
-                Ok(info)
-            });
+        let made = match lives.get_mut(&(d.pool.clone(), d.name.clone())) {
+            Some(l) => l.create_snapshot(pool, &name),
+            None => pool
+                .create_snapshot(&d.name, &name, created)
+                .map_err(anyhow::Error::new),
+        }
+        .and_then(|info| {
+            record_made(&home, &d.pool, &d.name, &name, &info, r, created)?;
+            Ok(info)
+        });
         match made {
             Ok(info) => taken_snapshots.push((d, info.name)),
             Err(e) => {
@@ -668,9 +684,15 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
         let mut left = Vec::new();
         for (d, backend_name) in &taken_snapshots {
             let pool = pools.get_mut(&d.pool).expect("an instance per pool");
-            if let Err(x) = pool.delete_snapshot(&d.name, backend_name) {
+            let deleted = match lives.get_mut(&(d.pool.clone(), d.name.clone())) {
+                Some(l) => l.delete_snapshot(backend_name),
+                None => pool
+                    .delete_snapshot(&d.name, backend_name)
+                    .map_err(anyhow::Error::new),
+            };
+            if let Err(x) = deleted {
                 left.push(format!(
-                    "vds/{}@{name} (backend {backend_name}) could not be deleted again: {x}",
+                    "vds/{}@{name} (backend {backend_name}) could not be deleted again: {x:#}",
                     d.name
                 ));
             } else {
