@@ -66,6 +66,9 @@ pub fn for_disk(
     instance: &mut snapport_host::Instance,
     disk: &str,
 ) -> Result<Option<Live>> {
+    // This instance's own descriptors are not another holder: a write it just made
+    // (a snapshot deleted by `snapshots::collect`) keeps the file open and locked.
+    instance.restart();
     let Some(h) = held(instance, disk)? else {
         return Ok(None);
     };

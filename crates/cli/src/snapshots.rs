@@ -744,11 +744,16 @@ pub fn collect(
             },
         };
         if let Some(b) = &backend_name {
-            instance.delete_snapshot(&r.disk, b).with_context(|| {
+            let why = || {
                 format!(
                     "deleting {this} (backend name {b}), left by an operation that did not finish"
                 )
-            })?;
+            };
+            // A disk a running QEMU holds is written by QEMU only.
+            match crate::live::for_disk(home, pool, instance, &r.disk).with_context(why)? {
+                Some(mut live) => live.delete_snapshot(b).with_context(why)?,
+                None => instance.delete_snapshot(&r.disk, b).with_context(why)?,
+            }
         }
         update(home, pool, |records| records.remove(&r.disk, &r.name))?;
         done.push(match backend_name {
