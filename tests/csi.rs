@@ -1390,7 +1390,7 @@ fn what_a_killed_vm_snapshot_left_is_cleaned_up_by_the_next() {
         return;
     }
     let lab = Lab::new(16);
-    let (v, w) = web_vm(&lab);
+    let (_, w) = web_vm(&lab);
     lab.server.set(|b| b.stall_snapshots_of = Some(w.clone()));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_snapport"))
         .args(["snapshot", "create", "vm/web", "--name", "s1", "-q"])
