@@ -1255,7 +1255,7 @@ fn three_snapshots_of_a_disk_live_their_whole_life_by_name() {
 
     // Restore to b: the volume's bytes become b's.
     lab.write(0, 50000, 99, false);
-    lab.ok(&[
+    let done = json_of(&lab.ok(&[
         "restore",
         &format!("vd/{v}"),
         "--from",
@@ -1264,7 +1264,14 @@ fn three_snapshots_of_a_disk_live_their_whole_life_by_name() {
         "best-effort",
         "-n",
         POOL,
-    ]);
+        "-o",
+        "json",
+    ]));
+    assert_eq!(
+        (done["restored"].as_bool(), done["by_copy"].as_bool()),
+        (Some(true), Some(true)),
+        "{done}"
+    );
     same(&lab.server.volume_file(&v), &images[1]);
 
     for name in ["b", "a", "c"] {

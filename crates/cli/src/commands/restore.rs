@@ -92,6 +92,7 @@ pub fn run(args: Args) -> Result<()> {
                 "pool": args.pool,
                 "mode": mode,
                 "restored": restored,
+                "by_copy": restore.by_copy,
                 "conflicts": conflicts.iter().map(|c| serde_json::json!({
                     "fatal": c.fatal, "message": c.message,
                 })).collect::<Vec<_>>(),
@@ -105,7 +106,12 @@ pub fn run(args: Args) -> Result<()> {
                 eprintln!("{tag}: {}", c.message);
             }
             if restored {
-                eprintln!("restored {target} from {from} ({mode}); its writes since are gone");
+                let how = if restore.by_copy {
+                    ", by copy: the backend cannot restore in place"
+                } else {
+                    ""
+                };
+                eprintln!("restored {target} from {from} ({mode}{how}); its writes since are gone");
             } else if args.mode == Mode::DryRun && !blocked {
                 eprintln!(
                     "dry run: {target} would be restored from {from}, discarding its writes since; nothing changed (run with --mode strict or best-effort)"

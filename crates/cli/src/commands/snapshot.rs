@@ -598,9 +598,13 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
         set_vm(Phase::Failed, false, Some(why))
     };
     if let Err(e) = checked {
-        let e = e.context(format!("{this} not taken"));
-        fail_all(&reserved, format!("{e:#}"))?;
-        return Err(e);
+        // Refused before anything was asked of a backend: nothing to keep a record of,
+        // as for a disk.
+        for (d, _) in &reserved {
+            snapshots::update(&home, &d.pool, |r| r.remove(&d.name, &name))?;
+        }
+        forget_vm()?;
+        return Err(e.context(format!("{this} not taken")));
     }
 
     let plan = Plan {
