@@ -1024,8 +1024,9 @@ fn snapshot_names_are_never_the_drivers_idempotency_keys() {
         .clone();
     assert_eq!(on_driver, key, "the key CreateSnapshot was sent");
 
-    // A driver that answers an earlier snapshot to a new request: a conflict, naming it.
-    let later = now_ms() + 5000;
+    // A driver that answers an earlier snapshot to a new request (an hour older, as
+    // last night's would be): a conflict, naming it.
+    let later = now_ms() + 3_600_000;
     let stale = lab.server.snapshot(
         &v,
         &format!("snapport-{later}-{:016x}", fnv1a(&v, "monthly")),

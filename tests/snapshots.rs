@@ -830,28 +830,34 @@ fn what_a_dead_process_left_is_cleaned_up() {
     let home = Home::new();
     let img = home.pool().join("d.qcow2");
     tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "4M"]);
-    // The backend made it; the process died before recording the answer.
-    tool("qemu-img", &["snapshot", "-c", "half", p(&img)]);
     let dead = std::process::Command::new("true").spawn().unwrap();
     let pid = dead.id();
     let mut dead = dead;
     dead.wait().unwrap();
     let state = home.path().join("state/default");
     std::fs::create_dir_all(&state).unwrap();
-    let record = |name: &str| {
-        format!(
-            r#"{{"disk": "d", "name": "{name}", "phase": "InProgress", "consistent": false,
-                "created_unix_ms": 1, "owner": {{"pid": {pid}, "start": 1}}}}"#
+    // The backend made `half` (named and dated as asked); the process died before
+    // recording the answer. An operator's own `half`, dated otherwise, is not it.
+    let leave = |home: &Home| {
+        tool("qemu-img", &["snapshot", "-c", "half", p(&img)]);
+        let listed = snapshots(home);
+        let date = listed
+            .iter()
+            .find(|s| s["snapshot"] == "half")
+            .and_then(|s| s["created_unix_ms"].as_u64())
+            .unwrap();
+        let record = format!(
+            r#"{{"disk": "d", "name": "half", "phase": "InProgress", "consistent": false,
+                "asked": true, "created_unix_ms": {date},
+                "owner": {{"pid": {pid}, "start": 1}}}}"#
+        );
+        std::fs::write(
+            state.join("snapshots.json"),
+            format!(r#"{{"disk_snapshots": [{record}], "heads": {{}}}}"#),
         )
+        .unwrap();
     };
-    std::fs::write(
-        state.join("snapshots.json"),
-        format!(
-            r#"{{"disk_snapshots": [{}], "heads": {{}}}}"#,
-            record("half")
-        ),
-    )
-    .unwrap();
+    leave(&home);
     // Until cleaned up, both show: the attempt, and the snapshot nobody recorded.
     let listed = snapshots(&home);
     assert!(
@@ -867,16 +873,25 @@ fn what_a_dead_process_left_is_cleaned_up() {
     assert!(snapshots(&home).is_empty());
 
     // And the next snapshot create does the same on its own.
-    tool("qemu-img", &["snapshot", "-c", "half", p(&img)]);
-    std::fs::write(
-        state.join("snapshots.json"),
-        format!(
-            r#"{{"disk_snapshots": [{}], "heads": {{}}}}"#,
-            record("half")
-        ),
-    )
-    .unwrap();
+    leave(&home);
     home.ok(&["snapshot", "create", "vd/d", "--name", "next", "-q"]);
     assert_eq!(qemu_listed(&img), ["next"]);
+
+    // A record that names only a name: an operator's snapshot of that name, made at
+    // another time, is left alone; only the record goes.
+    tool("qemu-img", &["snapshot", "-c", "half", p(&img)]);
+    let record = format!(
+        r#"{{"disk": "d", "name": "half", "phase": "InProgress", "consistent": false,
+            "asked": true, "created_unix_ms": 1, "owner": {{"pid": {pid}, "start": 1}}}}"#
+    );
+    let mut records: Value =
+        serde_json::from_slice(&std::fs::read(state.join("snapshots.json")).unwrap()).unwrap();
+    records["disk_snapshots"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::from_str(&record).unwrap());
+    std::fs::write(state.join("snapshots.json"), records.to_string()).unwrap();
+    home.ok(&["snapshot", "gc"]);
+    assert_eq!(qemu_listed(&img), ["next", "half"]);
     check(&img);
 }

@@ -82,8 +82,8 @@ pub struct Behaviour {
     pub round_up: u64,
     /// Metadata streams wait this long before their first message.
     pub stall: Duration,
-    /// CreateSnapshot of this source volume answers INTERNAL (a failure to inject
-    /// half-way through a VM snapshot).
+    /// CreateSnapshot of this source volume answers UNAVAILABLE, having made nothing (a
+    /// failure to inject half-way through a VM snapshot).
     pub fail_snapshots_of: Option<String>,
     /// CreateSnapshot of this source volume makes the snapshot, then waits a minute
     /// before answering (a client killed meanwhile never learns the ID).
@@ -811,7 +811,7 @@ fn unary(method: &str, body: &[u8], state: &Mutex<State>, dir: &Path) -> Result<
             }
             if s.behaviour.fail_snapshots_of.as_deref() == Some(r.source_volume_id.as_str()) {
                 return Err(status(
-                    13,
+                    14,
                     "injected failure: the storage backend is unavailable",
                 ));
             }

@@ -117,11 +117,12 @@ pub fn export_vm(
     let mut disks = Vec::new();
     for (i, d) in cfg.disks.iter().enumerate() {
         let mut instance = ctx.pool(&d.pool)?;
-        let backend = crate::snapshots::backend_snapshot(
+        let backend = crate::snapshots::vm_backend_snapshot(
             &ctx.config.home,
             &d.pool,
             &mut instance,
             &d.name,
+            name,
             snapshot,
         )?;
         let mut volume = instance

@@ -43,7 +43,10 @@ fn snap(home: &Path, pool: &str, instance: &mut Instance, disk: &str, name: &str
     Ok(Snap {
         backend: Address::DiskSnapshot {
             disk: disk.into(),
-            snapshot: v.backend_name.clone().unwrap_or_else(|| v.name.clone()),
+            snapshot: v
+                .backend_name
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("the backend does not list {}", v.address()))?,
         },
         label: format!(
             "{}:{}:{}",

@@ -14,11 +14,33 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicPtr, Ordering};
 
+/// One connection per monitor for the whole process: QEMU serves one monitor client at
+/// a time, so a VM's second disk (or a cleanup during a snapshot) must not connect again.
+type Shared = std::rc::Rc<std::cell::RefCell<Qmp>>;
+
+thread_local! {
+    static MONITORS: std::cell::RefCell<std::collections::BTreeMap<PathBuf, Shared>> =
+        Default::default();
+}
+
+/// The open connection to the monitor at `socket`, or a new one (also in place of a
+/// connection that went out of step).
+fn monitor(socket: &Path) -> Result<Shared> {
+    if let Some(q) = MONITORS.with(|m| m.borrow().get(socket).cloned()) {
+        if !q.borrow().is_broken() {
+            return Ok(q);
+        }
+    }
+    let q: Shared = std::rc::Rc::new(std::cell::RefCell::new(Qmp::connect(socket)?));
+    MONITORS.with(|m| m.borrow_mut().insert(socket.to_path_buf(), q.clone()));
+    Ok(q)
+}
+
 /// A disk held by a running QEMU whose monitor snapport can reach.
 pub struct Live {
     /// The VM config that names the monitor.
     pub vm: String,
-    qmp: Qmp,
+    qmp: Shared,
     /// The qcow2 node of the disk in that QEMU.
     node: String,
     disk: String,
@@ -96,9 +118,8 @@ pub fn for_disk(
             holders(h.dev, h.ino)
         );
     };
-    let mut qmp =
-        Qmp::connect(&socket).with_context(|| format!("vd/{disk} is held by vm/{vm}'s QEMU"))?;
-    let node = find_node(&mut qmp, h.dev, h.ino)
+    let qmp = monitor(&socket).with_context(|| format!("vd/{disk} is held by vm/{vm}'s QEMU"))?;
+    let node = find_node(&mut qmp.borrow_mut(), h.dev, h.ino)
         .with_context(|| format!("vd/{disk} in vm/{vm}'s QEMU ({})", socket.display()))?;
     Ok(Some(Live {
         vm,
@@ -109,12 +130,16 @@ pub fn for_disk(
 }
 
 /// A failure of QEMU's as the host's error type, for code that sorts the pool's errors:
-/// QEMU refused, nothing was made.
+/// QEMU's refusal (nothing made) is a conflict; a failure whose outcome is unknown (no answer,
+/// the snapshot not listed after) is an I/O error, which keeps the attempt's record.
 pub fn as_backend_error(e: anyhow::Error) -> snapport_host::Error {
-    snapport_host::Error::new(
-        snapport_host::ErrorKind::Backend(snapport_host::BackendErrorKind::Busy),
-        format!("{e:#}"),
-    )
+    use snapport_host::BackendErrorKind as B;
+    let kind = if crate::qmp::refused(&e) {
+        B::Conflict
+    } else {
+        B::Io
+    };
+    snapport_host::Error::new(snapport_host::ErrorKind::Backend(kind), format!("{e:#}"))
 }
 
 /// `snapshots::remove`, through QEMU when a running QEMU holds the disk: QEMU deletes
@@ -202,7 +227,7 @@ impl Live {
         instance: &mut snapport_host::Instance,
         name: &str,
     ) -> Result<snapport_host::SnapshotInfo> {
-        self.qmp.execute(
+        self.qmp.borrow_mut().execute(
             "blockdev-snapshot-internal-sync",
             Some(json!({ "device": self.node, "name": name })),
         )?;
@@ -220,7 +245,7 @@ impl Live {
 
     /// Deletes snapshot `name` through QEMU.
     pub fn delete_snapshot(&mut self, name: &str) -> Result<()> {
-        self.qmp.execute(
+        self.qmp.borrow_mut().execute(
             "blockdev-snapshot-delete-internal-sync",
             Some(json!({ "device": self.node, "name": name })),
         )?;
@@ -240,7 +265,7 @@ impl Live {
         );
         // Armed before the snapshot exists: an interruption between the two deletes a
         // snapshot that may not be there, which QEMU refuses harmlessly.
-        arm_signal_cleanup(self.qmp.raw_fd(), &self.node, &name);
+        arm_signal_cleanup(self.qmp.borrow().raw_fd(), &self.node, &name);
         let made = self.create_snapshot(instance, &name);
         let guard = TemporarySnapshot {
             live: self,

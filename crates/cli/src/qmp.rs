@@ -26,6 +26,26 @@ const MAX_EVENTS: usize = 10_000;
 pub struct Qmp {
     socket: PathBuf,
     stream: BufReader<UnixStream>,
+    /// A read failed or timed out: an answer may still come, and would be taken for the
+    /// next command's. Such a connection runs nothing more.
+    broken: bool,
+}
+
+/// QEMU answered a command with an error: it did not do it.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// Whether `e` is QEMU's refusal (nothing done), not a failure whose outcome is unknown.
+pub fn refused(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Refused>().is_some()
 }
 
 impl Qmp {
@@ -37,6 +57,7 @@ impl Qmp {
         let mut qmp = Qmp {
             socket: socket.to_path_buf(),
             stream: BufReader::new(stream),
+            broken: false,
         };
         match qmp.receive()? {
             Reply::Greeting => {}
@@ -58,6 +79,25 @@ impl Qmp {
 
     /// Runs `command` with `arguments`; QEMU's error is the error, in one line.
     pub fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value> {
+        if self.broken {
+            bail!(
+                "the connection to QEMU's monitor at {} is out of step since an earlier command got no answer: {command} not sent",
+                self.socket.display()
+            );
+        }
+        let answer = self.run(command, arguments);
+        if answer.as_ref().is_err_and(|e| !refused(e)) {
+            self.broken = true;
+        }
+        answer
+    }
+
+    /// Whether a command failed without an answer (see `broken`).
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    fn run(&mut self, command: &str, arguments: Option<Value>) -> Result<Value> {
         let mut msg = serde_json::json!({ "execute": command });
         if let Some(a) = arguments {
             msg["arguments"] = a;
@@ -73,7 +113,7 @@ impl Qmp {
                 Reply::Event => continue,
                 Reply::Return(v) => return Ok(v),
                 Reply::Error { class, desc } => {
-                    bail!("QEMU refused {command}: {desc} ({class})")
+                    return Err(Refused(format!("QEMU refused {command}: {desc} ({class})")).into())
                 }
                 Reply::Greeting => bail!("{} greeted again", self.socket.display()),
             }
@@ -92,7 +132,7 @@ impl Qmp {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 bail!(
-                    "no answer from QEMU's monitor at {} within {TIMEOUT:?}",
+                    "no answer from QEMU's monitor at {} within {TIMEOUT:?} (QEMU serves one monitor client at a time: another may hold it)",
                     self.socket.display()
                 );
             }
@@ -108,7 +148,7 @@ impl Qmp {
                     ) =>
                 {
                     bail!(
-                        "no answer from QEMU's monitor at {} within {TIMEOUT:?}",
+                        "no answer from QEMU's monitor at {} within {TIMEOUT:?} (QEMU serves one monitor client at a time: another may hold it)",
                         self.socket.display()
                     )
                 }

@@ -63,6 +63,10 @@ pub struct Record {
     /// The VM snapshot (`vms/VM@NAME`) it is part of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vm: Option<String>,
+    /// The backend was asked to make it (the record went `InProgress`): a failure after
+    /// that may have left a snapshot, so the record stays until `snapshot gc`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub asked: bool,
 }
 
 impl Record {
@@ -110,15 +114,24 @@ impl Owner {
         }
     }
 
-    /// Whether the process still runs (the same one: same start time).
+    /// Whether the process still runs (the same one: same start time). Unless /proc
+    /// says for sure that it is gone, it is taken to run: a live operation's snapshot
+    /// must never be collected.
     pub fn alive(&self) -> bool {
-        start_time(self.pid).is_some_and(|s| s == self.start)
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(_) => true,
+            Ok(stat) => parse_start_time(&stat).is_none_or(|s| s == self.start),
+        }
     }
 }
 
 /// Field 22 of `/proc/PID/stat`, the start time in clock ticks since boot.
 fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+fn parse_start_time(stat: &str) -> Option<u64> {
     // The command name (field 2) may hold spaces and parentheses: count after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
@@ -358,6 +371,10 @@ pub struct View {
     pub comment: Option<String>,
     pub parent: Option<String>,
     pub error: Option<String>,
+    /// The backend was asked to make it (see [`Record::asked`]).
+    pub asked: bool,
+    /// The VM snapshot it is part of, `vms/VM@NAME`.
+    pub vm: Option<String>,
 }
 
 impl View {
@@ -393,6 +410,44 @@ pub fn find<'a>(views: &'a [View], name: &str) -> Option<&'a View> {
         let first = by_id.next()?;
         by_id.next().is_none().then_some(first)
     })
+}
+
+/// The disk snapshot of VM snapshot `vms/VM@NAME` among `views` (one disk's): named
+/// exactly `name`, no ID fallback, and recorded as part of that VM snapshot (records
+/// from before VM membership was kept say nothing, and pass). A disk snapshot taken
+/// under the same name later, by itself, is not the VM's.
+pub fn of_vm<'a>(views: &'a [View], vm: &str, name: &str) -> Option<&'a View> {
+    let address = format!("vms/{vm}@{name}");
+    views
+        .iter()
+        .find(|v| v.name == name && v.vm.as_deref().is_none_or(|m| m == address))
+}
+
+/// The backend's name of the disk snapshot of `vms/VM@NAME` on `disk` (see [`of_vm`]);
+/// none stays none.
+pub fn vm_backend_snapshot(
+    home: &Path,
+    pool: &str,
+    instance: &mut snapport_host::Instance,
+    disk: &str,
+    vm: &str,
+    name: Option<&str>,
+) -> Result<Option<String>> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    let views = list(home, pool, instance, Some(disk))?;
+    let v = of_vm(&views, vm, name).ok_or_else(|| {
+        anyhow::anyhow!("vms/{vm}@{name}: no snapshot of vd/{disk} in pool {pool} belongs to it")
+    })?;
+    match &v.backend_name {
+        Some(b) => Ok(Some(b.clone())),
+        None => anyhow::bail!(
+            "{} is {:?}: the backend holds no such snapshot; `snapport snapshot gc vm/{vm}` clears it",
+            v.address(),
+            v.phase
+        ),
+    }
 }
 
 /// Joins what the backend lists with the records, oldest first, and tidies the records
@@ -431,6 +486,8 @@ pub fn merge(listed: Vec<SnapshotInfo>, records: &mut Records, disk: Option<&str
                     comment: r.comment.clone(),
                     parent: r.parent.clone().or(s.parent),
                     error: r.error.clone(),
+                    asked: r.asked,
+                    vm: r.vm.clone(),
                 }
             }
             None => View {
@@ -445,6 +502,8 @@ pub fn merge(listed: Vec<SnapshotInfo>, records: &mut Records, disk: Option<&str
                 comment: None,
                 parent: s.parent,
                 error: None,
+                asked: false,
+                vm: None,
             },
         };
         out.push(view);
@@ -469,6 +528,8 @@ pub fn merge(listed: Vec<SnapshotInfo>, records: &mut Records, disk: Option<&str
                 comment: r.comment.clone(),
                 parent: r.parent.clone(),
                 error: r.error.clone(),
+                asked: r.asked,
+                vm: r.vm.clone(),
             });
             kept.push(r);
         } else {
@@ -569,7 +630,7 @@ pub fn backend_address(
     let v = view(home, pool, instance, disk, snapshot)?;
     let Some(backend_name) = v.backend_name.clone() else {
         anyhow::bail!(
-            "{} is {:?}: the backend holds no such snapshot{}",
+            "{} is {:?}: the backend holds no such snapshot{}; `snapport snapshot gc vd/{disk} -n {pool}` clears the record",
             v.address(),
             v.phase,
             v.error.map(|e| format!(" ({e})")).unwrap_or_default()
@@ -579,27 +640,6 @@ pub fn backend_address(
         disk: disk.clone(),
         snapshot: backend_name,
     })
-}
-
-/// The backend's name of snapshot `snapshot` of `disk` (see [`backend_address`]); none
-/// stays none.
-pub fn backend_snapshot(
-    home: &Path,
-    pool: &str,
-    instance: &mut snapport_host::Instance,
-    disk: &str,
-    snapshot: Option<&str>,
-) -> Result<Option<String>> {
-    let Some(snapshot) = snapshot else {
-        return Ok(None);
-    };
-    let address = Address::DiskSnapshot {
-        disk: disk.into(),
-        snapshot: snapshot.into(),
-    };
-    Ok(backend_address(home, pool, instance, &address)?
-        .snapshot()
-        .map(str::to_string))
 }
 
 /// Changes the records of `pool` under the lock: `f` sees them fresh from the file.
@@ -706,11 +746,15 @@ pub fn collect(
             }
             let died = matches!(r.phase, Phase::Pending | Phase::InProgress)
                 && !r.owner.is_some_and(|o| o.alive());
-            let holds = views
-                .iter()
-                .find(|v| v.disk == r.disk && v.name == r.name)
-                .and_then(|v| v.backend_name.clone());
-            let failed = r.phase == Phase::Failed && (holds.is_some() || failed_records);
+            // The snapshot a record holds is the one matched to it by ID; a snapshot
+            // that only shares its name (an operator's qemu-img snapshot) is not.
+            let holds =
+                r.id.as_ref()
+                    .and_then(|_| views.iter().find(|v| v.disk == r.disk && v.name == r.name))
+                    .and_then(|v| v.backend_name.clone());
+            // Failed after the backend was asked: it may hold a snapshot; failed before
+            // (a refused `--consistency required`): only a record, which says why.
+            let failed = r.phase == Phase::Failed && (holds.is_some() || r.asked || failed_records);
             if died || failed {
                 leftovers.push((r.clone(), holds));
                 // Nobody else takes it up meanwhile.
@@ -728,16 +772,30 @@ pub fn collect(
             Some(b) => Some(b),
             None if r.id.is_some() || r.phase == Phase::Pending => None,
             // Died while the backend worked, before its answer was recorded.
-            None => match unrecorded
-                .iter()
-                .find(|s| s.volume == r.disk && s.name == r.name)
-            {
+            // A Failed one never asked, or asked and refused, made nothing.
+            None if !r.asked => None,
+            // Died while the backend worked, before its answer was recorded: the
+            // snapshot asked under its name and dated by the request (qcow2, LVM take
+            // the date the host gives), ...
+            None => match unrecorded.iter().find(|s| {
+                s.volume == r.disk
+                    && s.name == r.name
+                    && s.created_unix_ms.is_some()
+                    && s.created_unix_ms == r.created_unix_ms
+            }) {
                 Some(s) => Some(s.name.clone()),
-                None if unrecorded.iter().any(|s| s.volume == r.disk) => {
+                // ... or, where the backend names snapshots by their IDs (CSI, whose
+                // CreateSnapshot is idempotent by the key the plugin derives from name and
+                // date), the one the same request answers again. Never through a QEMU.
+                None if unrecorded
+                    .iter()
+                    .any(|s| s.volume == r.disk && s.name == s.id)
+                    && crate::live::for_disk(home, pool, instance, &r.disk)?.is_none() =>
+                {
                     let created = r.created_unix_ms.unwrap_or(0);
                     let again = instance
                         .create_snapshot(&r.disk, &r.name, created)
-                        .with_context(|| format!("asking the backend again for {this}, which a process that died was taking"))?;
+                        .with_context(|| format!("asking the backend again for {this}, which a process that died was taking; `snapport snapshot gc vd/{}` tries again", r.disk))?;
                     Some(again.name)
                 }
                 None => None,

@@ -354,8 +354,9 @@ fn snapshot_key(volume: &str, name: &str, created_unix_ms: u64) -> String {
 }
 
 /// How much earlier than asked a snapshot CreateSnapshot answers may have been taken and
-/// still be the one asked for (clocks of host and driver differ a little).
-const CLOCK_SLACK_MS: u64 = 1000;
+/// still be the one asked for (clocks of host and driver differ; an earlier snapshot
+/// handed back is hours older).
+const CLOCK_SLACK_MS: u64 = 60_000;
 
 fn volume_info(name: &str, size: u64) -> VolumeInfo {
     VolumeInfo {

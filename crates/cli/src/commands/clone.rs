@@ -137,11 +137,12 @@ pub fn run(args: Args) -> Result<()> {
     let copied = (|| -> Result<()> {
         for (from, to) in config.disks.iter().zip(&clone.disks) {
             let mut reader = ctx.pool(&from.pool)?;
-            let backend = crate::snapshots::backend_snapshot(
+            let backend = crate::snapshots::vm_backend_snapshot(
                 &ctx.config.home,
                 &from.pool,
                 &mut reader,
                 &from.name,
+                &src,
                 snapshot.as_deref(),
             )?;
             let mut volume = reader

@@ -97,7 +97,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.apply {
         for (v, verdict) in &plan {
             if *verdict == Verdict::Remove {
-                match snapshots::remove(&ctx.config.home, &args.pool, &mut pool, v) {
+                match crate::live::remove_snapshot(&ctx.config.home, &args.pool, &mut pool, v) {
                     Ok(()) => removed.push(v.address()),
                     Err(e) => failures.push(format!("{}: {e:#}", v.address())),
                 }

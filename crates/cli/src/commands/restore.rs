@@ -66,7 +66,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("{from} is a snapshot of vd/{of}, not of {target}; to make a new disk from it, use `snapport create vd/NEW --from {from}`");
     }
     let ctx = Context::new()?;
-    let (conflicts, mut pool, restore) = match check_disk(&ctx, &args.pool, disk, snapshot)? {
+    let (conflicts, mut pool, restore) = match check_disk(&ctx, &args.pool, disk, snapshot, None)? {
         Found::Missing(why) => bail!("{why}"),
         Found::Present(c, pool, restore) => (c, pool, restore),
     };
@@ -159,17 +159,19 @@ impl Restore {
         instance: &mut snapport_host::Instance,
         quiet: bool,
     ) -> Result<()> {
-        let backend_name = self
-            .snapshot
-            .backend_name
-            .as_deref()
-            .unwrap_or(&self.snapshot.name);
         let what = || {
             format!(
                 "restoring vd/{} from {}",
                 self.disk,
                 self.snapshot.address()
             )
+        };
+        let Some(backend_name) = self.snapshot.backend_name.as_deref() else {
+            bail!(
+                "{}: the backend does not list {}",
+                what(),
+                self.snapshot.address()
+            );
         };
         if !self.by_copy {
             instance
@@ -203,7 +205,14 @@ impl Restore {
 
 /// The conflict report for restoring vd/`disk` of `pool_name` from its snapshot
 /// `snapshot`, and the pool's instance to do it with.
-fn check_disk(ctx: &Context, pool_name: &str, disk: &str, snapshot: &str) -> Result<Found> {
+/// For a VM (`vm`), the disk snapshot must be the VM snapshot's ([`snapshots::of_vm`]).
+fn check_disk(
+    ctx: &Context,
+    pool_name: &str,
+    disk: &str,
+    snapshot: &str,
+    vm: Option<&str>,
+) -> Result<Found> {
     let target = format!("vd/{disk}");
     let from = format!("vds/{disk}@{snapshot}");
     let mut pool = ctx.pool(pool_name)?;
@@ -211,7 +220,11 @@ fn check_disk(ctx: &Context, pool_name: &str, disk: &str, snapshot: &str) -> Res
         return Ok(Found::Missing(format!("no {target} in pool {pool_name}")));
     };
     let views = snapshots::list(&ctx.config.home, pool_name, &mut pool, Some(disk))?;
-    let Some(snap) = snapshots::find(&views, snapshot) else {
+    let found = match vm {
+        Some(vm) => snapshots::of_vm(&views, vm, snapshot),
+        None => snapshots::find(&views, snapshot),
+    };
+    let Some(snap) = found else {
         return Ok(Found::Missing(format!("no {from} in pool {pool_name}")));
     };
 
@@ -301,7 +314,7 @@ fn restore_vm(args: &Args, vm: &str) -> Result<()> {
     let mut dropped = Vec::new();
     let mut work = Vec::new();
     for d in &snap.config.disks {
-        match check_disk(&ctx, &d.pool, &d.name, &name)? {
+        match check_disk(&ctx, &d.pool, &d.name, &name, Some(vm))? {
             Found::Missing(why) => {
                 dropped.push(d.name.clone());
                 conflicts.push(Conflict {

@@ -47,7 +47,8 @@ pub enum Consistency {
 pub struct CreateArgs {
     /// vd/NAME, or vm/NAME for all of a VM's disks under one freeze.
     target: String,
-    /// The snapshot's name (default: the UTC date and time, `20261124-064012`).
+    /// The snapshot's name, unique per disk (default: the UTC date and time to the
+    /// millisecond, `20261124-064012.345`, with `-2`, `-3`… if taken).
     #[arg(long)]
     name: Option<String>,
     #[arg(long, value_enum, default_value_t = Consistency::BestEffort)]
@@ -106,7 +107,7 @@ struct Reserved {
 /// which `vds/D@ID` also addresses.
 fn taken(views: &[snapshots::View], name: &str) -> bool {
     views.iter().any(|v| {
-        (v.name == name && (v.phase != Phase::Failed || v.backend_name.is_some()))
+        (v.name == name && (v.phase != Phase::Failed || v.backend_name.is_some() || v.asked))
             || v.id.as_deref() == Some(name)
     })
 }
@@ -128,14 +129,9 @@ fn reserve(
     vm: Option<&str>,
 ) -> Result<Reserved> {
     snapshots::update(home, pool, |records| -> Result<Reserved> {
-        // IDs are per disk (a qcow2 image numbers its own snapshots from 1).
-        let known_ids = records
-            .list
-            .iter()
-            .filter(|r| r.disk == disk)
-            .filter_map(|r| r.id.clone())
-            .chain(listed.iter().map(|s| s.id.clone()))
-            .collect();
+        // The disk's snapshots as listed just now: a record's ID the backend no longer
+        // lists may be given to the next snapshot (qcow2 numbers from the highest).
+        let known_ids = listed.iter().map(|s| s.id.clone()).collect();
         let views = snapshots::merge(listed, records, Some(disk));
         let name = match name {
             Name::Given(n) => {
@@ -228,12 +224,52 @@ fn set_phase(
             if !matches!(phase, Phase::Pending | Phase::InProgress) {
                 r.owner = None;
             }
+            r.asked |= phase == Phase::InProgress;
         }
         if phase == Phase::Ready {
             records.heads.insert(disk.to_string(), name.to_string());
         }
     })
 }
+
+/// Whether a failed snapshot request made nothing for sure: the backend (or QEMU)
+/// refused it, or its answer was an earlier snapshot. Anything else (no answer, a
+/// broken connection) may have made one.
+fn refused(e: &anyhow::Error) -> bool {
+    use snapport_host::{BackendErrorKind as B, ErrorKind as K};
+    crate::qmp::refused(e)
+        || e.downcast_ref::<Earlier>().is_some()
+        || e.downcast_ref::<snapport_host::Error>().is_some_and(|h| {
+            matches!(
+                h.kind,
+                K::Backend(
+                    B::Unsupported
+                        | B::InvalidArgument
+                        | B::NotFound
+                        | B::Conflict
+                        | B::PermissionDenied
+                        | B::Busy
+                )
+            )
+        })
+}
+
+/// How much earlier than the request a new snapshot may be dated: clocks of this
+/// machine and a backend's (a CSI driver's node) differ. An earlier snapshot handed back
+/// is hours older, last night's.
+const CLOCK_SLACK_MS: u64 = 60_000;
+
+/// The backend answered a request for a new snapshot with one that existed before.
+#[derive(Debug)]
+struct Earlier(String);
+
+impl std::fmt::Display for Earlier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Earlier {}
 
 /// Records what the backend made for `vds/DISK@NAME`, after checking it is new: an
 /// answer naming a snapshot that existed before the request (a known ID, or a creation
@@ -252,13 +288,14 @@ fn record_made(
     let earlier = reserved.known_ids.contains(&info.id)
         || info
             .created_unix_ms
-            .is_some_and(|t| t.saturating_add(1000) < created);
+            .is_some_and(|t| t.saturating_add(CLOCK_SLACK_MS) < created);
     if earlier {
-        bail!(
-            "the backend answered the request for {this} with snapshot {} (created {}), which existed before: not a new snapshot; nothing was recorded",
+        return Err(Earlier(format!(
+            "the backend answered the request for {this} with snapshot {} (created {}), which existed before the request: not a new snapshot, nothing recorded (if the backend's clock is behind this machine's by more than a minute, set it right and take the snapshot again)",
             info.id,
             info.created_unix_ms.map_or_else(|| "at an unknown time".into(), snapshots::utc)
-        );
+        ))
+        .into());
     }
     snapshots::update(home, pool, |records| {
         if let Some(r) = records.get_mut(disk, name) {
@@ -304,8 +341,13 @@ fn create(args: CreateArgs) -> Result<()> {
         Some(_) => {}
     }
     // What a died or failed attempt left on this disk goes first.
-    snapshots::collect(&home, &args.pool, &mut pool, Some(disk), false)
+    let cleaned = snapshots::collect(&home, &args.pool, &mut pool, Some(disk), false)
         .with_context(|| format!("cleaning up after an earlier snapshot of {target}"))?;
+    if !args.quiet {
+        for line in &cleaned {
+            eprintln!("{line}");
+        }
+    }
     // A disk a running QEMU holds is snapshotted by QEMU, or refused before any record.
     let mut live = crate::live::for_disk(&home, &args.pool, &mut pool, disk)?;
     let listed = pool.list_snapshots(Some(disk))?;
@@ -382,19 +424,20 @@ fn create(args: CreateArgs) -> Result<()> {
         Ok(info) => info,
         Err(e) => {
             use snapport_host::{BackendErrorKind as B, ErrorKind as K};
-            // A request the backend refuses outright (a raw disk, a name it rejects)
-            // made nothing: no record. An attempt that broke stays visible as Failed.
-            let refused = live.is_some()
-                || matches!(
-                    e.kind,
-                    K::Backend(
-                        B::Unsupported
-                            | B::InvalidArgument
-                            | B::NotFound
-                            | B::Conflict
-                            | B::PermissionDenied
-                    )
-                );
+            // A request the backend refuses outright (a raw disk, a name it rejects, a
+            // disk in use, a driver unavailable) made nothing: no record. An attempt
+            // whose outcome is unknown (an I/O error, no answer) stays visible as Failed.
+            let refused = matches!(
+                e.kind,
+                K::Backend(
+                    B::Unsupported
+                        | B::InvalidArgument
+                        | B::NotFound
+                        | B::Conflict
+                        | B::PermissionDenied
+                        | B::Busy
+                )
+            );
             let mut e = anyhow::Error::new(e).context(format!("creating {this}"));
             if !thaw_problems.is_empty() {
                 e = e.context(thaw_problems.join("; "));
@@ -429,6 +472,8 @@ fn create(args: CreateArgs) -> Result<()> {
         comment: args.comment,
         parent: reserved.parent,
         error: None,
+        asked: true,
+        vm: None,
     };
     match args.output {
         OutputArg::Json => println!(
@@ -487,7 +532,12 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
     post.extend(args.post_hooks.iter().cloned());
 
     // What died or failed snapshots of this VM left goes first.
-    collect_vm(&home, vm, &mut pools, false)?;
+    let cleaned = collect_vm(&home, vm, &mut pools, false)?;
+    if !args.quiet {
+        for line in &cleaned {
+            eprintln!("{line}");
+        }
+    }
 
     // The name: the one asked for, or the first default free on the VM and every disk.
     let name = match &asked {
@@ -677,13 +727,18 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
         match made {
             Ok(info) => taken_snapshots.push((d, info.name)),
             Err(e) => {
-                failure = Some(e.context(format!("creating vds/{}@{name}", d.name)));
+                // An attempt whose outcome is unknown (no answer) may have made one.
+                let unknown = (!refused(&e)).then_some(*d);
+                failure = Some((
+                    e.context(format!("creating vds/{}@{name}", d.name)),
+                    unknown,
+                ));
                 break;
             }
         }
     }
     let thaw_problems = frozen.thaw();
-    if let Some(mut e) = failure {
+    if let Some((mut e, unknown)) = failure {
         // All or nothing: the snapshots already taken go again, by the backend's name.
         let mut left = Vec::new();
         for (d, backend_name) in &taken_snapshots {
@@ -704,15 +759,25 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
             }
         }
         for (d, _) in &reserved {
-            if !taken_snapshots
+            let taken = taken_snapshots
                 .iter()
-                .any(|(t, _)| t.name == d.name && t.pool == d.pool)
-            {
+                .any(|(t, _)| t.name == d.name && t.pool == d.pool);
+            let asked = unknown.is_some_and(|u| u.name == d.name && u.pool == d.pool);
+            if !taken && !asked {
                 snapshots::update(&home, &d.pool, |r| r.remove(&d.name, &name))?;
             }
         }
-        for l in &left {
-            e = e.context(l.clone());
+        if let Some(u) = unknown {
+            left.push(format!(
+                "vds/{}@{name} may exist on the backend (its request got no answer)",
+                u.name
+            ));
+        }
+        if !left.is_empty() {
+            e = e.context(format!(
+                "{}; `snapport snapshot gc vm/{vm}` removes what is left",
+                left.join("; ")
+            ));
         }
         if !thaw_problems.is_empty() {
             e = e.context(thaw_problems.join("; "));
@@ -721,8 +786,10 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
         if left.is_empty() {
             forget_vm()?;
         } else {
-            // What could not be deleted stays Failed, with its ID, for `snapshot gc`.
-            for (d, _) in &taken_snapshots {
+            // What could not be deleted stays Failed, with its ID, for `snapshot gc`; so
+            // does the attempt whose outcome is unknown.
+            let kept = taken_snapshots.iter().map(|(d, _)| *d).chain(unknown);
+            for d in kept {
                 set_phase(
                     &home,
                     &d.pool,
@@ -882,6 +949,21 @@ fn collect_vm(
                 snapshots::collect(home, &d.pool, pool, Some(&d.name), false)
                     .with_context(ctx_line)?,
             );
+            // A disk snapshot it finished before its process died (Ready, but the VM
+            // snapshot never was): all or nothing, it goes too.
+            let views = snapshots::list(home, &d.pool, pool, Some(&d.name))?;
+            if let Some(v) = views.iter().find(|v| {
+                v.name == s.name
+                    && v.vm.as_deref() == Some(s.address().as_str())
+                    && v.phase == Phase::Ready
+            }) {
+                crate::live::remove_snapshot(home, &d.pool, pool, v).with_context(ctx_line)?;
+                done.push(format!(
+                    "deleted {}, part of {} that did not finish",
+                    v.address(),
+                    s.address()
+                ));
+            }
             // This VM snapshot's own records that made nothing go as well.
             snapshots::update(home, &d.pool, |r| {
                 if r.get(&d.name, &s.name).is_some_and(|rec| {
