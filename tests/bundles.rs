@@ -618,3 +618,50 @@ fn clones_rename_copy_and_refuse_conflicts_in_strict_mode() {
         );
     }
 }
+
+/// A VM snapshot's disk snapshot is the one taken with it: after it is deleted and a
+/// disk snapshot of the same name is taken by itself, the VM snapshot does not take that
+/// one for its own (restore says the disk snapshot is missing; delete leaves it).
+#[test]
+fn a_vm_snapshot_never_takes_a_later_disk_snapshot_of_its_name() {
+    let home = Home::new();
+    let pool = home.pool();
+    let disks: Vec<_> = ["w-root", "w-data"]
+        .iter()
+        .map(|n| pool.join(format!("{n}.qcow2")))
+        .collect();
+    for (i, d) in disks.iter().enumerate() {
+        tool("qemu-img", &["create", "-q", "-f", "qcow2", p(d), "16M"]);
+        qemu_io(d, "qcow2", &[&format!("write -P {} 0 1M", 0x20 + i)]);
+    }
+    let cfg = home.out("w.json");
+    std::fs::write(
+        &cfg,
+        r#"{"name":"w","disks":[{"name":"w-root"},{"name":"w-data"}]}"#,
+    )
+    .unwrap();
+    home.ok(&["create", "vm/w", "--config", p(&cfg), "-q"]);
+    home.ok(&["snapshot", "create", "vm/w", "--name", "daily", "-q"]);
+    home.ok(&["delete", "vds/w-data@daily", "-q"]);
+    qemu_io(&disks[1], "qcow2", &["write -P 0x77 0 1M"]);
+    home.ok(&["snapshot", "create", "vd/w-data", "--name", "daily", "-q"]);
+    let before = tool("sha256sum", &[p(&disks[1])]);
+
+    // strict: the VM snapshot's disk snapshot of w-data is missing, so nothing happens.
+    let err = home.fails(&[
+        "restore",
+        "vm/w",
+        "--from",
+        "vms/w@daily",
+        "--mode",
+        "strict",
+    ]);
+    assert!(err.contains("missing dependency"), "{err}");
+    assert_eq!(tool("sha256sum", &[p(&disks[1])]), before);
+    // Deleting the VM snapshot leaves the disk's own `daily`.
+    home.ok(&["delete", "vms/w@daily", "-q"]);
+    let listed = tool("qemu-img", &["snapshot", "-l", p(&disks[1])]);
+    assert!(listed.contains("daily"), "{listed}");
+    let listed = tool("qemu-img", &["snapshot", "-l", p(&disks[0])]);
+    assert!(!listed.contains("daily"), "{listed}");
+}

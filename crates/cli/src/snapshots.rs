@@ -413,14 +413,19 @@ pub fn find<'a>(views: &'a [View], name: &str) -> Option<&'a View> {
 }
 
 /// The disk snapshot of VM snapshot `vms/VM@NAME` among `views` (one disk's): named
-/// exactly `name`, no ID fallback, and recorded as part of that VM snapshot (records
-/// from before VM membership was kept say nothing, and pass). A disk snapshot taken
-/// under the same name later, by itself, is not the VM's.
-pub fn of_vm<'a>(views: &'a [View], vm: &str, name: &str) -> Option<&'a View> {
+/// exactly `name`, no ID fallback, and recorded as part of that VM snapshot — or, for
+/// records from before VM membership was kept, dated as it (`created`: a VM snapshot
+/// dates every disk's record alike). A disk snapshot taken under the same name later,
+/// by itself, is not the VM's.
+pub fn of_vm<'a>(views: &'a [View], vm: &str, name: &str, created: u64) -> Option<&'a View> {
     let address = format!("vms/{vm}@{name}");
-    views
-        .iter()
-        .find(|v| v.name == name && v.vm.as_deref().is_none_or(|m| m == address))
+    views.iter().find(|v| {
+        v.name == name
+            && match &v.vm {
+                Some(m) => *m == address,
+                None => v.created_unix_ms == Some(created),
+            }
+    })
 }
 
 /// The backend's name of the disk snapshot of `vms/VM@NAME` on `disk` (see [`of_vm`]);
@@ -436,8 +441,9 @@ pub fn vm_backend_snapshot(
     let Some(name) = name else {
         return Ok(None);
     };
+    let created = vm_snapshot(home, vm, name)?.created_unix_ms;
     let views = list(home, pool, instance, Some(disk))?;
-    let v = of_vm(&views, vm, name).ok_or_else(|| {
+    let v = of_vm(&views, vm, name, created).ok_or_else(|| {
         anyhow::anyhow!("vms/{vm}@{name}: no snapshot of vd/{disk} in pool {pool} belongs to it")
     })?;
     match &v.backend_name {

@@ -114,7 +114,7 @@ fn delete_vm_snapshot(args: &Args, vm: &str, name: &str) -> Result<()> {
     for d in &snap.config.disks {
         let mut pool = ctx.pool(&d.pool)?;
         let views = snapshots::list(home, &d.pool, &mut pool, Some(&d.name))?;
-        match snapshots::of_vm(&views, vm, name) {
+        match snapshots::of_vm(&views, vm, name, snap.created_unix_ms) {
             Some(view) => crate::live::remove_snapshot(home, &d.pool, &mut pool, view)
                 .with_context(|| format!("deleting {this}"))?,
             None => gone.push(format!("vds/{}@{name}", d.name)),

@@ -205,13 +205,14 @@ impl Restore {
 
 /// The conflict report for restoring vd/`disk` of `pool_name` from its snapshot
 /// `snapshot`, and the pool's instance to do it with.
-/// For a VM (`vm`), the disk snapshot must be the VM snapshot's ([`snapshots::of_vm`]).
+/// For a VM (`vm`: its name and the VM snapshot's date), the disk snapshot must be the
+/// VM snapshot's ([`snapshots::of_vm`]).
 fn check_disk(
     ctx: &Context,
     pool_name: &str,
     disk: &str,
     snapshot: &str,
-    vm: Option<&str>,
+    vm: Option<(&str, u64)>,
 ) -> Result<Found> {
     let target = format!("vd/{disk}");
     let from = format!("vds/{disk}@{snapshot}");
@@ -221,7 +222,7 @@ fn check_disk(
     };
     let views = snapshots::list(&ctx.config.home, pool_name, &mut pool, Some(disk))?;
     let found = match vm {
-        Some(vm) => snapshots::of_vm(&views, vm, snapshot),
+        Some((vm, created)) => snapshots::of_vm(&views, vm, snapshot, created),
         None => snapshots::find(&views, snapshot),
     };
     let Some(snap) = found else {
@@ -314,7 +315,13 @@ fn restore_vm(args: &Args, vm: &str) -> Result<()> {
     let mut dropped = Vec::new();
     let mut work = Vec::new();
     for d in &snap.config.disks {
-        match check_disk(&ctx, &d.pool, &d.name, &name, Some(vm))? {
+        match check_disk(
+            &ctx,
+            &d.pool,
+            &d.name,
+            &name,
+            Some((vm, snap.created_unix_ms)),
+        )? {
             Found::Missing(why) => {
                 dropped.push(d.name.clone());
                 conflicts.push(Conflict {
