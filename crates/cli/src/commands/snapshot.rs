@@ -423,22 +423,12 @@ fn create(args: CreateArgs) -> Result<()> {
     let info = match made {
         Ok(info) => info,
         Err(e) => {
-            use snapport_host::{BackendErrorKind as B, ErrorKind as K};
             // A request the backend refuses outright (a raw disk, a name it rejects, a
             // disk in use, a driver unavailable) made nothing: no record. An attempt
             // whose outcome is unknown (an I/O error, no answer) stays visible as Failed.
-            let refused = matches!(
-                e.kind,
-                K::Backend(
-                    B::Unsupported
-                        | B::InvalidArgument
-                        | B::NotFound
-                        | B::Conflict
-                        | B::PermissionDenied
-                        | B::Busy
-                )
-            );
-            let mut e = anyhow::Error::new(e).context(format!("creating {this}"));
+            let e = anyhow::Error::new(e);
+            let refused = refused(&e);
+            let mut e = e.context(format!("creating {this}"));
             if !thaw_problems.is_empty() {
                 e = e.context(thaw_problems.join("; "));
             }
