@@ -4,22 +4,7 @@
 //! through a plugin instance (`snapport-host`). Errors print as one line on stderr with
 //! exit code 1; usage errors exit with 2.
 
-mod address;
-mod bundle;
-mod commands;
-mod config;
-mod context;
-mod incremental;
-mod interrupt;
-mod live;
-mod output;
-mod progress;
-mod qmp;
-mod quiesce;
-mod retention;
-mod snapshots;
-mod source;
-mod vm;
+use snapport_engine::{commands, interrupt};
 
 use clap::{Parser, Subcommand};
 
@@ -110,28 +95,14 @@ fn main() {
         Command::Plugin(c) => commands::plugin::run(c),
     };
     if let Err(e) = result {
-        // One line: what failed and, from the innermost cause, why.
-        let mut line = e.to_string();
-        for cause in e.chain().skip(1) {
-            // Some errors print their source themselves; say each thing once.
-            let cause = cause.to_string();
-            if !line.contains(&cause) {
-                line.push_str(": ");
-                line.push_str(&cause);
-            }
-        }
-        // Parsers (TOML) may explain over several lines: keep it to one.
-        let line = line
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
         // Plugins, files and peers put words in errors: no control character of theirs
         // reaches the terminal, and the line stays a line.
-        let line = snapport_host::printable(&line, 16 << 10);
+        let line = snapport_host::printable(&e.one_line(), 16 << 10);
         eprintln!("snapport: error: {line}");
-        std::process::exit(1);
+        std::process::exit(match e.kind() {
+            snapport_engine::ErrorKind::Usage => 2,
+            _ => 1,
+        });
     }
 }
 

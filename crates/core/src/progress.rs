@@ -7,7 +7,14 @@ pub trait Progress: Send {
     fn start(&mut self, _total: u64) {}
     /// `bytes` more logical bytes are done (holes included: they are done instantly).
     fn advance(&mut self, _bytes: u64) {}
+    /// The operation is done with its bytes.
     fn finish(&mut self) {}
+    /// A stage of the operation begins ("exporting vd/web of pool default"): what a
+    /// person watching would want to read, in a line.
+    fn stage(&mut self, _what: &str) {}
+    /// Something went wrong that did not stop the operation (a guest agent that did not
+    /// answer the thaw): the caller decides where a person reads it.
+    fn warn(&mut self, _text: &str) {}
 }
 
 /// Reports nothing.

@@ -13,9 +13,9 @@
 //! of the snapshot, and the same restore again finishes the job.
 
 use crate::address::Address;
-use crate::context::Context;
 use crate::snapshots::{self, Phase};
-use anyhow::{bail, Context as _, Result};
+use crate::Engine;
+use crate::{bail, Context as _, Result};
 use snapport_host::Capabilities;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
@@ -65,7 +65,7 @@ pub fn run(args: Args) -> Result<()> {
     if of != disk {
         bail!("{from} is a snapshot of vd/{of}, not of {target}; to make a new disk from it, use `snapport create vd/NEW --from {from}`");
     }
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let (conflicts, mut pool, restore) = match check_disk(&ctx, &args.pool, disk, snapshot, None)? {
         Found::Missing(why) => bail!("{why}"),
         Found::Present(c, pool, restore) => (c, pool, restore),
@@ -153,12 +153,7 @@ struct Restore {
 }
 
 impl Restore {
-    fn run(
-        &self,
-        ctx: &Context,
-        instance: &mut snapport_host::Instance,
-        quiet: bool,
-    ) -> Result<()> {
+    fn run(&self, ctx: &Engine, instance: &mut snapport_host::Instance, quiet: bool) -> Result<()> {
         let what = || {
             format!(
                 "restoring vd/{} from {}",
@@ -208,7 +203,7 @@ impl Restore {
 /// For a VM (`vm`: its name and the VM snapshot's date), the disk snapshot must be the
 /// VM snapshot's ([`snapshots::of_vm`]).
 fn check_disk(
-    ctx: &Context,
+    ctx: &Engine,
     pool_name: &str,
     disk: &str,
     snapshot: &str,
@@ -300,7 +295,7 @@ fn restore_vm(args: &Args, vm: &str) -> Result<()> {
     if of != vm {
         bail!("{} is a snapshot of vm/{of}, not of vm/{vm}", args.from);
     }
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let home = &ctx.config.home;
     let snap = snapshots::vm_snapshot(home, vm, &name)?;
     let from = snap.address();

@@ -4,10 +4,10 @@
 
 use crate::address::Address;
 use crate::commands::OutputArg;
-use crate::context::Context;
 use crate::retention::{self, Policy, Verdict};
 use crate::snapshots::{self, Phase, View};
-use anyhow::{bail, Result};
+use crate::Engine;
+use crate::{bail, Result};
 use std::collections::BTreeMap;
 
 #[derive(clap::Args)]
@@ -51,7 +51,7 @@ pub fn run(args: Args) -> Result<()> {
         keep_monthly: args.keep_monthly,
         keep_yearly: args.keep_yearly,
     };
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let policy = if cli.is_empty() {
         ctx.config
             .pool(&args.pool)?

@@ -8,7 +8,7 @@
 
 pub mod reply;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use crate::{bail, format_err, Context as _, Result};
 use reply::Reply;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -44,7 +44,7 @@ impl std::fmt::Display for Refused {
 impl std::error::Error for Refused {}
 
 /// Whether `e` is QEMU's refusal (nothing done), not a failure whose outcome is unknown.
-pub fn refused(e: &anyhow::Error) -> bool {
+pub fn refused(e: &crate::Error) -> bool {
     e.downcast_ref::<Refused>().is_some()
 }
 
@@ -175,6 +175,6 @@ impl Qmp {
             }
         }
         reply::parse(&line)
-            .map_err(|e| anyhow!("QEMU's monitor at {} sent {e}", self.socket.display()))
+            .map_err(|e| format_err!("QEMU's monitor at {} sent {e}", self.socket.display()))
     }
 }

@@ -3,9 +3,9 @@
 
 use crate::address::Address;
 use crate::commands::{human, new_progress, OutputArg};
-use crate::context::Context;
 use crate::source::{self, Expected, HashingReader, Input, InputFormat};
-use anyhow::{bail, Context as _, Result};
+use crate::Engine;
+use crate::{bail, Context as _, Result};
 use sha2::{Digest, Sha256};
 use snapport_core::extent::VolumeSource;
 use snapport_core::import::{import, ImportOptions, ImportSummary, Source, VolumeTarget};
@@ -218,7 +218,7 @@ pub fn run(args: Args) -> Result<()> {
         args.sha256.clone(),
         !args.no_sidecars,
     )?;
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let input = source::open(&args.source)?;
     let what = match args.source.as_str() {
         "-" => "stdin",
@@ -240,7 +240,7 @@ fn serve_upload(args: Args) -> Result<()> {
     if !snapport_publish::content::valid_name(&name) {
         bail!("{target}: to receive it over HTTP, the name must be letters, digits, '.', '_', '-' or '@'");
     }
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     // Refused now rather than after the whole upload has crossed the network.
     let existing = ctx.pool(&args.pool)?.list_volumes()?;
     if existing.iter().any(|v| v.name == name) {
@@ -320,7 +320,7 @@ fn serve_upload(args: Args) -> Result<()> {
     }
     let stopped = serving
         .join()
-        .map_err(|_| anyhow::anyhow!("the upload server failed"))?;
+        .map_err(|_| crate::format_err!("the upload server failed"))?;
     let (format, summary, verified) = result?;
     stopped?;
     report(
@@ -337,7 +337,7 @@ fn serve_upload(args: Args) -> Result<()> {
 /// Detects the input's format and imports it into a new volume, verified.
 fn import_input(
     args: &Args,
-    ctx: &Context,
+    ctx: &Engine,
     target: &Address,
     input: Input,
     expected: &Expected,
@@ -454,7 +454,7 @@ struct Stream<'a> {
 #[allow(clippy::too_many_arguments)]
 fn write_stream(
     pool: &mut Instance,
-    ctx: &Context,
+    ctx: &Engine,
     args: &Args,
     target: &Address,
     stream: Stream<'_>,
@@ -627,7 +627,7 @@ fn upload_delta(args: &Args, target: &Address, onto: &Address) -> Result<()> {
     if args.source == "-" || args.source.contains("://") {
         bail!("--onto applies a delta file; save the delta to a file first");
     }
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let started = Instant::now();
     let (delta, summary) = crate::incremental::apply_delta(
         &ctx,
@@ -676,7 +676,7 @@ fn upload_vm(args: &Args, name: &str) -> Result<()> {
         bail!("vm/{name}: a bundle brings its own disks; --onto, --size and --format apply to single disks");
     }
     let naming = crate::vm::Naming::new(&args.name_prefix, &args.name_suffix, &args.name_replace)?;
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let started = Instant::now();
     let done = crate::bundle::import_vm(
         &ctx,

@@ -10,9 +10,9 @@
 
 use crate::address::Address;
 use crate::commands::{human, new_progress};
-use crate::context::Context;
 use crate::snapshots::{self, Phase};
-use anyhow::{bail, Context as _, Result};
+use crate::Engine;
+use crate::{bail, Context as _, Result};
 use snapport_core::delta::{self, Identity, LeafMap, Manifest, Overlay};
 use snapport_core::import::{ImportOptions, Source};
 use snapport_core::output::PendingFile;
@@ -46,7 +46,7 @@ fn snap(home: &Path, pool: &str, instance: &mut Instance, disk: &str, name: &str
             snapshot: v
                 .backend_name
                 .clone()
-                .ok_or_else(|| anyhow::anyhow!("the backend does not list {}", v.address()))?,
+                .ok_or_else(|| crate::format_err!("the backend does not list {}", v.address()))?,
         },
         label: format!(
             "{}:{}:{}",
@@ -129,7 +129,7 @@ pub struct DeltaExport {
 /// Writes the delta of `new` (vds/D@NEW) since `base` (vds/D@BASE) to `output` (a file,
 /// or - for stdout); an existing file is replaced only with `force`.
 pub fn export_delta(
-    ctx: &Context,
+    ctx: &Engine,
     pool: &str,
     new: &Address,
     base: &Address,
@@ -237,7 +237,7 @@ pub fn export_delta(
 /// new volume `target`. Refused before anything is written when `onto`'s content is not
 /// the base's; the new volume appears only once its digest is the delta's target's.
 pub fn apply_delta(
-    ctx: &Context,
+    ctx: &Engine,
     pool_name: &str,
     file: &Path,
     target: &Address,

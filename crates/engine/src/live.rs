@@ -8,7 +8,7 @@
 //! monitor, the error names the process holding the disk and the setting that would do.
 
 use crate::qmp::Qmp;
-use anyhow::{bail, Context as _, Result};
+use crate::{bail, Context as _, Result};
 use serde_json::{json, Value};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -132,7 +132,7 @@ pub fn for_disk(
 /// A failure of QEMU's as the host's error type, for code that sorts the pool's errors:
 /// QEMU's refusal (nothing made) is a conflict; a failure whose outcome is unknown (no answer,
 /// the snapshot not listed after) is an I/O error, which keeps the attempt's record.
-pub fn as_backend_error(e: anyhow::Error) -> snapport_host::Error {
+pub fn as_backend_error(e: crate::Error) -> snapport_host::Error {
     use snapport_host::BackendErrorKind as B;
     let kind = if crate::qmp::refused(&e) {
         B::Conflict

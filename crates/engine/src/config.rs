@@ -30,7 +30,7 @@
 //! With no configuration at all, the pool `default` is the folder `$SNAPPORT_HOME/default/`
 //! served by the qcow2 plugin: every `*.qcow2`, `*.raw` or `*.img` file there is a disk.
 
-use anyhow::{bail, Context, Result};
+use crate::{bail, Context, Result};
 use serde::Deserialize;
 use snapport_host::{Grants, Limits};
 use std::collections::BTreeMap;
@@ -209,7 +209,7 @@ impl Config {
         let mut file = match snapport_core::io::read_regular_file(&path, MAX_CONFIG_BYTES) {
             Ok(bytes) => {
                 let text = String::from_utf8(bytes)
-                    .map_err(|_| anyhow::anyhow!("{} is not UTF-8 text", path.display()))?;
+                    .map_err(|_| crate::format_err!("{} is not UTF-8 text", path.display()))?;
                 toml::from_str::<ConfigFile>(&text).with_context(|| {
                     format!("{} is not a valid snapport configuration", path.display())
                 })?
@@ -221,14 +221,14 @@ impl Config {
         for (name, pool) in file.pools.iter_mut() {
             snapport_core::name::check(&format!("{}: pool", path.display()), name)?;
             pool.check_limits()
-                .map_err(|why| anyhow::anyhow!("{}: pool {name}: {why}", path.display()))?;
+                .map_err(|why| crate::format_err!("{}: pool {name}: {why}", path.display()))?;
             pool.folders = pool.folders.iter().map(|f| home.join(f)).collect();
             if let Some((tool, _)) = pool.tools.iter().find(|(_, t)| t.command.is_empty()) {
                 bail!("{}: tools.{tool} has an empty command", path.display());
             }
             if let Some(e) = &pool.grpc_endpoint {
                 snapport_host::grpc::parse_endpoint(e)
-                    .map_err(|why| anyhow::anyhow!("{}: grpc_endpoint {why}", path.display()))?;
+                    .map_err(|why| crate::format_err!("{}: grpc_endpoint {why}", path.display()))?;
             }
             for d in pool.devices.values_mut() {
                 *d = home.join(&*d);

@@ -8,9 +8,9 @@
 use crate::address::Address;
 use crate::commands::upload::write_volume;
 use crate::commands::{new_progress, OutputArg};
-use crate::context::Context;
 use crate::vm::{self, Naming};
-use anyhow::{bail, Context as _, Result};
+use crate::Engine;
+use crate::{bail, Context as _, Result};
 use snapport_core::import::{ImportOptions, Source};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -72,7 +72,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let new = new?;
     let naming = Naming::new(&args.name_prefix, &args.name_suffix, &args.name_replace)?;
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let home = &ctx.config.home;
     let config = match &snapshot {
         None => vm::load(home, &src)?,

@@ -2,9 +2,9 @@
 
 use crate::address::Address;
 use crate::commands::{human, OutputArg};
-use crate::context::Context;
 use crate::snapshots;
-use anyhow::{bail, Result};
+use crate::Engine;
+use crate::{bail, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,7 +21,7 @@ pub fn run(args: Args) -> Result<()> {
     let Address::DiskSnapshot { disk, snapshot } = &target else {
         bail!("{target}: describe takes a disk snapshot, vds/DISK@SNAP");
     };
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let mut pool = ctx.pool(&args.pool)?;
     let views = snapshots::list(&ctx.config.home, &args.pool, &mut pool, Some(disk))?;
     let Some(v) = snapshots::find(&views, snapshot) else {

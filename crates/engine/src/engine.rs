@@ -1,22 +1,39 @@
-//! What every command needs: the configuration and a plugin host.
+//! What every operation needs: the configuration and a plugin host.
 
 use crate::config::Config;
-use anyhow::{Context as _, Result};
+use crate::{Context as _, Result};
 use snapport_host::{Grants, Host, Instance, Limits, Logger};
 use std::path::Path;
 use std::sync::Arc;
 
-pub struct Context {
+/// The configuration (pools, plugins, home) and the plugin host every operation runs
+/// with. Make one per process: the host caches compiled plugins.
+pub struct Engine {
+    /// Pools, plugins and the home folder, from the config file or the environment.
     pub config: Config,
+    /// Loads and runs the backend plugins.
     pub host: Host,
+    logger: Option<Logger>,
 }
 
-impl Context {
-    pub fn new() -> Result<Context> {
-        let config = Config::load()?;
+impl Engine {
+    /// The configuration from `$SNAPPORT_CONFIG` / `$SNAPPORT_HOME` (see [`Config::load`]);
+    /// `logger` receives plugins' log lines (and the host's own about loading them).
+    pub fn new(logger: Option<Logger>) -> Result<Engine> {
+        Engine::with_config(Config::load()?, logger)
+    }
+
+    /// An engine over a configuration the caller built.
+    pub fn with_config(config: Config, logger: Option<Logger>) -> Result<Engine> {
         let mut host = Host::new(Some(config.cache_dir()))?;
-        host.set_logger(stderr_logger());
-        Ok(Context { config, host })
+        if let Some(logger) = &logger {
+            host.set_logger(logger.clone());
+        }
+        Ok(Engine {
+            config,
+            host,
+            logger,
+        })
     }
 
     /// A running instance of the pool's plugin.
@@ -37,7 +54,7 @@ impl Context {
         grants.sync = sync;
         Ok(self
             .host
-            .instantiate(plugin, name, grants, pool.limits(), Some(stderr_logger())))
+            .instantiate(plugin, name, grants, pool.limits(), self.logger.clone()))
     }
 
     /// The qcow2 plugin over one image file, read-only: how an upload reads a qcow2
@@ -66,7 +83,7 @@ impl Context {
             "upload-source",
             grants,
             Limits::default(),
-            Some(stderr_logger()),
+            self.logger.clone(),
         );
         Ok((instance, name))
     }
@@ -74,7 +91,8 @@ impl Context {
 
 /// Plugin log lines (and the host's own about loading them) go to stderr, warnings and
 /// errors only unless SNAPPORT_LOG=debug.
-fn stderr_logger() -> Logger {
+// TRANSITIONAL: moves to the CLI once every command takes the engine from main.
+pub fn stderr_logger() -> Logger {
     use snapport_host::bindings::snapport::backend::types::LogLevel;
     let verbose = std::env::var("SNAPPORT_LOG").is_ok_and(|v| v == "debug" || v == "info");
     Arc::new(move |plugin, level, msg| {

@@ -7,10 +7,10 @@
 
 use crate::address::Address;
 use crate::commands::OutputArg;
-use crate::context::Context;
 use crate::quiesce::{self, Plan};
 use crate::snapshots::{self, key, Phase, Record};
-use anyhow::{bail, Context as _, Result};
+use crate::Engine;
+use crate::{bail, Context as _, Result};
 use snapport_host::VolumeKind;
 
 #[derive(clap::Subcommand)]
@@ -235,7 +235,7 @@ fn set_phase(
 /// Whether a failed snapshot request made nothing for sure: the backend (or QEMU)
 /// refused it, or its answer was an earlier snapshot. Anything else (no answer, a
 /// broken connection) may have made one.
-fn refused(e: &anyhow::Error) -> bool {
+fn refused(e: &crate::Error) -> bool {
     use snapport_host::{BackendErrorKind as B, ErrorKind as K};
     crate::qmp::refused(e)
         || e.downcast_ref::<Earlier>().is_some()
@@ -325,7 +325,7 @@ fn create(args: CreateArgs) -> Result<()> {
     };
     let created = snapshots::now_ms();
     let asked = Name::new(args.name.as_ref(), created)?;
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let pool_config = ctx.config.pool(&args.pool)?;
     let limit = pool_config
         .snapshot_limit
@@ -382,7 +382,7 @@ fn create(args: CreateArgs) -> Result<()> {
     let in_use = match pool.volume_in_use(disk) {
         Ok(b) => b,
         Err(e) => {
-            let e = anyhow::Error::new(e).context(format!("checking whether vd/{disk} is in use"));
+            let e = crate::Error::new(e).context(format!("checking whether vd/{disk} is in use"));
             forget()?;
             return Err(e);
         }
@@ -426,7 +426,7 @@ fn create(args: CreateArgs) -> Result<()> {
             // A request the backend refuses outright (a raw disk, a name it rejects, a
             // disk in use, a driver unavailable) made nothing: no record. An attempt
             // whose outcome is unknown (an I/O error, no answer) stays visible as Failed.
-            let e = anyhow::Error::new(e);
+            let e = crate::Error::new(e);
             let refused = refused(&e);
             let mut e = e.context(format!("creating {this}"));
             if !thaw_problems.is_empty() {
@@ -495,7 +495,7 @@ fn create(args: CreateArgs) -> Result<()> {
 /// disk's snapshot ID is recorded as soon as the backend answers, so a process that dies
 /// half-way leaves records the next snapshot of the VM (or `snapshot gc`) cleans up with.
 fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let home = ctx.config.home.clone();
     let cfg = crate::vm::load(&home, vm)?;
     let created = snapshots::now_ms();
@@ -708,7 +708,7 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
             Some(l) => l.create_snapshot(pool, &name),
             None => pool
                 .create_snapshot(&d.name, &name, created)
-                .map_err(anyhow::Error::new),
+                .map_err(crate::Error::new),
         }
         .and_then(|info| {
             record_made(&home, &d.pool, &d.name, &name, &info, r, created)?;
@@ -737,7 +737,7 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
                 Some(l) => l.delete_snapshot(backend_name),
                 None => pool
                     .delete_snapshot(&d.name, backend_name)
-                    .map_err(anyhow::Error::new),
+                    .map_err(crate::Error::new),
             };
             if let Err(x) = deleted {
                 left.push(format!(
@@ -833,7 +833,7 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
 
 /// `snapshot gc [vd/NAME | vm/NAME]`.
 fn gc(args: GcArgs) -> Result<()> {
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let home = ctx.config.home.clone();
     let done = match args.target.as_deref() {
         Some(t) if t.starts_with("vm/") => {

@@ -9,7 +9,7 @@
 //! is being snapshotted. Once anything started, the thaw and the post hooks run on every
 //! path: success, failure, or a signal (held back meanwhile, see [`crate::interrupt`]).
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use crate::{bail, format_err, Context as _, Result};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
@@ -203,11 +203,11 @@ impl Agent {
                 .and_then(Value::as_str)
                 .unwrap_or("no description");
             let class = e.get("class").and_then(Value::as_str).unwrap_or("error");
-            return Err(anyhow!("{command}: {class}: {desc}"));
+            return Err(format_err!("{command}: {class}: {desc}"));
         }
         answer
             .get("return")
             .cloned()
-            .ok_or_else(|| anyhow!("{command}: the agent answered {answer}, with no return"))
+            .ok_or_else(|| format_err!("{command}: the agent answered {answer}, with no return"))
     }
 }

@@ -2,7 +2,7 @@
 //! already has.
 
 use crate::commands::human;
-use anyhow::{Context as _, Result};
+use crate::{Context as _, Result};
 use snapport_publish::upload::{push, PushOptions};
 use std::path::PathBuf;
 use std::time::Instant;

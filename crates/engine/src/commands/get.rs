@@ -1,8 +1,8 @@
 //! `snapport get vd|vi|vds`: what a pool holds.
 
 use crate::commands::human;
-use crate::context::Context;
-use anyhow::{bail, Result};
+use crate::Engine;
+use crate::{bail, Result};
 use snapport_host::VolumeKind;
 
 #[derive(clap::Args)]
@@ -22,7 +22,7 @@ pub fn run(args: Args) -> Result<()> {
     if !["table", "json", "wide"].contains(&args.output.as_str()) {
         bail!("-o {}: choose table, json or wide", args.output);
     }
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     if args.kind == "vm" {
         return list_vms(&ctx, &args);
     }
@@ -114,7 +114,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// `get vm [NAME]`: the VMs and their disks (VMs span pools, so -n does not apply).
-fn list_vms(ctx: &Context, args: &Args) -> Result<()> {
+fn list_vms(ctx: &Engine, args: &Args) -> Result<()> {
     let mut vms = crate::vm::list(&ctx.config.home)?;
     if let Some(n) = &args.name {
         vms.retain(|v| &v.name == n);
@@ -144,7 +144,7 @@ fn list_vms(ctx: &Context, args: &Args) -> Result<()> {
 }
 
 /// `get vms [VM]`: VM snapshots, oldest first.
-fn list_vm_snapshots(ctx: &Context, args: &Args) -> Result<()> {
+fn list_vm_snapshots(ctx: &Engine, args: &Args) -> Result<()> {
     let mut snaps: Vec<_> = crate::snapshots::update_vms(&ctx.config.home, |m| {
         m.values().cloned().collect::<Vec<_>>()
     })?;

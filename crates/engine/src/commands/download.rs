@@ -2,10 +2,10 @@
 
 use crate::address::Address;
 use crate::commands::human;
-use crate::context::Context;
 use crate::output;
 use crate::progress::Bar;
-use anyhow::{Context as _, Result};
+use crate::Engine;
+use crate::{Context as _, Result};
 use snapport_core::export::{self, ExportOptions, Format, Target};
 use snapport_core::output::PendingFile;
 use snapport_core::progress::{NoProgress, Progress};
@@ -110,7 +110,7 @@ pub fn run(args: Args) -> Result<()> {
     let address = Address::parse(&args.address)?;
     if args.publish.publish {
         if args.output.is_some() {
-            anyhow::bail!("--publish serves the export instead of writing it: drop -o");
+            crate::bail!("--publish serves the export instead of writing it: drop -o");
         }
         return crate::commands::publish::serve_export(
             &address,
@@ -123,7 +123,7 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     let output = args.output.clone().unwrap_or_default();
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     if let Some(since) = &args.since {
         let base = Address::parse(since)?;
         let started = Instant::now();
@@ -296,10 +296,10 @@ fn download_vm(args: &Args, name: &str, snapshot: Option<&str>) -> Result<()> {
         None => format!("vm/{name}"),
     };
     if args.format.is_some() {
-        anyhow::bail!("a VM downloads as a bundle (a tar); choose its disks' format with --payload raw.zst|qcow2");
+        crate::bail!("a VM downloads as a bundle (a tar); choose its disks' format with --payload raw.zst|qcow2");
     }
     if args.since.is_some() {
-        anyhow::bail!("{this}: --since takes a disk snapshot, not a VM");
+        crate::bail!("{this}: --since takes a disk snapshot, not a VM");
     }
     let payload = match args.payload {
         PayloadArg::RawZst => FormatArg::RawZst,
@@ -307,7 +307,7 @@ fn download_vm(args: &Args, name: &str, snapshot: Option<&str>) -> Result<()> {
     };
     if args.publish.publish {
         if args.output.is_some() {
-            anyhow::bail!("--publish serves the bundle instead of writing it: drop -o");
+            crate::bail!("--publish serves the bundle instead of writing it: drop -o");
         }
         return crate::commands::publish::serve_bundle(
             name,
@@ -320,9 +320,9 @@ fn download_vm(args: &Args, name: &str, snapshot: Option<&str>) -> Result<()> {
         );
     }
     let Some(output) = args.output.as_deref() else {
-        anyhow::bail!("give the bundle's file with -o FILE.tar (or -o - for stdout)");
+        crate::bail!("give the bundle's file with -o FILE.tar (or -o - for stdout)");
     };
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let started = Instant::now();
     let pending = if output == "-" {
         None

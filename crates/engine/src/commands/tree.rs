@@ -2,9 +2,9 @@
 //! taken before it, and `(now)` under the one the disk's content last came from.
 
 use crate::address::Address;
-use crate::context::Context;
 use crate::snapshots::{self, View};
-use anyhow::{bail, Result};
+use crate::Engine;
+use crate::{bail, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -19,7 +19,7 @@ pub fn run(args: Args) -> Result<()> {
     let Address::Disk(disk) = &target else {
         bail!("{target}: tree takes a disk, vd/NAME");
     };
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let mut pool = ctx.pool(&args.pool)?;
     if !pool.list_volumes()?.iter().any(|v| &v.name == disk) {
         bail!("no {target} in pool {}", args.pool);

@@ -6,8 +6,8 @@
 use crate::address::Address;
 use crate::commands::upload::{kind_of, write_volume};
 use crate::commands::{human, new_progress, OutputArg};
-use crate::context::Context;
-use anyhow::{bail, Context as _, Result};
+use crate::Engine;
+use crate::{bail, Context as _, Result};
 use snapport_core::import::{ImportOptions, Source};
 use snapport_host::VolumeKind;
 use std::time::Instant;
@@ -56,7 +56,7 @@ pub fn run(args: Args) -> Result<()> {
         .as_deref()
         .map(crate::source::parse_size)
         .transpose()?;
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let mut pool = ctx.pool_with(&args.pool, args.fsync)?;
     let context = || format!("creating {target} from {from} in pool {}", args.pool);
     let started = Instant::now();
@@ -217,7 +217,7 @@ fn create_vm(args: &Args, name: &str) -> Result<()> {
             cfg.name
         );
     }
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     for d in &cfg.disks {
         let mut pool = ctx.pool(&d.pool)?;
         pool.open_volume(&d.name, None)

@@ -12,10 +12,10 @@ use crate::address::Address;
 use crate::commands::download::FormatArg;
 use crate::commands::new_progress;
 use crate::commands::upload::{write_volume, ZstdSource};
-use crate::context::Context;
 use crate::source::{self, HashingReader};
 use crate::vm::{self, Naming, VmConfig};
-use anyhow::{anyhow, bail, Context as _, Result};
+use crate::Engine;
+use crate::{bail, format_err, Context as _, Result};
 use sha2::{Digest, Sha256};
 use snapport_core::bundle::{
     self, BundleDisk, BundleWriter, Manifest, MemberReader, CONFIG, MANIFEST, SUMS,
@@ -84,7 +84,7 @@ impl<W: Write> Write for Counting<W> {
 /// `snapshot`, the VM snapshot vms/`name`@`snapshot` (the config and the disks as they
 /// were then).
 pub fn export_vm(
-    ctx: &Context,
+    ctx: &Engine,
     name: &str,
     snapshot: Option<&str>,
     target: BundleTarget,
@@ -265,7 +265,7 @@ fn small_checked<R: Read>(
 
 /// Imports the bundle `source` (a file, - or a URL) as the new vm/`new_name` in `pool`.
 pub fn import_vm(
-    ctx: &Context,
+    ctx: &Engine,
     source: &str,
     new_name: &str,
     pool: &str,
@@ -283,7 +283,7 @@ pub fn import_vm(
     let text = members.read_small(&m)?;
     let sums = bundle::parse_sums(
         std::str::from_utf8(&text)
-            .map_err(|_| anyhow!("not a valid snapport bundle: {SUMS} is not text"))?,
+            .map_err(|_| format_err!("not a valid snapport bundle: {SUMS} is not text"))?,
     )?;
     let manifest: Manifest = serde_json::from_slice(&small_checked(&mut members, MANIFEST, &sums)?)
         .context("not a valid snapport bundle: its manifest")?;

@@ -11,7 +11,7 @@
 //! `Ready`, not consistent.
 
 use crate::address::Address;
-use anyhow::{Context as _, Result};
+use crate::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use snapport_host::{SnapshotInfo, SnapshotPhase};
 use std::collections::BTreeMap;
@@ -268,23 +268,24 @@ pub fn update_vms<R>(
 pub fn parse_vms(s: &str) -> Option<Result<(String, String)>> {
     let rest = s.strip_prefix("vms/")?;
     let Some((vm, snap)) = rest.split_once('@') else {
-        return Some(Err(anyhow::anyhow!(
+        return Some(Err(crate::Error::usage(format!(
             "{s:?}: a VM snapshot is vms/VM@SNAPSHOT"
-        )));
+        ))));
     };
     let check =
         |what: &str, name: &str| crate::address::check_name(&format!("{s:?}: {what}"), name);
     Some(
         check("the VM", vm)
             .and_then(|()| check("the snapshot", snap))
-            .map(|()| (vm.to_string(), snap.to_string())),
+            .map(|()| (vm.to_string(), snap.to_string()))
+            .map_err(crate::Error::into_usage),
     )
 }
 
 /// The VM snapshot `vms/VM@NAME`, which must exist.
 pub fn vm_snapshot(home: &Path, vm: &str, name: &str) -> Result<VmSnapshot> {
     update_vms(home, |m| m.get(&key(vm, name)).cloned())?
-        .ok_or_else(|| anyhow::anyhow!("no vms/{vm}@{name}; `snapport get vms` lists them"))
+        .ok_or_else(|| crate::format_err!("no vms/{vm}@{name}; `snapport get vms` lists them"))
 }
 
 pub fn key(disk: &str, name: &str) -> String {
@@ -444,11 +445,11 @@ pub fn vm_backend_snapshot(
     let created = vm_snapshot(home, vm, name)?.created_unix_ms;
     let views = list(home, pool, instance, Some(disk))?;
     let v = of_vm(&views, vm, name, created).ok_or_else(|| {
-        anyhow::anyhow!("vms/{vm}@{name}: no snapshot of vd/{disk} in pool {pool} belongs to it")
+        crate::format_err!("vms/{vm}@{name}: no snapshot of vd/{disk} in pool {pool} belongs to it")
     })?;
     match &v.backend_name {
         Some(b) => Ok(Some(b.clone())),
-        None => anyhow::bail!(
+        None => crate::bail!(
             "{} is {:?}: the backend holds no such snapshot; `snapport snapshot gc vm/{vm}` clears it",
             v.address(),
             v.phase
@@ -615,7 +616,7 @@ pub fn view(
 ) -> Result<View> {
     let views = list(home, pool, instance, Some(disk))?;
     find(&views, name).cloned().ok_or_else(|| {
-        anyhow::anyhow!(
+        crate::format_err!(
             "no vds/{disk}@{name} in pool {pool}; `snapport get vds {disk} -n {pool}` lists them"
         )
     })
@@ -635,7 +636,7 @@ pub fn backend_address(
     };
     let v = view(home, pool, instance, disk, snapshot)?;
     let Some(backend_name) = v.backend_name.clone() else {
-        anyhow::bail!(
+        crate::bail!(
             "{} is {:?}: the backend holds no such snapshot{}; `snapport snapshot gc vd/{disk} -n {pool}` clears the record",
             v.address(),
             v.phase,
@@ -668,7 +669,7 @@ pub fn remove(
 ) -> Result<()> {
     let (disk, name) = (view.disk.as_str(), view.name.as_str());
     if matches!(view.phase, Phase::Pending | Phase::InProgress) {
-        anyhow::bail!(
+        crate::bail!(
             "{} is {:?}: wait for it to finish",
             view.address(),
             view.phase
@@ -694,7 +695,7 @@ pub fn remove(
             rec.error = None;
         })?;
         if let Err(e) = instance.delete_snapshot(disk, backend_name) {
-            let e = anyhow::Error::new(e).context(format!("deleting {}", view.address()));
+            let e = crate::Error::new(e).context(format!("deleting {}", view.address()));
             let why = format!("{e:#}");
             update(home, pool, |r| {
                 if let Some(rec) = r.get_mut(disk, name) {

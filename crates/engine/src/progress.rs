@@ -4,6 +4,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use snapport_core::progress::Progress;
 
 /// A bar on stderr (bytes, rate, ETA); indicatif hides it when stderr is not a terminal.
+#[allow(clippy::new_without_default)] // TRANSITIONAL: moves to the CLI
 pub struct Bar(ProgressBar);
 
 impl Bar {

@@ -1,7 +1,7 @@
 //! `snapport plugin list|inspect`.
 
-use crate::context::Context;
-use anyhow::{Context as _, Result};
+use crate::Engine;
+use crate::{Context as _, Result};
 use snapport_host::{Capabilities, Grants, Limits, PluginInfo};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -42,7 +42,7 @@ fn capability_names(c: Capabilities) -> Vec<&'static str> {
 }
 
 /// Every `*.wasm` on the plugin path; the first of a name wins.
-fn discover(ctx: &Context) -> BTreeMap<String, PathBuf> {
+fn discover(ctx: &Engine) -> BTreeMap<String, PathBuf> {
     let mut found = BTreeMap::new();
     for dir in ctx.config.plugin_dirs() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -64,7 +64,7 @@ fn discover(ctx: &Context) -> BTreeMap<String, PathBuf> {
 }
 
 fn describe(
-    ctx: &Context,
+    ctx: &Engine,
     path: &std::path::Path,
 ) -> Result<(std::sync::Arc<snapport_host::Plugin>, PluginInfo)> {
     let plugin = ctx.host.load(path)?;
@@ -81,7 +81,7 @@ fn describe(
 }
 
 pub fn run(cmd: Command) -> Result<()> {
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     match cmd {
         Command::List { output } => {
             let mut rows = Vec::new();

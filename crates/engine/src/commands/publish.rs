@@ -10,8 +10,8 @@
 use crate::address::Address;
 use crate::commands::download::FormatArg;
 use crate::commands::human;
-use crate::context::Context;
-use anyhow::{anyhow, Context as _, Result};
+use crate::Engine;
+use crate::{format_err, Context as _, Result};
 use sha2::{Digest, Sha256};
 use snapport_core::digest::ContentHasher;
 use snapport_core::export::{self, ExportOptions, Format, Target};
@@ -174,8 +174,8 @@ type Opened = Result<(VolumeReader, String)>;
 /// Owns the plugin instance for a raw publish: opens the volume, reports, then answers
 /// map requests until the server's readers are gone.
 fn map_thread(pool: String, address: Address, opened: mpsc::Sender<Opened>) {
-    let setup = || -> Result<(Context, String)> {
-        let ctx = Context::new()?;
+    let setup = || -> Result<(Engine, String)> {
+        let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
         Ok((ctx, pool.clone()))
     };
     let (ctx, pool) = match setup() {
@@ -238,7 +238,7 @@ fn raw_item(pool: &str, address: &Address, name: &str) -> Result<Item> {
         .context("starting the map thread")?;
     let (reader, etag) = rx
         .recv()
-        .map_err(|_| anyhow!("the map thread stopped while opening {address}"))??;
+        .map_err(|_| format_err!("the map thread stopped while opening {address}"))??;
     let item = Item::new(name, Arc::new(VolumeContent(reader)), etag);
     digest_pass(&item, None)?;
     Ok(item)
@@ -284,7 +284,7 @@ fn spooled_item(
     quiet: bool,
 ) -> Result<Item> {
     let dir = args.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let mut instance = ctx.pool(pool)?;
     let backend =
         crate::snapshots::backend_address(&ctx.config.home, pool, &mut instance, address)?;
@@ -313,7 +313,7 @@ fn spooled_item(
     .with_context(|| format!("exporting {address} to {}", dir.display()))?;
     let sha = summary
         .stream_sha256
-        .ok_or_else(|| anyhow!("the export computed no SHA-256"))?;
+        .ok_or_else(|| format_err!("the export computed no SHA-256"))?;
     // Served from the descriptor of a file that never has a name: its space goes when
     // the server ends, however it ends.
     let content = FileContent::new(spool.into_file()).context("reading the spool file's size")?;
@@ -478,7 +478,7 @@ pub fn serve_bundle(
         None => format!("{}.tar", url_safe(vm)),
     };
     let dir = args.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     if !quiet {
         eprintln!("preparing {name} in {} ...", dir.display());
     }

@@ -3,7 +3,7 @@
 //! needs and keeps every other field as it was written.
 
 use crate::address::check_name;
-use anyhow::{bail, Context as _, Result};
+use crate::{bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
@@ -49,7 +49,11 @@ fn default_pool() -> String {
 /// `vm/NAME` → NAME; `None` when `s` is not a VM address at all.
 pub fn parse_vm(s: &str) -> Option<Result<String>> {
     let name = s.strip_prefix("vm/")?;
-    Some(check_name(&format!("{s:?}: the VM"), name).map(|()| name.to_string()))
+    Some(
+        check_name(&format!("{s:?}: the VM"), name)
+            .map(|()| name.to_string())
+            .map_err(crate::Error::into_usage),
+    )
 }
 
 /// A VM config larger than this is not one a person or a tool meant to write.

@@ -1,7 +1,7 @@
 //! Where an upload's bytes come from (a file, stdin or an http(s) URL), what they are
 //! (detected from content, never from the name), and what digests came with them.
 
-use anyhow::{bail, Context as _, Result};
+use crate::{bail, Context as _, Result};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Cursor, Read, Seek};
@@ -286,7 +286,13 @@ impl<R: Read> Read for HashingReader<R> {
 
 /// Parses a size: bytes, or with a binary suffix K, M, G, T, P (also KiB, ..., and the
 /// lower-case forms).
+///
+/// A size that does not parse is a usage error ([`crate::ErrorKind::Usage`]).
 pub fn parse_size(s: &str) -> Result<u64> {
+    parse_size_inner(s).map_err(crate::Error::into_usage)
+}
+
+fn parse_size_inner(s: &str) -> Result<u64> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

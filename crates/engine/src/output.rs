@@ -8,7 +8,7 @@
 
 use crate::config::Config;
 use crate::interrupt;
-use anyhow::{bail, Context as _, Result};
+use crate::{bail, Context as _, Result};
 use snapport_core::output::{commit_all, PendingFile};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};

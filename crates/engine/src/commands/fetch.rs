@@ -2,7 +2,7 @@
 //! ranged streams, verified by SHA-256 before it appears under its name.
 
 use crate::commands::human;
-use anyhow::{Context as _, Result};
+use crate::{Context as _, Result};
 use snapport_publish::fetch::{fetch, FetchOptions};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -38,7 +38,7 @@ pub struct ClientArgs {
     pub token: Option<String>,
     /// At most this many bytes per second (a suffix K, M or G counts in 1024s), as
     /// curl's --limit-rate.
-    #[arg(long, value_parser = crate::source::parse_size)]
+    #[arg(long, value_parser = |s: &str| crate::source::parse_size(s).map_err(|e| e.to_string()))]
     pub limit_rate: Option<u64>,
     /// No progress bar, no summary.
     #[arg(short, long)]

@@ -1,6 +1,6 @@
 //! d8-style resource addresses: `vd/NAME` (disk), `vi/NAME` (image), `vds/DISK@SNAP`.
 
-use anyhow::{bail, Result};
+use crate::{bail, Result};
 
 /// The project's one name rule ([`snapport_core::name`]) for pools, disks, images,
 /// snapshots and VMs, as this crate's error; `what` names the argument or key.
@@ -18,7 +18,12 @@ pub enum Address {
 impl Address {
     /// Parses an address; each name in it must follow the name rule
     /// ([`snapport_core::name`]), which the error states.
+    /// A malformed address is a usage error ([`crate::ErrorKind::Usage`]).
     pub fn parse(s: &str) -> Result<Address> {
+        Address::parse_inner(s).map_err(crate::Error::into_usage)
+    }
+
+    fn parse_inner(s: &str) -> Result<Address> {
         let check = |what: &str, name: &str| check_name(&format!("{s:?}: {what}"), name);
         if let Some(name) = s.strip_prefix("vd/") {
             check("the disk", name)?;

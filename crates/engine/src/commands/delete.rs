@@ -5,9 +5,9 @@
 use crate::address::Address;
 use crate::commands::create::check_kind;
 use crate::commands::OutputArg;
-use crate::context::Context;
 use crate::snapshots::{self, Phase};
-use anyhow::{bail, Context as _, Result};
+use crate::Engine;
+use crate::{bail, Context as _, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -33,7 +33,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Address::DiskSnapshot { disk, snapshot } = &target {
         return delete_snapshot(&args, &target, disk, snapshot);
     }
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let mut pool = ctx.pool(&args.pool)?;
     let volumes = pool.list_volumes()?;
     let name = target.disk();
@@ -75,7 +75,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 fn delete_snapshot(args: &Args, target: &Address, disk: &str, name: &str) -> Result<()> {
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let home = &ctx.config.home;
     let mut pool = ctx.pool(&args.pool)?;
     let views = snapshots::list(home, &args.pool, &mut pool, Some(disk))?;
@@ -96,7 +96,7 @@ fn delete_snapshot(args: &Args, target: &Address, disk: &str, name: &str) -> Res
 
 /// `delete vms/VM@NAME`: each disk's snapshot (those still there), then the record.
 fn delete_vm_snapshot(args: &Args, vm: &str, name: &str) -> Result<()> {
-    let ctx = Context::new()?;
+    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let home = &ctx.config.home;
     let snap = snapshots::vm_snapshot(home, vm, name)?;
     let this = snap.address();

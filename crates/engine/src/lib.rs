@@ -1,0 +1,26 @@
+//! snapport as a library: every operation — export, import, publish and fetch, snapshots,
+//! restore, VMs, plugins — as a typed call. Requests in, serializable reports out,
+//! progress through [`snapport_core::progress::Progress`], failures as one [`Error`]
+//! type that carries its [`ErrorKind`]. Nothing here parses a command line, prints, or
+//! ends the process: that is the caller's (the `snapport` CLI is one).
+
+pub mod error;
+pub use error::{Context, Error, ErrorKind, Result};
+
+pub mod address;
+pub mod bundle;
+pub mod commands;
+pub mod config;
+pub mod engine;
+pub use engine::Engine;
+pub mod incremental;
+pub mod interrupt;
+pub mod live;
+pub mod output;
+pub mod progress;
+pub mod qmp;
+pub mod quiesce;
+pub mod retention;
+pub mod snapshots;
+pub mod source;
+pub mod vm;
