@@ -4,10 +4,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use snapport_core::progress::Progress;
 
 /// A bar on stderr (bytes, rate, ETA); indicatif hides it when stderr is not a terminal.
-#[allow(clippy::new_without_default)] // TRANSITIONAL: moves to the CLI
 pub struct Bar(ProgressBar);
 
 impl Bar {
+    #[allow(clippy::new_without_default)] // TRANSITIONAL: the bar moves to the CLI
     pub fn new() -> Bar {
         let bar = ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
         bar.set_style(
