@@ -28,6 +28,7 @@ fn run() -> Result<()> {
         "demo" => demo(),
         "test" => test(rest),
         "fuzz" => fuzz(rest),
+        "man" => man(),
         "bench" => {
             build_all()?;
             bench::run(rest)
@@ -44,6 +45,7 @@ fn run() -> Result<()> {
                            gRPC framing, QMP replies, CSI metadata, format detection, the name rule,\n\
                            plugin text and compiled-cache entries S/4\n\
                            (default 60)\n\
+                 man       write the man pages into target/man (snapport.1, snapport-COMMAND.1)\n\
                  bench     export benches against qemu-img convert and cp"
             );
             Ok(())
@@ -142,6 +144,23 @@ fn demo() -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask man`: the release binary writes its man pages into target/man.
+fn man() -> Result<()> {
+    run_cmd(cargo().args(["build", "--release", "-p", "snapport"]))?;
+    let dir = root().join("target/man");
+    run_cmd(
+        Command::new(root().join("target/release/snapport"))
+            .arg("man")
+            .arg(&dir),
+    )?;
+    println!(
+        "man pages in {} (man -l {}/snapport.1)",
+        dir.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
 fn test(extra: &[String]) -> Result<()> {
     test_tools()?;
     build_all()?;
@@ -164,11 +183,12 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("lvcreate", "lvm2"),
     ("thin_dump", "thin-provisioning-tools"),
     ("strace", "strace"),
+    ("man", "man-db"),
 ];
 
 /// Installs the Debian packages of [`TEST_TOOLS`] that are missing, so that the test
-/// command works by itself on a fresh machine. Without root it names what is missing
-/// and carries on: the tests that need a missing tool then say so.
+/// command works by itself on a fresh machine. Without root it stops before building
+/// anything, with the one line that installs them.
 fn test_tools() -> Result<()> {
     let on_path = |prog: &str| {
         std::env::var_os("PATH").is_some_and(|path| {
@@ -187,11 +207,10 @@ fn test_tools() -> Result<()> {
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "xtask: missing test tools (not root, so not installed): apt-get install {}",
+        bail!(
+            "the tests need packages that are missing; as root, run: apt-get install -y {}",
             missing.join(" ")
         );
-        return Ok(());
     }
     println!("installing the tests' tools: {}", missing.join(" "));
     run_cmd(Command::new("apt-get").args(["update", "-qq"]))?;

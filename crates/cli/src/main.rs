@@ -4,7 +4,10 @@
 //! through a plugin instance (`snapport-host`). Errors print as one line on stderr with
 //! exit code 1; usage errors exit with 2.
 
+mod render;
+
 use snapport_engine::{commands, interrupt};
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -53,6 +56,39 @@ enum Command {
     /// List or inspect backend plugins.
     #[command(subcommand)]
     Plugin(commands::plugin::Command),
+    /// Print a shell completion script: `snapport completion bash > /etc/bash_completion.d/snapport`.
+    Completion {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (snapport.1, and snapport-COMMAND.1 for every command) into
+    /// DIR; `cargo xtask man` runs it.
+    #[command(hide = true)]
+    Man {
+        /// The folder to write them into (made if missing).
+        dir: PathBuf,
+    },
+}
+
+/// `snapport completion SHELL`: the script on stdout.
+fn completion(shell: clap_complete::Shell) -> snapport_engine::Result<()> {
+    use clap::CommandFactory;
+    clap_complete::generate(
+        shell,
+        &mut Cli::command(),
+        "snapport",
+        &mut std::io::stdout(),
+    );
+    Ok(())
+}
+
+/// `snapport man DIR`: every page, written as roff.
+fn man(dir: &std::path::Path) -> snapport_engine::Result<()> {
+    use clap::CommandFactory;
+    use snapport_engine::Context as _;
+    std::fs::create_dir_all(dir).with_context(|| format!("making {}", dir.display()))?;
+    clap_mangen::generate_to(Cli::command(), dir)
+        .with_context(|| format!("writing man pages into {}", dir.display()))
 }
 
 /// A listing piped into `head` (or anything that stops reading) ends the command
@@ -93,6 +129,8 @@ fn main() {
         Command::Clone(a) => commands::clone::run(a),
         Command::Prune(a) => commands::prune::run(a),
         Command::Plugin(c) => commands::plugin::run(c),
+        Command::Completion { shell } => completion(shell),
+        Command::Man { dir } => man(&dir),
     };
     if let Err(e) = result {
         // Plugins, files and peers put words in errors: no control character of theirs

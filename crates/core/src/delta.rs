@@ -22,9 +22,9 @@
 use crate::digest::{ContentDigest, LEAF_SIZE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extent::{Device, Extent, ExtentPage, Location, VolumeSource};
-use crate::import::is_zero;
 use crate::progress::Progress;
 use crate::volume_reader::VolumeReader;
+use crate::zeros::is_zero;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};

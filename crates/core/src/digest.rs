@@ -56,7 +56,7 @@ pub fn group_hash(bytes: &[u8], is_hole: impl Fn(usize) -> bool) -> [u8; 32] {
 pub fn scanned_group_hash(bytes: &[u8]) -> [u8; 32] {
     group_hash(bytes, |i| {
         let leaf = LEAF_SIZE as usize;
-        crate::import::is_zero(&bytes[i * leaf..((i + 1) * leaf).min(bytes.len())])
+        crate::zeros::is_zero(&bytes[i * leaf..((i + 1) * leaf).min(bytes.len())])
     })
 }
 

@@ -16,6 +16,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::extent::{Device, Extent, Location, VolumeSource};
 use crate::io::{copy_range, AlignedBuf};
 use crate::progress::Progress;
+use crate::zeros::is_zero;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind as IoErrorKind, Read};
 use std::os::unix::fs::FileExt;
@@ -690,14 +691,4 @@ fn zero_range(target: &mut dyn VolumeTarget, offset: u64, len: u64) -> Result<()
         at += n;
     }
     Ok(())
-}
-
-/// Whether `bytes` are all zeros. OR-folding 64-byte blocks lets the compiler use vector
-/// instructions; an early non-zero block ends the scan.
-pub fn is_zero(bytes: &[u8]) -> bool {
-    let mut blocks = bytes.chunks_exact(64);
-    blocks
-        .by_ref()
-        .all(|c| c.iter().fold(0u8, |a, &b| a | b) == 0)
-        && blocks.remainder().iter().all(|&b| b == 0)
 }

@@ -24,4 +24,5 @@ pub mod spool;
 pub mod volume_reader;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod zeros;
 pub mod zst;

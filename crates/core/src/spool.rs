@@ -6,10 +6,11 @@
 
 use crate::digest::LEAF_SIZE;
 use crate::error::{Error, ErrorKind, Result};
-use crate::import::{is_zero, read_full};
+use crate::import::read_full;
 use crate::output::PendingFile;
 use crate::progress::Progress;
 use crate::raw_file::RawFile;
+use crate::zeros::is_zero;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;

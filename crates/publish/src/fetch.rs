@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 use snapport_core::digest::{
     group_hash, scanned_group_hash, ContentDigest, CONTENT_DIGEST_PREFIX, GROUP_SIZE, LEAF_SIZE,
 };
-use snapport_core::import::is_zero;
 use snapport_core::progress::Progress;
+use snapport_core::zeros::is_zero;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;

@@ -1,0 +1,172 @@
+//! What every command shares in how it speaks: the report flags (`-o text|json`, `-q`),
+//! one JSON document on stdout, sizes for people, the progress bar and stage lines on
+//! stderr, and plugin log lines.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use snapport_core::progress::Progress;
+use snapport_host::Logger;
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+/// How a command prints its report.
+#[derive(Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON document on stdout, the engine's report as it is.
+    Json,
+}
+
+/// The report flags of a command whose `-o` is free.
+#[derive(clap::Args)]
+pub struct ReportArgs {
+    /// Print the report as text or as one JSON document on stdout.
+    #[arg(short = 'o', long = "output", visible_alias = "output-format", value_enum,
+          default_value_t = Format::Text)]
+    pub output: Format,
+    /// The same as `-o json`.
+    #[arg(long, hide = true)]
+    pub json: bool,
+    /// Print nothing on success: no progress, no text report (JSON still prints).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl ReportArgs {
+    /// Whether the report goes out as JSON.
+    pub fn json(&self) -> bool {
+        self.json || self.output == Format::Json
+    }
+
+    /// Whether a text report is printed.
+    pub fn text(&self) -> bool {
+        !self.json() && !self.quiet
+    }
+}
+
+/// The report flags of a command whose `-o` names the output file (download, fetch).
+#[derive(clap::Args)]
+pub struct FileReportArgs {
+    /// Print the report as text or as one JSON document (on stdout; on stderr when the
+    /// image itself goes to stdout).
+    #[arg(long = "output-format", value_enum, default_value_t = Format::Text)]
+    pub output_format: Format,
+    /// The same as `--output-format json`.
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing on success: no progress, no text report (JSON still prints).
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+impl FileReportArgs {
+    /// Whether the report goes out as JSON.
+    pub fn json(&self) -> bool {
+        self.json || self.output_format == Format::Json
+    }
+
+    /// Whether a text report is printed.
+    pub fn text(&self) -> bool {
+        !self.json() && !self.quiet
+    }
+}
+
+/// Prints `report` as one JSON document on stdout.
+pub fn print_json(report: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string(report).expect("reports serialize")
+    );
+}
+
+/// Human-readable binary size ("1.5 GiB").
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// The engine's progress on a terminal: a bar on stderr (bytes, rate, ETA) when stderr
+/// is a terminal, stage lines on stderr unless quiet, warnings always.
+pub struct Terminal {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+}
+
+impl Terminal {
+    /// Progress for a command run with `-q` or not.
+    pub fn new(quiet: bool) -> Terminal {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar =
+                ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+                )
+                .expect("static template"),
+            );
+            bar
+        });
+        Terminal { bar, quiet }
+    }
+}
+
+impl Progress for Terminal {
+    fn start(&mut self, total: u64) {
+        if let Some(bar) = &self.bar {
+            bar.reset();
+            bar.set_length(total);
+        }
+    }
+    fn advance(&mut self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+    fn stage(&mut self, what: &str) {
+        if !self.quiet {
+            match &self.bar {
+                Some(bar) => bar.suspend(|| eprintln!("{what}")),
+                None => eprintln!("{what}"),
+            }
+        }
+    }
+    fn warn(&mut self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("warning: {text}")),
+            None => eprintln!("warning: {text}"),
+        }
+    }
+}
+
+/// Plugin log lines (and the host's own about loading them) go to stderr, warnings and
+/// errors only unless SNAPPORT_LOG=debug.
+pub fn stderr_logger() -> Logger {
+    use snapport_host::bindings::snapport::backend::types::LogLevel;
+    let verbose = std::env::var("SNAPPORT_LOG").is_ok_and(|v| v == "debug" || v == "info");
+    Arc::new(move |plugin, level, msg| {
+        let tag = match level {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warning",
+            LogLevel::Info if verbose => "info",
+            LogLevel::Debug if verbose => "debug",
+            _ => return,
+        };
+        eprintln!("snapport: plugin {plugin}: {tag}: {msg}");
+    })
+}
