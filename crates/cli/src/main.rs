@@ -4,9 +4,10 @@
 //! through a plugin instance (`snapport-host`). Errors print as one line on stderr with
 //! exit code 1; usage errors exit with 2.
 
+mod commands;
 mod render;
 
-use snapport_engine::{commands, interrupt};
+use snapport_engine::interrupt;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -32,30 +33,30 @@ enum Command {
     /// Send an image to `upload --publish`: resumable, verified by the server.
     Push(commands::push::Args),
     /// Import an image (file, stdin or URL; raw, qcow2 or zstd) as a new disk or image.
-    Upload(commands::upload::Args),
+    Upload(snapport_engine::commands::upload::Args),
     /// Create a disk or image from an image, a disk or a snapshot (full copy or thin).
-    Create(commands::create::Args),
+    Create(snapport_engine::commands::create::Args),
     /// Delete a disk, an image or a disk snapshot.
-    Delete(commands::delete::Args),
+    Delete(snapport_engine::commands::delete::Args),
     /// List disks (vd), images (vi) or disk snapshots (vds) of a pool.
-    Get(commands::get::Args),
+    Get(snapport_engine::commands::get::Args),
     /// Show one disk snapshot: phase, consistency, parent, comment.
-    Describe(commands::describe::Args),
+    Describe(snapport_engine::commands::describe::Args),
     /// Take snapshots.
     #[command(subcommand)]
-    Snapshot(commands::snapshot::Command),
+    Snapshot(snapport_engine::commands::snapshot::Command),
     /// A disk's snapshots, each under the one taken before it.
-    Tree(commands::tree::Args),
+    Tree(snapport_engine::commands::tree::Args),
     /// Make a disk's content a snapshot's again (dry-run by default).
-    Restore(commands::restore::Args),
+    Restore(snapport_engine::commands::restore::Args),
     /// A new VM from a VM or a VM snapshot: full copies of its disks, renamed, with new
     /// MAC addresses.
-    Clone(commands::clone::Args),
+    Clone(snapport_engine::commands::clone::Args),
     /// Delete the snapshots a retention policy does not keep (lists them without --apply).
-    Prune(commands::prune::Args),
+    Prune(snapport_engine::commands::prune::Args),
     /// List or inspect backend plugins.
     #[command(subcommand)]
-    Plugin(commands::plugin::Command),
+    Plugin(snapport_engine::commands::plugin::Command),
     /// Print a shell completion script: `snapport completion bash > /etc/bash_completion.d/snapport`.
     Completion {
         /// The shell to complete in.
@@ -118,17 +119,17 @@ fn main() {
         Command::Download(a) => commands::download::run(a),
         Command::Fetch(a) => commands::fetch::run(a),
         Command::Push(a) => commands::push::run(a),
-        Command::Upload(a) => commands::upload::run(a),
-        Command::Create(a) => commands::create::run(a),
-        Command::Delete(a) => commands::delete::run(a),
-        Command::Get(a) => commands::get::run(a),
-        Command::Describe(a) => commands::describe::run(a),
-        Command::Snapshot(c) => commands::snapshot::run(c),
-        Command::Tree(a) => commands::tree::run(a),
-        Command::Restore(a) => commands::restore::run(a),
-        Command::Clone(a) => commands::clone::run(a),
-        Command::Prune(a) => commands::prune::run(a),
-        Command::Plugin(c) => commands::plugin::run(c),
+        Command::Upload(a) => snapport_engine::commands::upload::run(a),
+        Command::Create(a) => snapport_engine::commands::create::run(a),
+        Command::Delete(a) => snapport_engine::commands::delete::run(a),
+        Command::Get(a) => snapport_engine::commands::get::run(a),
+        Command::Describe(a) => snapport_engine::commands::describe::run(a),
+        Command::Snapshot(c) => snapport_engine::commands::snapshot::run(c),
+        Command::Tree(a) => snapport_engine::commands::tree::run(a),
+        Command::Restore(a) => snapport_engine::commands::restore::run(a),
+        Command::Clone(a) => snapport_engine::commands::clone::run(a),
+        Command::Prune(a) => snapport_engine::commands::prune::run(a),
+        Command::Plugin(c) => snapport_engine::commands::plugin::run(c),
         Command::Completion { shell } => completion(shell),
         Command::Man { dir } => man(&dir),
     };

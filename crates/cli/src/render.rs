@@ -38,11 +38,6 @@ impl ReportArgs {
     pub fn json(&self) -> bool {
         self.json || self.output == Format::Json
     }
-
-    /// Whether a text report is printed.
-    pub fn text(&self) -> bool {
-        !self.json() && !self.quiet
-    }
 }
 
 /// The report flags of a command whose `-o` names the output file (download, fetch).
@@ -53,7 +48,7 @@ pub struct FileReportArgs {
     #[arg(long = "output-format", value_enum, default_value_t = Format::Text)]
     pub output_format: Format,
     /// The same as `--output-format json`.
-    #[arg(long)]
+    #[arg(long, hide = true)]
     pub json: bool,
     /// Print nothing on success: no progress, no text report (JSON still prints).
     #[arg(short, long)]
@@ -65,19 +60,17 @@ impl FileReportArgs {
     pub fn json(&self) -> bool {
         self.json || self.output_format == Format::Json
     }
-
-    /// Whether a text report is printed.
-    pub fn text(&self) -> bool {
-        !self.json() && !self.quiet
-    }
 }
 
-/// Prints `report` as one JSON document on stdout.
-pub fn print_json(report: &impl serde::Serialize) {
-    println!(
-        "{}",
-        serde_json::to_string(report).expect("reports serialize")
-    );
+/// Prints `report` as one JSON document (keys sorted) on stdout, or on stderr when stdout
+/// carries the data itself (`download -o -`).
+pub fn print_json(report: &impl serde::Serialize, on_stderr: bool) {
+    let doc = serde_json::to_value(report).expect("reports serialize");
+    if on_stderr {
+        eprintln!("{doc}");
+    } else {
+        println!("{doc}");
+    }
 }
 
 /// Human-readable binary size ("1.5 GiB").
@@ -98,14 +91,14 @@ pub fn human(bytes: u64) -> String {
 
 /// The engine's progress on a terminal: a bar on stderr (bytes, rate, ETA) when stderr
 /// is a terminal, stage lines on stderr unless quiet, warnings always.
-pub struct Terminal {
+pub struct Bar {
     bar: Option<ProgressBar>,
     quiet: bool,
 }
 
-impl Terminal {
+impl Bar {
     /// Progress for a command run with `-q` or not.
-    pub fn new(quiet: bool) -> Terminal {
+    pub fn new(quiet: bool) -> Bar {
         let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
             let bar =
                 ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
@@ -117,11 +110,11 @@ impl Terminal {
             );
             bar
         });
-        Terminal { bar, quiet }
+        Bar { bar, quiet }
     }
 }
 
-impl Progress for Terminal {
+impl Progress for Bar {
     fn start(&mut self, total: u64) {
         if let Some(bar) = &self.bar {
             bar.reset();

@@ -9,9 +9,9 @@
 //! already created are deleted and no VM config is written.
 
 use crate::address::Address;
-use crate::commands::download::FormatArg;
 use crate::commands::new_progress;
 use crate::commands::upload::{write_volume, ZstdSource};
+use crate::format::ImageFormat as FormatArg;
 use crate::source::{self, HashingReader};
 use crate::vm::{self, Naming, VmConfig};
 use crate::Engine;
@@ -23,6 +23,7 @@ use snapport_core::bundle::{
 use snapport_core::export::{self, ExportOptions, Format, Target};
 use snapport_core::import::{ImportOptions, ImportSummary, Source};
 use snapport_core::output::PendingFile;
+use snapport_core::progress::Progress;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -90,7 +91,7 @@ pub fn export_vm(
     target: BundleTarget,
     payload: FormatArg,
     zstd_level: i32,
-    quiet: bool,
+    progress: &mut dyn Progress,
 ) -> Result<BundleExport> {
     let home = &ctx.config.home;
     let (cfg, taken) = match snapshot {
@@ -136,17 +137,9 @@ pub fn export_vm(
             workers: 0,
             sync: false,
         };
-        if !quiet {
-            eprintln!("exporting vd/{} of pool {}", d.name, d.pool);
-        }
-        let mut progress = new_progress(quiet);
-        let s = export::export(
-            &mut volume,
-            Target::Pending(&spool),
-            &options,
-            progress.as_mut(),
-        )
-        .with_context(|| format!("vm/{name}: exporting vd/{} of pool {}", d.name, d.pool))?;
+        progress.stage(&format!("exporting vd/{} of pool {}", d.name, d.pool));
+        let s = export::export(&mut volume, Target::Pending(&spool), &options, progress)
+            .with_context(|| format!("vm/{name}: exporting vd/{} of pool {}", d.name, d.pool))?;
         disks.push((
             BundleDisk {
                 name: d.name.clone(),

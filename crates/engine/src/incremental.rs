@@ -99,19 +99,16 @@ fn leaf_map(
     instance: &mut Instance,
     address: &Address,
     store: Option<(&Path, &str)>,
-    quiet: bool,
+    progress: &mut dyn Progress,
 ) -> Result<LeafMap> {
     if let Some((path, label)) = store {
         if let Some(m) = LeafMap::load(path, label) {
             return Ok(m);
         }
     }
-    if !quiet {
-        eprintln!("reading {address} once for its digest map");
-    }
-    let mut progress = new_progress(quiet);
+    progress.stage(&format!("reading {address} once for its digest map"));
     let map = with_reader(instance, address, |reader| {
-        LeafMap::compute(&reader, progress.as_mut())
+        LeafMap::compute(&reader, progress)
     })?;
     if let Some((path, label)) = store {
         map.save(path, label)?;
@@ -135,7 +132,7 @@ pub fn export_delta(
     base: &Address,
     output: &str,
     force: bool,
-    quiet: bool,
+    progress: &mut dyn Progress,
 ) -> Result<DeltaExport> {
     let (
         Address::DiskSnapshot { disk, snapshot },
@@ -165,7 +162,7 @@ pub fn export_delta(
         &mut instance,
         &base_snap.backend,
         Some((&base_path, &base_snap.label)),
-        quiet,
+        &mut *progress,
     )?;
     let base_digest = base_map.digest();
     base_snap.identity.digest = Some(base_digest.clone());
@@ -198,7 +195,6 @@ pub fn export_delta(
                 .context("duplicating stdout")?,
         )),
     };
-    let mut progress = new_progress(quiet);
     let (reader, requests) = VolumeReader::new(volume.info.size);
     let written = std::thread::scope(|s| {
         let worker = s.spawn(|| {
@@ -210,7 +206,7 @@ pub fn export_delta(
                 &changed,
                 &reader,
                 &base_map,
-                progress.as_mut(),
+                &mut *progress,
             )
         });
         serve_plans(&mut volume, requests);
@@ -270,11 +266,12 @@ pub fn apply_delta(
         // A disk changes: its content is read every time.
         _ => (None, onto.clone()),
     };
+    let mut progress: Box<dyn Progress> = new_progress(quiet);
     let base_map = leaf_map(
         &mut reader,
         &onto_backend,
         store.as_ref().map(|(p, l)| (p.as_path(), l.as_str())),
-        quiet,
+        progress.as_mut(),
     )?;
     let got = base_map.digest();
     if got != want || base_map.size != manifest.base.size {
@@ -296,7 +293,6 @@ pub fn apply_delta(
         manifest.target.size,
     )?;
     let mut pool = ctx.pool_with(pool_name, fsync)?;
-    let mut progress: Box<dyn Progress> = new_progress(quiet);
     let options = ImportOptions {
         content_digest: true,
         ..ImportOptions::default()

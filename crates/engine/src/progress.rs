@@ -22,6 +22,8 @@ impl Bar {
 
 impl Progress for Bar {
     fn start(&mut self, total: u64) {
+        // One bar may serve several passes (a digest map, then the import).
+        self.0.reset();
         self.0.set_length(total);
     }
     fn advance(&mut self, bytes: u64) {
@@ -29,5 +31,8 @@ impl Progress for Bar {
     }
     fn finish(&mut self) {
         self.0.finish_and_clear();
+    }
+    fn stage(&mut self, what: &str) {
+        self.0.suspend(|| eprintln!("{what}"));
     }
 }

@@ -2,13 +2,10 @@ pub mod clone;
 pub mod create;
 pub mod delete;
 pub mod describe;
-pub mod download;
-pub mod fetch;
 pub mod get;
 pub mod plugin;
 pub mod prune;
 pub mod publish;
-pub mod push;
 pub mod restore;
 pub mod snapshot;
 pub mod tree;
@@ -24,12 +21,24 @@ pub enum OutputArg {
     Json,
 }
 
-/// A progress bar on a terminal, nothing otherwise or with `-q`.
+/// A progress bar on a terminal, nothing otherwise or with `-q`; stage lines on stderr
+/// unless `-q`.
 pub fn new_progress(quiet: bool) -> Box<dyn Progress> {
-    if quiet || !std::io::stderr().is_terminal() {
+    if quiet {
         Box::new(NoProgress)
+    } else if !std::io::stderr().is_terminal() {
+        Box::new(StageLines)
     } else {
         Box::new(crate::progress::Bar::new())
+    }
+}
+
+/// TRANSITIONAL: no bar, only the stage lines (stderr is not a terminal).
+struct StageLines;
+
+impl Progress for StageLines {
+    fn stage(&mut self, what: &str) {
+        eprintln!("{what}");
     }
 }
 

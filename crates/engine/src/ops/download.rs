@@ -1,0 +1,350 @@
+//! Exports to a file or stdout: a disk, image or disk snapshot as raw, qcow2 or raw.zst
+//! ([`download`]); what changed between two snapshots of a disk as a snapport delta
+//! ([`download_delta`]); a whole VM or VM snapshot as a bundle ([`download_vm`]).
+
+use crate::address::Address;
+use crate::bundle::{self, BundleTarget};
+use crate::format::ImageFormat;
+use crate::output;
+use crate::Engine;
+use crate::{Context as _, Result};
+use serde::Serialize;
+use snapport_core::bundle::BundleDisk;
+use snapport_core::export::{self, ExportOptions, Target};
+use snapport_core::output::PendingFile;
+use snapport_core::progress::Progress;
+use std::os::fd::AsFd;
+use std::path::Path;
+use std::time::Instant;
+
+/// A disk (vd/), image (vi/) or disk snapshot (vds/) to export.
+#[derive(Clone, Debug)]
+pub struct DownloadRequest {
+    /// What to export.
+    pub address: Address,
+    /// The pool holding it.
+    pub pool: String,
+    /// The output file, or `-` for stdout.
+    pub output: String,
+    /// The image format written.
+    pub format: ImageFormat,
+    /// zstd level for raw.zst (1..=19).
+    pub zstd_level: i32,
+    /// Compute the chunked content digest (written to OUTPUT.digest).
+    pub content_digest: bool,
+    /// Compute a plain SHA-256 of the output (written to OUTPUT.sha256).
+    pub sha256sum: bool,
+    /// Make the output durable before it appears under its name.
+    pub fsync: bool,
+    /// Replace an existing output file (once the new one is complete).
+    pub force: bool,
+    /// Copy threads (0: one per core).
+    pub workers: usize,
+}
+
+/// What an export wrote: the JSON summary of `download --output-format json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DownloadReport {
+    /// The address exported.
+    pub source: String,
+    /// Its pool.
+    pub pool: String,
+    /// The output file as given, `-` for stdout.
+    pub output: String,
+    /// `raw`, `qcow2` or `raw.zst`.
+    pub format: &'static str,
+    /// The disk's logical size.
+    pub size: u64,
+    /// Bytes of the output.
+    pub output_size: u64,
+    /// Bytes of data read (holes are not).
+    pub data_bytes: u64,
+    /// The chunked content digest, when asked for.
+    pub content_digest: Option<String>,
+    /// The output's SHA-256, when asked for.
+    pub sha256: Option<String>,
+    /// How long it took.
+    pub seconds: f64,
+}
+
+/// Writes `req.address` to `req.output` (named only once complete, with its sidecars).
+/// A disk a running QEMU holds is read from a snapshot QEMU takes for the export.
+pub fn download(
+    engine: &Engine,
+    req: &DownloadRequest,
+    progress: &mut dyn Progress,
+) -> Result<DownloadReport> {
+    let address = &req.address;
+    let to_stdout = req.output == "-";
+    let out = Path::new(&req.output);
+    let digest_file = output::sidecar_path(out, ".digest");
+    let sum_file = output::sidecar_path(out, ".sha256");
+    if !to_stdout {
+        output::check(&engine.config, out, &[&digest_file, &sum_file], req.force)?;
+    }
+    let home = &engine.config.home;
+    let mut instance = engine.pool(&req.pool)?;
+    let backend = crate::snapshots::backend_address(home, &req.pool, &mut instance, address)?;
+    let temporary = match address {
+        Address::Disk(disk) => crate::live::for_disk(home, &req.pool, &mut instance, disk)?
+            .map(|live| live.temporary_snapshot(&mut instance))
+            .transpose()?,
+        _ => None,
+    };
+    let snapshot = match &temporary {
+        Some(t) => Some(t.name.as_str()),
+        None => backend.snapshot(),
+    };
+    let mut volume = instance
+        .open_volume(backend.disk(), snapshot)
+        .with_context(|| format!("opening {address}"))?;
+    crate::commands::create::check_kind(address, volume.info.kind)?;
+
+    let pending = if to_stdout {
+        None
+    } else {
+        output::note_pending(out);
+        Some(PendingFile::beside(out)?)
+    };
+    let target = match &pending {
+        Some(file) => Target::Pending(file),
+        None => {
+            let fd = std::io::stdout()
+                .as_fd()
+                .try_clone_to_owned()
+                .context("duplicating stdout")?;
+            Target::Stream(Box::new(std::fs::File::from(fd)))
+        }
+    };
+    let options = ExportOptions {
+        format: req.format.export_format(req.zstd_level),
+        content_digest: req.content_digest,
+        stream_sha256: req.sha256sum,
+        workers: req.workers,
+        sync: req.fsync,
+    };
+    let started = Instant::now();
+    let summary = export::export(&mut volume, target, &options, progress)
+        .with_context(|| format!("exporting {address} from pool {}", req.pool))?;
+    let seconds = started.elapsed().as_secs_f64();
+
+    if let Some(pending) = pending {
+        let base = out
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        // A sidecar of an earlier export under this name that this one does not write
+        // would now lie, so it goes.
+        let mut files = Vec::new();
+        let mut stale = Vec::new();
+        for (path, value) in [
+            (digest_file, &summary.content_digest),
+            (sum_file, &summary.stream_sha256),
+        ] {
+            match value {
+                Some(v) => files.push(output::sidecar(&path, &format!("{v}  {base}\n"))?),
+                None => stale.push(path),
+            }
+        }
+        output::commit(files, pending, &stale, req.force, req.fsync)?;
+    }
+    Ok(DownloadReport {
+        source: address.to_string(),
+        pool: req.pool.clone(),
+        output: req.output.clone(),
+        format: req.format.name(),
+        size: summary.size,
+        output_size: summary.output_size,
+        data_bytes: summary.data_bytes,
+        content_digest: summary.content_digest,
+        sha256: summary.stream_sha256,
+        seconds,
+    })
+}
+
+/// What changed in one disk snapshot since an earlier one, as a snapport delta that
+/// `upload --onto` applies.
+#[derive(Clone, Debug)]
+pub struct DeltaRequest {
+    /// The newer snapshot, vds/DISK@NEW.
+    pub address: Address,
+    /// The base snapshot of the same disk, vds/DISK@BASE.
+    pub since: Address,
+    /// The pool holding them.
+    pub pool: String,
+    /// The output file, or `-` for stdout.
+    pub output: String,
+    /// Replace an existing output file (once the new one is complete).
+    pub force: bool,
+}
+
+/// What a delta export wrote: the JSON summary of `download --since`.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeltaReport {
+    /// The newer snapshot.
+    pub source: String,
+    /// The base snapshot.
+    pub since: String,
+    /// Their pool.
+    pub pool: String,
+    /// The output file as given, `-` for stdout.
+    pub output: String,
+    /// Always `snapport-delta`.
+    pub format: &'static str,
+    /// Bytes of the delta file.
+    pub output_size: u64,
+    /// Records in the delta.
+    pub records: u64,
+    /// Bytes the data records carry.
+    pub data_bytes: u64,
+    /// Bytes the zero records cover.
+    pub zero_bytes: u64,
+    /// Bytes the backend reported changed.
+    pub changed_bytes: u64,
+    /// The base's content digest.
+    pub base_digest: String,
+    /// The newer snapshot's content digest.
+    pub target_digest: String,
+    /// The SHA-256 of the delta file.
+    pub sha256: String,
+    /// How long it took.
+    pub seconds: f64,
+}
+
+/// Writes the delta of `req.address` since `req.since` to `req.output`.
+pub fn download_delta(
+    engine: &Engine,
+    req: &DeltaRequest,
+    progress: &mut dyn Progress,
+) -> Result<DeltaReport> {
+    let (address, base) = (&req.address, &req.since);
+    let started = Instant::now();
+    let done = crate::incremental::export_delta(
+        engine,
+        &req.pool,
+        address,
+        base,
+        &req.output,
+        req.force,
+        progress,
+    )
+    .with_context(|| format!("exporting {address} since {base} from pool {}", req.pool))?;
+    Ok(DeltaReport {
+        source: address.to_string(),
+        since: base.to_string(),
+        pool: req.pool.clone(),
+        output: req.output.clone(),
+        format: "snapport-delta",
+        output_size: done.summary.file_bytes,
+        records: done.summary.footer.records,
+        data_bytes: done.summary.footer.data_bytes,
+        zero_bytes: done.summary.footer.zero_bytes,
+        changed_bytes: done.changed_bytes,
+        base_digest: done.base_digest,
+        target_digest: done.summary.footer.target_digest,
+        sha256: done.summary.file_sha256,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// A VM (its config and every disk, now) or a VM snapshot to write as a bundle.
+#[derive(Clone, Debug)]
+pub struct VmDownloadRequest {
+    /// The VM's name.
+    pub vm: String,
+    /// The VM snapshot, for vms/VM@SNAPSHOT.
+    pub snapshot: Option<String>,
+    /// The output file, or `-` for stdout.
+    pub output: String,
+    /// The disks' format inside the bundle: raw.zst or qcow2.
+    pub payload: ImageFormat,
+    /// zstd level for a raw.zst payload.
+    pub zstd_level: i32,
+    /// Replace an existing output file (once the new one is complete).
+    pub force: bool,
+    /// Make the output durable before it appears under its name.
+    pub fsync: bool,
+}
+
+impl VmDownloadRequest {
+    /// `vm/NAME` or `vms/NAME@SNAPSHOT`.
+    pub fn source(&self) -> String {
+        match &self.snapshot {
+            Some(s) => format!("vms/{}@{s}", self.vm),
+            None => format!("vm/{}", self.vm),
+        }
+    }
+}
+
+/// What a bundle export wrote: the JSON summary of `download vm/NAME`.
+#[derive(Clone, Debug, Serialize)]
+pub struct VmDownloadReport {
+    /// `vm/NAME` or `vms/NAME@SNAPSHOT`.
+    pub source: String,
+    /// The output file as given, `-` for stdout.
+    pub output: String,
+    /// Always `bundle`.
+    pub format: &'static str,
+    /// The VM snapshot the disks come from, if any.
+    pub snapshot: Option<String>,
+    /// Whether the disks were captured consistently.
+    pub consistent: bool,
+    /// The disks' format inside the bundle.
+    pub payload: String,
+    /// Bytes of the bundle.
+    pub output_size: u64,
+    /// The bundle's SHA-256.
+    pub sha256: String,
+    /// The disks in the bundle.
+    pub disks: Vec<BundleDisk>,
+    /// How long it took.
+    pub seconds: f64,
+}
+
+/// Writes the VM (or VM snapshot) as a bundle to `req.output`, named once complete.
+pub fn download_vm(
+    engine: &Engine,
+    req: &VmDownloadRequest,
+    progress: &mut dyn Progress,
+) -> Result<VmDownloadReport> {
+    let source = req.source();
+    let started = Instant::now();
+    let pending = if req.output == "-" {
+        None
+    } else {
+        let out = Path::new(&req.output);
+        output::check(&engine.config, out, &[], req.force)?;
+        output::note_pending(out);
+        Some(PendingFile::beside(out)?)
+    };
+    let target = match &pending {
+        Some(f) => BundleTarget::File(f),
+        None => BundleTarget::Stdout,
+    };
+    let done = bundle::export_vm(
+        engine,
+        &req.vm,
+        req.snapshot.as_deref(),
+        target,
+        req.payload,
+        req.zstd_level,
+        progress,
+    )
+    .with_context(|| format!("exporting {source}"))?;
+    if let Some(f) = pending {
+        output::commit(Vec::new(), f, &[], req.force, req.fsync)?;
+    }
+    Ok(VmDownloadReport {
+        source,
+        output: req.output.clone(),
+        format: "bundle",
+        snapshot: done.manifest.snapshot,
+        consistent: done.manifest.consistent,
+        payload: done.manifest.payload,
+        output_size: done.output_size,
+        sha256: done.sha256,
+        disks: done.manifest.disks,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
