@@ -163,3 +163,9 @@ pub fn stderr_logger() -> Logger {
         eprintln!("snapport: plugin {plugin}: {tag}: {msg}");
     })
 }
+
+/// The engine every command runs with: the configuration, and plugin log lines on
+/// stderr.
+pub fn engine() -> snapport_engine::Result<snapport_engine::Engine> {
+    snapport_engine::Engine::new(Some(stderr_logger()))
+}

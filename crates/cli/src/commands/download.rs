@@ -112,7 +112,7 @@ pub fn run(args: Args) -> Result<()> {
     let output = args.output.clone().unwrap_or_default();
     let to_stdout = output == "-";
     let since = args.since.as_deref().map(Address::parse).transpose()?;
-    let engine = Engine::new(Some(snapport_engine::engine::stderr_logger()))?;
+    let engine = crate::render::engine()?;
     let mut progress = Bar::new(quiet);
     if let Some(since) = since {
         let req = DeltaRequest {
@@ -209,7 +209,7 @@ fn download_vm(args: &Args, vm: String, snapshot: Option<String>) -> Result<()> 
     let Some(output) = args.output.clone() else {
         bail!("give the bundle's file with -o FILE.tar (or -o - for stdout)");
     };
-    let engine = Engine::new(Some(snapport_engine::engine::stderr_logger()))?;
+    let engine = crate::render::engine()?;
     let req = VmDownloadRequest {
         vm,
         snapshot,

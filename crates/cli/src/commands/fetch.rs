@@ -44,7 +44,7 @@ pub struct ClientArgs {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let engine = Engine::new(Some(snapport_engine::engine::stderr_logger()))?;
+    let engine = crate::render::engine()?;
     let req = FetchRequest {
         url: args.url,
         output: args.output,

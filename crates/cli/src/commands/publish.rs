@@ -89,7 +89,7 @@ impl PublishArgs {
             max_downloads: self.max_downloads,
             spool_dir: self.spool_dir.clone(),
         };
-        let engine = Engine::new(Some(snapport_engine::engine::stderr_logger()))?;
+        let engine = crate::render::engine()?;
         let publication = prepare(&engine, &req, &mut Bar::new(quiet))?;
         let r = publication.report();
         let mut out = std::io::stdout().lock();
