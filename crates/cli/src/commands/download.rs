@@ -10,7 +10,7 @@ use snapport_engine::ops::download::{
     self as op, DeltaRequest, DownloadRequest, VmDownloadRequest,
 };
 use snapport_engine::ops::publish::PublishSource;
-use snapport_engine::{bail, Engine, Result};
+use snapport_engine::{bail, Result};
 
 #[derive(clap::Args)]
 pub struct Args {

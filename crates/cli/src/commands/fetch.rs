@@ -3,7 +3,7 @@
 
 use crate::render::{human, print_json, Bar, FileReportArgs};
 use snapport_engine::ops::fetch::{fetch, FetchRequest};
-use snapport_engine::{Engine, Result};
+use snapport_engine::Result;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]

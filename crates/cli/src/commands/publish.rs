@@ -4,7 +4,7 @@
 use crate::render::{human, Bar};
 use snapport_engine::ops::publish::{prepare, PublishRequest, PublishSource};
 use snapport_engine::serve::{parse_duration, show_duration, ServeOptions};
-use snapport_engine::{Engine, Result};
+use snapport_engine::Result;
 use snapport_publish::server::Stopped;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
