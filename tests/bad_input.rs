@@ -213,7 +213,7 @@ fn backing_file_outside_the_granted_folder() {
 fn usage_errors() {
     let (home, _img) = good_image();
     let out = home.out("u.raw");
-    let line = home.fails(&["download", "disk", "-o", p(&out)]);
+    let line = home.usage_fails(&["download", "disk", "-o", p(&out)]);
     assert!(line.contains("not vd/NAME"), "{line}");
     let line = home.fails(&["download", "vd/nope", "-o", p(&out)]);
     assert!(line.contains("no volume nope"), "{line}");
@@ -377,7 +377,7 @@ fn names_in_addresses_are_checked_for_every_kind() {
             format!("vms/{name}@s"),
             format!("vms/web@{name}"),
         ] {
-            let line = home.fails(&["download", &address, "-o", p(&out)]);
+            let line = home.usage_fails(&["download", &address, "-o", p(&out)]);
             assert!(
                 line.contains("is not a valid name") && line.contains(why),
                 "{address:?}: {line}"
@@ -389,7 +389,7 @@ fn names_in_addresses_are_checked_for_every_kind() {
                 "{line}"
             );
         }
-        let line = home.fails(&[
+        let line = home.usage_fails(&[
             "upload",
             p(&home.pool().join("disk.qcow2")),
             &format!("vd/{name}"),

@@ -63,12 +63,22 @@ impl Home {
     /// `snapport ARGS`, which must fail cleanly: exit 1, one `snapport: error:` line, no
     /// panic. Returns the error line.
     pub fn fails(&self, args: &[&str]) -> String {
+        self.fails_with(1, args)
+    }
+
+    /// `snapport ARGS`, which must be refused as a usage error (an address or size that
+    /// does not parse): exit 2, one `snapport: error:` line. Returns the error line.
+    pub fn usage_fails(&self, args: &[&str]) -> String {
+        self.fails_with(2, args)
+    }
+
+    fn fails_with(&self, code: i32, args: &[&str]) -> String {
         let out = self.snapport(args);
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(
             out.status.code(),
-            Some(1),
-            "snapport {args:?} should fail with 1; stderr: {stderr}"
+            Some(code),
+            "snapport {args:?} should fail with {code}; stderr: {stderr}"
         );
         assert!(
             !stderr.contains("panicked"),
