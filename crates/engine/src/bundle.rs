@@ -9,11 +9,9 @@
 //! already created are deleted and no VM config is written.
 
 use crate::address::Address;
-use crate::commands::download::FormatArg;
-use crate::commands::new_progress;
-use crate::commands::upload::{write_volume, ZstdSource};
 use crate::source::{self, HashingReader};
 use crate::vm::{self, Naming, VmConfig};
+use crate::volume::{write_volume, ZstdSource};
 use crate::Engine;
 use crate::{bail, format_err, Context as _, Result};
 use sha2::{Digest, Sha256};
@@ -23,6 +21,7 @@ use snapport_core::bundle::{
 use snapport_core::export::{self, ExportOptions, Format, Target};
 use snapport_core::import::{ImportOptions, ImportSummary, Source};
 use snapport_core::output::PendingFile;
+use snapport_core::progress::Progress;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -48,6 +47,7 @@ impl Drop for Spool {
 
 /// Where a bundle goes.
 pub enum BundleTarget<'a> {
+    /// The process's stdout, written in order.
     Stdout,
     /// A file not named yet: its caller names it, or serves it, once it is whole. The
     /// disks' payloads are spooled beside it.
@@ -56,8 +56,11 @@ pub enum BundleTarget<'a> {
 
 /// What a bundle export wrote.
 pub struct BundleExport {
+    /// The manifest written into the bundle.
     pub manifest: Manifest,
+    /// Bytes of the whole archive.
     pub output_size: u64,
+    /// SHA-256 of the whole archive.
     pub sha256: String,
 }
 
@@ -82,15 +85,15 @@ impl<W: Write> Write for Counting<W> {
 
 /// Writes vm/`name` (its config and every disk) as a bundle to `target`; with
 /// `snapshot`, the VM snapshot vms/`name`@`snapshot` (the config and the disks as they
-/// were then).
+/// were then). `payload` is the disks' format inside: [`Format::RawZst`] or
+/// [`Format::Qcow2`]. Each disk's export is a stage of `progress`.
 pub fn export_vm(
     ctx: &Engine,
     name: &str,
     snapshot: Option<&str>,
     target: BundleTarget,
-    payload: FormatArg,
-    zstd_level: i32,
-    quiet: bool,
+    payload: Format,
+    progress: &mut dyn Progress,
 ) -> Result<BundleExport> {
     let home = &ctx.config.home;
     let (cfg, taken) = match snapshot {
@@ -104,9 +107,9 @@ pub fn export_vm(
         }
     };
     let (format, ext) = match payload {
-        FormatArg::RawZst => (Format::RawZst { level: zstd_level }, "raw.zst"),
-        FormatArg::Qcow2 => (Format::Qcow2, "qcow2"),
-        FormatArg::Raw => bail!("a bundle carries its disks as raw.zst or qcow2 (--payload)"),
+        Format::RawZst { .. } => (payload, "raw.zst"),
+        Format::Qcow2 => (payload, "qcow2"),
+        Format::Raw => bail!("a bundle carries its disks as raw.zst or qcow2 (--payload)"),
     };
     // Payloads are spooled in files that never get a name: nothing of them outlives the
     // process, however it ends.
@@ -136,17 +139,9 @@ pub fn export_vm(
             workers: 0,
             sync: false,
         };
-        if !quiet {
-            eprintln!("exporting vd/{} of pool {}", d.name, d.pool);
-        }
-        let mut progress = new_progress(quiet);
-        let s = export::export(
-            &mut volume,
-            Target::Pending(&spool),
-            &options,
-            progress.as_mut(),
-        )
-        .with_context(|| format!("vm/{name}: exporting vd/{} of pool {}", d.name, d.pool))?;
+        progress.stage(&format!("exporting vd/{} of pool {}", d.name, d.pool));
+        let s = export::export(&mut volume, Target::Pending(&spool), &options, progress)
+            .with_context(|| format!("vm/{name}: exporting vd/{} of pool {}", d.name, d.pool))?;
         disks.push((
             BundleDisk {
                 name: d.name.clone(),
@@ -231,9 +226,13 @@ pub fn export_vm(
 
 /// What a bundle import created.
 pub struct BundleImport {
+    /// The bundle's manifest (the VM it was made from, its disks).
     pub manifest: Manifest,
+    /// The new VM's config, as saved.
     pub config: VmConfig,
+    /// What changed from the bundle's VM (names, MAC addresses, IPs), a line each.
     pub notes: Vec<String>,
+    /// Each disk's import, in the config's order.
     pub disks: Vec<ImportSummary>,
 }
 
@@ -263,7 +262,8 @@ fn small_checked<R: Read>(
     Ok(bytes)
 }
 
-/// Imports the bundle `source` (a file, - or a URL) as the new vm/`new_name` in `pool`.
+/// Imports the bundle `source` (a file, - or a URL) as the new vm/`new_name` in `pool`;
+/// `progress` sees each disk's import.
 pub fn import_vm(
     ctx: &Engine,
     source: &str,
@@ -271,7 +271,7 @@ pub fn import_vm(
     pool: &str,
     naming: &Naming,
     fsync: bool,
-    quiet: bool,
+    progress: &mut dyn Progress,
 ) -> Result<BundleImport> {
     let home = &ctx.config.home;
     if vm::exists(home, new_name) {
@@ -335,7 +335,6 @@ pub fn import_vm(
             let member = next_named(&mut members, &d.file)?;
             let target = Address::Disk(new.name.clone());
             let hash = Arc::new(Mutex::new(Sha256::new()));
-            let mut progress = new_progress(quiet);
             let options = ImportOptions {
                 content_digest: true,
                 content_sha256: false,
@@ -372,7 +371,7 @@ pub fn import_vm(
                         length: Some(d.size),
                     },
                     &options,
-                    progress.as_mut(),
+                    &mut *progress,
                     verify,
                 )
                 .with_context(context)?
@@ -403,7 +402,7 @@ pub fn import_vm(
                     d.size,
                     Source::Volume(&mut volume),
                     &options,
-                    progress.as_mut(),
+                    &mut *progress,
                     verify,
                 )
                 .with_context(context)?

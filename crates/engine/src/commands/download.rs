@@ -128,7 +128,13 @@ pub fn run(args: Args) -> Result<()> {
         let base = Address::parse(since)?;
         let started = Instant::now();
         let done = crate::incremental::export_delta(
-            &ctx, &args.pool, &address, &base, &output, args.force, args.quiet,
+            &ctx,
+            &args.pool,
+            &address,
+            &base,
+            &output,
+            args.force,
+            crate::commands::new_progress(args.quiet).as_mut(),
         )
         .with_context(|| format!("exporting {address} since {base} from pool {}", args.pool))?;
         let seconds = started.elapsed().as_secs_f64();
@@ -341,9 +347,8 @@ fn download_vm(args: &Args, name: &str, snapshot: Option<&str>) -> Result<()> {
         name,
         snapshot,
         target,
-        payload,
-        args.zstd_level,
-        args.quiet,
+        crate::commands::bundle_format(payload, args.zstd_level),
+        crate::commands::new_progress(args.quiet).as_mut(),
     )
     .with_context(|| format!("exporting {this}"))?;
     if let Some(f) = pending {

@@ -1,4 +1,3 @@
-pub mod clone;
 pub mod create;
 pub mod delete;
 pub mod describe;
@@ -24,12 +23,64 @@ pub enum OutputArg {
     Json,
 }
 
-/// A progress bar on a terminal, nothing otherwise or with `-q`.
+/// A progress bar on a terminal, nothing otherwise or with `-q`; stages and warnings
+/// on stderr unless `-q`.
 pub fn new_progress(quiet: bool) -> Box<dyn Progress> {
+    Box::new(Transitional {
+        quiet,
+        bar: bar(quiet),
+    })
+}
+
+fn bar(quiet: bool) -> Box<dyn Progress> {
     if quiet || !std::io::stderr().is_terminal() {
         Box::new(NoProgress)
     } else {
         Box::new(crate::progress::Bar::new())
+    }
+}
+
+/// TRANSITIONAL (until every command renders its own progress in the CLI): prints the
+/// stages the domain modules report, as they printed them, and draws a new bar for each
+/// run of bytes.
+struct Transitional {
+    quiet: bool,
+    bar: Box<dyn Progress>,
+}
+
+impl Progress for Transitional {
+    fn start(&mut self, total: u64) {
+        self.bar = bar(self.quiet);
+        self.bar.start(total);
+    }
+    fn advance(&mut self, bytes: u64) {
+        self.bar.advance(bytes);
+    }
+    fn finish(&mut self) {
+        self.bar.finish();
+    }
+    fn stage(&mut self, what: &str) {
+        if !self.quiet {
+            eprintln!("{what}");
+        }
+    }
+    fn warn(&mut self, text: &str) {
+        if !self.quiet {
+            eprintln!("warning: {text}");
+        }
+    }
+}
+
+/// TRANSITIONAL: a bundle's payload format as `bundle::export_vm` takes it.
+pub fn bundle_format(
+    payload: download::FormatArg,
+    zstd_level: i32,
+) -> snapport_core::export::Format {
+    use snapport_core::export::Format;
+    match payload {
+        download::FormatArg::Raw => Format::Raw,
+        download::FormatArg::Qcow2 => Format::Qcow2,
+        download::FormatArg::RawZst => Format::RawZst { level: zstd_level },
     }
 }
 

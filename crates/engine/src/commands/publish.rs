@@ -488,9 +488,8 @@ pub fn serve_bundle(
         vm,
         snapshot,
         crate::bundle::BundleTarget::File(&spool),
-        payload,
-        zstd_level,
-        quiet,
+        crate::commands::bundle_format(payload, zstd_level),
+        crate::commands::new_progress(quiet).as_mut(),
     )
     .with_context(|| format!("exporting {source} to {}", dir.display()))?;
     // Served from the descriptor of a file that never has a name.
