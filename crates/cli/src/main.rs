@@ -33,9 +33,9 @@ enum Command {
     /// Send an image to `upload --publish`: resumable, verified by the server.
     Push(commands::push::Args),
     /// Import an image (file, stdin or URL; raw, qcow2 or zstd) as a new disk or image.
-    Upload(snapport_engine::commands::upload::Args),
+    Upload(commands::upload::Args),
     /// Create a disk or image from an image, a disk or a snapshot (full copy or thin).
-    Create(snapport_engine::commands::create::Args),
+    Create(commands::create::Args),
     /// Delete a disk, an image or a disk snapshot.
     Delete(snapport_engine::commands::delete::Args),
     /// List disks (vd), images (vi) or disk snapshots (vds) of a pool.
@@ -51,7 +51,7 @@ enum Command {
     Restore(snapport_engine::commands::restore::Args),
     /// A new VM from a VM or a VM snapshot: full copies of its disks, renamed, with new
     /// MAC addresses.
-    Clone(snapport_engine::commands::clone::Args),
+    Clone(commands::clone::Args),
     /// Delete the snapshots a retention policy does not keep (lists them without --apply).
     Prune(snapport_engine::commands::prune::Args),
     /// List or inspect backend plugins.
@@ -119,15 +119,15 @@ fn main() {
         Command::Download(a) => commands::download::run(a),
         Command::Fetch(a) => commands::fetch::run(a),
         Command::Push(a) => commands::push::run(a),
-        Command::Upload(a) => snapport_engine::commands::upload::run(a),
-        Command::Create(a) => snapport_engine::commands::create::run(a),
+        Command::Upload(a) => commands::upload::run(a),
+        Command::Create(a) => commands::create::run(a),
         Command::Delete(a) => snapport_engine::commands::delete::run(a),
         Command::Get(a) => snapport_engine::commands::get::run(a),
         Command::Describe(a) => snapport_engine::commands::describe::run(a),
         Command::Snapshot(c) => snapport_engine::commands::snapshot::run(c),
         Command::Tree(a) => snapport_engine::commands::tree::run(a),
         Command::Restore(a) => snapport_engine::commands::restore::run(a),
-        Command::Clone(a) => snapport_engine::commands::clone::run(a),
+        Command::Clone(a) => commands::clone::run(a),
         Command::Prune(a) => snapport_engine::commands::prune::run(a),
         Command::Plugin(c) => snapport_engine::commands::plugin::run(c),
         Command::Completion { shell } => completion(shell),

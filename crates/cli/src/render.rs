@@ -73,6 +73,12 @@ pub fn print_json(report: &impl serde::Serialize, on_stderr: bool) {
     }
 }
 
+/// Prints `report` as one indented JSON document (keys sorted) on stdout.
+pub fn print_json_pretty(report: &impl serde::Serialize) {
+    let doc = serde_json::to_value(report).expect("reports serialize");
+    println!("{doc:#}");
+}
+
 /// Human-readable binary size ("1.5 GiB").
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];

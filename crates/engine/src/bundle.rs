@@ -9,11 +9,9 @@
 //! already created are deleted and no VM config is written.
 
 use crate::address::Address;
-use crate::commands::new_progress;
-use crate::commands::upload::{write_volume, ZstdSource};
-use crate::format::ImageFormat as FormatArg;
 use crate::source::{self, HashingReader};
 use crate::vm::{self, Naming, VmConfig};
+use crate::volume::{write_volume, ZstdSource};
 use crate::Engine;
 use crate::{bail, format_err, Context as _, Result};
 use sha2::{Digest, Sha256};
@@ -49,6 +47,7 @@ impl Drop for Spool {
 
 /// Where a bundle goes.
 pub enum BundleTarget<'a> {
+    /// The process's stdout, written in order.
     Stdout,
     /// A file not named yet: its caller names it, or serves it, once it is whole. The
     /// disks' payloads are spooled beside it.
@@ -57,8 +56,11 @@ pub enum BundleTarget<'a> {
 
 /// What a bundle export wrote.
 pub struct BundleExport {
+    /// The manifest written into the bundle.
     pub manifest: Manifest,
+    /// Bytes of the whole archive.
     pub output_size: u64,
+    /// SHA-256 of the whole archive.
     pub sha256: String,
 }
 
@@ -83,14 +85,14 @@ impl<W: Write> Write for Counting<W> {
 
 /// Writes vm/`name` (its config and every disk) as a bundle to `target`; with
 /// `snapshot`, the VM snapshot vms/`name`@`snapshot` (the config and the disks as they
-/// were then).
+/// were then). `payload` is the disks' format inside: [`Format::RawZst`] or
+/// [`Format::Qcow2`]. Each disk's export is a stage of `progress`.
 pub fn export_vm(
     ctx: &Engine,
     name: &str,
     snapshot: Option<&str>,
     target: BundleTarget,
-    payload: FormatArg,
-    zstd_level: i32,
+    payload: Format,
     progress: &mut dyn Progress,
 ) -> Result<BundleExport> {
     let home = &ctx.config.home;
@@ -105,9 +107,9 @@ pub fn export_vm(
         }
     };
     let (format, ext) = match payload {
-        FormatArg::RawZst => (Format::RawZst { level: zstd_level }, "raw.zst"),
-        FormatArg::Qcow2 => (Format::Qcow2, "qcow2"),
-        FormatArg::Raw => bail!("a bundle carries its disks as raw.zst or qcow2 (--payload)"),
+        Format::RawZst { .. } => (payload, "raw.zst"),
+        Format::Qcow2 => (payload, "qcow2"),
+        Format::Raw => bail!("a bundle carries its disks as raw.zst or qcow2 (--payload)"),
     };
     // Payloads are spooled in files that never get a name: nothing of them outlives the
     // process, however it ends.
@@ -224,9 +226,13 @@ pub fn export_vm(
 
 /// What a bundle import created.
 pub struct BundleImport {
+    /// The bundle's manifest (the VM it was made from, its disks).
     pub manifest: Manifest,
+    /// The new VM's config, as saved.
     pub config: VmConfig,
+    /// What changed from the bundle's VM (names, MAC addresses, IPs), a line each.
     pub notes: Vec<String>,
+    /// Each disk's import, in the config's order.
     pub disks: Vec<ImportSummary>,
 }
 
@@ -256,7 +262,8 @@ fn small_checked<R: Read>(
     Ok(bytes)
 }
 
-/// Imports the bundle `source` (a file, - or a URL) as the new vm/`new_name` in `pool`.
+/// Imports the bundle `source` (a file, - or a URL) as the new vm/`new_name` in `pool`;
+/// `progress` sees each disk's import.
 pub fn import_vm(
     ctx: &Engine,
     source: &str,
@@ -264,7 +271,7 @@ pub fn import_vm(
     pool: &str,
     naming: &Naming,
     fsync: bool,
-    quiet: bool,
+    progress: &mut dyn Progress,
 ) -> Result<BundleImport> {
     let home = &ctx.config.home;
     if vm::exists(home, new_name) {
@@ -328,7 +335,6 @@ pub fn import_vm(
             let member = next_named(&mut members, &d.file)?;
             let target = Address::Disk(new.name.clone());
             let hash = Arc::new(Mutex::new(Sha256::new()));
-            let mut progress = new_progress(quiet);
             let options = ImportOptions {
                 content_digest: true,
                 content_sha256: false,
@@ -365,7 +371,7 @@ pub fn import_vm(
                         length: Some(d.size),
                     },
                     &options,
-                    progress.as_mut(),
+                    &mut *progress,
                     verify,
                 )
                 .with_context(context)?
@@ -396,7 +402,7 @@ pub fn import_vm(
                     d.size,
                     Source::Volume(&mut volume),
                     &options,
-                    progress.as_mut(),
+                    &mut *progress,
                     verify,
                 )
                 .with_context(context)?

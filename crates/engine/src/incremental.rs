@@ -9,7 +9,6 @@
 //! its base's ready.
 
 use crate::address::Address;
-use crate::commands::{human, new_progress};
 use crate::snapshots::{self, Phase};
 use crate::Engine;
 use crate::{bail, Context as _, Result};
@@ -118,13 +117,17 @@ fn leaf_map(
 
 /// What `download --since` did.
 pub struct DeltaExport {
+    /// What the delta file holds (records, bytes, target digest).
     pub summary: delta::DeltaSummary,
+    /// The base snapshot's content digest, recorded in the delta.
     pub base_digest: String,
+    /// Bytes the backend listed as changed since the base.
     pub changed_bytes: u64,
 }
 
 /// Writes the delta of `new` (vds/D@NEW) since `base` (vds/D@BASE) to `output` (a file,
-/// or - for stdout); an existing file is replaced only with `force`.
+/// or - for stdout); an existing file is replaced only with `force`. Reading the base
+/// for its digest map (the first time) is a stage of `progress`.
 pub fn export_delta(
     ctx: &Engine,
     pool: &str,
@@ -200,14 +203,7 @@ pub fn export_delta(
         let worker = s.spawn(|| {
             // Taken by value: the plan server stops when the last reader is dropped.
             let reader = reader;
-            delta::write_delta(
-                &mut sink,
-                &manifest,
-                &changed,
-                &reader,
-                &base_map,
-                &mut *progress,
-            )
+            delta::write_delta(&mut sink, &manifest, &changed, &reader, &base_map, progress)
         });
         serve_plans(&mut volume, requests);
         worker.join()
@@ -232,6 +228,7 @@ pub fn export_delta(
 /// the base snapshot, a disk restored from it, the result of the previous delta) as the
 /// new volume `target`. Refused before anything is written when `onto`'s content is not
 /// the base's; the new volume appears only once its digest is the delta's target's.
+/// Reading `onto` for its digest map and writing the new volume go to `progress`.
 pub fn apply_delta(
     ctx: &Engine,
     pool_name: &str,
@@ -239,7 +236,7 @@ pub fn apply_delta(
     target: &Address,
     onto: &Address,
     fsync: bool,
-    quiet: bool,
+    progress: &mut dyn Progress,
 ) -> Result<(delta::Delta, snapport_core::import::ImportSummary)> {
     let delta = delta::read_delta(&mut BufReader::with_capacity(
         1 << 20,
@@ -266,12 +263,11 @@ pub fn apply_delta(
         // A disk changes: its content is read every time.
         _ => (None, onto.clone()),
     };
-    let mut progress: Box<dyn Progress> = new_progress(quiet);
     let base_map = leaf_map(
         &mut reader,
         &onto_backend,
         store.as_ref().map(|(p, l)| (p.as_path(), l.as_str())),
-        progress.as_mut(),
+        &mut *progress,
     )?;
     let got = base_map.digest();
     if got != want || base_map.size != manifest.base.size {
@@ -298,13 +294,13 @@ pub fn apply_delta(
         ..ImportOptions::default()
     };
     let want_target = delta.footer.target_digest.clone();
-    let (summary, _) = crate::commands::upload::write_volume(
+    let (summary, _) = crate::volume::write_volume(
         &mut pool,
         target,
         manifest.target.size,
         Source::Volume(&mut overlay),
         &options,
-        progress.as_mut(),
+        progress,
         |s| {
             let got = s.content_digest.clone().unwrap_or_default();
             if got != want_target {
@@ -318,6 +314,7 @@ pub fn apply_delta(
 }
 
 /// One line for `download --since`.
+// TRANSITIONAL: text belongs to the CLI's rendering of the download report.
 pub fn describe_export(e: &DeltaExport) -> String {
     format!(
         "{} in {} records ({} of data, {} of zeros) from {} changed; target digest {}",
@@ -328,4 +325,21 @@ pub fn describe_export(e: &DeltaExport) -> String {
         human(e.changed_bytes),
         e.summary.footer.target_digest
     )
+}
+
+/// Human-readable binary size ("1.5 GiB"), for [`describe_export`].
+// TRANSITIONAL: goes with describe_export to the CLI (render.rs has its own).
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

@@ -27,3 +27,4 @@ pub mod serve;
 pub mod snapshots;
 pub mod source;
 pub mod vm;
+pub mod volume;

@@ -14,16 +14,22 @@ const HEAD: usize = snapport_core::detect::HEAD_BYTES;
 /// A `.digest` or `.sha256` sidecar is a line (or a short `sha256sum` listing).
 const MAX_SIDECAR_BYTES: u64 = 1 << 20;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// What an image is, by its content; serialized as its [`name`](InputFormat::name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum InputFormat {
+    /// The disk byte for byte.
+    #[serde(rename = "raw")]
     Raw,
+    /// qcow2 (needs random access: a file).
+    #[serde(rename = "qcow2")]
     Qcow2,
     /// zstd-compressed raw (one or many frames).
-    #[value(name = "raw.zst")]
+    #[serde(rename = "raw.zst")]
     RawZst,
 }
 
 impl InputFormat {
+    /// The name `--format` takes and reports show: `raw`, `qcow2`, `raw.zst`.
     pub fn name(self) -> &'static str {
         match self {
             InputFormat::Raw => "raw",
@@ -46,6 +52,7 @@ pub fn detect(head: &[u8], what: &str) -> Result<InputFormat> {
 
 /// An opened source.
 pub enum Input {
+    /// A regular file or a block device: random access, size known.
     File(PathBuf),
     /// stdin, a pipe, a character device or a response body, with its first bytes
     /// already read (and put back).
@@ -69,10 +76,13 @@ pub struct Expected {
     pub sha256: Option<(String, String)>,
 }
 
+/// Whether a source names an http(s) URL.
 pub fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 
+/// Opens a source: `-` for stdin, an http(s) URL, or a path (a file or block device for
+/// random access; a pipe, socket or character device read in order).
 pub fn open(source: &str) -> Result<Input> {
     if source == "-" {
         let stdin = std::io::stdin();
@@ -167,6 +177,7 @@ impl Input {
     }
 }
 
+/// The first bytes of a stream (up to what format detection looks at).
 pub fn read_head(r: &mut dyn Read) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(HEAD);
     r.take(HEAD as u64).read_to_end(&mut head)?;
@@ -272,7 +283,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 /// A reader that hashes what passes through it (the compressed bytes of a zstd source).
 pub struct HashingReader<R> {
+    /// What is read.
     pub inner: R,
+    /// The hash of what has passed, shared with whoever reads it at the end.
     pub hash: std::sync::Arc<std::sync::Mutex<Sha256>>,
 }
 

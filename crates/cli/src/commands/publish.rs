@@ -27,7 +27,7 @@ pub struct PublishArgs {
     pub spool_dir: Option<PathBuf>,
 }
 
-// SHARED (upload --publish too): how a publish server listens and protects itself.
+/// How a publish server listens and protects itself (download and upload `--publish`).
 #[derive(clap::Args)]
 pub struct ServeArgs {
     /// Where to listen, HOST:PORT (port 0 picks a free one).

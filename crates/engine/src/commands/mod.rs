@@ -1,11 +1,9 @@
-pub mod clone;
 pub mod create;
 pub mod delete;
 pub mod describe;
 pub mod get;
 pub mod plugin;
 pub mod prune;
-pub mod publish;
 pub mod restore;
 pub mod snapshot;
 pub mod tree;
@@ -21,24 +19,51 @@ pub enum OutputArg {
     Json,
 }
 
-/// A progress bar on a terminal, nothing otherwise or with `-q`; stage lines on stderr
-/// unless `-q`.
+/// A progress bar on a terminal, nothing otherwise or with `-q`; stages and warnings
+/// on stderr unless `-q`.
 pub fn new_progress(quiet: bool) -> Box<dyn Progress> {
-    if quiet {
+    Box::new(Transitional {
+        quiet,
+        bar: bar(quiet),
+    })
+}
+
+fn bar(quiet: bool) -> Box<dyn Progress> {
+    if quiet || !std::io::stderr().is_terminal() {
         Box::new(NoProgress)
-    } else if !std::io::stderr().is_terminal() {
-        Box::new(StageLines)
     } else {
         Box::new(crate::progress::Bar::new())
     }
 }
 
-/// TRANSITIONAL: no bar, only the stage lines (stderr is not a terminal).
-struct StageLines;
+/// TRANSITIONAL (until every command renders its own progress in the CLI): prints the
+/// stages the domain modules report, as they printed them, and draws a new bar for each
+/// run of bytes.
+struct Transitional {
+    quiet: bool,
+    bar: Box<dyn Progress>,
+}
 
-impl Progress for StageLines {
+impl Progress for Transitional {
+    fn start(&mut self, total: u64) {
+        self.bar = bar(self.quiet);
+        self.bar.start(total);
+    }
+    fn advance(&mut self, bytes: u64) {
+        self.bar.advance(bytes);
+    }
+    fn finish(&mut self) {
+        self.bar.finish();
+    }
     fn stage(&mut self, what: &str) {
-        eprintln!("{what}");
+        if !self.quiet {
+            eprintln!("{what}");
+        }
+    }
+    fn warn(&mut self, text: &str) {
+        if !self.quiet {
+            eprintln!("warning: {text}");
+        }
     }
 }
 

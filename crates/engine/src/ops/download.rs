@@ -327,8 +327,7 @@ pub fn download_vm(
         &req.vm,
         req.snapshot.as_deref(),
         target,
-        req.payload,
-        req.zstd_level,
+        req.payload.export_format(req.zstd_level),
         progress,
     )
     .with_context(|| format!("exporting {source}"))?;

@@ -494,8 +494,7 @@ fn bundle_item(
         vm,
         snapshot,
         crate::bundle::BundleTarget::File(&spool),
-        payload,
-        zstd_level,
+        payload.export_format(zstd_level),
         progress,
     )
     .with_context(|| format!("exporting {source} to {}", dir.display()))?;
