@@ -42,6 +42,25 @@ pub struct DownloadRequest {
     pub workers: usize,
 }
 
+impl DownloadRequest {
+    /// The export `snapport download ADDRESS -o OUTPUT` makes: from the default pool, a
+    /// sparse raw file with its content digest; change the fields for the rest.
+    pub fn new(address: Address, output: impl Into<String>) -> DownloadRequest {
+        DownloadRequest {
+            address,
+            pool: crate::config::DEFAULT_POOL.to_string(),
+            output: output.into(),
+            format: ImageFormat::Raw,
+            zstd_level: 3,
+            content_digest: true,
+            sha256sum: false,
+            fsync: false,
+            force: false,
+            workers: 0,
+        }
+    }
+}
+
 /// What an export wrote: the JSON summary of `download --output-format json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct DownloadReport {

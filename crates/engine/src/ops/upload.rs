@@ -57,6 +57,24 @@ pub struct UploadRequest {
     pub write: WriteOptions,
 }
 
+impl UploadRequest {
+    /// The import `snapport upload SOURCE TARGET` makes: into the default pool, the
+    /// format detected, verified by the sidecars a download wrote when they are there.
+    pub fn new(source: impl Into<String>, target: Address) -> UploadRequest {
+        UploadRequest {
+            source: source.into(),
+            target,
+            digest: None,
+            sha256: None,
+            sidecars: true,
+            write: WriteOptions {
+                pool: crate::config::DEFAULT_POOL.to_string(),
+                ..WriteOptions::default()
+            },
+        }
+    }
+}
+
 /// What an upload made: the JSON document `upload -o json` prints and `upload --publish`
 /// answers the pusher with. (Fields in alphabetical order, as the document has them.)
 #[derive(Debug, Clone, Serialize)]
