@@ -4,7 +4,10 @@
 //! through a plugin instance (`snapport-host`). Errors print as one line on stderr with
 //! exit code 1; usage errors exit with 2.
 
-use snapport_engine::{commands, interrupt};
+mod commands;
+
+use snapport_engine::commands as engine_commands;
+use snapport_engine::interrupt;
 
 use clap::{Parser, Subcommand};
 
@@ -23,15 +26,15 @@ struct Cli {
 enum Command {
     /// Export a disk (vd/NAME), an image (vi/NAME) or a disk snapshot (vds/DISK@SNAP) to
     /// a file or stdout.
-    Download(commands::download::Args),
+    Download(engine_commands::download::Args),
     /// Download what `download --publish` serves: resumable, parallel, verified.
-    Fetch(commands::fetch::Args),
+    Fetch(engine_commands::fetch::Args),
     /// Send an image to `upload --publish`: resumable, verified by the server.
-    Push(commands::push::Args),
+    Push(engine_commands::push::Args),
     /// Import an image (file, stdin or URL; raw, qcow2 or zstd) as a new disk or image.
-    Upload(commands::upload::Args),
+    Upload(engine_commands::upload::Args),
     /// Create a disk or image from an image, a disk or a snapshot (full copy or thin).
-    Create(commands::create::Args),
+    Create(engine_commands::create::Args),
     /// Delete a disk, an image or a disk snapshot.
     Delete(commands::delete::Args),
     /// List disks (vd), images (vi) or disk snapshots (vds) of a pool.
@@ -47,7 +50,7 @@ enum Command {
     Restore(commands::restore::Args),
     /// A new VM from a VM or a VM snapshot: full copies of its disks, renamed, with new
     /// MAC addresses.
-    Clone(commands::clone::Args),
+    Clone(engine_commands::clone::Args),
     /// Delete the snapshots a retention policy does not keep (lists them without --apply).
     Prune(commands::prune::Args),
     /// List or inspect backend plugins.
@@ -79,18 +82,18 @@ fn main() {
     interrupt::install();
     quiet_on_closed_stdout();
     let result = match cli.command {
-        Command::Download(a) => commands::download::run(a),
-        Command::Fetch(a) => commands::fetch::run(a),
-        Command::Push(a) => commands::push::run(a),
-        Command::Upload(a) => commands::upload::run(a),
-        Command::Create(a) => commands::create::run(a),
+        Command::Download(a) => engine_commands::download::run(a),
+        Command::Fetch(a) => engine_commands::fetch::run(a),
+        Command::Push(a) => engine_commands::push::run(a),
+        Command::Upload(a) => engine_commands::upload::run(a),
+        Command::Create(a) => engine_commands::create::run(a),
         Command::Delete(a) => commands::delete::run(a),
         Command::Get(a) => commands::get::run(a),
         Command::Describe(a) => commands::describe::run(a),
         Command::Snapshot(c) => commands::snapshot::run(c),
         Command::Tree(a) => commands::tree::run(a),
         Command::Restore(a) => commands::restore::run(a),
-        Command::Clone(a) => commands::clone::run(a),
+        Command::Clone(a) => engine_commands::clone::run(a),
         Command::Prune(a) => commands::prune::run(a),
         Command::Plugin(c) => commands::plugin::run(c),
     };

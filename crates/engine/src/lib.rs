@@ -9,6 +9,7 @@ pub use error::{Context, Error, ErrorKind, Result};
 
 pub mod address;
 pub mod bundle;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod engine;
@@ -16,6 +17,7 @@ pub use engine::Engine;
 pub mod incremental;
 pub mod interrupt;
 pub mod live;
+pub mod ops;
 pub mod output;
 pub mod progress;
 pub mod qmp;

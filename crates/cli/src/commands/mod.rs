@@ -1,0 +1,9 @@
+pub mod delete;
+pub mod describe;
+pub mod get;
+pub mod plugin;
+pub mod prune;
+pub mod restore;
+pub mod shared;
+pub mod snapshot;
+pub mod tree;
