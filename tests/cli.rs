@@ -245,17 +245,20 @@ fn publish(home: &Home, address: &str) -> (Child, Value) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (child, serde_json::from_str(&line).expect("publish JSON"))
+    lines.read_line(&mut line).unwrap();
+    (
+        child,
+        serde_json::from_str(&line).expect("publish JSON"),
+        lines,
+    )
 }
 
 #[test]
 fn fetch_and_push_report_as_json_and_keep_quiet() {
     let home = lab();
-    let (mut server, info) = publish(&home, "vd/disk");
+    let (mut server, info, _stdout) = publish(&home, "vd/disk");
     let url = format!(
         "{}?token={}",
         info["url"].as_str().unwrap(),
@@ -276,6 +279,7 @@ fn fetch_and_push_report_as_json_and_keep_quiet() {
     let out = home.ok(&args);
     let doc = one_document(&args, &out.stdout);
     assert!(doc.is_object(), "{doc}");
+    let _ = server.kill();
     let _ = server.wait();
     assert!(Path::new(&file).is_file());
 
@@ -286,10 +290,9 @@ fn fetch_and_push_report_as_json_and_keep_quiet() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mut receiver_out = BufReader::new(receiver.stdout.take().unwrap());
     let mut line = String::new();
-    BufReader::new(receiver.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    receiver_out.read_line(&mut line).unwrap();
     let info: Value = serde_json::from_str(&line).unwrap();
     let url = format!(
         "{}?token={}",

@@ -473,7 +473,11 @@ fn bad_sources_are_refused_and_leave_the_pool_as_it_was() {
         &["upload", p(&home.out("missing.raw")), "vd/x"],
         "missing.raw",
     );
-    refused(&home, &["upload", p(&raw), "vd/x", "--size", "12Q"], "unit");
+    // A size that does not parse is a usage error (exit 2); the pool stays as it was.
+    let before = pool_state(&home);
+    let line = home.usage_fails(&["upload", p(&raw), "vd/x", "--size", "12Q"]);
+    assert!(line.contains("unit"), "{line}");
+    assert_eq!(pool_state(&home), before, "the pool changed after: {line}");
     // A zstd-compressed qcow2 would otherwise import as raw bytes.
     let qz = home.out("q2.zst");
     tool("zstd", &["-q", "-f", p(&q2), "-o", p(&qz)]);

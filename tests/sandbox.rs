@@ -1046,3 +1046,51 @@ fn deep_recursion_traps_and_the_host_survives() {
     let mut good = host.instantiate(hostile, "p", grants, limits(), None);
     assert_eq!(good.list_volumes().unwrap()[0].size, 1 << 20);
 }
+
+/// `plugin list` shows a plugin that pools name by path (not on the plugin path), with
+/// the pools naming it, loaded and described like the others.
+#[test]
+fn plugin_list_shows_plugins_pools_name_by_path() {
+    let home = Home::new();
+    std::fs::create_dir_all(home.path().join("mine")).unwrap();
+    std::fs::copy(
+        plugins_dir().join("raw.wasm"),
+        home.path().join("mine/custom.wasm"),
+    )
+    .unwrap();
+    home.write_config(
+        "[pools.p1]\nplugin = \"mine/custom.wasm\"\nfolders = [\"default\"]\n\n\
+         [pools.p2]\nplugin = \"mine/custom.wasm\"\nfolders = [\"default\"]\n\n\
+         [pools.q]\nplugin = \"qcow2\"\nfolders = [\"default\"]\n",
+    );
+    let out = home.ok(&["plugin", "list", "-o", "json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = rows.as_array().unwrap();
+    let custom: Vec<_> = rows.iter().filter(|r| r["name"] == "custom").collect();
+    assert_eq!(custom.len(), 1, "{rows:?}");
+    let custom = custom[0];
+    assert_eq!(custom["pools"], serde_json::json!(["p1", "p2"]));
+    assert!(custom["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("mine/custom.wasm"));
+    assert!(custom.get("error").is_none(), "{custom}");
+    // Described like the raw plugin it is a copy of, which keeps its own row (no pools).
+    let raw = rows
+        .iter()
+        .find(|r| r["name"] == "raw")
+        .expect("raw listed");
+    assert_eq!(custom["capabilities"], raw["capabilities"]);
+    assert_eq!(custom["version"], raw["version"]);
+    assert!(raw.get("pools").is_none(), "{raw}");
+    // The text names it with its pools.
+    let text = String::from_utf8(home.ok(&["plugin", "list"]).stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("custom "))
+        .expect(&text);
+    assert!(
+        line.contains("mine/custom.wasm") && line.contains("p1, p2"),
+        "{line}"
+    );
+}

@@ -895,3 +895,55 @@ fn what_a_dead_process_left_is_cleaned_up() {
     assert_eq!(qemu_listed(&img), ["next", "half"]);
     check(&img);
 }
+
+/// `tree -o json`: the snapshots `get vds -o json` lists, each under its parent, with the
+/// disk's present (`head`) under the one it came from.
+#[test]
+fn tree_json_is_the_listing_as_a_tree() {
+    let home = Home::new();
+    let img = home.pool().join("d.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "16M"]);
+    home.ok(&["snapshot", "create", "vd/d", "--name", "s1", "-q"]);
+    qemu_io(&img, "qcow2", &["write -P 0x11 0 1M"]);
+    home.ok(&["snapshot", "create", "vd/d", "--name", "s2", "-q"]);
+    // Made by QEMU: no parent snapport knows of, a root.
+    tool("qemu-img", &["snapshot", "-c", "q3", p(&img)]);
+
+    let tree = json(&home.ok(&["tree", "vd/d", "-o", "json"]));
+    assert_eq!(tree["disk"], "vd/d");
+    assert_eq!(tree["pool"], "default");
+    assert_eq!(tree["head"], "s2");
+    let roots = tree["roots"].as_array().unwrap();
+    let names: Vec<&str> = roots.iter().map(|n| n["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["vds/d@s1", "vds/d@q3"]);
+    let children = roots[0]["children"].as_array().unwrap();
+    assert_eq!(children.len(), 1);
+    assert_eq!(children[0]["name"], "vds/d@s2");
+    assert_eq!(children[0]["children"], serde_json::json!([]));
+    assert_eq!(roots[1]["children"], serde_json::json!([]));
+
+    // Every node, without its children, is the snapshot as `get vds -o json` shows it.
+    fn flatten(nodes: &[Value], out: &mut Vec<Value>) {
+        for n in nodes {
+            let mut doc = n.clone();
+            let children = doc.as_object_mut().unwrap().remove("children").unwrap();
+            out.push(doc);
+            flatten(children.as_array().unwrap(), out);
+        }
+    }
+    let mut nodes = Vec::new();
+    flatten(roots, &mut nodes);
+    let mut listed = snapshots(&home);
+    let key = |v: &Value| v["name"].as_str().unwrap().to_string();
+    nodes.sort_by_key(key);
+    listed.sort_by_key(key);
+    assert_eq!(nodes, listed);
+
+    // The same document under the other spellings of the flag.
+    for flag in [&["--output-format", "json"][..], &["--json"][..]] {
+        let again = json(&home.ok(&[&["tree", "vd/d"][..], flag].concat()));
+        assert_eq!(again, tree);
+    }
+    // -q prints nothing.
+    assert!(home.ok(&["tree", "vd/d", "-q"]).stdout.is_empty());
+}

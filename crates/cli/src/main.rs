@@ -37,26 +37,26 @@ enum Command {
     /// Create a disk or image from an image, a disk or a snapshot (full copy or thin).
     Create(commands::create::Args),
     /// Delete a disk, an image or a disk snapshot.
-    Delete(snapport_engine::commands::delete::Args),
+    Delete(commands::delete::Args),
     /// List disks (vd), images (vi) or disk snapshots (vds) of a pool.
-    Get(snapport_engine::commands::get::Args),
+    Get(commands::get::Args),
     /// Show one disk snapshot: phase, consistency, parent, comment.
-    Describe(snapport_engine::commands::describe::Args),
+    Describe(commands::describe::Args),
     /// Take snapshots.
     #[command(subcommand)]
-    Snapshot(snapport_engine::commands::snapshot::Command),
+    Snapshot(commands::snapshot::Command),
     /// A disk's snapshots, each under the one taken before it.
-    Tree(snapport_engine::commands::tree::Args),
+    Tree(commands::tree::Args),
     /// Make a disk's content a snapshot's again (dry-run by default).
-    Restore(snapport_engine::commands::restore::Args),
+    Restore(commands::restore::Args),
     /// A new VM from a VM or a VM snapshot: full copies of its disks, renamed, with new
     /// MAC addresses.
     Clone(commands::clone::Args),
     /// Delete the snapshots a retention policy does not keep (lists them without --apply).
-    Prune(snapport_engine::commands::prune::Args),
+    Prune(commands::prune::Args),
     /// List or inspect backend plugins.
     #[command(subcommand)]
-    Plugin(snapport_engine::commands::plugin::Command),
+    Plugin(commands::plugin::Command),
     /// Print a shell completion script: `snapport completion bash > /etc/bash_completion.d/snapport`.
     Completion {
         /// The shell to complete in.
@@ -121,15 +121,15 @@ fn main() {
         Command::Push(a) => commands::push::run(a),
         Command::Upload(a) => commands::upload::run(a),
         Command::Create(a) => commands::create::run(a),
-        Command::Delete(a) => snapport_engine::commands::delete::run(a),
-        Command::Get(a) => snapport_engine::commands::get::run(a),
-        Command::Describe(a) => snapport_engine::commands::describe::run(a),
-        Command::Snapshot(c) => snapport_engine::commands::snapshot::run(c),
-        Command::Tree(a) => snapport_engine::commands::tree::run(a),
-        Command::Restore(a) => snapport_engine::commands::restore::run(a),
+        Command::Delete(a) => commands::delete::run(a),
+        Command::Get(a) => commands::get::run(a),
+        Command::Describe(a) => commands::describe::run(a),
+        Command::Snapshot(c) => commands::snapshot::run(c),
+        Command::Tree(a) => commands::tree::run(a),
+        Command::Restore(a) => commands::restore::run(a),
         Command::Clone(a) => commands::clone::run(a),
-        Command::Prune(a) => snapport_engine::commands::prune::run(a),
-        Command::Plugin(c) => snapport_engine::commands::plugin::run(c),
+        Command::Prune(a) => commands::prune::run(a),
+        Command::Plugin(c) => commands::plugin::run(c),
         Command::Completion { shell } => completion(shell),
         Command::Man { dir } => man(&dir),
     };

@@ -11,8 +11,9 @@ use std::sync::Arc;
 /// How a command prints its report.
 #[derive(Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum Format {
-    /// Lines for people.
+    /// Lines for people (`table` is the same).
     #[default]
+    #[value(alias = "table")]
     Text,
     /// One JSON document on stdout, the engine's report as it is.
     Json,
@@ -37,6 +38,11 @@ impl ReportArgs {
     /// Whether the report goes out as JSON.
     pub fn json(&self) -> bool {
         self.json || self.output == Format::Json
+    }
+
+    /// Whether a text report is printed (neither JSON nor quiet).
+    pub fn text(&self) -> bool {
+        !self.json() && !self.quiet
     }
 }
 
@@ -79,6 +85,11 @@ pub fn print_json_pretty(report: &impl serde::Serialize) {
     println!("{doc:#}");
 }
 
+/// `-` for none.
+pub fn or_dash(s: Option<impl ToString>) -> String {
+    s.map_or_else(|| "-".into(), |s| s.to_string())
+}
+
 /// Human-readable binary size ("1.5 GiB").
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -95,9 +106,11 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
-/// The engine's progress on a terminal: a bar on stderr (bytes, rate, ETA) when stderr
-/// is a terminal, stage lines on stderr unless quiet, warnings always.
+/// The engine's progress on a terminal: a bar on stderr when stderr is a terminal (bytes,
+/// rate, ETA; a fresh one for each `start`), stage lines on stderr unless quiet, warnings
+/// always.
 pub struct Bar {
+    draw: bool,
     bar: Option<ProgressBar>,
     quiet: bool,
 }
@@ -105,27 +118,45 @@ pub struct Bar {
 impl Bar {
     /// Progress for a command run with `-q` or not.
     pub fn new(quiet: bool) -> Bar {
-        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
-            let bar =
-                ProgressBar::with_draw_target(Some(0), indicatif::ProgressDrawTarget::stderr());
-            bar.set_style(
-                ProgressStyle::with_template(
-                    "{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
-                )
-                .expect("static template"),
-            );
-            bar
-        });
-        Bar { bar, quiet }
+        Bar {
+            draw: !quiet && std::io::stderr().is_terminal(),
+            bar: None,
+            quiet,
+        }
+    }
+
+    /// Stage lines and warnings, never a bar (for a report that goes out as JSON, or an
+    /// operation whose bytes are not worth a bar).
+    pub fn lines(quiet: bool) -> Bar {
+        Bar {
+            draw: false,
+            bar: None,
+            quiet,
+        }
+    }
+
+    fn say(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
     }
 }
 
 impl Progress for Bar {
     fn start(&mut self, total: u64) {
-        if let Some(bar) = &self.bar {
-            bar.reset();
-            bar.set_length(total);
+        if !self.draw {
+            return;
         }
+        let bar =
+            ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{bar:40.cyan/blue} {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .expect("static template"),
+        );
+        self.bar = Some(bar);
     }
     fn advance(&mut self, bytes: u64) {
         if let Some(bar) = &self.bar {
@@ -133,23 +164,17 @@ impl Progress for Bar {
         }
     }
     fn finish(&mut self) {
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
     }
     fn stage(&mut self, what: &str) {
         if !self.quiet {
-            match &self.bar {
-                Some(bar) => bar.suspend(|| eprintln!("{what}")),
-                None => eprintln!("{what}"),
-            }
+            self.say(what);
         }
     }
     fn warn(&mut self, text: &str) {
-        match &self.bar {
-            Some(bar) => bar.suspend(|| eprintln!("warning: {text}")),
-            None => eprintln!("warning: {text}"),
-        }
+        self.say(&format!("warning: {text}"));
     }
 }
 

@@ -37,6 +37,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// The pool commands use without `-n`.
 pub const DEFAULT_POOL: &str = "default";
 /// Snapshots per disk when the pool does not say (as VMmanager's default).
 pub const DEFAULT_SNAPSHOT_LIMIT: usize = 3;
@@ -57,16 +58,22 @@ struct ConfigFile {
     pools: BTreeMap<String, PoolConfig>,
 }
 
+/// One pool: `[pools.NAME]`.
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
+    /// The plugin: a name on the plugin path, or a path (with `/` or ending in `.wasm`) under the home.
     pub plugin: String,
+    /// Folders whose files the plugin may open.
     #[serde(default)]
     pub folders: Vec<PathBuf>,
+    /// Single files or devices the plugin may open, by the name it knows them by.
     #[serde(default)]
     pub devices: BTreeMap<String, PathBuf>,
+    /// Whether the plugin may create, write and delete volumes.
     #[serde(default)]
     pub writable: bool,
+    /// Passed to the plugin as they are.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
     /// Per-instance memory cap, within [`MEMORY_MIB`].
@@ -105,6 +112,7 @@ pub struct ToolConfig {
 }
 
 impl PoolConfig {
+    /// What the pool's plugin may touch.
     pub fn grants(&self) -> Grants {
         Grants {
             folders: self.folders.clone(),
@@ -197,12 +205,15 @@ impl PoolConfig {
     }
 }
 
+/// The configuration: the home folder and its pools.
 pub struct Config {
+    /// `$SNAPPORT_HOME`: config, state, cache, plugins.
     pub home: PathBuf,
     pools: BTreeMap<String, PoolConfig>,
 }
 
 impl Config {
+    /// The configuration of `$SNAPPORT_HOME/config.toml` (or the default pool alone).
     pub fn load() -> Result<Config> {
         let home = home()?;
         let path = home.join("config.toml");
@@ -257,6 +268,7 @@ impl Config {
         })
     }
 
+    /// The pool `name`, checked; an error lists the pools there are.
     pub fn pool(&self, name: &str) -> Result<&PoolConfig> {
         match self.pools.get(name) {
             Some(p) => {
@@ -283,6 +295,7 @@ impl Config {
         self.pools.iter().map(|(name, p)| (name.as_str(), p))
     }
 
+    /// Where compiled plugins are cached.
     pub fn cache_dir(&self) -> PathBuf {
         self.home.join("cache")
     }

@@ -4,7 +4,6 @@ use crate::config::Config;
 use crate::{Context as _, Result};
 use snapport_host::{Grants, Host, Instance, Limits, Logger};
 use std::path::Path;
-use std::sync::Arc;
 
 /// The configuration (pools, plugins, home) and the plugin host every operation runs
 /// with. Make one per process: the host caches compiled plugins.
@@ -87,22 +86,4 @@ impl Engine {
         );
         Ok((instance, name))
     }
-}
-
-/// Plugin log lines (and the host's own about loading them) go to stderr, warnings and
-/// errors only unless SNAPPORT_LOG=debug.
-// TRANSITIONAL: moves to the CLI once every command takes the engine from main.
-pub fn stderr_logger() -> Logger {
-    use snapport_host::bindings::snapport::backend::types::LogLevel;
-    let verbose = std::env::var("SNAPPORT_LOG").is_ok_and(|v| v == "debug" || v == "info");
-    Arc::new(move |plugin, level, msg| {
-        let tag = match level {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warning",
-            LogLevel::Info if verbose => "info",
-            LogLevel::Debug if verbose => "debug",
-            _ => return,
-        };
-        eprintln!("snapport: plugin {plugin}: {tag}: {msg}");
-    })
 }

@@ -8,6 +8,7 @@
 //! monitor, the error names the process holding the disk and the setting that would do.
 
 use crate::qmp::Qmp;
+use crate::snapshots;
 use crate::{bail, Context as _, Result};
 use serde_json::{json, Value};
 use std::os::unix::fs::MetadataExt;
@@ -89,7 +90,7 @@ pub fn for_disk(
     disk: &str,
 ) -> Result<Option<Live>> {
     // This instance's own descriptors are not another holder: a write it just made
-    // (a snapshot deleted by `snapshots::collect`) keeps the file open and locked.
+    // (a snapshot deleted by [`collect`]) keeps the file open and locked.
     instance.restart();
     let Some(h) = held(instance, disk)? else {
         return Ok(None);
@@ -176,6 +177,131 @@ pub fn remove_snapshot(
     crate::snapshots::remove(home, pool, instance, &record_only)
 }
 
+/// What died or failed operations left on `disk` (on every disk with none) of `pool`,
+/// removed: the backend's snapshots by their backend name, then the records. An operation
+/// died when its record is `Pending` or `InProgress` and its process is gone; one failed
+/// when its record is `Failed` and still names a snapshot the backend holds (a rollback
+/// that could not delete). With `failed_records`, records of attempts that made nothing
+/// go too (`snapshot gc`); a snapshot create keeps those, they say why it failed.
+///
+/// A died `InProgress` record may have no ID: the process can die while the backend
+/// works. The snapshot is then found by the name it was asked under (qcow2, LVM), or
+/// asked for again with the same name and date: CSI's CreateSnapshot is idempotent by
+/// the key the plugin derives from them, so the driver answers the snapshot it made.
+/// Returns a line per snapshot or record removed.
+pub fn collect(
+    home: &Path,
+    pool: &str,
+    instance: &mut snapport_host::Instance,
+    disk: Option<&str>,
+    failed_records: bool,
+) -> Result<Vec<String>> {
+    let listed = instance.list_snapshots(disk)?;
+    // The leftovers and what to delete of each, decided under the lock.
+    let (leftovers, unrecorded) = {
+        let mut store = snapshots::Store::open(home, pool)?;
+        let views = snapshots::merge(listed.clone(), &mut store.records, disk);
+        let recorded: std::collections::BTreeSet<(String, String)> = store
+            .records
+            .list
+            .iter()
+            .filter_map(|r| Some((r.disk.clone(), r.id.clone()?)))
+            .collect();
+        let unrecorded: Vec<snapport_host::SnapshotInfo> = listed
+            .into_iter()
+            .filter(|s| !recorded.contains(&(s.volume.clone(), s.id.clone())))
+            .collect();
+        let mut leftovers = Vec::new();
+        for r in &mut store.records.list {
+            if disk.is_some_and(|d| d != r.disk) {
+                continue;
+            }
+            let died = matches!(
+                r.phase,
+                snapshots::Phase::Pending | snapshots::Phase::InProgress
+            ) && !r.owner.is_some_and(|o| o.alive());
+            // The snapshot a record holds is the one matched to it by ID; a snapshot
+            // that only shares its name (an operator's qemu-img snapshot) is not.
+            let holds =
+                r.id.as_ref()
+                    .and_then(|_| views.iter().find(|v| v.disk == r.disk && v.name == r.name))
+                    .and_then(|v| v.backend_name.clone());
+            // Failed after the backend was asked: it may hold a snapshot; failed before
+            // (a refused `--consistency required`): only a record, which says why.
+            let failed = r.phase == snapshots::Phase::Failed
+                && (holds.is_some() || r.asked || failed_records);
+            if died || failed {
+                leftovers.push((r.clone(), holds));
+                // Nobody else takes it up meanwhile.
+                r.phase = snapshots::Phase::Failed;
+                r.owner = None;
+            }
+        }
+        store.save()?;
+        (leftovers, unrecorded)
+    };
+    let mut done = Vec::new();
+    for (r, holds) in leftovers {
+        let this = format!("vds/{}@{}", r.disk, r.name);
+        let backend_name = match holds {
+            Some(b) => Some(b),
+            None if r.id.is_some() || r.phase == snapshots::Phase::Pending => None,
+            // Died while the backend worked, before its answer was recorded.
+            // A Failed one never asked, or asked and refused, made nothing.
+            None if !r.asked => None,
+            // Died while the backend worked, before its answer was recorded: the
+            // snapshot asked under its name and dated by the request (qcow2, LVM take
+            // the date the host gives), ...
+            None => match unrecorded.iter().find(|s| {
+                s.volume == r.disk
+                    && s.name == r.name
+                    && s.created_unix_ms.is_some()
+                    && s.created_unix_ms == r.created_unix_ms
+            }) {
+                Some(s) => Some(s.name.clone()),
+                // ... or, where the backend names snapshots by their IDs (CSI, whose
+                // CreateSnapshot is idempotent by the key the plugin derives from name and
+                // date), the one the same request answers again. Never through a QEMU.
+                None if unrecorded
+                    .iter()
+                    .any(|s| s.volume == r.disk && s.name == s.id)
+                    && for_disk(home, pool, instance, &r.disk)?.is_none() =>
+                {
+                    let created = r.created_unix_ms.unwrap_or(0);
+                    let again = instance
+                        .create_snapshot(&r.disk, &r.name, created)
+                        .with_context(|| format!("asking the backend again for {this}, which a process that died was taking; `snapport snapshot gc vd/{}` tries again", r.disk))?;
+                    Some(again.name)
+                }
+                None => None,
+            },
+        };
+        if let Some(b) = &backend_name {
+            let why = || {
+                format!(
+                    "deleting {this} (backend name {b}), left by an operation that did not finish"
+                )
+            };
+            // A disk a running QEMU holds is written by QEMU only.
+            match for_disk(home, pool, instance, &r.disk).with_context(why)? {
+                Some(mut live) => live.delete_snapshot(b).with_context(why)?,
+                None => instance.delete_snapshot(&r.disk, b).with_context(why)?,
+            }
+        }
+        snapshots::update(home, pool, |records| records.remove(&r.disk, &r.name))?;
+        done.push(match backend_name {
+            Some(b) => {
+                format!("deleted {this} (backend {b}), left by an operation that did not finish")
+            }
+            None => format!(
+                "removed the record of {this} ({:?}; the backend holds nothing of it)",
+                r.phase
+            ),
+        });
+    }
+    Ok(done)
+}
+
 /// Refuses a change that would write `disk`'s file while another process holds it.
 pub fn refuse_if_held(
     instance: &mut snapport_host::Instance,
@@ -260,7 +386,7 @@ impl Live {
     ) -> Result<TemporarySnapshot> {
         let name = format!(
             "snapport-export-{}-{}",
-            crate::snapshots::now_ms(),
+            crate::clock::now_ms(),
             std::process::id()
         );
         // Armed before the snapshot exists: an interruption between the two deletes a
@@ -277,22 +403,35 @@ impl Live {
     }
 }
 
-/// A snapshot made only to be read: deleted again on every path.
+/// A snapshot made only to be read: deleted again on every path. Call
+/// [`TemporarySnapshot::delete`] to learn whether the deletion worked; a guard that is
+/// only dropped deletes it too, but nobody hears of a failure (nothing here prints).
 pub struct TemporarySnapshot {
     live: Live,
+    /// The snapshot's name (QEMU's and the pool's).
     pub name: String,
     deleted: bool,
+}
+
+impl TemporarySnapshot {
+    /// Deletes the snapshot now; the error names it, for the caller to warn with.
+    pub fn delete(mut self) -> Result<()> {
+        self.deleted = true;
+        let deleted = self.live.delete_snapshot(&self.name);
+        disarm_signal_cleanup();
+        deleted.with_context(|| {
+            format!(
+                "the temporary snapshot vds/{}@{} was not deleted",
+                self.live.disk, self.name
+            )
+        })
+    }
 }
 
 impl Drop for TemporarySnapshot {
     fn drop(&mut self) {
         if !self.deleted {
-            if let Err(e) = self.live.delete_snapshot(&self.name) {
-                eprintln!(
-                    "warning: the temporary snapshot vds/{}@{} was not deleted: {e:#}",
-                    self.live.disk, self.name
-                );
-            }
+            let _ = self.live.delete_snapshot(&self.name);
             disarm_signal_cleanup();
         }
     }

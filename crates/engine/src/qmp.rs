@@ -6,6 +6,7 @@
 //! command at a time and skips asynchronous events. Every read has a timeout and every
 //! line a length cap ([`reply::MAX_LINE`]): the peer is another process.
 
+/// QMP answers, sorted.
 pub mod reply;
 
 use crate::{bail, format_err, Context as _, Result};
@@ -23,6 +24,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 /// The most events skipped while waiting for one answer.
 const MAX_EVENTS: usize = 10_000;
 
+/// A connection to a QEMU monitor (QMP).
 pub struct Qmp {
     socket: PathBuf,
     stream: BufReader<UnixStream>,

@@ -20,8 +20,11 @@ use std::time::Duration;
 /// What the operator configured for one snapshot.
 #[derive(Debug, Default, Clone)]
 pub struct Plan {
+    /// The QEMU guest agent's socket.
     pub agent: Option<PathBuf>,
+    /// Commands before the freeze, in order.
     pub pre: Vec<String>,
+    /// Commands after the thaw, in order.
     pub post: Vec<String>,
     /// `SNAPPORT_*` variables for the hooks.
     pub env: Vec<(String, String)>,
@@ -124,10 +127,10 @@ impl Frozen {
 }
 
 impl Drop for Frozen {
+    /// The guest is thawed on every path; callers call [`Frozen::thaw`] to learn what
+    /// went wrong (here, after a panic, nobody is left to tell: nothing here prints).
     fn drop(&mut self) {
-        for problem in self.thaw() {
-            eprintln!("warning: {problem}");
-        }
+        let _ = self.thaw();
     }
 }
 
@@ -157,7 +160,7 @@ impl Agent {
             stream: BufReader::new(stream),
         };
         // A fresh id each time: answers left over from an earlier client are skipped.
-        let id = u64::from(std::process::id()) << 20 ^ crate::snapshots::now_ms() & 0xfffff;
+        let id = u64::from(std::process::id()) << 20 ^ crate::clock::now_ms() & 0xfffff;
         agent.send(&serde_json::json!({ "execute": "guest-sync", "arguments": { "id": id } }))?;
         loop {
             let answer = agent.receive(SYNC_TIMEOUT)?;

@@ -7,18 +7,26 @@
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A retention policy: how many of each kind to keep (`[pools.NAME.retention]`).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
+    /// The N newest.
     pub keep_last: Option<usize>,
+    /// The newest of each of the last N hours.
     pub keep_hourly: Option<usize>,
+    /// The newest of each of the last N days.
     pub keep_daily: Option<usize>,
+    /// The newest of each of the last N weeks.
     pub keep_weekly: Option<usize>,
+    /// The newest of each of the last N months.
     pub keep_monthly: Option<usize>,
+    /// The newest of each of the last N years.
     pub keep_yearly: Option<usize>,
 }
 
 impl Policy {
+    /// Whether it keeps nothing: no rule set.
     pub fn is_empty(&self) -> bool {
         *self == Policy::default()
     }
@@ -54,11 +62,11 @@ pub fn decide(policy: &Policy, created_ms: &[u64]) -> Vec<Verdict> {
             ((s / 86400) as i64 + 3).div_euclid(7)
         }),
         (policy.keep_monthly, "keep-monthly", |s| {
-            let (y, m, _) = crate::snapshots::civil((s / 86400) as i64);
+            let (y, m, _) = crate::clock::civil((s / 86400) as i64);
             y * 12 + i64::from(m)
         }),
         (policy.keep_yearly, "keep-yearly", |s| {
-            crate::snapshots::civil((s / 86400) as i64).0
+            crate::clock::civil((s / 86400) as i64).0
         }),
     ];
     for (keep, name, period) in rules {

@@ -11,6 +11,8 @@
 //! `Ready`, not consistent.
 
 use crate::address::Address;
+/// Re-exported: callers that met these here keep finding them.
+pub use crate::clock::{now_ms, utc};
 use crate::{Context as _, Result};
 use serde::{Deserialize, Serialize};
 use snapport_host::{SnapshotInfo, SnapshotPhase};
@@ -44,20 +46,24 @@ pub struct Record {
     /// The creation time the backend gives the snapshot, part of its identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_created_unix_ms: Option<u64>,
+    /// Where the snapshot's last operation stands.
     pub phase: Phase,
+    /// Taken with the guest quiesced (or the disk unused).
     pub consistent: bool,
+    /// The operator's note.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
     /// The snapshot taken before it (its name on the same disk).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// When snapport asked for it, Unix milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_unix_ms: Option<u64>,
     /// Why the last operation on it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The process working on it while `Pending` or `InProgress`: when that process is
-    /// gone, the operation died with it and what it left is cleaned up ([`collect`]).
+    /// gone, the operation died with it and what it left is cleaned up (`live::collect`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
     /// The VM snapshot (`vms/VM@NAME`) it is part of.
@@ -101,11 +107,14 @@ impl Record {
 /// A process, by PID and start time (so a reused PID is not taken for it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Owner {
+    /// The process ID.
     pub pid: u32,
+    /// Its start time, clock ticks since boot (field 22 of `/proc/PID/stat`).
     pub start: u64,
 }
 
 impl Owner {
+    /// This process.
     pub fn current() -> Owner {
         let pid = std::process::id();
         Owner {
@@ -137,6 +146,7 @@ fn parse_start_time(stat: &str) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Where a snapshot (or a VM snapshot) stands, as CSI names the phases.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
     Pending,
@@ -163,11 +173,13 @@ impl From<SnapshotPhase> for Phase {
 /// content was last taken as or restored from).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Records {
+    /// Every disk snapshot's record.
     #[serde(default, rename = "disk_snapshots")]
     pub list: Vec<Record>,
     /// Format 1 kept records by `DISK@NAME`; read once and moved into `list`.
     #[serde(default, skip_serializing)]
     snapshots: BTreeMap<String, Record>,
+    /// By disk: the snapshot its content was last taken as or restored from.
     #[serde(default)]
     pub heads: BTreeMap<String, String>,
     /// VM snapshots by `VM@NAME`; only in the VM records ([`update_vms`]).
@@ -194,6 +206,7 @@ impl Records {
         self.list.iter().find(|r| r.disk == disk && r.name == name)
     }
 
+    /// The record of `vds/DISK@NAME`, to change.
     pub fn get_mut(&mut self, disk: &str, name: &str) -> Option<&mut Record> {
         self.list
             .iter_mut()
@@ -232,22 +245,31 @@ impl Records {
 /// and the VM's config as it was.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmSnapshot {
+    /// The VM.
     pub vm: String,
+    /// The VM snapshot's name, also each disk snapshot's.
     pub name: String,
+    /// Where the snapshot's last operation stands.
     pub phase: Phase,
+    /// Taken with the guest quiesced (or the disk unused).
     pub consistent: bool,
+    /// When it was taken, Unix milliseconds.
     pub created_unix_ms: u64,
+    /// The operator's note.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    /// Why the last operation on it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The process taking it while `Pending` or `InProgress`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+    /// The VM's config when it was taken.
     pub config: crate::vm::VmConfig,
 }
 
 impl VmSnapshot {
+    /// Its address.
     pub fn address(&self) -> String {
         format!("vms/{}@{}", self.vm, self.name)
     }
@@ -257,6 +279,7 @@ impl VmSnapshot {
 /// locked like a pool's: a VM spans pools.
 const VM_STATE: &str = ".vms";
 
+/// Changes the VM snapshot records under their lock (see [`update`]).
 pub fn update_vms<R>(
     home: &Path,
     f: impl FnOnce(&mut BTreeMap<String, VmSnapshot>) -> R,
@@ -288,6 +311,7 @@ pub fn vm_snapshot(home: &Path, vm: &str, name: &str) -> Result<VmSnapshot> {
         .ok_or_else(|| crate::format_err!("no vms/{vm}@{name}; `snapport get vms` lists them"))
 }
 
+/// `DISK@NAME` (or `VM@NAME`): how records are keyed.
 pub fn key(disk: &str, name: &str) -> String {
     format!("{disk}@{name}")
 }
@@ -299,6 +323,7 @@ const MAX_RECORDS_BYTES: u64 = 16 << 20;
 pub struct Store {
     file: File,
     path: PathBuf,
+    /// The records as read (change them, then [`Store::save`]).
     pub records: Records,
 }
 
@@ -357,6 +382,7 @@ impl Store {
 /// A snapshot as the commands show it: the backend's facts and snapport's record.
 #[derive(Debug, Clone)]
 pub struct View {
+    /// The disk (`D` of `vds/D@S`).
     pub disk: String,
     /// The name users address it by: the recorded name, or the backend's name for a
     /// snapshot snapport did not make.
@@ -365,12 +391,19 @@ pub struct View {
     pub id: Option<String>,
     /// The backend's name of it, what plugin calls take; none when not listed.
     pub backend_name: Option<String>,
+    /// Its size in bytes; none when the backend does not list it.
     pub size: Option<u64>,
+    /// When it was taken, Unix milliseconds (as recorded, else as the backend says).
     pub created_unix_ms: Option<u64>,
+    /// Where the snapshot's last operation stands.
     pub phase: Phase,
+    /// Taken with the guest quiesced (or the disk unused).
     pub consistent: bool,
+    /// The operator's note.
     pub comment: Option<String>,
+    /// The snapshot taken before it (its name on the same disk).
     pub parent: Option<String>,
+    /// Why the last operation on it failed.
     pub error: Option<String>,
     /// The backend was asked to make it (see [`Record::asked`]).
     pub asked: bool,
@@ -379,26 +412,131 @@ pub struct View {
 }
 
 impl View {
+    /// Its address.
     pub fn address(&self) -> String {
         format!("vds/{}@{}", self.disk, self.name)
     }
 
-    pub fn to_json(&self, pool: &str) -> serde_json::Value {
-        serde_json::json!({
-            "name": self.address(),
-            "pool": pool,
-            "disk": self.disk,
-            "snapshot": self.name,
-            "id": self.id,
-            "backend_name": self.backend_name,
-            "size": self.size,
-            "created_unix_ms": self.created_unix_ms,
-            "created": self.created_unix_ms.map(utc),
-            "phase": format!("{:?}", self.phase),
-            "consistent": self.consistent,
-            "comment": self.comment,
-            "parent": self.parent.as_ref().map(|p| format!("vds/{}@{p}", self.disk)),
-            "error": self.error,
+    /// The snapshot as commands report it (`get vds -o json`, `describe`, `snapshot
+    /// create`): the view of it in `pool`.
+    pub fn doc(&self, pool: &str) -> SnapshotDoc {
+        SnapshotDoc {
+            name: self.address(),
+            pool: pool.to_string(),
+            disk: self.disk.clone(),
+            snapshot: self.name.clone(),
+            id: self.id.clone(),
+            backend_name: self.backend_name.clone(),
+            size: self.size,
+            created_unix_ms: self.created_unix_ms,
+            created: self.created_unix_ms.map(utc),
+            phase: format!("{:?}", self.phase),
+            consistent: self.consistent,
+            comment: self.comment.clone(),
+            parent: self
+                .parent
+                .as_ref()
+                .map(|p| format!("vds/{}@{p}", self.disk)),
+            error: self.error.clone(),
+        }
+    }
+}
+
+/// One disk snapshot as reports carry it (one element of `get vds -o json`): every field
+/// is always there, `null` when unknown.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotDoc {
+    /// Its address, `vds/DISK@NAME`.
+    pub name: String,
+    /// The pool it is in.
+    pub pool: String,
+    /// The disk (`DISK`).
+    pub disk: String,
+    /// The snapshot's name (`NAME`).
+    pub snapshot: String,
+    /// The backend's ID of it; none when the backend does not list it.
+    pub id: Option<String>,
+    /// The backend's name of it, what plugin calls take.
+    pub backend_name: Option<String>,
+    /// Its size in bytes, as the backend lists it.
+    pub size: Option<u64>,
+    /// When it was taken, Unix milliseconds.
+    pub created_unix_ms: Option<u64>,
+    /// When it was taken, UTC (`2026-11-24T06:40:12Z`).
+    pub created: Option<String>,
+    /// `Pending`, `InProgress`, `Ready`, `Failed` or `Terminating`.
+    pub phase: String,
+    /// Whether it was taken with the guest quiesced (or the disk unused).
+    pub consistent: bool,
+    /// The operator's note.
+    pub comment: Option<String>,
+    /// The snapshot taken before it, `vds/DISK@NAME`.
+    pub parent: Option<String>,
+    /// Why the last operation on it failed.
+    pub error: Option<String>,
+}
+
+/// A VM snapshot as reports carry it (`get vms -o json`, `snapshot create vm/NAME`).
+#[derive(Debug, Clone, Serialize)]
+pub struct VmSnapshotDoc {
+    /// Its address, `vms/VM@NAME`.
+    pub name: String,
+    /// The VM.
+    pub vm: String,
+    /// Its phase.
+    pub phase: Phase,
+    /// Whether it was taken with the guest quiesced (or its disks unused).
+    pub consistent: bool,
+    /// When it was taken, UTC.
+    pub created: String,
+    /// When it was taken, Unix milliseconds.
+    pub created_unix_ms: u64,
+    /// The operator's note.
+    pub comment: Option<String>,
+    /// Why the last operation on it failed.
+    pub error: Option<String>,
+    /// Its disk snapshots, one per disk of the VM.
+    pub disks: Vec<VmDiskSnapshotDoc>,
+}
+
+/// One disk's snapshot within a [`VmSnapshotDoc`].
+#[derive(Debug, Clone, Serialize)]
+pub struct VmDiskSnapshotDoc {
+    /// `vds/DISK@NAME`.
+    pub snapshot: String,
+    /// The pool of the disk.
+    pub pool: String,
+    /// The backend's ID of it, as recorded.
+    pub id: Option<String>,
+}
+
+impl VmSnapshot {
+    /// The VM snapshot as reports carry it, with each disk snapshot's backend ID as
+    /// recorded in its pool's records under `home`.
+    pub fn doc(&self, home: &Path) -> Result<VmSnapshotDoc> {
+        let mut disks = Vec::new();
+        for d in &self.config.disks {
+            let store = Store::open(home, &d.pool)?;
+            let id = store
+                .records
+                .get(&d.name, &self.name)
+                .and_then(|r| r.id.clone());
+            disks.push(VmDiskSnapshotDoc {
+                snapshot: format!("vds/{}@{}", d.name, self.name),
+                pool: d.pool.clone(),
+                id,
+            });
+        }
+        Ok(VmSnapshotDoc {
+            name: self.address(),
+            vm: self.vm.clone(),
+            phase: self.phase,
+            consistent: self.consistent,
+            created: utc(self.created_unix_ms),
+            created_unix_ms: self.created_unix_ms,
+            comment: self.comment.clone(),
+            error: self.error.clone(),
+            disks,
         })
     }
 }
@@ -558,39 +696,6 @@ pub fn merge(listed: Vec<SnapshotInfo>, records: &mut Records, disk: Option<&str
     out
 }
 
-/// `2026-11-24T06:40:12Z` for Unix milliseconds (UTC, what operators paste into logs).
-pub fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (days, rest) = (secs / 86400, secs % 86400);
-    let (y, m, d) = civil(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rest / 3600,
-        rest / 60 % 60,
-        rest % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's `civil_from_days`.
-pub fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// The snapshots of `disk` (or of every disk) in `pool`, joined with the records, which
 /// are tidied on the way.
 pub fn list(
@@ -710,139 +815,4 @@ pub fn remove(
             r.forget(disk, name, view.parent.clone());
         }
     })
-}
-
-/// What died or failed operations left on `disk` (on every disk with none) of `pool`,
-/// removed: the backend's snapshots by their backend name, then the records. An operation
-/// died when its record is `Pending` or `InProgress` and its process is gone; one failed
-/// when its record is `Failed` and still names a snapshot the backend holds (a rollback
-/// that could not delete). With `failed_records`, records of attempts that made nothing
-/// go too (`snapshot gc`); a snapshot create keeps those, they say why it failed.
-///
-/// A died `InProgress` record may have no ID: the process can die while the backend
-/// works. The snapshot is then found by the name it was asked under (qcow2, LVM), or
-/// asked for again with the same name and date: CSI's CreateSnapshot is idempotent by
-/// the key the plugin derives from them, so the driver answers the snapshot it made.
-/// Returns a line per snapshot or record removed.
-pub fn collect(
-    home: &Path,
-    pool: &str,
-    instance: &mut snapport_host::Instance,
-    disk: Option<&str>,
-    failed_records: bool,
-) -> Result<Vec<String>> {
-    let listed = instance.list_snapshots(disk)?;
-    // The leftovers and what to delete of each, decided under the lock.
-    let (leftovers, unrecorded) = {
-        let mut store = Store::open(home, pool)?;
-        let views = merge(listed.clone(), &mut store.records, disk);
-        let recorded: std::collections::BTreeSet<(String, String)> = store
-            .records
-            .list
-            .iter()
-            .filter_map(|r| Some((r.disk.clone(), r.id.clone()?)))
-            .collect();
-        let unrecorded: Vec<SnapshotInfo> = listed
-            .into_iter()
-            .filter(|s| !recorded.contains(&(s.volume.clone(), s.id.clone())))
-            .collect();
-        let mut leftovers = Vec::new();
-        for r in &mut store.records.list {
-            if disk.is_some_and(|d| d != r.disk) {
-                continue;
-            }
-            let died = matches!(r.phase, Phase::Pending | Phase::InProgress)
-                && !r.owner.is_some_and(|o| o.alive());
-            // The snapshot a record holds is the one matched to it by ID; a snapshot
-            // that only shares its name (an operator's qemu-img snapshot) is not.
-            let holds =
-                r.id.as_ref()
-                    .and_then(|_| views.iter().find(|v| v.disk == r.disk && v.name == r.name))
-                    .and_then(|v| v.backend_name.clone());
-            // Failed after the backend was asked: it may hold a snapshot; failed before
-            // (a refused `--consistency required`): only a record, which says why.
-            let failed = r.phase == Phase::Failed && (holds.is_some() || r.asked || failed_records);
-            if died || failed {
-                leftovers.push((r.clone(), holds));
-                // Nobody else takes it up meanwhile.
-                r.phase = Phase::Failed;
-                r.owner = None;
-            }
-        }
-        store.save()?;
-        (leftovers, unrecorded)
-    };
-    let mut done = Vec::new();
-    for (r, holds) in leftovers {
-        let this = format!("vds/{}@{}", r.disk, r.name);
-        let backend_name = match holds {
-            Some(b) => Some(b),
-            None if r.id.is_some() || r.phase == Phase::Pending => None,
-            // Died while the backend worked, before its answer was recorded.
-            // A Failed one never asked, or asked and refused, made nothing.
-            None if !r.asked => None,
-            // Died while the backend worked, before its answer was recorded: the
-            // snapshot asked under its name and dated by the request (qcow2, LVM take
-            // the date the host gives), ...
-            None => match unrecorded.iter().find(|s| {
-                s.volume == r.disk
-                    && s.name == r.name
-                    && s.created_unix_ms.is_some()
-                    && s.created_unix_ms == r.created_unix_ms
-            }) {
-                Some(s) => Some(s.name.clone()),
-                // ... or, where the backend names snapshots by their IDs (CSI, whose
-                // CreateSnapshot is idempotent by the key the plugin derives from name and
-                // date), the one the same request answers again. Never through a QEMU.
-                None if unrecorded
-                    .iter()
-                    .any(|s| s.volume == r.disk && s.name == s.id)
-                    && crate::live::for_disk(home, pool, instance, &r.disk)?.is_none() =>
-                {
-                    let created = r.created_unix_ms.unwrap_or(0);
-                    let again = instance
-                        .create_snapshot(&r.disk, &r.name, created)
-                        .with_context(|| format!("asking the backend again for {this}, which a process that died was taking; `snapport snapshot gc vd/{}` tries again", r.disk))?;
-                    Some(again.name)
-                }
-                None => None,
-            },
-        };
-        if let Some(b) = &backend_name {
-            let why = || {
-                format!(
-                    "deleting {this} (backend name {b}), left by an operation that did not finish"
-                )
-            };
-            // A disk a running QEMU holds is written by QEMU only.
-            match crate::live::for_disk(home, pool, instance, &r.disk).with_context(why)? {
-                Some(mut live) => live.delete_snapshot(b).with_context(why)?,
-                None => instance.delete_snapshot(&r.disk, b).with_context(why)?,
-            }
-        }
-        update(home, pool, |records| records.remove(&r.disk, &r.name))?;
-        done.push(match backend_name {
-            Some(b) => {
-                format!("deleted {this} (backend {b}), left by an operation that did not finish")
-            }
-            None => format!(
-                "removed the record of {this} ({:?}; the backend holds nothing of it)",
-                r.phase
-            ),
-        });
-    }
-    Ok(done)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_matches_known_dates() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
-        // `date -u -d @951782400` : leap day of a century leap year.
-        assert_eq!(utc(951_782_400_000), "2000-02-29T00:00:00Z");
-        assert_eq!(utc(1_795_502_412_000), "2026-11-24T06:40:12Z");
-    }
 }

@@ -8,36 +8,48 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
+/// A VM as snapport keeps it (`vms/NAME.json`): its disks and NICs; what else the file holds is kept as it is.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmConfig {
+    /// The VM's name.
     pub name: String,
+    /// Its disks, in order.
     pub disks: Vec<VmDisk>,
+    /// Its NICs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub network: Vec<Nic>,
     /// The QMP socket of the QEMU running this VM: snapshots of its disks while it runs
-    /// are taken by QEMU through it (`crate::live`).
+    /// are taken by QEMU through it (see the `live` module).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qmp: Option<PathBuf>,
+    /// Every other key of the file, kept as it is.
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
 
+/// One disk of a VM.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VmDisk {
     /// The disk, `vd/NAME` of `pool`.
     pub name: String,
+    /// The pool the disk is in.
     #[serde(default = "default_pool")]
     pub pool: String,
+    /// Every other key of the file, kept as it is.
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
 
+/// One NIC of a VM.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Nic {
+    /// Its MAC address.
     #[serde(default)]
     pub mac: Option<String>,
+    /// Its IP address.
     #[serde(default)]
     pub ip: Option<String>,
+    /// Every other key of the file, kept as it is.
     #[serde(flatten)]
     pub other: Map<String, Value>,
 }
@@ -67,6 +79,7 @@ fn path(home: &Path, name: &str) -> PathBuf {
     dir(home).join(format!("{name}.json"))
 }
 
+/// Whether `vms/NAME.json` exists.
 pub fn exists(home: &Path, name: &str) -> bool {
     path(home, name).exists()
 }
@@ -96,6 +109,7 @@ pub fn validate(cfg: &VmConfig) -> Result<()> {
     Ok(())
 }
 
+/// A VM config from its JSON text; `what` names it in errors.
 pub fn parse(text: &[u8], what: &str) -> Result<VmConfig> {
     let cfg: VmConfig = serde_json::from_slice(text)
         .with_context(|| format!("{what} is not a VM config (JSON with name and disks)"))?;
@@ -103,6 +117,7 @@ pub fn parse(text: &[u8], what: &str) -> Result<VmConfig> {
     Ok(cfg)
 }
 
+/// The VM config `vm/NAME`, which must exist.
 pub fn load(home: &Path, name: &str) -> Result<VmConfig> {
     let p = path(home, name);
     let text = match snapport_core::io::read_regular_file(&p, MAX_CONFIG_BYTES) {
@@ -115,6 +130,7 @@ pub fn load(home: &Path, name: &str) -> Result<VmConfig> {
     parse(&text, &p.display().to_string())
 }
 
+/// Every VM config, by name.
 pub fn list(home: &Path) -> Result<Vec<VmConfig>> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(dir(home)) {
@@ -172,7 +188,9 @@ pub fn save(home: &Path, cfg: &VmConfig) -> Result<()> {
 /// replacements first, then the prefix and suffix.
 #[derive(Debug, Clone, Default)]
 pub struct Naming {
+    /// Put before each name.
     pub prefix: String,
+    /// Put after each name.
     pub suffix: String,
     /// (old, new) pairs, applied to every name in turn.
     pub replacements: Vec<(String, String)>,
@@ -209,10 +227,12 @@ impl Naming {
             .collect()
     }
 
+    /// Whether it changes no name.
     pub fn is_empty(&self) -> bool {
         self.prefix.is_empty() && self.suffix.is_empty() && self.replacements.is_empty()
     }
 
+    /// `name`, renamed.
     pub fn apply(&self, name: &str) -> String {
         let mut n = name.to_string();
         for (a, b) in &self.replacements {

@@ -2,8 +2,16 @@
 
 pub mod clone;
 pub mod create;
+pub mod delete;
+pub mod describe;
 pub mod download;
 pub mod fetch;
+pub mod get;
+pub mod plugin;
+pub mod prune;
 pub mod publish;
 pub mod push;
+pub mod restore;
+pub mod snapshot;
+pub mod tree;
 pub mod upload;

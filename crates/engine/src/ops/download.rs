@@ -117,7 +117,7 @@ pub fn download(
     let mut volume = instance
         .open_volume(backend.disk(), snapshot)
         .with_context(|| format!("opening {address}"))?;
-    crate::commands::create::check_kind(address, volume.info.kind)?;
+    crate::volume::check_kind(address, volume.info.kind)?;
 
     let pending = if to_stdout {
         None

@@ -3,8 +3,14 @@
 
 pub mod clone;
 pub mod create;
+pub mod delete;
 pub mod download;
 pub mod fetch;
+pub mod list;
+pub mod plugin;
+pub mod prune;
 pub mod publish;
 pub mod push;
+pub mod restore;
+pub mod snapshot;
 pub mod upload;

@@ -362,7 +362,7 @@ fn map_thread(
             return;
         }
     };
-    let checked = crate::commands::create::check_kind(&address, volume.info.kind)
+    let checked = crate::volume::check_kind(&address, volume.info.kind)
         .and_then(|()| identity_etag(&pool, &address, volume.info.size, &volume.devices()));
     let etag = match checked {
         Ok(e) => e,
@@ -453,7 +453,7 @@ fn spooled_item(
     let mut volume = instance
         .open_volume(backend.disk(), backend.snapshot())
         .with_context(|| format!("opening {address}"))?;
-    crate::commands::create::check_kind(address, volume.info.kind)?;
+    crate::volume::check_kind(address, volume.info.kind)?;
     let options = ExportOptions {
         format,
         content_digest: false,

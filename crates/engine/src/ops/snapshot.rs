@@ -1,41 +1,47 @@
-//! `snapport snapshot create vd/NAME`: a point-in-time snapshot of a disk, through the
-//! pool's plugin (for qcow2 pools: a qcow2 internal snapshot `qemu-img` lists).
+//! `snapshot create`: a point-in-time snapshot of a disk, through the pool's plugin (for
+//! qcow2 pools: a qcow2 internal snapshot `qemu-img` lists), or of all of a VM's disks
+//! under one freeze; `snapshot gc`: what died or failed snapshot operations left, cleaned
+//! up.
 //!
 //! The phases are recorded as the work goes (`Pending` while checks run, `InProgress`
 //! during the backend call, then `Ready` or `Failed`), so a `get vds` in another shell
 //! sees them. The per-disk limit counts every snapshot that is not `Failed`.
 
 use crate::address::Address;
-use crate::commands::OutputArg;
 use crate::quiesce::{self, Plan};
-use crate::snapshots::{self, key, Phase, Record};
+use crate::snapshots::{self, key, Phase, Record, SnapshotDoc, VmSnapshotDoc};
 use crate::Engine;
 use crate::{bail, Context as _, Result};
+use serde::Serialize;
+use snapport_core::progress::Progress;
 use snapport_host::VolumeKind;
+use std::path::PathBuf;
 
-#[derive(clap::Subcommand)]
-pub enum Command {
-    /// Take a snapshot of a disk, or of all of a VM's disks at once.
-    Create(CreateArgs),
-    /// Clean up what died or failed snapshot operations left: backend snapshots a
-    /// rollback could not delete, attempts a killed process left half-done, and records
-    /// of failed attempts.
-    Gc(GcArgs),
+/// What a snapshot is taken of, or cleaned up after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A disk, `vd/NAME`.
+    Disk(String),
+    /// A VM, `vm/NAME`: all of its disks at once.
+    Vm(String),
 }
 
-#[derive(clap::Args)]
-pub struct GcArgs {
-    /// vd/NAME or vm/NAME (default: every disk of the pool).
-    target: Option<String>,
-    #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
-    pool: String,
-    #[arg(short, long)]
-    quiet: bool,
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputArg::Text)]
-    output: OutputArg,
+impl Target {
+    /// `vd/NAME` or `vm/NAME`; `what` names the command in the error for another address.
+    /// A malformed address is a usage error.
+    pub fn parse(s: &str, what: &str) -> Result<Target> {
+        if let Some(vm) = crate::vm::parse_vm(s) {
+            return Ok(Target::Vm(vm?));
+        }
+        match Address::parse(s)? {
+            Address::Disk(d) => Ok(Target::Disk(d)),
+            other => bail!("{other}: {what}"),
+        }
+    }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// How consistent a snapshot must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Consistency {
     /// Fail unless the guest's file systems are frozen or the disk is not in use.
     Required,
@@ -43,43 +49,64 @@ pub enum Consistency {
     BestEffort,
 }
 
-#[derive(clap::Args)]
-pub struct CreateArgs {
-    /// vd/NAME, or vm/NAME for all of a VM's disks under one freeze.
-    target: String,
-    /// The snapshot's name, unique per disk (default: the UTC date and time to the
+/// A `snapshot create` request.
+#[derive(Debug, Clone)]
+pub struct CreateRequest {
+    /// The disk or the VM.
+    pub target: Target,
+    /// The snapshot's name, unique per disk (none: the UTC date and time to the
     /// millisecond, `20261124-064012.345`, with `-2`, `-3`… if taken).
-    #[arg(long)]
-    name: Option<String>,
-    #[arg(long, value_enum, default_value_t = Consistency::BestEffort)]
-    consistency: Consistency,
+    pub name: Option<String>,
+    /// How consistent it must be.
+    pub consistency: Consistency,
     /// A note kept with the snapshot.
-    #[arg(long)]
-    comment: Option<String>,
+    pub comment: Option<String>,
     /// The QEMU guest agent's Unix socket: the guest's file systems are frozen while the
     /// snapshot is taken.
-    #[arg(long, value_name = "SOCKET")]
-    guest_agent: Option<std::path::PathBuf>,
-    /// A command (`sh -c`) run before the snapshot, after the pool's own; repeatable, run
-    /// in order. A failure means "not quiesced".
-    #[arg(long = "pre-hook", value_name = "CMD")]
-    pre_hooks: Vec<String>,
-    /// A command run after the snapshot (and the thaw) on every path; repeatable.
-    #[arg(long = "post-hook", value_name = "CMD")]
-    post_hooks: Vec<String>,
-    #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
-    pool: String,
-    #[arg(short, long)]
-    quiet: bool,
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputArg::Text)]
-    output: OutputArg,
+    pub guest_agent: Option<PathBuf>,
+    /// Commands (`sh -c`) run before the snapshot, after the pools' own, in order.
+    pub pre_hooks: Vec<String>,
+    /// Commands run after the snapshot (and the thaw) on every path, after the pools'.
+    pub post_hooks: Vec<String>,
+    /// The pool of the disk (a VM's disks name their pools).
+    pub pool: String,
 }
 
-pub fn run(command: Command) -> Result<()> {
-    match command {
-        Command::Create(args) => create(args),
-        Command::Gc(args) => gc(args),
-    }
+/// A disk snapshot taken (`snapshot create vd/... -o json`: the snapshot's document).
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskSnapshotReport {
+    /// The snapshot as `get vds -o json` shows it.
+    #[serde(flatten)]
+    pub snapshot: SnapshotDoc,
+    /// The disk was in use (and, when not consistent, its guest was not frozen).
+    #[serde(skip)]
+    pub in_use: bool,
+}
+
+/// What [`create`] took; its JSON is the disk snapshot's or the VM snapshot's document.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum CreateReport {
+    /// A disk snapshot.
+    Disk(DiskSnapshotReport),
+    /// A VM snapshot.
+    Vm(VmSnapshotDoc),
+}
+
+/// A `snapshot gc` request.
+#[derive(Debug, Clone)]
+pub struct GcRequest {
+    /// The disk or VM; none: every disk of the pool.
+    pub target: Option<Target>,
+    /// The pool (of a disk, or of every disk).
+    pub pool: String,
+}
+
+/// What `snapshot gc` removed, a line each.
+#[derive(Debug, Clone, Serialize)]
+pub struct GcReport {
+    /// "deleted vds/D@S (backend B), left by an operation that did not finish", ...
+    pub removed: Vec<String>,
 }
 
 /// A name for a new snapshot: the name rule of every name ([`crate::address::check_name`]),
@@ -174,6 +201,16 @@ fn reserve(
             known_ids,
         })
     })?
+}
+
+/// `e`, with what went wrong thawing the guest (the thaw comes before the error is
+/// returned: nothing here prints, so a guard's drop would lose it).
+fn with_thaw_problems(e: crate::Error, problems: Vec<String>) -> crate::Error {
+    if problems.is_empty() {
+        e
+    } else {
+        e.context(problems.join("; "))
+    }
 }
 
 /// `base`, or the first of `base-2`, `base-3`… that is not `taken`.
@@ -315,17 +352,23 @@ fn default_name(created: u64) -> String {
     format!("{seconds}.{:03}", created % 1000)
 }
 
-fn create(args: CreateArgs) -> Result<()> {
-    if let Some(vm) = crate::vm::parse_vm(&args.target) {
-        return create_vm(args, &vm?);
-    }
-    let target = Address::parse(&args.target)?;
-    let Address::Disk(disk) = &target else {
-        bail!("{target}: snapshot create takes a disk, vd/NAME");
+/// `snapshot create`: see the module. What a died or failed attempt left on the disk
+/// (the VM's disks) is cleaned up first, each line of it a stage of `progress`. A disk
+/// a running QEMU holds is snapshotted by QEMU (the VM config names its monitor).
+pub fn create(
+    engine: &Engine,
+    req: &CreateRequest,
+    progress: &mut dyn Progress,
+) -> Result<CreateReport> {
+    let disk = match &req.target {
+        Target::Vm(vm) => return create_vm(engine, req, vm, progress).map(CreateReport::Vm),
+        Target::Disk(d) => d,
     };
+    let target = Address::Disk(disk.clone());
+    let args = req;
+    let ctx = engine;
     let created = snapshots::now_ms();
     let asked = Name::new(args.name.as_ref(), created)?;
-    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
     let pool_config = ctx.config.pool(&args.pool)?;
     let limit = pool_config
         .snapshot_limit
@@ -341,12 +384,10 @@ fn create(args: CreateArgs) -> Result<()> {
         Some(_) => {}
     }
     // What a died or failed attempt left on this disk goes first.
-    let cleaned = snapshots::collect(&home, &args.pool, &mut pool, Some(disk), false)
+    let cleaned = crate::live::collect(&home, &args.pool, &mut pool, Some(disk), false)
         .with_context(|| format!("cleaning up after an earlier snapshot of {target}"))?;
-    if !args.quiet {
-        for line in &cleaned {
-            eprintln!("{line}");
-        }
+    for line in &cleaned {
+        progress.stage(line);
     }
     // A disk a running QEMU holds is snapshotted by QEMU, or refused before any record.
     let mut live = crate::live::for_disk(&home, &args.pool, &mut pool, disk)?;
@@ -412,7 +453,10 @@ fn create(args: CreateArgs) -> Result<()> {
         set(Phase::Failed, false, Some(why.clone()))?;
         bail!(why);
     }
-    set(Phase::InProgress, consistent, None)?;
+    // The thaw comes on every path, its problems said with the outcome.
+    if let Err(e) = set(Phase::InProgress, consistent, None) {
+        return Err(with_thaw_problems(e, frozen.thaw()));
+    }
     let made = match &mut live {
         Some(l) => l
             .create_snapshot(&mut pool, &name)
@@ -459,33 +503,16 @@ fn create(args: CreateArgs) -> Result<()> {
         created_unix_ms: Some(created),
         phase: Phase::Ready,
         consistent,
-        comment: args.comment,
-        parent: reserved.parent,
+        comment: args.comment.clone(),
+        parent: reserved.parent.clone(),
         error: None,
         asked: true,
         vm: None,
     };
-    match args.output {
-        OutputArg::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&view.to_json(&args.pool))?
-        ),
-        OutputArg::Text if !args.quiet => eprintln!(
-            "created {} in pool {} (Ready, {}; backend ID {})",
-            view.address(),
-            args.pool,
-            if consistent {
-                "consistent"
-            } else if in_use {
-                "not consistent: the disk is in use and its guest was not frozen"
-            } else {
-                "not consistent: quiescing failed"
-            },
-            view.id.as_deref().unwrap_or("-"),
-        ),
-        OutputArg::Text => {}
-    }
-    Ok(())
+    Ok(CreateReport::Disk(DiskSnapshotReport {
+        snapshot: view.doc(&args.pool),
+        in_use,
+    }))
 }
 
 /// `snapshot create vm/NAME`: a snapshot of every disk of the VM under one freeze, all
@@ -494,8 +521,12 @@ fn create(args: CreateArgs) -> Result<()> {
 /// the backend's name of each (on CSI, the snapshot ID the driver answered). Each
 /// disk's snapshot ID is recorded as soon as the backend answers, so a process that dies
 /// half-way leaves records the next snapshot of the VM (or `snapshot gc`) cleans up with.
-fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
-    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
+fn create_vm(
+    ctx: &Engine,
+    args: &CreateRequest,
+    vm: &str,
+    progress: &mut dyn Progress,
+) -> Result<VmSnapshotDoc> {
     let home = ctx.config.home.clone();
     let cfg = crate::vm::load(&home, vm)?;
     let created = snapshots::now_ms();
@@ -523,10 +554,8 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
 
     // What died or failed snapshots of this VM left goes first.
     let cleaned = collect_vm(&home, vm, &mut pools, false)?;
-    if !args.quiet {
-        for line in &cleaned {
-            eprintln!("{line}");
-        }
+    for line in &cleaned {
+        progress.stage(line);
     }
 
     // The name: the one asked for, or the first default free on the VM and every disk.
@@ -689,12 +718,14 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
         fail_all(&reserved, why.clone())?;
         bail!(why);
     }
-    set_vm(Phase::InProgress, consistent, None)?;
+    if let Err(e) = set_vm(Phase::InProgress, consistent, None) {
+        return Err(with_thaw_problems(e, frozen.thaw()));
+    }
     // The disks taken, with the backend's name of each snapshot.
     let mut taken_snapshots: Vec<(&crate::vm::VmDisk, String)> = Vec::new();
     let mut failure = None;
     for (d, r) in &reserved {
-        set_phase(
+        if let Err(e) = set_phase(
             &home,
             &d.pool,
             &d.name,
@@ -702,7 +733,10 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
             Phase::InProgress,
             consistent,
             None,
-        )?;
+        ) {
+            failure = Some((e, None));
+            break;
+        }
         let pool = pools.get_mut(&d.pool).expect("an instance per pool");
         let made = match lives.get_mut(&(d.pool.clone(), d.name.clone())) {
             Some(l) => l.create_snapshot(pool, &name),
@@ -811,33 +845,18 @@ fn create_vm(args: CreateArgs, vm: &str) -> Result<()> {
     if let Some(p) = problems {
         bail!("{this} was created, but: {p}");
     }
-    let doc = snapshots::vm_snapshot(&home, vm, &name)?;
-    match args.output {
-        OutputArg::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&vm_snapshot_json(&home, &doc)?)?
-        ),
-        OutputArg::Text if !args.quiet => eprintln!(
-            "created {this} ({} disks, Ready, {})",
-            cfg.disks.len(),
-            if consistent {
-                "consistent"
-            } else {
-                "not consistent"
-            }
-        ),
-        OutputArg::Text => {}
-    }
-    Ok(())
+    snapshots::vm_snapshot(&home, vm, &name)?.doc(&home)
 }
 
-/// `snapshot gc [vd/NAME | vm/NAME]`.
-fn gc(args: GcArgs) -> Result<()> {
-    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
+/// `snapshot gc [vd/NAME | vm/NAME]`: what died or failed snapshot operations left —
+/// backend snapshots a rollback could not delete, attempts a killed process left
+/// half-done, and records of failed attempts — removed.
+pub fn gc(engine: &Engine, req: &GcRequest) -> Result<GcReport> {
+    let (ctx, args) = (engine, req);
     let home = ctx.config.home.clone();
-    let done = match args.target.as_deref() {
-        Some(t) if t.starts_with("vm/") => {
-            let vm = crate::vm::parse_vm(t).expect("starts with vm/")?;
+    let done = match &args.target {
+        Some(Target::Vm(vm)) => {
+            let vm = vm.clone();
             let mut pools = std::collections::BTreeMap::new();
             let stale_pools: Vec<String> = snapshots::update_vms(&home, |m| {
                 m.values()
@@ -858,32 +877,16 @@ fn gc(args: GcArgs) -> Result<()> {
             }
             collect_vm(&home, &vm, &mut pools, true)?
         }
-        Some(t) => {
-            let target = Address::parse(t)?;
-            let Address::Disk(disk) = &target else {
-                bail!("{target}: snapshot gc takes a disk, vd/NAME, or a VM, vm/NAME");
-            };
+        Some(Target::Disk(disk)) => {
             let mut pool = ctx.pool(&args.pool)?;
-            snapshots::collect(&home, &args.pool, &mut pool, Some(disk), true)?
+            crate::live::collect(&home, &args.pool, &mut pool, Some(disk), true)?
         }
         None => {
             let mut pool = ctx.pool(&args.pool)?;
-            snapshots::collect(&home, &args.pool, &mut pool, None, true)?
+            crate::live::collect(&home, &args.pool, &mut pool, None, true)?
         }
     };
-    match args.output {
-        OutputArg::Json => println!("{}", serde_json::json!({ "removed": done })),
-        OutputArg::Text if !args.quiet => {
-            for line in &done {
-                eprintln!("{line}");
-            }
-            if done.is_empty() {
-                eprintln!("nothing to clean up");
-            }
-        }
-        OutputArg::Text => {}
-    }
-    Ok(())
+    Ok(GcReport { removed: done })
 }
 
 /// Cleans up what died or failed snapshots of `vm` left: the disk snapshots (through
@@ -936,7 +939,7 @@ fn collect_vm(
             };
             let ctx_line = || format!("cleaning up after {}", s.address());
             done.extend(
-                snapshots::collect(home, &d.pool, pool, Some(&d.name), false)
+                crate::live::collect(home, &d.pool, pool, Some(&d.name), false)
                     .with_context(ctx_line)?,
             );
             // A disk snapshot it finished before its process died (Ready, but the VM
@@ -973,37 +976,6 @@ fn collect_vm(
         ));
     }
     Ok(done)
-}
-
-/// A VM snapshot as `-o json` shows it, with each disk snapshot's backend ID as recorded.
-pub fn vm_snapshot_json(
-    home: &std::path::Path,
-    s: &snapshots::VmSnapshot,
-) -> Result<serde_json::Value> {
-    let mut disks = Vec::new();
-    for d in &s.config.disks {
-        let store = snapshots::Store::open(home, &d.pool)?;
-        let id = store
-            .records
-            .get(&d.name, &s.name)
-            .and_then(|r| r.id.clone());
-        disks.push(serde_json::json!({
-            "snapshot": format!("vds/{}@{}", d.name, s.name),
-            "pool": d.pool,
-            "id": id,
-        }));
-    }
-    Ok(serde_json::json!({
-        "name": s.address(),
-        "vm": s.vm,
-        "phase": s.phase,
-        "consistent": s.consistent,
-        "created": snapshots::utc(s.created_unix_ms),
-        "created_unix_ms": s.created_unix_ms,
-        "comment": s.comment,
-        "error": s.error,
-        "disks": disks,
-    }))
 }
 
 #[cfg(test)]

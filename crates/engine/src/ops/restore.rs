@@ -1,11 +1,10 @@
-//! `snapport restore vd/NAME --from vds/NAME@SNAP --mode dry-run|strict|best-effort`: the
-//! disk's content becomes the snapshot's.
+//! `restore`: a disk's content becomes one of its snapshot's; a VM's disks and config
+//! become a VM snapshot's.
 //!
 //! First a conflict report. Some conflicts stop every mode (the snapshot is not `Ready`,
 //! its size is not the disk's, the backend cannot restore, another snapshot operation is
 //! under way); others only `strict` (snapshots taken after this one, which stay but no
-//! longer follow from the disk's content). `dry-run`, the default, prints the report and
-//! changes nothing.
+//! longer follow from the disk's content). `DryRun` reports and changes nothing.
 //!
 //! A backend that cannot restore in place but can write (CSI has no in-place restore)
 //! is restored by copy: the snapshot's bytes, read through the plugin, written over the
@@ -16,9 +15,12 @@ use crate::address::Address;
 use crate::snapshots::{self, Phase};
 use crate::Engine;
 use crate::{bail, Context as _, Result};
+use serde::Serialize;
+use snapport_core::progress::Progress;
 use snapport_host::Capabilities;
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+/// How far a restore goes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Mode {
     /// Report what would happen; change nothing.
     DryRun,
@@ -28,111 +30,201 @@ pub enum Mode {
     BestEffort,
 }
 
-#[derive(clap::Args)]
-pub struct Args {
-    /// vd/NAME, or vm/NAME for all of a VM's disks and its config.
-    target: String,
-    /// vds/NAME@SNAP: a snapshot of that same disk (for a VM, vms/VM@SNAP).
-    #[arg(long)]
-    from: String,
-    #[arg(long, value_enum, default_value_t = Mode::DryRun)]
-    mode: Mode,
-    #[arg(short = 'n', long, default_value = crate::config::DEFAULT_POOL)]
-    pool: String,
-    #[arg(short = 'o', long = "output", value_enum, default_value_t = crate::commands::OutputArg::Text)]
-    output: crate::commands::OutputArg,
+/// What is restored from what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A disk (`vd/NAME`) from one of its snapshots (`vds/NAME@SNAP`).
+    Disk {
+        /// The disk.
+        target: Address,
+        /// The snapshot.
+        from: Address,
+    },
+    /// A VM (`vm/NAME`): every disk and the config, from a VM snapshot `vms/VM@SNAP`.
+    Vm {
+        /// The VM.
+        vm: String,
+        /// The VM the snapshot is of.
+        of: String,
+        /// The VM snapshot's name.
+        snapshot: String,
+    },
+}
+
+impl Target {
+    /// `vd/NAME` with `vds/NAME@SNAP`, or `vm/NAME` with `vms/NAME@SNAP`, as typed; a
+    /// malformed address is a usage error.
+    pub fn parse(target: &str, from: &str) -> Result<Target> {
+        if let Some(vm) = crate::vm::parse_vm(target) {
+            let vm = vm?;
+            let (of, snapshot) = match snapshots::parse_vms(from) {
+                Some(v) => v?,
+                None => bail!("--from {from}: a VM snapshot, vms/VM@SNAP"),
+            };
+            return Ok(Target::Vm { vm, of, snapshot });
+        }
+        Ok(Target::Disk {
+            target: Address::parse(target)?,
+            from: Address::parse(from)?,
+        })
+    }
+}
+
+/// A restore request.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    /// What from what.
+    pub target: Target,
+    /// How far to go.
+    pub mode: Mode,
+    /// The pool of the disk (a VM's disks name their pools).
+    pub pool: String,
 }
 
 /// One finding of the report.
-struct Conflict {
+#[derive(Debug, Clone, Serialize)]
+pub struct Conflict {
     /// Stops every mode, not only `strict`.
-    fatal: bool,
-    message: String,
+    pub fatal: bool,
+    /// What it is.
+    pub message: String,
 }
 
-pub fn run(args: Args) -> Result<()> {
-    if let Some(vm) = crate::vm::parse_vm(&args.target) {
-        return restore_vm(&args, &vm?);
+/// What a disk restore found and did (`restore vd/... -o json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DiskRestoreReport {
+    /// `vd/NAME`.
+    pub target: String,
+    /// `vds/NAME@SNAP`.
+    pub from: String,
+    /// The pool.
+    pub pool: String,
+    /// `DryRun`, `Strict` or `BestEffort`.
+    pub mode: String,
+    /// The disk's content is the snapshot's now.
+    pub restored: bool,
+    /// By copying the snapshot's bytes (the backend cannot restore in place).
+    pub by_copy: bool,
+    /// What the report found.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// What a VM restore found and did (`restore vm/... -o json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct VmRestoreReport {
+    /// `vm/NAME`.
+    pub target: String,
+    /// `vms/NAME@SNAP`.
+    pub from: String,
+    /// `DryRun`, `Strict` or `BestEffort`.
+    pub mode: String,
+    /// The disks and config are the snapshot's now.
+    pub restored: bool,
+    /// Disks (`vd/NAME`) left out of the restored VM because they are gone (only when
+    /// restored).
+    pub dropped: Vec<String>,
+    /// What the report found.
+    pub conflicts: Vec<Conflict>,
+    /// How many disks were (or would be) restored.
+    #[serde(skip)]
+    pub disks: usize,
+}
+
+/// What [`restore`] found and did; its JSON is the disk's or the VM's report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum RestoreReport {
+    /// A disk restore.
+    Disk(DiskRestoreReport),
+    /// A VM restore.
+    Vm(VmRestoreReport),
+}
+
+impl RestoreReport {
+    /// The conflicts found.
+    pub fn conflicts(&self) -> &[Conflict] {
+        match self {
+            RestoreReport::Disk(r) => &r.conflicts,
+            RestoreReport::Vm(r) => &r.conflicts,
+        }
     }
-    let target = Address::parse(&args.target)?;
-    let Address::Disk(disk) = &target else {
+
+    /// Why the restore was refused: the conflicts that stopped it. None when it was
+    /// done, or for a dry run (which refuses nothing). The request failed with this.
+    pub fn refusal(&self, mode: Mode) -> Option<String> {
+        let (target, from, mode_name, restored) = match self {
+            RestoreReport::Disk(r) => (&r.target, &r.from, &r.mode, r.restored),
+            RestoreReport::Vm(r) => (&r.target, &r.from, &r.mode, r.restored),
+        };
+        if restored || mode == Mode::DryRun {
+            return None;
+        }
+        Some(format!(
+            "{target} was not restored from {from} ({mode_name}): {}",
+            self.conflicts()
+                .iter()
+                .filter(|c| c.fatal || mode == Mode::Strict)
+                .map(|c| c.message.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    }
+
+    /// Whether a conflict stops the restore in `mode` (a dry run says so, too).
+    pub fn blocked(&self, mode: Mode) -> bool {
+        blocked(self.conflicts(), mode)
+    }
+}
+
+fn blocked(conflicts: &[Conflict], mode: Mode) -> bool {
+    conflicts.iter().any(|c| c.fatal) || (mode == Mode::Strict && !conflicts.is_empty())
+}
+
+/// `restore`: the conflict report, and the restore unless a dry run or a conflict stops
+/// it. A refused restore is not an error here: the report says so ([`RestoreReport::
+/// refusal`]) and the caller fails with it. A copy reports its bytes to `progress`.
+pub fn restore(
+    engine: &Engine,
+    req: &RestoreRequest,
+    progress: &mut dyn Progress,
+) -> Result<RestoreReport> {
+    let (target, from) = match &req.target {
+        Target::Vm { vm, of, snapshot } => {
+            if of != vm {
+                bail!("vms/{of}@{snapshot} is a snapshot of vm/{of}, not of vm/{vm}");
+            }
+            return restore_vm(engine, req, vm, snapshot, progress).map(RestoreReport::Vm);
+        }
+        Target::Disk { target, from } => (target, from),
+    };
+    let Address::Disk(disk) = target else {
         bail!("{target}: restore takes a disk, vd/NAME");
     };
-    let from = Address::parse(&args.from)?;
-    let Address::DiskSnapshot { disk: of, snapshot } = &from else {
+    let Address::DiskSnapshot { disk: of, snapshot } = from else {
         bail!("--from {from}: a disk snapshot, vds/DISK@SNAP");
     };
     if of != disk {
         bail!("{from} is a snapshot of vd/{of}, not of {target}; to make a new disk from it, use `snapport create vd/NEW --from {from}`");
     }
-    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
-    let (conflicts, mut pool, restore) = match check_disk(&ctx, &args.pool, disk, snapshot, None)? {
+    let (conflicts, mut pool, restore) = match check_disk(engine, &req.pool, disk, snapshot, None)?
+    {
         Found::Missing(why) => bail!("{why}"),
         Found::Present(c, pool, restore) => (c, pool, restore),
     };
-    let blocked =
-        conflicts.iter().any(|c| c.fatal) || (args.mode == Mode::Strict && !conflicts.is_empty());
-    let restored = args.mode != Mode::DryRun && !blocked;
+    let restored = req.mode != Mode::DryRun && !blocked(&conflicts, req.mode);
     if restored {
         crate::live::refuse_if_held(&mut pool, disk, &format!("restoring {target}"))?;
-        restore.run(
-            &ctx,
-            &mut pool,
-            args.output != crate::commands::OutputArg::Text,
-        )?;
+        restore.run(engine, &mut pool, progress)?;
     }
-
-    let mode = format!("{:?}", args.mode);
-    match args.output {
-        crate::commands::OutputArg::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "target": target.to_string(),
-                "from": from.to_string(),
-                "pool": args.pool,
-                "mode": mode,
-                "restored": restored,
-                "by_copy": restore.by_copy,
-                "conflicts": conflicts.iter().map(|c| serde_json::json!({
-                    "fatal": c.fatal, "message": c.message,
-                })).collect::<Vec<_>>(),
-            }))?
-        ),
-        // A refusal says it all in its one error line.
-        crate::commands::OutputArg::Text if blocked && args.mode != Mode::DryRun => {}
-        crate::commands::OutputArg::Text => {
-            for c in &conflicts {
-                let tag = if c.fatal { "conflict" } else { "warning" };
-                eprintln!("{tag}: {}", c.message);
-            }
-            if restored {
-                let how = if restore.by_copy {
-                    ", by copy: the backend cannot restore in place"
-                } else {
-                    ""
-                };
-                eprintln!("restored {target} from {from} ({mode}{how}); its writes since are gone");
-            } else if args.mode == Mode::DryRun && !blocked {
-                eprintln!(
-                    "dry run: {target} would be restored from {from}, discarding its writes since; nothing changed (run with --mode strict or best-effort)"
-                );
-            } else if args.mode == Mode::DryRun {
-                eprintln!("dry run: {target} could not be restored from {from} as things are; nothing changed");
-            }
-        }
-    }
-    if blocked && args.mode != Mode::DryRun {
-        bail!(
-            "{target} was not restored from {from} ({mode}): {}",
-            conflicts
-                .iter()
-                .filter(|c| c.fatal || args.mode == Mode::Strict)
-                .map(|c| c.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-    }
-    Ok(())
+    Ok(RestoreReport::Disk(DiskRestoreReport {
+        target: target.to_string(),
+        from: from.to_string(),
+        pool: req.pool.clone(),
+        mode: format!("{:?}", req.mode),
+        restored,
+        by_copy: restore.by_copy,
+        conflicts,
+    }))
 }
 
 /// What restoring one disk from one of its snapshots meets.
@@ -153,7 +245,12 @@ struct Restore {
 }
 
 impl Restore {
-    fn run(&self, ctx: &Engine, instance: &mut snapport_host::Instance, quiet: bool) -> Result<()> {
+    fn run(
+        &self,
+        ctx: &Engine,
+        instance: &mut snapport_host::Instance,
+        progress: &mut dyn Progress,
+    ) -> Result<()> {
         let what = || {
             format!(
                 "restoring vd/{} from {}",
@@ -178,14 +275,14 @@ impl Restore {
                 .open_volume(&self.disk, Some(backend_name))
                 .with_context(what)?;
             let size = source.info.size;
-            let mut progress = crate::commands::new_progress(quiet);
-            crate::commands::upload::write_into(
+            // H-import moves write_into to a domain module; the lead fixes this path.
+            crate::volume::write_into(
                 instance,
                 &Address::Disk(self.disk.clone()),
                 size,
                 snapport_core::import::Source::Volume(&mut source),
                 &snapport_core::import::ImportOptions::default(),
-                progress.as_mut(),
+                progress,
                 |_| Ok(Vec::new()),
                 true,
             )
@@ -287,17 +384,15 @@ fn check_disk(
 /// as it was. A disk (or its snapshot) that is gone is a missing dependency: `strict`
 /// refuses, `best-effort` leaves it out (and out of the restored config) and says so.
 /// A conflict that stops one disk stops the whole VM: it is restored all together.
-fn restore_vm(args: &Args, vm: &str) -> Result<()> {
-    let (of, name) = match snapshots::parse_vms(&args.from) {
-        Some(v) => v?,
-        None => bail!("--from {}: a VM snapshot, vms/VM@SNAP", args.from),
-    };
-    if of != vm {
-        bail!("{} is a snapshot of vm/{of}, not of vm/{vm}", args.from);
-    }
-    let ctx = Engine::new(Some(crate::engine::stderr_logger()))?;
+fn restore_vm(
+    ctx: &Engine,
+    req: &RestoreRequest,
+    vm: &str,
+    name: &str,
+    progress: &mut dyn Progress,
+) -> Result<VmRestoreReport> {
     let home = &ctx.config.home;
-    let snap = snapshots::vm_snapshot(home, vm, &name)?;
+    let snap = snapshots::vm_snapshot(home, vm, name)?;
     let from = snap.address();
     let current = crate::vm::load(home, vm)?;
     let mut conflicts = Vec::new();
@@ -311,10 +406,10 @@ fn restore_vm(args: &Args, vm: &str) -> Result<()> {
     let mut work = Vec::new();
     for d in &snap.config.disks {
         match check_disk(
-            &ctx,
+            ctx,
             &d.pool,
             &d.name,
-            &name,
+            name,
             Some((vm, snap.created_unix_ms)),
         )? {
             Found::Missing(why) => {
@@ -354,72 +449,30 @@ fn restore_vm(args: &Args, vm: &str) -> Result<()> {
             ),
         });
     }
-    let blocked =
-        conflicts.iter().any(|c| c.fatal) || (args.mode == Mode::Strict && !conflicts.is_empty());
-    let restored = args.mode != Mode::DryRun && !blocked;
+    let restored = req.mode != Mode::DryRun && !blocked(&conflicts, req.mode);
     if restored {
         for (pool, restore) in &mut work {
             let disk = restore.disk.clone();
             crate::live::refuse_if_held(pool, &disk, &format!("restoring vm/{vm}"))?;
         }
         for (pool, restore) in &mut work {
-            restore.run(&ctx, pool, args.output != crate::commands::OutputArg::Text)?;
+            restore.run(ctx, pool, progress)?;
         }
         let mut config = snap.config.clone();
         config.disks.retain(|d| !dropped.contains(&d.name));
         crate::vm::save(home, &config)?;
     }
-    let mode = format!("{:?}", args.mode);
-    match args.output {
-        crate::commands::OutputArg::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "target": format!("vm/{vm}"),
-                "from": from,
-                "mode": mode,
-                "restored": restored,
-                "dropped": if restored { dropped.iter().map(|d| format!("vd/{d}")).collect() } else { Vec::new() },
-                "conflicts": conflicts.iter().map(|c| serde_json::json!({
-                    "fatal": c.fatal, "message": c.message,
-                })).collect::<Vec<_>>(),
-            }))?
-        ),
-        crate::commands::OutputArg::Text if blocked && args.mode != Mode::DryRun => {}
-        crate::commands::OutputArg::Text => {
-            for c in &conflicts {
-                eprintln!(
-                    "{}: {}",
-                    if c.fatal { "conflict" } else { "warning" },
-                    c.message
-                );
-            }
-            if restored {
-                eprintln!(
-                    "restored vm/{vm} from {from} ({mode}): {} disks{}",
-                    work.len(),
-                    if dropped.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", left out: {}", dropped.join(", "))
-                    }
-                );
-            } else if !blocked {
-                eprintln!("dry run: vm/{vm} would be restored from {from}; nothing changed (run with --mode strict or best-effort)");
-            } else {
-                eprintln!("dry run: vm/{vm} could not be restored from {from} as things are; nothing changed");
-            }
-        }
-    }
-    if blocked && args.mode != Mode::DryRun {
-        bail!(
-            "vm/{vm} was not restored from {from} ({mode}): {}",
-            conflicts
-                .iter()
-                .filter(|c| c.fatal || args.mode == Mode::Strict)
-                .map(|c| c.message.as_str())
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-    }
-    Ok(())
+    Ok(VmRestoreReport {
+        target: format!("vm/{vm}"),
+        from,
+        mode: format!("{:?}", req.mode),
+        restored,
+        dropped: if restored {
+            dropped.iter().map(|d| format!("vd/{d}")).collect()
+        } else {
+            Vec::new()
+        },
+        conflicts,
+        disks: work.len(),
+    })
 }

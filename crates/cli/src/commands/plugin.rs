@@ -1,0 +1,92 @@
+//! `snapport plugin list|inspect`.
+
+use crate::render::{engine, print_json_pretty, ReportArgs};
+use snapport_engine::ops::plugin::{self, PluginRow};
+use snapport_engine::Result;
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Plugins found on the plugin path, and those pools name by path, with their
+    /// version and capabilities.
+    List {
+        #[command(flatten)]
+        out: ReportArgs,
+    },
+    /// One plugin in detail: file, digest, WIT version, capabilities.
+    Inspect {
+        name: String,
+        #[command(flatten)]
+        out: ReportArgs,
+    },
+}
+
+pub fn run(cmd: Command) -> Result<()> {
+    let engine = engine()?;
+    match cmd {
+        Command::List { out } => {
+            let rows = plugin::list(&engine);
+            if out.json() {
+                print_json_pretty(&rows);
+                return Ok(());
+            }
+            if !out.text() {
+                return Ok(());
+            }
+            println!(
+                "{:<16} {:<9} {:<40} PATH",
+                "NAME", "VERSION", "CAPABILITIES"
+            );
+            for r in rows {
+                let (name, version, caps, path, pools) = match r {
+                    PluginRow::Found {
+                        name,
+                        version,
+                        capabilities,
+                        path,
+                        pools,
+                        ..
+                    } => (name, version, capabilities.join(","), path, pools),
+                    PluginRow::Broken {
+                        name,
+                        path,
+                        error,
+                        pools,
+                    } => (name, "-".into(), format!("error: {error}"), path, pools),
+                };
+                let pools = if pools.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pools: {})", pools.join(", "))
+                };
+                println!(
+                    "{name:<16} {version:<9} {caps:<40} {}{pools}",
+                    path.display()
+                );
+            }
+        }
+        Command::Inspect { name, out } => {
+            let detail = plugin::inspect(&engine, &name)?;
+            if out.json() {
+                print_json_pretty(&detail);
+                return Ok(());
+            }
+            if !out.text() {
+                return Ok(());
+            }
+            let doc = serde_json::to_value(&detail)?;
+            for (k, v) in doc.as_object().expect("object") {
+                let v = match v {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Array(a) => a
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    other => other.to_string(),
+                };
+                println!("{k:<13} {v}");
+            }
+        }
+    }
+    Ok(())
+}
