@@ -228,18 +228,11 @@ fn completion_scripts_parse_and_man_pages_render() {
     }
 }
 
-/// `download --publish` running in the background; its first JSON line.
-fn publish(home: &Home, address: &str) -> (Child, Value) {
+/// `download --publish` running in the background; its first JSON line, and its stdout
+/// kept open (the server prints its closing line there).
+fn publish(home: &Home, address: &str) -> (Child, Value, BufReader<std::process::ChildStdout>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_snapport"))
-        .args([
-            "download",
-            address,
-            "--publish",
-            "--json",
-            "-q",
-            "--max-downloads",
-            "1",
-        ])
+        .args(["download", address, "--publish", "--json", "-q"])
         .env("SNAPPORT_HOME", home.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
