@@ -8,11 +8,20 @@ pub fn check_name(what: &str, name: &str) -> Result<()> {
     Ok(snapport_core::name::check(what, name)?)
 }
 
+/// What an operation acts on, as the user named it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
+    /// `vd/NAME`: a writable disk.
     Disk(String),
+    /// `vi/NAME`: a read-only image.
     Image(String),
-    DiskSnapshot { disk: String, snapshot: String },
+    /// `vds/DISK@SNAPSHOT`: a disk snapshot, by the user's name (or its backend ID).
+    DiskSnapshot {
+        /// The disk it belongs to.
+        disk: String,
+        /// Its name.
+        snapshot: String,
+    },
 }
 
 impl Address {
@@ -52,6 +61,7 @@ impl Address {
         }
     }
 
+    /// The snapshot's name, for a disk snapshot.
     pub fn snapshot(&self) -> Option<&str> {
         match self {
             Address::Disk(_) | Address::Image(_) => None,

@@ -312,34 +312,3 @@ pub fn apply_delta(
     .with_context(|| format!("applying {} onto {onto} as {target}", file.display()))?;
     Ok((delta, summary))
 }
-
-/// One line for `download --since`.
-// TRANSITIONAL: text belongs to the CLI's rendering of the download report.
-pub fn describe_export(e: &DeltaExport) -> String {
-    format!(
-        "{} in {} records ({} of data, {} of zeros) from {} changed; target digest {}",
-        human(e.summary.file_bytes),
-        e.summary.footer.records,
-        human(e.summary.footer.data_bytes),
-        human(e.summary.footer.zero_bytes),
-        human(e.changed_bytes),
-        e.summary.footer.target_digest
-    )
-}
-
-/// Human-readable binary size ("1.5 GiB"), for [`describe_export`].
-// TRANSITIONAL: goes with describe_export to the CLI (render.rs has its own).
-fn human(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}

@@ -95,6 +95,7 @@ pub fn install() {
 /// as it would have.
 pub struct Deferred(());
 
+/// Holds signals back until the returned guard drops (see [`Deferred`]).
 pub fn defer() -> Deferred {
     DEFERRING.fetch_add(1, Ordering::SeqCst);
     Deferred(())

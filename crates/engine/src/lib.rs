@@ -3,6 +3,10 @@
 //! progress through [`snapport_core::progress::Progress`], failures as one [`Error`]
 //! type that carries its [`ErrorKind`]. Nothing here parses a command line, prints, or
 //! ends the process: that is the caller's (the `snapport` CLI is one).
+//!
+//! `examples/embed.rs` exports a disk, takes a snapshot and imports an image through it.
+
+#![warn(missing_docs)]
 
 pub mod error;
 pub use error::{Context, Error, ErrorKind, Result};

@@ -39,7 +39,9 @@ type Rule = (Option<usize>, &'static str, fn(u64) -> i64);
 /// Why a snapshot stays or goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
+    /// Kept, by the rule named (`last`, `daily`...).
     Keep(&'static str),
+    /// No rule keeps it.
     Remove,
 }
 

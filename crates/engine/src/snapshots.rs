@@ -149,11 +149,16 @@ fn parse_start_time(stat: &str) -> Option<u64> {
 /// Where a snapshot (or a VM snapshot) stands, as CSI names the phases.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Phase {
+    /// Recorded, not asked of the backend yet.
     Pending,
+    /// Asked of the backend, no answer yet.
     InProgress,
+    /// Taken and readable.
     #[default]
     Ready,
+    /// The backend failed it, or the process that asked died: `snapshot gc` cleans up.
     Failed,
+    /// Being deleted.
     Terminating,
 }
 

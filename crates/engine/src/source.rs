@@ -57,7 +57,9 @@ pub enum Input {
     /// stdin, a pipe, a character device or a response body, with its first bytes
     /// already read (and put back).
     Stream {
+        /// The rest of the stream.
         reader: Box<dyn Read + Send>,
+        /// The first bytes, read for format detection.
         head: Vec<u8>,
         /// The length the sender declared (Content-Length, a file's size on stdin), if any.
         length: Option<u64>,

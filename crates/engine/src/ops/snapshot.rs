@@ -72,6 +72,23 @@ pub struct CreateRequest {
     pub pool: String,
 }
 
+impl CreateRequest {
+    /// `snapport snapshot create TARGET`: in the default pool, a default name (the UTC
+    /// time), consistency required, no hooks; change the fields for the rest.
+    pub fn new(target: Target) -> CreateRequest {
+        CreateRequest {
+            target,
+            name: None,
+            consistency: Consistency::Required,
+            comment: None,
+            guest_agent: None,
+            pre_hooks: Vec::new(),
+            post_hooks: Vec::new(),
+            pool: crate::config::DEFAULT_POOL.to_string(),
+        }
+    }
+}
+
 /// A disk snapshot taken (`snapshot create vd/... -o json`: the snapshot's document).
 #[derive(Debug, Clone, Serialize)]
 pub struct DiskSnapshotReport {
@@ -365,61 +382,59 @@ pub fn create(
         Target::Disk(d) => d,
     };
     let target = Address::Disk(disk.clone());
-    let args = req;
-    let ctx = engine;
     let created = snapshots::now_ms();
-    let asked = Name::new(args.name.as_ref(), created)?;
-    let pool_config = ctx.config.pool(&args.pool)?;
+    let asked = Name::new(req.name.as_ref(), created)?;
+    let pool_config = engine.config.pool(&req.pool)?;
     let limit = pool_config
         .snapshot_limit
         .unwrap_or(crate::config::DEFAULT_SNAPSHOT_LIMIT);
-    let home = ctx.config.home.clone();
-    let mut pool = ctx.pool(&args.pool)?;
+    let home = engine.config.home.clone();
+    let mut pool = engine.pool(&req.pool)?;
     let volumes = pool.list_volumes()?;
     match volumes.iter().find(|v| &v.name == disk) {
-        None => bail!("no {target} in pool {}", args.pool),
+        None => bail!("no {target} in pool {}", req.pool),
         Some(v) if v.kind == VolumeKind::Image => {
             bail!("vi/{disk} is a read-only image; snapshots are of disks (vd/)")
         }
         Some(_) => {}
     }
     // What a died or failed attempt left on this disk goes first.
-    let cleaned = crate::live::collect(&home, &args.pool, &mut pool, Some(disk), false)
+    let cleaned = crate::live::collect(&home, &req.pool, &mut pool, Some(disk), false)
         .with_context(|| format!("cleaning up after an earlier snapshot of {target}"))?;
     for line in &cleaned {
         progress.stage(line);
     }
     // A disk a running QEMU holds is snapshotted by QEMU, or refused before any record.
-    let mut live = crate::live::for_disk(&home, &args.pool, &mut pool, disk)?;
+    let mut live = crate::live::for_disk(&home, &req.pool, &mut pool, disk)?;
     let listed = pool.list_snapshots(Some(disk))?;
 
     let reserved = reserve(
         &home,
-        &args.pool,
+        &req.pool,
         disk,
         &asked,
         listed,
         limit,
-        args.comment.clone(),
+        req.comment.clone(),
         created,
         None,
     )?;
     let name = reserved.name.clone();
     let this = format!("vds/{disk}@{name}");
     let plan = Plan {
-        agent: args.guest_agent.clone(),
-        pre: [&pool_config.pre_snapshot_hooks[..], &args.pre_hooks[..]].concat(),
-        post: [&pool_config.post_snapshot_hooks[..], &args.post_hooks[..]].concat(),
+        agent: req.guest_agent.clone(),
+        pre: [&pool_config.pre_snapshot_hooks[..], &req.pre_hooks[..]].concat(),
+        post: [&pool_config.post_snapshot_hooks[..], &req.post_hooks[..]].concat(),
         env: vec![
-            ("SNAPPORT_POOL".into(), args.pool.clone()),
+            ("SNAPPORT_POOL".into(), req.pool.clone()),
             ("SNAPPORT_DISKS".into(), disk.clone()),
             ("SNAPPORT_SNAPSHOT".into(), name.clone()),
         ],
     };
     let set = |phase: Phase, consistent: bool, error: Option<String>| {
-        set_phase(&home, &args.pool, disk, &name, phase, consistent, error)
+        set_phase(&home, &req.pool, disk, &name, phase, consistent, error)
     };
-    let forget = || snapshots::update(&home, &args.pool, |r| r.remove(disk, &name));
+    let forget = || snapshots::update(&home, &req.pool, |r| r.remove(disk, &name));
     let in_use = match pool.volume_in_use(disk) {
         Ok(b) => b,
         Err(e) => {
@@ -437,7 +452,7 @@ pub fn create(
     } else {
         !in_use
     };
-    if args.consistency == Consistency::Required && !consistent {
+    if req.consistency == Consistency::Required && !consistent {
         let mut why = if plan.quiesces() {
             frozen.problems.join("; ")
         } else {
@@ -484,7 +499,7 @@ pub fn create(
             return Err(e);
         }
     };
-    if let Err(e) = record_made(&home, &args.pool, disk, &name, &info, &reserved, created) {
+    if let Err(e) = record_made(&home, &req.pool, disk, &name, &info, &reserved, created) {
         forget()?;
         return Err(e);
     }
@@ -503,14 +518,14 @@ pub fn create(
         created_unix_ms: Some(created),
         phase: Phase::Ready,
         consistent,
-        comment: args.comment.clone(),
+        comment: req.comment.clone(),
         parent: reserved.parent.clone(),
         error: None,
         asked: true,
         vm: None,
     };
     Ok(CreateReport::Disk(DiskSnapshotReport {
-        snapshot: view.doc(&args.pool),
+        snapshot: view.doc(&req.pool),
         in_use,
     }))
 }
@@ -522,15 +537,15 @@ pub fn create(
 /// disk's snapshot ID is recorded as soon as the backend answers, so a process that dies
 /// half-way leaves records the next snapshot of the VM (or `snapshot gc`) cleans up with.
 fn create_vm(
-    ctx: &Engine,
-    args: &CreateRequest,
+    engine: &Engine,
+    req: &CreateRequest,
     vm: &str,
     progress: &mut dyn Progress,
 ) -> Result<VmSnapshotDoc> {
-    let home = ctx.config.home.clone();
+    let home = engine.config.home.clone();
     let cfg = crate::vm::load(&home, vm)?;
     let created = snapshots::now_ms();
-    let asked = Name::new(args.name.as_ref(), created)?;
+    let asked = Name::new(req.name.as_ref(), created)?;
 
     // One plugin instance per pool; hooks of every pool involved, each once, in order.
     let mut pools: std::collections::BTreeMap<String, snapport_host::Instance> = Default::default();
@@ -538,7 +553,7 @@ fn create_vm(
     let mut limits = std::collections::BTreeMap::new();
     for d in &cfg.disks {
         if !pools.contains_key(&d.pool) {
-            let pc = ctx.config.pool(&d.pool)?;
+            let pc = engine.config.pool(&d.pool)?;
             pre.extend(pc.pre_snapshot_hooks.iter().cloned());
             post.extend(pc.post_snapshot_hooks.iter().cloned());
             limits.insert(
@@ -546,11 +561,11 @@ fn create_vm(
                 pc.snapshot_limit
                     .unwrap_or(crate::config::DEFAULT_SNAPSHOT_LIMIT),
             );
-            pools.insert(d.pool.clone(), ctx.pool(&d.pool)?);
+            pools.insert(d.pool.clone(), engine.pool(&d.pool)?);
         }
     }
-    pre.extend(args.pre_hooks.iter().cloned());
-    post.extend(args.post_hooks.iter().cloned());
+    pre.extend(req.pre_hooks.iter().cloned());
+    post.extend(req.post_hooks.iter().cloned());
 
     // What died or failed snapshots of this VM left goes first.
     let cleaned = collect_vm(&home, vm, &mut pools, false)?;
@@ -593,7 +608,7 @@ fn create_vm(
                 phase: Phase::Pending,
                 consistent: false,
                 created_unix_ms: created,
-                comment: args.comment.clone(),
+                comment: req.comment.clone(),
                 error: None,
                 owner: Some(snapshots::Owner::current()),
                 config: cfg.clone(),
@@ -641,7 +656,7 @@ fn create_vm(
                 &Name::Given(name.clone()),
                 listed,
                 limits[&d.pool],
-                args.comment.clone(),
+                req.comment.clone(),
                 created,
                 Some(&this),
             )?;
@@ -677,7 +692,7 @@ fn create_vm(
     }
 
     let plan = Plan {
-        agent: args.guest_agent.clone(),
+        agent: req.guest_agent.clone(),
         pre,
         post,
         env: vec![
@@ -704,7 +719,7 @@ fn create_vm(
     } else {
         !in_use
     };
-    if args.consistency == Consistency::Required && !consistent {
+    if req.consistency == Consistency::Required && !consistent {
         let mut why = if plan.quiesces() {
             frozen.problems.join("; ")
         } else {
@@ -852,9 +867,8 @@ fn create_vm(
 /// backend snapshots a rollback could not delete, attempts a killed process left
 /// half-done, and records of failed attempts — removed.
 pub fn gc(engine: &Engine, req: &GcRequest) -> Result<GcReport> {
-    let (ctx, args) = (engine, req);
-    let home = ctx.config.home.clone();
-    let done = match &args.target {
+    let home = engine.config.home.clone();
+    let done = match &req.target {
         Some(Target::Vm(vm)) => {
             let vm = vm.clone();
             let mut pools = std::collections::BTreeMap::new();
@@ -872,18 +886,18 @@ pub fn gc(engine: &Engine, req: &GcRequest) -> Result<GcReport> {
                 .chain(current.into_iter().map(|d| d.pool))
             {
                 if !pools.contains_key(&p) {
-                    pools.insert(p.clone(), ctx.pool(&p)?);
+                    pools.insert(p.clone(), engine.pool(&p)?);
                 }
             }
             collect_vm(&home, &vm, &mut pools, true)?
         }
         Some(Target::Disk(disk)) => {
-            let mut pool = ctx.pool(&args.pool)?;
-            crate::live::collect(&home, &args.pool, &mut pool, Some(disk), true)?
+            let mut pool = engine.pool(&req.pool)?;
+            crate::live::collect(&home, &req.pool, &mut pool, Some(disk), true)?
         }
         None => {
-            let mut pool = ctx.pool(&args.pool)?;
-            crate::live::collect(&home, &args.pool, &mut pool, None, true)?
+            let mut pool = engine.pool(&req.pool)?;
+            crate::live::collect(&home, &req.pool, &mut pool, None, true)?
         }
     };
     Ok(GcReport { removed: done })

@@ -17,7 +17,12 @@ pub enum Reply {
     /// `{"return": ...}`: a command succeeded.
     Return(Value),
     /// `{"error": {"class", "desc"}}`: a command failed.
-    Error { class: String, desc: String },
+    Error {
+        /// QEMU's error class (`GenericError`, `DeviceNotFound`...).
+        class: String,
+        /// QEMU's description of it.
+        desc: String,
+    },
     /// `{"event": ...}`: asynchronous, not an answer to anything.
     Event,
 }
