@@ -168,6 +168,14 @@ pub fn download(
         }
         output::commit(files, pending, &stale, req.force, req.fsync)?;
     }
+    // The export is whole: a temporary snapshot that will not go is worth a warning, not
+    // a failure.
+    drop(volume);
+    if let Some(temporary) = temporary {
+        if let Err(e) = temporary.delete() {
+            progress.warn(&e.one_line());
+        }
+    }
     Ok(DownloadReport {
         source: address.to_string(),
         pool: req.pool.clone(),
