@@ -272,6 +272,14 @@ fn fetch_and_push_report_as_json_and_keep_quiet() {
     let out = home.ok(&args);
     let doc = one_document(&args, &out.stdout);
     assert!(doc.is_object(), "{doc}");
+    let quiet = home.out("fetched-quietly.raw");
+    let args = ["fetch", &url, "--fingerprint", &fp, "-o", p(&quiet), "-q"];
+    let out = home.ok(&args);
+    assert!(
+        out.stdout.is_empty() && out.stderr.is_empty(),
+        "fetch -q printed"
+    );
+    tool("cmp", &[p(&file), p(&quiet)]);
     let _ = server.kill();
     let _ = server.wait();
     assert!(Path::new(&file).is_file());
