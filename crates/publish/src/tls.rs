@@ -49,7 +49,7 @@ impl Identity {
     }
 
     /// The certificate chain and private key of PEM files (`--tls-cert`, `--tls-key`).
-    /// Each is read whole as a regular file under [`MAX_PEM_BYTES`].
+    /// Each is read whole as a regular file under `MAX_PEM_BYTES` (1 MiB).
     pub fn from_pem_files(cert: &Path, key: &Path) -> Result<Identity> {
         let read = |p: &Path| {
             snapport_core::io::read_regular_file(p, MAX_PEM_BYTES)
