@@ -193,7 +193,7 @@ fn linear_and_striped_lvs_export_as_the_bytes_on_their_pvs() {
     tool("qemu-img", &["convert", "-O", "raw", p(&img), p(&img_raw)]);
     let image = std::fs::read(&img_raw).unwrap();
     // --in-place takes an existing disk, not a VM.
-    let err = home.fails(&["upload", p(&img), "vm/x", "--in-place"]);
+    let err = home.usage_fails(&["upload", p(&img), "vm/x", "--in-place"]);
     assert!(
         err.contains("--in-place writes into an existing disk"),
         "{err}"

@@ -5,9 +5,9 @@
 //! exit code 1; usage errors exit with 2.
 
 mod commands;
+mod interrupt;
 mod render;
 
-use snapport_engine::interrupt;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};

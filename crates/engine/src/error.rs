@@ -216,6 +216,16 @@ macro_rules! bail {
     };
 }
 
+/// Returns early with a usage [`Error`] ([`ErrorKind::Usage`]) made from a format string:
+/// for a request that cannot be right whatever the state (options that contradict each
+/// other, an argument of the wrong kind).
+#[macro_export]
+macro_rules! usage {
+    ($($arg:tt)*) => {
+        return ::std::result::Result::Err($crate::Error::usage(::std::format!($($arg)*)))
+    };
+}
+
 /// An [`Error`] made from a format string.
 #[macro_export]
 macro_rules! format_err {

@@ -4,7 +4,7 @@
 use crate::render::{engine, print_json_pretty, Bar, ReportArgs};
 use snapport_engine::ops::clone::{self as op, CloneMode};
 use snapport_engine::vm::{parse_vm, Naming};
-use snapport_engine::{bail, Result};
+use snapport_engine::{usage, Result};
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Mode {
@@ -49,13 +49,15 @@ pub fn run(args: Args) -> Result<()> {
     ) {
         (Some(v), _) => (v?, None),
         (_, Some(s)) => s.map(|(v, s)| (v, Some(s)))?,
-        _ => bail!(
-            "clone takes vm/NAME or vms/NAME@SNAP, not {:?}",
-            args.source
-        ),
+        _ => {
+            usage!(
+                "clone takes vm/NAME or vms/NAME@SNAP, not {:?}",
+                args.source
+            )
+        }
     };
     let Some(new) = parse_vm(&args.to) else {
-        bail!("--to {:?}: the new VM, vm/NAME", args.to);
+        usage!("--to {:?}: the new VM, vm/NAME", args.to);
     };
     let request = op::CloneRequest {
         vm,

@@ -4,7 +4,7 @@
 use crate::render::{engine, human, print_json, Bar, ReportArgs};
 use snapport_engine::address::Address;
 use snapport_engine::ops::create as op;
-use snapport_engine::{bail, Result};
+use snapport_engine::{usage, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -38,7 +38,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(vm) = snapport_engine::vm::parse_vm(&args.target) {
         let name = vm?;
         let Some(config) = args.config else {
-            bail!("vm/{name}: give its config with --config FILE (JSON: name, disks, network)");
+            usage!("vm/{name}: give its config with --config FILE (JSON: name, disks, network)");
         };
         let cfg = op::create_vm(&engine()?, &op::CreateVmRequest { name, config })?;
         if json {
@@ -50,7 +50,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let target = Address::parse(&args.target)?;
     let Some(from) = &args.from else {
-        bail!("{target}: give what it starts as with --from (--config is for vm/NAME)");
+        usage!("{target}: give what it starts as with --from (--config is for vm/NAME)");
     };
     let request = op::CreateRequest {
         from: Address::parse(from)?,

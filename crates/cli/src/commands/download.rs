@@ -10,7 +10,7 @@ use snapport_engine::ops::download::{
     self as op, DeltaRequest, DownloadRequest, VmDownloadRequest,
 };
 use snapport_engine::ops::publish::PublishSource;
-use snapport_engine::{bail, Result};
+use snapport_engine::{usage, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -99,7 +99,7 @@ pub fn run(args: Args) -> Result<()> {
     let (quiet, json) = (args.report.quiet, args.report.json());
     if args.publish.publish {
         if args.output.is_some() {
-            bail!("--publish serves the export instead of writing it: drop -o");
+            usage!("--publish serves the export instead of writing it: drop -o");
         }
         let pool = args.pool.clone();
         let source = PublishSource::Volume {
@@ -185,10 +185,10 @@ fn download_vm(args: &Args, vm: String, snapshot: Option<String>) -> Result<()> 
         None => format!("vm/{vm}"),
     };
     if args.format.is_some() {
-        bail!("a VM downloads as a bundle (a tar); choose its disks' format with --payload raw.zst|qcow2");
+        usage!("a VM downloads as a bundle (a tar); choose its disks' format with --payload raw.zst|qcow2");
     }
     if args.since.is_some() {
-        bail!("{this}: --since takes a disk snapshot, not a VM");
+        usage!("{this}: --since takes a disk snapshot, not a VM");
     }
     let payload = match args.payload {
         PayloadArg::RawZst => ImageFormat::RawZst,
@@ -197,7 +197,7 @@ fn download_vm(args: &Args, vm: String, snapshot: Option<String>) -> Result<()> 
     let (quiet, json) = (args.report.quiet, args.report.json());
     if args.publish.publish {
         if args.output.is_some() {
-            bail!("--publish serves the bundle instead of writing it: drop -o");
+            usage!("--publish serves the bundle instead of writing it: drop -o");
         }
         let source = PublishSource::Vm {
             vm,
@@ -207,7 +207,7 @@ fn download_vm(args: &Args, vm: String, snapshot: Option<String>) -> Result<()> 
         return args.publish.run(source, args.zstd_level, quiet, json);
     }
     let Some(output) = args.output.clone() else {
-        bail!("give the bundle's file with -o FILE.tar (or -o - for stdout)");
+        usage!("give the bundle's file with -o FILE.tar (or -o - for stdout)");
     };
     let engine = crate::render::engine()?;
     let req = VmDownloadRequest {

@@ -5,7 +5,7 @@ use crate::render::{engine, human, print_json, Bar, ReportArgs};
 use snapport_engine::address::Address;
 use snapport_engine::ops::upload::{self as op, UploadReport, WriteOptions};
 use snapport_engine::source::{parse_size, InputFormat};
-use snapport_engine::{bail, Result};
+use snapport_engine::{usage, Result};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -85,7 +85,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut bar = Bar::new(quiet);
     if args.publish {
         if args.target.is_some() {
-            bail!("--publish receives the image over HTTPS: give only the new volume, as in snapport upload --publish vd/NAME");
+            usage!("--publish receives the image over HTTPS: give only the new volume, as in snapport upload --publish vd/NAME");
         }
         let target = Address::parse(&args.source)?;
         let write = write_options(&args)?;
@@ -116,15 +116,15 @@ pub fn run(args: Args) -> Result<()> {
         return render(&report, json, quiet);
     }
     let Some(target) = args.target.as_deref() else {
-        bail!("give the image and the new volume: snapport upload FILE vd/NAME (or snapport upload --publish vd/NAME)");
+        usage!("give the image and the new volume: snapport upload FILE vd/NAME (or snapport upload --publish vd/NAME)");
     };
     if let Some(vm) = snapport_engine::vm::parse_vm(target) {
         let name = vm?;
         if args.in_place {
-            bail!("--in-place writes into an existing disk vd/NAME; a VM bundle always makes new disks");
+            usage!("--in-place writes into an existing disk vd/NAME; a VM bundle always makes new disks");
         }
         if args.onto.is_some() || args.size.is_some() || args.format.is_some() {
-            bail!("vm/{name}: a bundle brings its own disks; --onto, --size and --format apply to single disks");
+            usage!("vm/{name}: a bundle brings its own disks; --onto, --size and --format apply to single disks");
         }
         let naming = snapport_engine::vm::Naming::new(
             &args.name_prefix,
@@ -154,7 +154,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(onto) = &args.onto {
         let onto = Address::parse(onto)?;
         if args.source == "-" || args.source.contains("://") {
-            bail!("--onto applies a delta file; save the delta to a file first");
+            usage!("--onto applies a delta file; save the delta to a file first");
         }
         let request = op::DeltaRequest {
             file: args.source.into(),

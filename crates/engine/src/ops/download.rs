@@ -111,11 +111,41 @@ pub fn download(
         _ => None,
     };
     let snapshot = match &temporary {
-        Some(t) => Some(t.name.as_str()),
-        None => backend.snapshot(),
+        Some(t) => Some(t.name.clone()),
+        None => backend.snapshot().map(String::from),
     };
+    let exported = export_volume(
+        req,
+        &mut instance,
+        backend.disk(),
+        snapshot.as_deref(),
+        progress,
+    );
+    // On every path, the temporary snapshot goes once the export is done with it; one
+    // that will not go is worth a warning, not another failure.
+    if let Some(temporary) = temporary {
+        if let Err(e) = temporary.delete() {
+            progress.warn(&e.one_line());
+        }
+    }
+    exported
+}
+
+/// The export itself, from `disk` (at `snapshot`) of the pool `instance` runs.
+fn export_volume(
+    req: &DownloadRequest,
+    instance: &mut snapport_host::Instance,
+    disk: &str,
+    snapshot: Option<&str>,
+    progress: &mut dyn Progress,
+) -> Result<DownloadReport> {
+    let address = &req.address;
+    let to_stdout = req.output == "-";
+    let out = Path::new(&req.output);
+    let digest_file = output::sidecar_path(out, ".digest");
+    let sum_file = output::sidecar_path(out, ".sha256");
     let mut volume = instance
-        .open_volume(backend.disk(), snapshot)
+        .open_volume(disk, snapshot)
         .with_context(|| format!("opening {address}"))?;
     crate::volume::check_kind(address, volume.info.kind)?;
 
@@ -167,14 +197,6 @@ pub fn download(
             }
         }
         output::commit(files, pending, &stale, req.force, req.fsync)?;
-    }
-    // The export is whole: a temporary snapshot that will not go is worth a warning, not
-    // a failure.
-    drop(volume);
-    if let Some(temporary) = temporary {
-        if let Err(e) = temporary.delete() {
-            progress.warn(&e.one_line());
-        }
     }
     Ok(DownloadReport {
         source: address.to_string(),

@@ -59,7 +59,11 @@ impl Target {
             let vm = vm?;
             let (of, snapshot) = match snapshots::parse_vms(from) {
                 Some(v) => v?,
-                None => bail!("--from {from}: a VM snapshot, vms/VM@SNAP"),
+                None => {
+                    return Err(crate::Error::usage(format!(
+                        "--from {from}: a VM snapshot, vms/VM@SNAP"
+                    )))
+                }
             };
             return Ok(Target::Vm { vm, of, snapshot });
         }

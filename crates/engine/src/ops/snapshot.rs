@@ -74,12 +74,13 @@ pub struct CreateRequest {
 
 impl CreateRequest {
     /// `snapport snapshot create TARGET`: in the default pool, a default name (the UTC
-    /// time), consistency required, no hooks; change the fields for the rest.
+    /// time), best-effort consistency (an in-use disk without a guest agent is taken and
+    /// recorded `consistent: false`), no hooks; change the fields for the rest.
     pub fn new(target: Target) -> CreateRequest {
         CreateRequest {
             target,
             name: None,
-            consistency: Consistency::Required,
+            consistency: Consistency::BestEffort,
             comment: None,
             guest_agent: None,
             pre_hooks: Vec::new(),
