@@ -4,7 +4,7 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../crates/cli/src/qmp/reply.rs"]
+#[path = "../../crates/engine/src/qmp/reply.rs"]
 mod reply;
 
 fuzz_target!(|data: &[u8]| {

@@ -94,11 +94,9 @@ pub fn download(
     progress: &mut dyn Progress,
 ) -> Result<DownloadReport> {
     let address = &req.address;
-    let to_stdout = req.output == "-";
-    let out = Path::new(&req.output);
-    let digest_file = output::sidecar_path(out, ".digest");
-    let sum_file = output::sidecar_path(out, ".sha256");
-    if !to_stdout {
+    if req.output != "-" {
+        let out = Path::new(&req.output);
+        let [digest_file, sum_file] = sidecars(out);
         output::check(&engine.config, out, &[&digest_file, &sum_file], req.force)?;
     }
     let home = &engine.config.home;
@@ -131,6 +129,15 @@ pub fn download(
     exported
 }
 
+/// An export's sidecars: OUTPUT.digest (the content digest) and OUTPUT.sha256
+/// (`sha256sum -c` format).
+fn sidecars(output: &Path) -> [std::path::PathBuf; 2] {
+    [
+        output::sidecar_path(output, ".digest"),
+        output::sidecar_path(output, ".sha256"),
+    ]
+}
+
 /// The export itself, from `disk` (at `snapshot`) of the pool `instance` runs.
 fn export_volume(
     req: &DownloadRequest,
@@ -142,8 +149,7 @@ fn export_volume(
     let address = &req.address;
     let to_stdout = req.output == "-";
     let out = Path::new(&req.output);
-    let digest_file = output::sidecar_path(out, ".digest");
-    let sum_file = output::sidecar_path(out, ".sha256");
+    let [digest_file, sum_file] = sidecars(out);
     let mut volume = instance
         .open_volume(disk, snapshot)
         .with_context(|| format!("opening {address}"))?;
