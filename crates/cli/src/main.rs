@@ -1,8 +1,9 @@
 //! `snapport`: stream disks and snapshots out of storage backends as image files.
 //!
-//! Thin by design: each command parses its options and calls the engine (`snapport-core`)
-//! through a plugin instance (`snapport-host`). Errors print as one line on stderr with
-//! exit code 1; usage errors exit with 2.
+//! Thin by design: each command parses its options into a request, calls its operation in
+//! the engine (`snapport-engine`), and renders the report as text or JSON
+//! (`commands/`, `render.rs`). Errors print as one line on stderr with exit code 1; usage
+//! errors (an address or size that does not parse, options that contradict) exit with 2.
 
 mod commands;
 mod interrupt;
