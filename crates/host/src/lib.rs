@@ -53,7 +53,7 @@ pub use bindings::snapport::backend::types::{
 /// earlier version of the same 0.1 series load too: wasmtime links names by semver
 /// compatibility, and a patch version of this WIT only adds.
 pub const WIT_PACKAGE: &str = "snapport:backend";
-pub const WIT_VERSION: &str = "0.1.1";
+pub const WIT_VERSION: &str = "0.1.2";
 /// Interfaces a plugin may import: its only authority.
 const GRANTED_IMPORTS: &[&str] = &["types", "host", "grpc", "tools"];
 /// Epoch tick: the granularity of CPU deadlines.
@@ -1206,6 +1206,43 @@ impl bindings::snapport::backend::host::Host for State {
     fn log(&mut self, level: LogLevel, message: String) {
         self.devices.log(level, &message)
     }
+    // 0.1.2 (stubs until the host implements them: issue 21, helper A).
+    fn granted_folders(&mut self) -> Vec<wit::GrantedFolder> {
+        Vec::new()
+    }
+    fn list_folder(
+        &mut self,
+        _folder: u32,
+        _path: String,
+    ) -> std::result::Result<Vec<wit::FolderEntry>, BackendError> {
+        Err(BackendError::Unsupported("not yet".into()))
+    }
+    fn open_in(
+        &mut self,
+        _folder: u32,
+        _path: String,
+        _access: Access,
+    ) -> std::result::Result<u32, BackendError> {
+        Err(BackendError::Unsupported("not yet".into()))
+    }
+    fn create_folder(
+        &mut self,
+        _folder: u32,
+        _path: String,
+    ) -> std::result::Result<(), BackendError> {
+        Err(BackendError::Unsupported("not yet".into()))
+    }
+    fn create_file_in(
+        &mut self,
+        _folder: u32,
+        _path: String,
+    ) -> std::result::Result<u32, BackendError> {
+        Err(BackendError::Unsupported("not yet".into()))
+    }
+    fn remove_in(&mut self, _folder: u32, _path: String) -> std::result::Result<(), BackendError> {
+        Err(BackendError::Unsupported("not yet".into()))
+    }
+    fn panicked(&mut self, _message: String) {}
 }
 
 /// The pool's tools: checked, run without a shell, logged.
@@ -1300,11 +1337,11 @@ mod tests {
 
     #[test]
     fn plugins_of_the_same_series_and_not_newer_are_supported() {
-        for v in ["0.1.0", "0.1.1"] {
+        for v in ["0.1.0", "0.1.1", "0.1.2"] {
             assert_eq!(supported_wit_version(v), Ok(()), "{v}");
         }
         for (v, why) in [
-            ("0.1.2", "upgrade snapport"),
+            ("0.1.3", "upgrade snapport"),
             ("0.2.0", "earlier versions of its series"),
             ("0.0.9", "earlier versions of its series"),
             ("1.1.0", "earlier versions of its series"),
@@ -1320,10 +1357,16 @@ mod tests {
     /// A released WIT never changes: plugins in the field were built against these bytes.
     #[test]
     fn released_wit_versions_are_frozen() {
-        let frozen = [(
-            "v0.1.0",
-            "8b23293ddf4b9e225f5c1ee3418bf434538d32c8e26a4b2922a6b237ff8a993d",
-        )];
+        let frozen = [
+            (
+                "v0.1.0",
+                "8b23293ddf4b9e225f5c1ee3418bf434538d32c8e26a4b2922a6b237ff8a993d",
+            ),
+            (
+                "v0.1.1",
+                "b4a4b74ae373e877e4ee5bbcb7981cbe5040c3fd383ac25c3f6d602e5b9362c5",
+            ),
+        ];
         let wit = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wit");
         for (dir, sha256) in frozen {
             let text = std::fs::read(wit.join(dir).join("backend.wit")).unwrap();
