@@ -61,6 +61,100 @@ pub fn hold(sig: libc::c_int) -> bool {
 pub fn cleanup() {
     crate::live::on_signal();
     snapport_core::cleanup::remove_registered();
+    remove_tree();
+}
+
+/// A folder tree to remove on interruption (`plugin test`'s scratch pool: the plugin
+/// made files and subfolders in it that no one else knows of).
+static TREE: AtomicPtr<libc::c_char> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The registration of [`remove_tree_on_signal`]; dropping it forgets the tree (its owner
+/// removes it then).
+#[must_use]
+pub struct RemoveTree(());
+
+/// From now on an interruption removes the folder `path` and everything in it. One
+/// tree at a time (a later registration replaces the earlier).
+pub fn remove_tree_on_signal(path: &std::path::Path) -> RemoveTree {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = CString::new(path.as_os_str().as_bytes()) {
+        TREE.store(c.into_raw(), Ordering::SeqCst);
+    }
+    RemoveTree(())
+}
+
+impl Drop for RemoveTree {
+    fn drop(&mut self) {
+        // Leaked, never freed: a handler may be reading it.
+        TREE.store(std::ptr::null_mut(), Ordering::SeqCst);
+    }
+}
+
+/// Removes the registered tree with system calls only (no allocation, no lock).
+fn remove_tree() {
+    let path = TREE.load(Ordering::SeqCst);
+    if !path.is_null() {
+        // SAFETY: a leaked, NUL-terminated C string that is never freed.
+        unsafe { remove_at(libc::AT_FDCWD, path, 0) };
+    }
+}
+
+/// Removes `name` (relative to `dir`): a file or link by unlinking it, a folder by
+/// emptying it first (never following a link), at most 16 folders deep.
+///
+/// # Safety
+/// `name` must be a NUL-terminated C string and `dir` a folder descriptor or `AT_FDCWD`.
+unsafe fn remove_at(dir: libc::c_int, name: *const libc::c_char, depth: u32) {
+    // SAFETY (every call below): plain system calls on descriptors this function opened
+    // and names from the kernel's own directory entries, NUL-terminated.
+    unsafe {
+        if libc::unlinkat(dir, name, 0) == 0 || depth > 16 {
+            return;
+        }
+        let fd = libc::openat(
+            dir,
+            name,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return;
+        }
+        // Removing entries while reading the folder may skip some: read it again until a
+        // pass finds nothing left (a few passes at most).
+        for _ in 0..8 {
+            libc::lseek(fd, 0, libc::SEEK_SET);
+            let mut left = false;
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len());
+                if n <= 0 {
+                    break;
+                }
+                let mut at = 0usize;
+                while at + 19 < n as usize {
+                    // struct linux_dirent64: u64 ino, i64 off, u16 reclen, u8 type, name.
+                    let reclen = u16::from_ne_bytes([buf[at + 16], buf[at + 17]]) as usize;
+                    let entry = buf.as_ptr().add(at + 19).cast::<libc::c_char>();
+                    let byte = |i: usize| buf.get(at + i).copied().unwrap_or(0);
+                    let dot =
+                        byte(19) == b'.' && (byte(20) == 0 || (byte(20) == b'.' && byte(21) == 0));
+                    if !dot {
+                        left = true;
+                        remove_at(fd, entry, depth + 1);
+                    }
+                    if reclen == 0 {
+                        break;
+                    }
+                    at += reclen;
+                }
+            }
+            if !left {
+                break;
+            }
+        }
+        libc::close(fd);
+        libc::unlinkat(dir, name, libc::AT_REMOVEDIR);
+    }
 }
 
 /// Holds Ctrl-C, SIGTERM and SIGHUP back while it lives, for windows that must run to

@@ -18,6 +18,9 @@ pub enum Command {
         #[command(flatten)]
         out: ReportArgs,
     },
+    /// Run the backend conformance suite on a plugin file: one line per case, exit 0
+    /// only if none failed.
+    Test(super::plugin_test::Args),
 }
 
 pub fn run(cmd: Command) -> Result<()> {
@@ -87,6 +90,7 @@ pub fn run(cmd: Command) -> Result<()> {
                 println!("{k:<13} {v}");
             }
         }
+        Command::Test(args) => super::plugin_test::run(&engine, args)?,
     }
     Ok(())
 }

@@ -1,0 +1,268 @@
+//! `plugin test`: the backend conformance suite, as a product feature. A plugin author (or
+//! an operator about to trust a plugin) runs it on a component file and learns, case by
+//! case, whether the plugin keeps the contract of `wit/backend.wit`: what it lists reads
+//! whole and the same twice; what it is given to write reads back byte for byte, holes
+//! and zero runs included; snapshots keep old content, changed extents cover every change,
+//! clones read through and leave their parent alone; and every call answers as the WIT
+//! says when it cannot (not-found, conflict, unsupported for what it does not declare),
+//! with words.
+//!
+//! Without grants of the caller's the suite makes its own scratch pool: a fresh folder
+//! granted writable, removed afterwards (on an interruption too, see
+//! [`crate::interrupt`]). On an operator's pool or folders it writes only when asked,
+//! makes only `snapport-test-*` volumes and snapshots, and removes them afterwards.
+//!
+//! The engine never prints: each case goes to the caller's callback as it ends, and the
+//! report holds them all.
+
+mod cases;
+mod content;
+
+use crate::{Context as _, Engine, Result};
+use serde::Serialize;
+use snapport_host::{Capabilities, Grants, Limits, Logger};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// What to test, and on what grants.
+#[derive(Debug, Clone, Default)]
+pub struct TestRequest {
+    /// The component file, or the name of a plugin on the plugin path.
+    pub plugin: String,
+    /// A configured pool whose grants (folders, devices, tools, gRPC endpoint, settings,
+    /// limits) the plugin gets.
+    pub pool: Option<String>,
+    /// Settings passed to the plugin, over the pool's.
+    pub settings: BTreeMap<String, String>,
+    /// Folders granted, after the pool's.
+    pub folders: Vec<PathBuf>,
+    /// Devices granted by name, over the pool's.
+    pub devices: BTreeMap<String, PathBuf>,
+    /// Whether the suite may write into the operator's pool or folders (it always may
+    /// into its own scratch pool).
+    pub writable: bool,
+}
+
+/// How one case ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The plugin did what the contract says.
+    Ok,
+    /// It did not; `detail` says what it did.
+    Fail,
+    /// The case does not apply (a capability not declared, nothing to read, no writes
+    /// allowed); `detail` says why.
+    Skip,
+}
+
+/// One case of the suite.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseResult {
+    /// Stable dotted name, e.g. `write.read-back`.
+    pub name: &'static str,
+    /// How it ended.
+    pub status: Status,
+    /// What was checked, what failed, or why it was skipped.
+    pub detail: String,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct TestReport {
+    /// The plugin's file.
+    pub path: PathBuf,
+    /// The name it gives itself.
+    pub plugin: String,
+    /// Its version.
+    pub version: String,
+    /// The WIT it was built against, `snapport:backend@X.Y.Z`.
+    pub wit: String,
+    /// What it declares.
+    pub capabilities: Vec<&'static str>,
+    /// The operator's pool tested, or none for the suite's scratch pool.
+    pub pool: Option<String>,
+    /// Whether write cases ran.
+    pub writable: bool,
+    /// Every case, in the order run.
+    pub cases: Vec<CaseResult>,
+    /// Cases that passed, failed, were skipped.
+    pub passed: usize,
+    /// Cases that failed.
+    pub failed: usize,
+    /// Cases that did not apply.
+    pub skipped: usize,
+}
+
+impl TestReport {
+    /// Names of the cases that failed.
+    pub fn failures(&self) -> Vec<&'static str> {
+        self.cases
+            .iter()
+            .filter(|c| c.status == Status::Fail)
+            .map(|c| c.name)
+            .collect()
+    }
+}
+
+/// Every capability with its WIT name, in the WIT's order.
+pub const CAPABILITIES: [(Capabilities, &str); 12] = [
+    (Capabilities::READ, "read"),
+    (Capabilities::WRITE, "write"),
+    (Capabilities::ZERO, "zero"),
+    (Capabilities::TRIM, "trim"),
+    (Capabilities::EXTENTS, "extents"),
+    (Capabilities::CHANGED_BLOCKS, "changed-blocks"),
+    (Capabilities::SNAPSHOT_CREATE, "snapshot-create"),
+    (Capabilities::SNAPSHOT_DELETE, "snapshot-delete"),
+    (Capabilities::SNAPSHOT_RESTORE, "snapshot-restore"),
+    (Capabilities::VOLUME_CREATE, "volume-create"),
+    (Capabilities::VOLUME_DELETE, "volume-delete"),
+    (Capabilities::THIN_CLONE, "thin-clone"),
+];
+
+/// The pool name the suite's instance runs under (in the plugin's messages and logs).
+const SCRATCH_POOL: &str = "plugin-test";
+
+/// Runs the suite. `on_case` hears each case as it ends; `logger` gets the plugin's log
+/// lines. Fails (rather than reporting cases) only when there is nothing to test: the
+/// file is not a loadable plugin component, the pool or a grant does not exist, or the
+/// scratch folder cannot be made. Failed cases are in the report, not an error.
+pub fn run(
+    engine: &Engine,
+    request: &TestRequest,
+    logger: Option<Logger>,
+    on_case: &mut dyn FnMut(&CaseResult),
+) -> Result<TestReport> {
+    let path = plugin_file(engine, &request.plugin)?;
+    let plugin = engine
+        .host
+        .load(&path)
+        .with_context(|| format!("testing {}", path.display()))?;
+
+    let (grants, limits, pool, scratch) = grants(engine, request)?;
+    let writable = grants.writable;
+    let pool_name = pool.clone().unwrap_or_else(|| SCRATCH_POOL.to_string());
+    let mut suite = cases::Suite::new(
+        engine,
+        plugin,
+        &pool_name,
+        grants,
+        limits,
+        logger,
+        scratch.is_some(),
+        on_case,
+    );
+    suite.run();
+    let (info, cases) = suite.finish();
+    drop(scratch);
+
+    let count = |s: Status| cases.iter().filter(|c| c.status == s).count();
+    Ok(TestReport {
+        path,
+        plugin: info.name,
+        version: info.version,
+        wit: info.wit,
+        capabilities: info.capabilities,
+        pool,
+        writable,
+        passed: count(Status::Ok),
+        failed: count(Status::Fail),
+        skipped: count(Status::Skip),
+        cases,
+    })
+}
+
+/// `plugin` as a file, or as a plugin name on the plugin path.
+fn plugin_file(engine: &Engine, plugin: &str) -> Result<PathBuf> {
+    let given = Path::new(plugin);
+    if given.exists() || plugin.contains('/') || plugin.ends_with(".wasm") {
+        if !given.is_file() {
+            crate::bail!("{plugin}: no such plugin file");
+        }
+        return Ok(given.to_path_buf());
+    }
+    engine.config.plugin_path(plugin)
+}
+
+/// The grants the plugin gets: the pool's, with the request's folders, devices and
+/// settings added; or, with neither pool nor folders nor devices, a fresh scratch folder
+/// granted writable.
+fn grants(
+    engine: &Engine,
+    request: &TestRequest,
+) -> Result<(Grants, Limits, Option<String>, Option<Scratch>)> {
+    let mut grants = Grants::default();
+    let mut limits = Limits::default();
+    if let Some(name) = &request.pool {
+        let pool = engine.config.pool(name)?;
+        grants = pool.grants();
+        limits = pool.limits();
+    }
+    for f in &request.folders {
+        if !f.is_dir() {
+            crate::usage!("--folder {}: not a folder", f.display());
+        }
+        grants.folders.push(f.clone());
+    }
+    for (name, d) in &request.devices {
+        if let Err(e) = std::fs::metadata(d) {
+            crate::usage!("--device {name}={}: {e}", d.display());
+        }
+        grants.devices.insert(name.clone(), d.clone());
+    }
+    grants.settings.extend(request.settings.clone());
+    let scratch =
+        if request.pool.is_none() && grants.folders.is_empty() && grants.devices.is_empty() {
+            let s = Scratch::new()?;
+            grants.folders.push(s.path.clone());
+            grants.writable = true;
+            Some(s)
+        } else {
+            grants.writable = request.writable;
+            None
+        };
+    Ok((grants, limits, request.pool.clone(), scratch))
+}
+
+/// The suite's own pool folder: made fresh under the temporary folder, removed when
+/// dropped, and by the interruption cleanup if the process is stopped first.
+struct Scratch {
+    path: PathBuf,
+    _registered: crate::interrupt::RemoveTree,
+}
+
+impl Scratch {
+    fn new() -> Result<Scratch> {
+        let base = std::env::temp_dir();
+        let pid = std::process::id();
+        for n in 0..1000 {
+            let path = base.join(format!("snapport-plugin-test-{pid}-{n}"));
+            match std::fs::create_dir(&path) {
+                Ok(()) => {
+                    let registered = crate::interrupt::remove_tree_on_signal(&path);
+                    return Ok(Scratch {
+                        path,
+                        _registered: registered,
+                    });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("making a scratch pool folder in {}", base.display())
+                    })
+                }
+            }
+        }
+        crate::bail!(
+            "making a scratch pool folder in {}: 1000 names taken",
+            base.display()
+        )
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
