@@ -23,6 +23,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("snapport-plugin-csi", "csi"),
     ("snapport-plugin-hostile", "test-hostile"),
     ("snapport-test-raw-v0-1-0", "test-raw-v0.1.0"),
+    ("snapport-plugin-broken", "test-broken"),
 ];
 
 /// Builds every guest and returns the folder holding the components.
