@@ -10,7 +10,9 @@
 //! - where a disk has two snapshots and the plugin answers changed extents, the delta
 //!   between them applied onto the first gives the second, byte for byte;
 //! - a disk or snapshot that does not exist is one error line naming it, exit 1, and no
-//!   output file.
+//!   output file;
+//! - `snapport plugin test -n POOL --writable`, the suite the product ships, passes on the
+//!   pool: no case fails, and it leaves the pool as it found it.
 //!
 //! Included by test crates that also have `mod common;`.
 #![allow(dead_code)]
@@ -194,5 +196,49 @@ pub fn check_pool(home: &Home, pool: &str, deltas: bool) -> Checked {
         assert!(err.contains("conformance-missing"), "{err}");
     }
     assert!(!out.exists(), "a failed download left {}", out.display());
+
+    let before = (listed(home, "vd", pool), listed(home, "vds", pool));
+    suite(home, &["-n", pool, "--writable"]);
+    let after = (listed(home, "vd", pool), listed(home, "vds", pool));
+    assert_eq!(before, after, "plugin test left the pool changed");
     checked
+}
+
+/// `snapport plugin test ARGS -o json`, which must pass: exit 0 and no case failed.
+/// Returns the report.
+pub fn suite(home: &Home, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["plugin", "test"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let out = home.snapport(&all);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        panic!(
+            "snapport {all:?} printed no report: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let failed: Vec<String> = report["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .filter(|c| c["status"] == "fail")
+        .map(|c| format!("{}: {}", c["name"], c["detail"]))
+        .collect();
+    assert!(
+        failed.is_empty() && out.status.success(),
+        "snapport {all:?}: {failed:#?}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    report
+}
+
+/// The status of case `name` in a `plugin test` report.
+pub fn status<'a>(report: &'a serde_json::Value, name: &str) -> &'a str {
+    report["cases"]
+        .as_array()
+        .expect("cases")
+        .iter()
+        .find(|c| c["name"] == name)
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_else(|| panic!("no case {name} in {report}"))
 }

@@ -9,8 +9,10 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The plugin component (`FILE.wasm`), or a plugin's name on the plugin path.
-    plugin: String,
+    /// The plugin component (`FILE.wasm`), or a plugin's name on the plugin path;
+    /// without it, the plugin of the pool given with -n.
+    #[arg(required_unless_present = "pool")]
+    plugin: Option<String>,
     /// A setting for the plugin, `KEY=VALUE` (repeatable; over the pool's).
     #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = key_value)]
     settings: Vec<(String, String)>,

@@ -27,8 +27,9 @@ use std::path::{Path, PathBuf};
 /// What to test, and on what grants.
 #[derive(Debug, Clone, Default)]
 pub struct TestRequest {
-    /// The component file, or the name of a plugin on the plugin path.
-    pub plugin: String,
+    /// The component file, or the name of a plugin on the plugin path; none for the
+    /// plugin of [`TestRequest::pool`].
+    pub plugin: Option<String>,
     /// A configured pool whose grants (folders, devices, tools, gRPC endpoint, settings,
     /// limits) the plugin gets.
     pub pool: Option<String>,
@@ -134,7 +135,13 @@ pub fn run(
     logger: Option<Logger>,
     on_case: &mut dyn FnMut(&CaseResult),
 ) -> Result<TestReport> {
-    let path = plugin_file(engine, &request.plugin)?;
+    let path = match (&request.plugin, &request.pool) {
+        (Some(plugin), _) => plugin_file(engine, plugin)?,
+        (None, Some(pool)) => engine
+            .config
+            .plugin_path(&engine.config.pool(pool)?.plugin)?,
+        (None, None) => crate::usage!("name the plugin to test: a FILE.wasm, or a pool (-n POOL)"),
+    };
     let plugin = engine
         .host
         .load(&path)
