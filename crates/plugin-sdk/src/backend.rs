@@ -7,8 +7,13 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::bindings::exports::snapport::backend::backend::{Guest, GuestVolume, Volume as VolumeHandle};
-use crate::{Access, BackendError, Extent, ExtentPage, PluginInfo, Result, SnapshotInfo, VolumeInfo, VolumeKind};
+use crate::bindings::exports::snapport::backend::backend::{
+    Guest, GuestVolume, Volume as VolumeHandle,
+};
+use crate::{
+    Access, BackendError, Extent, ExtentPage, PluginInfo, Result, SnapshotInfo, VolumeInfo,
+    VolumeKind,
+};
 
 /// A storage backend: the plugin's side of `interface backend`.
 ///
@@ -35,11 +40,20 @@ pub trait Backend: 'static {
     }
 
     /// Opens `volume`, or its snapshot `snapshot`, for reading (or writing).
-    fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<Self::Volume>;
+    fn open_volume(
+        volume: String,
+        snapshot: Option<String>,
+        access: Access,
+    ) -> Result<Self::Volume>;
 
     /// Creates a volume of `size` bytes, listed only after the volume's `commit`
     /// (capability `volume-create`; with `parent`, `thin-clone`).
-    fn create_volume(name: String, size: u64, kind: VolumeKind, parent: Option<String>) -> Result<Self::Volume> {
+    fn create_volume(
+        name: String,
+        size: u64,
+        kind: VolumeKind,
+        parent: Option<String>,
+    ) -> Result<Self::Volume> {
         let _ = (name, size, kind, parent);
         Err(unsupported_by(&Self::info().name, "create volumes"))
     }
@@ -91,7 +105,10 @@ pub trait Volume: 'static {
     /// Decodes what the host read for an `encoded` extent the plugin answered.
     fn decode(&self, codec: u32, stored: Vec<u8>, decoded_length: u32) -> Result<Vec<u8>> {
         let _ = (stored, decoded_length);
-        Err(unsupported_by(&plugin_name(), &format!("decode codec {codec}")))
+        Err(unsupported_by(
+            &plugin_name(),
+            &format!("decode codec {codec}"),
+        ))
     }
 
     /// Write path: where the host writes `[offset, offset + length)` (capability `write`).
@@ -147,12 +164,21 @@ impl<B: Backend> Guest for B {
         <B as Backend>::list_snapshots(volume)
     }
 
-    fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<VolumeHandle> {
+    fn open_volume(
+        volume: String,
+        snapshot: Option<String>,
+        access: Access,
+    ) -> Result<VolumeHandle> {
         remember_name::<B>();
         <B as Backend>::open_volume(volume, snapshot, access).map(VolumeHandle::new)
     }
 
-    fn create_volume(name: String, size: u64, kind: VolumeKind, parent: Option<String>) -> Result<VolumeHandle> {
+    fn create_volume(
+        name: String,
+        size: u64,
+        kind: VolumeKind,
+        parent: Option<String>,
+    ) -> Result<VolumeHandle> {
         remember_name::<B>();
         <B as Backend>::create_volume(name, size, kind, parent).map(VolumeHandle::new)
     }

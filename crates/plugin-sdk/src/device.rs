@@ -56,7 +56,11 @@ impl Device {
 
     fn opened(id: DeviceId, name: &str) -> Result<Device> {
         let size = host::device_size(id).map_err(|e| e.context(name))?;
-        Ok(Device { id, size, name: String::from(name) })
+        Ok(Device {
+            id,
+            size,
+            name: String::from(name),
+        })
     }
 
     /// The host's number for it, which `data` extents name.
@@ -80,7 +84,9 @@ impl Device {
         let mut done = 0usize;
         while done < buf.len() {
             let want = ((buf.len() - done) as u64).min(READ_CHUNK) as u32;
-            let at = offset.checked_add(done as u64).ok_or_else(|| self.past_end(offset, buf.len()))?;
+            let at = offset
+                .checked_add(done as u64)
+                .ok_or_else(|| self.past_end(offset, buf.len()))?;
             let got = host::read_at(self.id, at, want).map_err(|e| e.context(&self.name))?;
             if got.is_empty() || got.len() > buf.len() - done {
                 return Err(self.past_end(offset, buf.len()));

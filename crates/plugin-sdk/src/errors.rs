@@ -141,8 +141,14 @@ mod tests {
     #[test]
     fn macros_make_the_kind_with_the_formatted_text() {
         let name = "disk0";
-        assert_eq!(not_found!("no volume {name}"), BackendError::NotFound("no volume disk0".into()));
-        assert_eq!(io_error!("{} at {}", name, 7), BackendError::Io("disk0 at 7".into()));
+        assert_eq!(
+            not_found!("no volume {name}"),
+            BackendError::NotFound("no volume disk0".into())
+        );
+        assert_eq!(
+            io_error!("{} at {}", name, 7),
+            BackendError::Io("disk0 at 7".into())
+        );
         assert_eq!(conflict!("x").kind(), "conflict");
     }
 

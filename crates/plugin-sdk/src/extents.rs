@@ -39,7 +39,12 @@ impl ExtentPageBuilder {
     /// A page starting at `start` holding at most `max_extents` extents (at least one:
     /// the host never asks for none, and a page of none would not move forward).
     pub fn new(start: u64, max_extents: u32) -> ExtentPageBuilder {
-        ExtentPageBuilder { start, max: (max_extents as usize).max(1), extents: Vec::new(), refused: None }
+        ExtentPageBuilder {
+            start,
+            max: (max_extents as usize).max(1),
+            extents: Vec::new(),
+            refused: None,
+        }
     }
 
     /// Adds `[offset, offset + length)` at `location`, merged into the previous extent
@@ -53,7 +58,9 @@ impl ExtentPageBuilder {
             return true;
         }
         if let Some(last) = self.extents.last_mut() {
-            if last.offset + last.length == offset && continues(&last.location, last.length, &location) {
+            if last.offset + last.length == offset
+                && continues(&last.location, last.length, &location)
+            {
                 last.length += length;
                 return true;
             }
@@ -62,7 +69,11 @@ impl ExtentPageBuilder {
             self.refused = Some(offset);
             return false;
         }
-        self.extents.push(Extent { offset, length, location });
+        self.extents.push(Extent {
+            offset,
+            length,
+            location,
+        });
         true
     }
 
@@ -73,7 +84,9 @@ impl ExtentPageBuilder {
 
     /// Where the extents pushed so far end (the page's start when there are none).
     pub fn end(&self) -> u64 {
-        self.extents.last().map_or(self.start, |e| e.offset + e.length)
+        self.extents
+            .last()
+            .map_or(self.start, |e| e.offset + e.length)
     }
 
     /// The extents pushed so far.
@@ -84,14 +97,19 @@ impl ExtentPageBuilder {
     /// The page of a map of a `size`-byte volume: the next page starts where a push was
     /// refused, or where the extents end if that is before `size`; none at the end.
     pub fn finish(self, size: u64) -> ExtentPage {
-        let next = self.refused.or_else(|| Some(self.end()).filter(|&end| end < size));
+        let next = self
+            .refused
+            .or_else(|| Some(self.end()).filter(|&end| end < size));
         self.finish_at(next)
     }
 
     /// The page with `next_offset` as given (a `changed-extents` page, whose scan may stop
     /// anywhere between extents). A refused push still decides, if there was one.
     pub fn finish_at(self, next_offset: Option<u64>) -> ExtentPage {
-        ExtentPage { next_offset: self.refused.or(next_offset), extents: self.extents }
+        ExtentPage {
+            next_offset: self.refused.or(next_offset),
+            extents: self.extents,
+        }
     }
 }
 
@@ -113,7 +131,11 @@ mod tests {
     use alloc::vec;
 
     fn ext(offset: u64, length: u64, location: Location) -> Extent {
-        Extent { offset, length, location }
+        Extent {
+            offset,
+            length,
+            location,
+        }
     }
 
     #[test]
@@ -161,9 +183,15 @@ mod tests {
         // Merging still fits.
         assert!(page.push(120, 10, data(0, 10)));
         assert!(!page.push(130, 10, Location::Zero));
-        assert!(!page.push(140, 10, Location::Zero), "nothing is taken after a refusal");
+        assert!(
+            !page.push(140, 10, Location::Zero),
+            "nothing is taken after a refusal"
+        );
         let got = page.finish(1000);
-        assert_eq!(got.extents, vec![ext(100, 10, Location::Zero), ext(110, 20, data(0, 0))]);
+        assert_eq!(
+            got.extents,
+            vec![ext(100, 10, Location::Zero), ext(110, 20, data(0, 0))]
+        );
         assert_eq!(got.next_offset, Some(130));
     }
 

@@ -58,9 +58,9 @@ pub mod bindings {
 pub use backend::{Backend, Volume};
 pub use bindings::exports::snapport::backend::backend::PluginInfo;
 pub use bindings::snapport::backend::types::{
-    Access, BackendError, Capabilities, DeviceId, DeviceOffset, EncodedRef, EntryKind, Extent, ExtentPage, FileEntry,
-    FolderEntry, FolderId, GrantedFolder, Label, Location, LogLevel, SnapshotInfo, SnapshotPhase, VolumeInfo,
-    VolumeKind,
+    Access, BackendError, Capabilities, DeviceId, DeviceOffset, EncodedRef, EntryKind, Extent,
+    ExtentPage, FileEntry, FolderEntry, FolderId, GrantedFolder, Label, Location, LogLevel,
+    SnapshotInfo, SnapshotPhase, VolumeInfo, VolumeKind,
 };
 /// The host's calls, as generated: what the helpers here are built on.
 pub use bindings::snapport::backend::{grpc, host, tools};
@@ -75,13 +75,14 @@ pub type Result<T, E = BackendError> = core::result::Result<T, E>;
 /// needs no `extern crate alloc` of its own): `use snapport_plugin_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        busy, conflict, corrupt, data, debug, error, folders, info, invalid_argument, io_error, not_found,
-        out_of_range, permission_denied, unsupported, warn,
+        busy, conflict, corrupt, data, debug, error, folders, info, invalid_argument, io_error,
+        not_found, out_of_range, permission_denied, unsupported, warn,
     };
     pub use crate::{
-        Access, Backend, BackendError, Capabilities, Device, DeviceId, DeviceOffset, EncodedRef, EntryKind, Extent,
-        ExtentPage, ExtentPageBuilder, FileEntry, FolderEntry, FolderId, GrantedFolder, Label, Location, LogLevel,
-        PluginInfo, Result, SnapshotInfo, SnapshotPhase, Volume, VolumeInfo, VolumeKind,
+        Access, Backend, BackendError, Capabilities, Device, DeviceId, DeviceOffset, EncodedRef,
+        EntryKind, Extent, ExtentPage, ExtentPageBuilder, FileEntry, FolderEntry, FolderId,
+        GrantedFolder, Label, Location, LogLevel, PluginInfo, Result, SnapshotInfo, SnapshotPhase,
+        Volume, VolumeInfo, VolumeKind,
     };
     pub use alloc::borrow::ToOwned;
     pub use alloc::boxed::Box;

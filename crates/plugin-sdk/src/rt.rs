@@ -1,4 +1,7 @@
-#![cfg_attr(not(all(target_arch = "wasm32", feature = "panic-handler")), allow(dead_code))]
+#![cfg_attr(
+    not(all(target_arch = "wasm32", feature = "panic-handler")),
+    allow(dead_code)
+)]
 //! What a `no_std` WebAssembly plugin needs besides its code: an allocator and a panic
 //! handler. Both only on wasm32, and each behind a default feature, so a plugin that
 //! brings its own turns it off.
@@ -25,7 +28,11 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 }
 
 /// `MESSAGE at FILE:LINE:COLUMN`.
-pub(crate) fn write_panic(out: &mut FixedText, message: impl fmt::Display, location: Option<&core::panic::Location>) {
+pub(crate) fn write_panic(
+    out: &mut FixedText,
+    message: impl fmt::Display,
+    location: Option<&core::panic::Location>,
+) {
     let _ = write!(out, "{message}");
     if let Some(l) = location {
         let _ = write!(out, " at {}:{}:{}", l.file(), l.line(), l.column());
@@ -40,7 +47,10 @@ pub(crate) struct FixedText {
 
 impl FixedText {
     pub(crate) fn new() -> FixedText {
-        FixedText { buf: [0; PANIC_MESSAGE_MAX], len: 0 }
+        FixedText {
+            buf: [0; PANIC_MESSAGE_MAX],
+            len: 0,
+        }
     }
 
     pub(crate) fn as_str(&self) -> &str {
@@ -74,7 +84,11 @@ mod tests {
     #[test]
     fn message_and_location() {
         let mut t = FixedText::new();
-        write_panic(&mut t, format_args!("bad table {}", 3), Some(core::panic::Location::caller()));
+        write_panic(
+            &mut t,
+            format_args!("bad table {}", 3),
+            Some(core::panic::Location::caller()),
+        );
         let s = t.as_str();
         assert!(s.starts_with("bad table 3 at "), "{s}");
         assert!(s.contains("rt.rs:"), "{s}");
@@ -84,7 +98,10 @@ mod tests {
     fn long_messages_are_cut_at_a_character_boundary() {
         let mut t = FixedText::new();
         // 4095 ASCII bytes, then a two-byte character that does not fit.
-        let long: String = core::iter::repeat('a').take(PANIC_MESSAGE_MAX - 1).chain(['é', 'z']).collect();
+        let long: String = core::iter::repeat('a')
+            .take(PANIC_MESSAGE_MAX - 1)
+            .chain(['é', 'z'])
+            .collect();
         write_panic(&mut t, &long, None);
         assert_eq!(t.as_str().len(), PANIC_MESSAGE_MAX - 1);
         assert!(t.as_str().bytes().all(|b| b == b'a'));

@@ -29,31 +29,51 @@ struct Found {
 /// Volumes are the `*.raw` files directly in the folder (subfolders are left alone).
 fn volumes() -> Result<Vec<Found>> {
     if folders::granted().is_empty() {
-        return Err(invalid_argument!("the pool grants no folder: give it one in `folders` for the volumes"));
+        return Err(invalid_argument!(
+            "the pool grants no folder: give it one in `folders` for the volumes"
+        ));
     }
     let mut out = Vec::new();
     for entry in folders::list(FOLDER, "")? {
         if entry.kind != EntryKind::File {
             continue;
         }
-        let Some(stem) = entry.name.strip_suffix(SUFFIX) else { continue };
+        let Some(stem) = entry.name.strip_suffix(SUFFIX) else {
+            continue;
+        };
         let (name, kind) = match stem.strip_suffix(IMAGE_MARK) {
             Some(n) => (n, VolumeKind::Image),
             None => (stem, VolumeKind::Disk),
         };
         if !name.is_empty() {
-            out.push(Found { name: name.to_owned(), kind, path: entry.name.clone(), size: entry.size });
+            out.push(Found {
+                name: name.to_owned(),
+                kind,
+                path: entry.name.clone(),
+                size: entry.size,
+            });
         }
     }
     Ok(out)
 }
 
 fn find(name: &str) -> Result<Found> {
-    volumes()?.into_iter().find(|v| v.name == name).ok_or_else(|| not_found!("no volume {name} (no {name}.raw)"))
+    volumes()?
+        .into_iter()
+        .find(|v| v.name == name)
+        .ok_or_else(|| not_found!("no volume {name} (no {name}.raw)"))
 }
 
 fn volume_info(name: &str, size: u64, kind: VolumeKind) -> VolumeInfo {
-    VolumeInfo { name: name.into(), size, kind, format: "raw".into(), allocated: None, parent: None, labels: Vec::new() }
+    VolumeInfo {
+        name: name.into(),
+        size,
+        kind,
+        format: "raw".into(),
+        allocated: None,
+        parent: None,
+        labels: Vec::new(),
+    }
 }
 
 struct Plugin;
@@ -74,30 +94,52 @@ impl Backend for Plugin {
     }
 
     fn list_volumes() -> Result<Vec<VolumeInfo>> {
-        Ok(volumes()?.iter().map(|v| volume_info(&v.name, v.size, v.kind)).collect())
+        Ok(volumes()?
+            .iter()
+            .map(|v| volume_info(&v.name, v.size, v.kind))
+            .collect())
     }
 
     fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<RawFile> {
         let found = find(&volume)?;
         if let Some(s) = snapshot {
-            return Err(not_found!("{volume} has no snapshot {s}: raw files have none"));
+            return Err(not_found!(
+                "{volume} has no snapshot {s}: raw files have none"
+            ));
         }
         if access == Access::ReadWrite && found.kind == VolumeKind::Image {
             return Err(permission_denied!("vi/{volume} is a read-only image"));
         }
         let file = Device::open_in(FOLDER, &found.path, access)?;
         let info = volume_info(&volume, file.size(), found.kind);
-        Ok(RawFile { file, info, created: false })
+        Ok(RawFile {
+            file,
+            info,
+            created: false,
+        })
     }
 
     /// A new sparse file, hidden until `commit` publishes it: an interrupted upload never
     /// leaves a half-written volume under its name.
-    fn create_volume(name: String, size: u64, kind: VolumeKind, parent: Option<String>) -> Result<RawFile> {
+    fn create_volume(
+        name: String,
+        size: u64,
+        kind: VolumeKind,
+        parent: Option<String>,
+    ) -> Result<RawFile> {
         if parent.is_some() {
-            return Err(unsupported!("raw files cannot be thin clones; make a full copy"));
+            return Err(unsupported!(
+                "raw files cannot be thin clones; make a full copy"
+            ));
         }
-        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) || name.ends_with(IMAGE_MARK) {
-            return Err(invalid_argument!("{name:?} cannot name a volume (no '/', no leading '.', no {IMAGE_MARK:?} ending)"));
+        if name.is_empty()
+            || name.starts_with('.')
+            || name.contains(['/', '\0'])
+            || name.ends_with(IMAGE_MARK)
+        {
+            return Err(invalid_argument!(
+                "{name:?} cannot name a volume (no '/', no leading '.', no {IMAGE_MARK:?} ending)"
+            ));
         }
         if find(&name).is_ok() {
             return Err(conflict!("volume {name} exists already"));
@@ -108,7 +150,11 @@ impl Backend for Plugin {
         };
         let mut file = Device::create_in(FOLDER, &path)?;
         file.set_size(size)?;
-        Ok(RawFile { file, info: volume_info(&name, size, kind), created: true })
+        Ok(RawFile {
+            file,
+            info: volume_info(&name, size, kind),
+            created: true,
+        })
     }
 
     fn delete_volume(name: String) -> Result<()> {
@@ -142,10 +188,15 @@ impl Volume for RawFile {
     /// The host writes the bytes (zeros included) at the same offset of the file.
     fn allocate(&self, offset: u64, length: u64, _zero: bool) -> Result<Vec<Extent>> {
         match offset.checked_add(length) {
-            Some(end) if end <= self.info.size => {
-                Ok(vec![Extent { offset, length, location: data(self.file.id(), offset) }])
-            }
-            _ => Err(out_of_range!("{length} bytes at {offset} do not fit in {} bytes", self.info.size)),
+            Some(end) if end <= self.info.size => Ok(vec![Extent {
+                offset,
+                length,
+                location: data(self.file.id(), offset),
+            }]),
+            _ => Err(out_of_range!(
+                "{length} bytes at {offset} do not fit in {} bytes",
+                self.info.size
+            )),
         }
     }
 
