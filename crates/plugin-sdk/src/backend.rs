@@ -225,3 +225,104 @@ impl<V: Volume> GuestVolume for V {
         <V as Volume>::commit(self)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Capabilities, ExtentPageBuilder};
+
+    struct Quiet;
+    struct QuietVolume;
+
+    impl Backend for Quiet {
+        type Volume = QuietVolume;
+        fn info() -> PluginInfo {
+            PluginInfo {
+                name: "quiet".into(),
+                version: "1".into(),
+                description: "declares reading only".into(),
+                capabilities: Capabilities::READ,
+            }
+        }
+        fn list_volumes() -> Result<Vec<VolumeInfo>> {
+            Ok(Vec::new())
+        }
+        fn open_volume(_: String, _: Option<String>, _: Access) -> Result<QuietVolume> {
+            Ok(QuietVolume)
+        }
+    }
+
+    impl Volume for QuietVolume {
+        fn info(&self) -> VolumeInfo {
+            VolumeInfo {
+                name: "v".into(),
+                size: 0,
+                kind: VolumeKind::Disk,
+                format: "raw".into(),
+                allocated: None,
+                parent: None,
+                labels: Vec::new(),
+            }
+        }
+        fn map_extents(&self, start: u64, max_extents: u32) -> Result<ExtentPage> {
+            Ok(ExtentPageBuilder::new(start, max_extents).finish(0))
+        }
+    }
+
+    fn unsupported(text: &str) -> BackendError {
+        BackendError::Unsupported(text.into())
+    }
+
+    /// Through the generated `Guest` trait, as the component's exports call them.
+    #[test]
+    fn undeclared_calls_answer_unsupported_naming_the_plugin() {
+        assert_eq!(<Quiet as Guest>::list_snapshots(None), Ok(Vec::new()));
+        let created = <Quiet as Guest>::create_volume("n".into(), 1, VolumeKind::Disk, None);
+        assert_eq!(
+            created.err(),
+            Some(unsupported("quiet does not create volumes"))
+        );
+        assert_eq!(
+            <Quiet as Guest>::delete_volume("n".into()),
+            Err(unsupported("quiet does not delete volumes"))
+        );
+        assert_eq!(
+            <Quiet as Guest>::create_snapshot("v".into(), "s".into(), 0).err(),
+            Some(unsupported("quiet does not create snapshots"))
+        );
+        assert_eq!(
+            <Quiet as Guest>::delete_snapshot("v".into(), "s".into()),
+            Err(unsupported("quiet does not delete snapshots"))
+        );
+        assert_eq!(
+            <Quiet as Guest>::restore_snapshot("v".into(), "s".into()),
+            Err(unsupported("quiet does not restore snapshots"))
+        );
+    }
+
+    #[test]
+    fn a_volume_s_undeclared_calls_name_the_plugin_that_opened_it() {
+        remember_name::<Quiet>();
+        let v = QuietVolume;
+        assert_eq!(
+            GuestVolume::changed_extents(&v, "s".into(), 0, 8),
+            Err(unsupported("quiet does not report changed extents"))
+        );
+        assert_eq!(
+            GuestVolume::decode(&v, 3, Vec::new(), 0),
+            Err(unsupported("quiet does not decode codec 3"))
+        );
+        assert_eq!(
+            GuestVolume::allocate(&v, 0, 1, false),
+            Err(unsupported("quiet does not write volumes"))
+        );
+        assert_eq!(
+            GuestVolume::commit(&v),
+            Err(unsupported("quiet does not write volumes"))
+        );
+        assert_eq!(
+            GuestVolume::map_extents(&v, 0, 8).map(|p| p.extents.len()),
+            Ok(0)
+        );
+    }
+}
