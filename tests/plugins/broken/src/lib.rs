@@ -7,63 +7,17 @@
 //!   volume's there;
 //! - `lying-extents`: declares `extents` and calls the first 64 KiB of every volume
 //!   `zero`, data or not;
-//! - `panic`: panics in `list-volumes`, with a message;
+//! - `panic`: panics in `list-volumes`, with a message (the SDK's panic handler hands it
+//!   to the host);
 //! - `bad-unsupported`: answers calls of capabilities it does not declare with success
 //!   (`delete-snapshot`) or the wrong error (`restore-snapshot`);
-//! - `no-text`: every error it answers has an empty text.
+//! - `no-text`: every error it answers has an empty text;
+//! - `slow`: as `honest`, but `list-volumes` spins for a few seconds first (a test
+//!   interrupts the suite meanwhile).
 #![no_std]
 
-extern crate alloc;
-
-use alloc::format;
-use alloc::string::String;
-use alloc::vec;
-use alloc::vec::Vec;
-
-wit_bindgen::generate!({ world: "backend-plugin", path: "../../../wit" });
-
-use exports::snapport::backend::backend::{Guest, GuestVolume, PluginInfo, Volume as VolumeHandle};
-use snapport::backend::host;
-use snapport::backend::types::{
-    Access, BackendError, Capabilities, DeviceOffset, Extent, ExtentPage, Location, SnapshotInfo, VolumeInfo,
-    VolumeKind,
-};
-
-#[global_allocator]
-static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
-
-/// Sends the panic's message to the host (`host.panicked`), then traps.
-#[cfg(target_arch = "wasm32")]
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo) -> ! {
-    use core::fmt::Write;
-    struct Buf {
-        bytes: [u8; 1024],
-        len: usize,
-    }
-    impl Write for Buf {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            // Whole characters only, so the text stays UTF-8.
-            for c in s.chars() {
-                let mut tmp = [0u8; 4];
-                let c = c.encode_utf8(&mut tmp).as_bytes();
-                if self.len + c.len() > self.bytes.len() {
-                    return Ok(());
-                }
-                self.bytes[self.len..self.len + c.len()].copy_from_slice(c);
-                self.len += c.len();
-            }
-            Ok(())
-        }
-    }
-    let mut buf = Buf { bytes: [0; 1024], len: 0 };
-    let _ = write!(buf, "{}", info.message());
-    if let Some(at) = info.location() {
-        let _ = write!(buf, " at {}:{}", at.file(), at.line());
-    }
-    host::panicked(core::str::from_utf8(&buf.bytes[..buf.len]).unwrap_or("panic"));
-    core::arch::wasm32::unreachable()
-}
+use snapport_plugin_sdk::host;
+use snapport_plugin_sdk::prelude::*;
 
 const SUFFIX: &str = ".img";
 /// How far `wrong-bytes` points off.
@@ -77,9 +31,10 @@ enum Behaviour {
     Panic,
     BadUnsupported,
     NoText,
+    Slow,
 }
 
-fn behaviour() -> Result<Behaviour, BackendError> {
+fn behaviour() -> Result<Behaviour> {
     let b = host::setting("behaviour").unwrap_or_default();
     Ok(match b.as_str() {
         "honest" => Behaviour::Honest,
@@ -88,10 +43,11 @@ fn behaviour() -> Result<Behaviour, BackendError> {
         "panic" => Behaviour::Panic,
         "bad-unsupported" => Behaviour::BadUnsupported,
         "no-text" => Behaviour::NoText,
+        "slow" => Behaviour::Slow,
         _ => {
-            return Err(BackendError::InvalidArgument(format!(
-                "setting behaviour = {b:?}: give honest, wrong-bytes, lying-extents, panic, bad-unsupported or no-text"
-            )))
+            return Err(invalid_argument!(
+                "setting behaviour = {b:?}: give honest, wrong-bytes, lying-extents, panic, bad-unsupported, no-text or slow"
+            ))
         }
     })
 }
@@ -119,8 +75,10 @@ fn said(e: BackendError) -> BackendError {
     }
 }
 
-fn unsupported(what: &str) -> BackendError {
-    said(BackendError::Unsupported(format!("the broken test plugin does not {what}")))
+/// What a call of a capability not declared answers (the SDK's defaults say the same,
+/// with text; `no-text` needs its own).
+fn refuse(what: &str) -> BackendError {
+    said(unsupported!("the broken test plugin does not {what}"))
 }
 
 fn info_of(name: &str, size: u64) -> VolumeInfo {
@@ -135,23 +93,20 @@ fn info_of(name: &str, size: u64) -> VolumeInfo {
     }
 }
 
-fn volumes() -> Result<Vec<VolumeInfo>, BackendError> {
+fn volumes() -> Result<Vec<VolumeInfo>> {
     behaviour()?;
     let files = host::list_files().map_err(said)?;
     Ok(files.iter().filter_map(|f| f.name.strip_suffix(SUFFIX).map(|n| info_of(n, f.size))).collect())
 }
 
-fn find(name: &str) -> Result<VolumeInfo, BackendError> {
-    volumes()?
-        .into_iter()
-        .find(|v| v.name == name)
-        .ok_or_else(|| said(BackendError::NotFound(format!("no volume {name}"))))
+fn find(name: &str) -> Result<VolumeInfo> {
+    volumes()?.into_iter().find(|v| v.name == name).ok_or_else(|| said(not_found!("no volume {name}")))
 }
 
 struct Plugin;
 
-impl Guest for Plugin {
-    type Volume = Volume;
+impl Backend for Plugin {
+    type Volume = Broken;
 
     fn info() -> PluginInfo {
         let mut capabilities =
@@ -167,150 +122,132 @@ impl Guest for Plugin {
         }
     }
 
-    fn list_volumes() -> Result<Vec<VolumeInfo>, BackendError> {
-        if is(Behaviour::Panic) {
-            panic!("the broken test plugin panics in list-volumes on purpose");
+    fn list_volumes() -> Result<Vec<VolumeInfo>> {
+        match behaviour()? {
+            Behaviour::Panic => panic!("the broken test plugin panics in list-volumes on purpose"),
+            Behaviour::Slow => {
+                let mut x = 1u64;
+                for i in 0..3_000_000_000u64 {
+                    x = core::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+                }
+                core::hint::black_box(x);
+            }
+            _ => {}
         }
         volumes()
     }
 
-    fn list_snapshots(_: Option<String>) -> Result<Vec<SnapshotInfo>, BackendError> {
-        Ok(Vec::new())
-    }
-
-    fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<VolumeHandle, BackendError> {
+    fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<Broken> {
         let v = find(&volume)?;
         if snapshot.is_some() {
-            return Err(said(BackendError::NotFound(format!("{volume} has no snapshots"))));
+            return Err(said(not_found!("{volume} has no snapshots")));
         }
-        let device = host::open(&format!("{volume}{SUFFIX}"), None, access).map_err(said)?;
-        Ok(VolumeHandle::new(Volume { device, info: v, created: false }))
+        let device = Device::open(&format!("{volume}{SUFFIX}"), access).map_err(said)?;
+        Ok(Broken { device, info: v, created: false })
     }
 
-    fn create_volume(
-        name: String,
-        size: u64,
-        _: VolumeKind,
-        parent: Option<String>,
-    ) -> Result<VolumeHandle, BackendError> {
+    fn create_volume(name: String, size: u64, _: VolumeKind, parent: Option<String>) -> Result<Broken> {
         if parent.is_some() {
-            return Err(unsupported("make thin clones"));
+            return Err(refuse("make thin clones"));
         }
         if find(&name).is_ok() {
-            return Err(said(BackendError::Conflict(format!("volume {name} exists already"))));
+            return Err(said(conflict!("volume {name} exists already")));
         }
-        let device = host::create_file(&format!("{name}{SUFFIX}")).map_err(said)?;
-        host::set_size(device, size).map_err(said)?;
-        Ok(VolumeHandle::new(Volume { device, info: info_of(&name, size), created: true }))
+        let file = format!("{name}{SUFFIX}");
+        let mut device = Device::from_id(host::create_file(&file).map_err(said)?, &file).map_err(said)?;
+        device.set_size(size).map_err(said)?;
+        Ok(Broken { device, info: info_of(&name, size), created: true })
     }
 
-    fn delete_volume(name: String) -> Result<(), BackendError> {
+    fn delete_volume(name: String) -> Result<()> {
         find(&name)?;
         host::remove_file(&format!("{name}{SUFFIX}")).map_err(said)
     }
 
-    fn create_snapshot(_: String, _: String, _: u64) -> Result<SnapshotInfo, BackendError> {
-        Err(unsupported("take snapshots"))
+    fn create_snapshot(_: String, _: String, _: u64) -> Result<SnapshotInfo> {
+        Err(refuse("take snapshots"))
     }
 
-    fn delete_snapshot(_: String, _: String) -> Result<(), BackendError> {
+    fn delete_snapshot(_: String, _: String) -> Result<()> {
         if is(Behaviour::BadUnsupported) {
             return Ok(());
         }
-        Err(unsupported("delete snapshots"))
+        Err(refuse("delete snapshots"))
     }
 
-    fn restore_snapshot(volume: String, name: String) -> Result<(), BackendError> {
+    fn restore_snapshot(volume: String, name: String) -> Result<()> {
         if is(Behaviour::BadUnsupported) {
-            return Err(BackendError::NotFound(format!("no snapshot {name} of {volume}")));
+            return Err(not_found!("no snapshot {name} of {volume}"));
         }
-        Err(unsupported("restore snapshots"))
+        Err(refuse("restore snapshots"))
     }
 }
 
-struct Volume {
-    device: u32,
+struct Broken {
+    device: Device,
     info: VolumeInfo,
     created: bool,
 }
 
-impl Volume {
-    fn data(&self, offset: u64, length: u64, at: u64) -> Extent {
-        Extent { offset, length, location: Location::Data(DeviceOffset { device: self.device, offset: at }) }
-    }
-
-    /// The whole map: one data extent, or the misdeed's version of it.
-    fn map(&self) -> Vec<Extent> {
-        let size = self.info.size;
-        if size == 0 {
-            return Vec::new();
-        }
-        match behaviour() {
-            Ok(Behaviour::WrongBytes) if size > SKEW => {
-                vec![self.data(0, size - SKEW, SKEW), self.data(size - SKEW, SKEW, 0)]
-            }
-            Ok(Behaviour::LyingExtents) if size > 65536 => {
-                vec![
-                    Extent { offset: 0, length: 65536, location: Location::Zero },
-                    self.data(65536, size - 65536, 65536),
-                ]
-            }
-            _ => vec![self.data(0, size, 0)],
-        }
-    }
-}
-
-impl GuestVolume for Volume {
+impl Volume for Broken {
     fn info(&self) -> VolumeInfo {
         self.info.clone()
     }
 
-    fn map_extents(&self, start: u64, _: u32) -> Result<ExtentPage, BackendError> {
-        let mut extents = Vec::new();
-        for e in self.map() {
-            let end = e.offset + e.length;
-            if end <= start {
+    /// One data extent, or the misdeed's version of it.
+    fn map_extents(&self, start: u64, max_extents: u32) -> Result<ExtentPage> {
+        let (size, id) = (self.info.size, self.device.id());
+        let map = match behaviour() {
+            Ok(Behaviour::WrongBytes) if size > SKEW => {
+                vec![(0, size - SKEW, data(id, SKEW)), (size - SKEW, SKEW, data(id, 0))]
+            }
+            Ok(Behaviour::LyingExtents) if size > 65536 => {
+                vec![(0, 65536, Location::Zero), (65536, size - 65536, data(id, 65536))]
+            }
+            _ => vec![(0, size, data(id, 0))],
+        };
+        let mut page = ExtentPageBuilder::new(start, max_extents);
+        for (offset, length, location) in map {
+            let end = offset + length;
+            if end <= start || length == 0 {
                 continue;
             }
-            if e.offset >= start {
-                extents.push(e);
-                continue;
-            }
-            let cut = start - e.offset;
-            let location = match e.location {
-                Location::Data(d) => Location::Data(DeviceOffset { device: d.device, offset: d.offset + cut }),
+            let cut = start.saturating_sub(offset);
+            let location = match location {
+                Location::Data(d) => data(d.device, d.offset + cut),
                 other => other,
             };
-            extents.push(Extent { offset: start, length: e.length - cut, location });
+            if !page.push(offset + cut, length - cut, location) {
+                break;
+            }
         }
-        Ok(ExtentPage { extents, next_offset: None })
+        Ok(page.finish(size))
     }
 
-    fn changed_extents(&self, _: String, _: u64, _: u32) -> Result<ExtentPage, BackendError> {
-        Err(unsupported("keep snapshots"))
+    fn changed_extents(&self, _: String, _: u64, _: u32) -> Result<ExtentPage> {
+        Err(refuse("keep snapshots"))
     }
 
-    fn decode(&self, codec: u32, _: Vec<u8>, _: u32) -> Result<Vec<u8>, BackendError> {
-        Err(unsupported(&format!("know codec {codec}")))
+    fn decode(&self, codec: u32, _: Vec<u8>, _: u32) -> Result<Vec<u8>> {
+        Err(refuse(&format!("know codec {codec}")))
     }
 
-    fn allocate(&self, offset: u64, length: u64, _: bool) -> Result<Vec<Extent>, BackendError> {
+    fn allocate(&self, offset: u64, length: u64, _: bool) -> Result<Vec<Extent>> {
         match offset.checked_add(length) {
-            Some(end) if end <= self.info.size => Ok(vec![self.data(offset, length, offset)]),
-            _ => Err(said(BackendError::OutOfRange(format!(
-                "{length} bytes at {offset} do not fit in {} bytes",
-                self.info.size
-            )))),
+            Some(end) if end <= self.info.size => {
+                Ok(vec![Extent { offset, length, location: data(self.device.id(), offset) }])
+            }
+            _ => Err(said(out_of_range!("{length} bytes at {offset} do not fit in {} bytes", self.info.size))),
         }
     }
 
-    fn commit(&self) -> Result<(), BackendError> {
-        host::flush(self.device).map_err(said)?;
+    fn commit(&self) -> Result<()> {
+        self.device.flush().map_err(said)?;
         if self.created {
-            host::publish_file(self.device).map_err(said)?;
+            self.device.publish().map_err(said)?;
         }
         Ok(())
     }
 }
 
-export!(Plugin);
+snapport_plugin_sdk::export_plugin!(Plugin);
