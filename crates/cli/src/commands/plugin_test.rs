@@ -14,15 +14,15 @@ pub struct Args {
     #[arg(required_unless_present = "pool")]
     plugin: Option<String>,
     /// A setting for the plugin, `KEY=VALUE` (repeatable; over the pool's).
-    #[arg(long = "setting", value_name = "KEY=VALUE", value_parser = key_value)]
-    settings: Vec<(String, String)>,
+    #[arg(long = "setting", value_name = "KEY=VALUE")]
+    settings: Vec<String>,
     /// Grant this folder (repeatable). Without --folder, --device and --pool the suite
     /// makes its own scratch pool and removes it afterwards.
     #[arg(long = "folder", value_name = "DIR")]
     folders: Vec<PathBuf>,
     /// Grant this file or block device under NAME (repeatable).
-    #[arg(long = "device", value_name = "NAME=PATH", value_parser = key_value)]
-    devices: Vec<(String, String)>,
+    #[arg(long = "device", value_name = "NAME=PATH")]
+    devices: Vec<String>,
     /// Test on the grants of this configured pool (folders, devices, tools, gRPC
     /// endpoint, settings, limits).
     #[arg(short = 'n', long)]
@@ -35,10 +35,11 @@ pub struct Args {
     out: ReportArgs,
 }
 
-fn key_value(s: &str) -> std::result::Result<(String, String), String> {
+/// `KEY=VALUE` split, or a usage error naming the option.
+fn key_value(option: &str, s: &str) -> Result<(String, String)> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("{s:?} is not KEY=VALUE")),
+        _ => snapport_engine::usage!("{option} {s:?}: give KEY=VALUE"),
     }
 }
 
@@ -46,13 +47,17 @@ pub fn run(engine: &Engine, args: Args) -> Result<()> {
     let request = TestRequest {
         plugin: args.plugin,
         pool: args.pool,
-        settings: args.settings.into_iter().collect::<BTreeMap<_, _>>(),
+        settings: args
+            .settings
+            .iter()
+            .map(|s| key_value("--setting", s))
+            .collect::<Result<BTreeMap<_, _>>>()?,
         folders: args.folders,
         devices: args
             .devices
-            .into_iter()
-            .map(|(k, v)| (k, PathBuf::from(v)))
-            .collect(),
+            .iter()
+            .map(|d| key_value("--device", d).map(|(k, v)| (k, PathBuf::from(v))))
+            .collect::<Result<BTreeMap<_, _>>>()?,
         writable: args.writable,
     };
     let text = args.out.text();
