@@ -142,10 +142,8 @@ pub fn run(
             .plugin_path(&engine.config.pool(pool)?.plugin)?,
         (None, None) => crate::usage!("name the plugin to test: a FILE.wasm, or a pool (-n POOL)"),
     };
-    let plugin = engine
-        .host
-        .load(&path)
-        .with_context(|| format!("testing {}", path.display()))?;
+    // The host's error names the file and says what it is instead.
+    let plugin = engine.host.load(&path)?;
 
     let (grants, limits, pool, scratch) = grants(engine, request)?;
     let writable = grants.writable;
