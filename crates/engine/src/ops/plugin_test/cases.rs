@@ -83,6 +83,27 @@ fn noted(errors: &mut Vec<(String, String)>, asked: &str, e: snapport_host::Erro
     fail(format!("{asked}: {}", e.message))
 }
 
+/// As [`noted`], but an error of a kind in `allowed`, with words, is a skip: the pool's
+/// grants (no tool to create with: `unsupported` or `permission-denied`, as the WIT
+/// says) or the volume (an LVM linear LV has no snapshots of its kind) do not allow the
+/// case, and the plugin said so.
+fn refused(
+    errors: &mut Vec<(String, String)>,
+    asked: &str,
+    e: snapport_host::Error,
+    allowed: &[BackendErrorKind],
+) -> Stop {
+    let words = e.message.clone();
+    let kind = e.kind;
+    let stop = noted(errors, asked, e);
+    match kind {
+        ErrorKind::Backend(k) if allowed.contains(&k) && !words.trim().is_empty() => {
+            skip(format!("{asked}: {} ({words})", kind_name(kind)))
+        }
+        _ => stop,
+    }
+}
+
 /// A volume the suite wrote, with what it must hold.
 struct Written {
     name: String,
@@ -574,7 +595,17 @@ impl<'a> Suite<'a> {
         let asked = format!("create-volume({name}, {} bytes)", layout.size);
         let mut w = match self.instance.create_volume(name, layout.size, kind, parent) {
             Ok(w) => w,
-            Err(e) => return Err(noted(&mut self.errors, &asked, e)),
+            Err(e) => {
+                return Err(refused(
+                    &mut self.errors,
+                    &asked,
+                    e,
+                    &[
+                        BackendErrorKind::PermissionDenied,
+                        BackendErrorKind::Unsupported,
+                    ],
+                ))
+            }
         };
         let made = w.info.name.clone();
         let zero_gaps = parent.is_none() && w.needs_zeroing();
@@ -774,7 +805,17 @@ impl<'a> Suite<'a> {
                         .map_err(|why| fail(format!("{made}: {why}")))?;
                     made
                 }
-                Err(e) => return Err(noted(&mut s.errors, &format!("create-volume({name})"), e)),
+                Err(e) => {
+                    return Err(refused(
+                        &mut s.errors,
+                        &format!("create-volume({name})"),
+                        e,
+                        &[
+                            BackendErrorKind::PermissionDenied,
+                            BackendErrorKind::Unsupported,
+                        ],
+                    ))
+                }
             };
             if s.listed(&made)?.is_some() {
                 s.created.push(made.clone());
@@ -799,18 +840,16 @@ impl<'a> Suite<'a> {
                 .create_volume(&name, layout.size, VolumeKind::Disk, None)
                 .map(drop);
             if let Err(e) = r {
-                if e.kind == ErrorKind::Backend(BackendErrorKind::InvalidArgument)
-                    && has_text(&s.who, &e.message)
-                {
-                    return Err(skip(format!(
-                        "the pool refuses {} bytes: {}",
-                        layout.size, e.message
-                    )));
-                }
-                return Err(noted(
+                // A pool of coarser granularity than 64 KiB refuses the size, in words.
+                return Err(refused(
                     &mut s.errors,
                     &format!("create-volume({name}, {} bytes)", layout.size),
                     e,
+                    &[
+                        BackendErrorKind::InvalidArgument,
+                        BackendErrorKind::PermissionDenied,
+                        BackendErrorKind::Unsupported,
+                    ],
                 ));
             }
             let made = s.make(&name, VolumeKind::Disk, &layout, None, &expected)?;
@@ -910,10 +949,16 @@ impl<'a> Suite<'a> {
                 .instance
                 .create_snapshot(&main, &asked, Self::now_ms())
                 .map_err(|e| {
-                    noted(
+                    // "The backend or this volume cannot do that": an LVM pool snapshots
+                    // thin LVs, not linear ones.
+                    refused(
                         &mut s.errors,
                         &format!("create-snapshot({main}, {asked})"),
                         e,
+                        &[
+                            BackendErrorKind::Unsupported,
+                            BackendErrorKind::PermissionDenied,
+                        ],
                     )
                 })?;
             s.instance.restart();
