@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 /// contract, it is not a scrub of the operator's pool.
 const MAX_READ: usize = 32;
 /// Data bytes read per listed volume at most; the map is walked whole regardless.
-const READ_CAP: u64 = 1 << 30;
+const READ_CAP: u64 = 256 << 20;
 
 /// Who the plugin says it is, for the report.
 pub(super) struct Info {

@@ -87,7 +87,7 @@ pub struct TestReport {
     pub writable: bool,
     /// Every case, in the order run.
     pub cases: Vec<CaseResult>,
-    /// Cases that passed, failed, were skipped.
+    /// Cases that passed.
     pub passed: usize,
     /// Cases that failed.
     pub failed: usize,
