@@ -219,6 +219,7 @@ fn plugin_test_passes_the_bundled_plugins_in_a_scratch_pool() {
             "qcow2",
             &[
                 "extents.honest",
+                "extents.paging",
                 "snapshot.create",
                 "snapshot.read-old",
                 "snapshot.changed-extents",

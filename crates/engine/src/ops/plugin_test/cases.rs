@@ -18,6 +18,8 @@ use std::sync::{Arc, Mutex};
 /// At most this many listed volumes (and as many snapshots) are read: the suite checks a
 /// contract, it is not a scrub of the operator's pool.
 const MAX_READ: usize = 32;
+/// Extents the host asks for per `map-extents` call (the host's page).
+const MAP_PAGE: u32 = 4096;
 /// Data bytes read per listed volume at most; the map is walked whole regardless.
 const READ_CAP: u64 = 256 << 20;
 
@@ -683,6 +685,7 @@ impl<'a> Suite<'a> {
             "write.conflict",
             "write.uncommitted",
             "write.awkward-size",
+            "extents.paging",
         ];
         if let Some(why) = self.cannot_write() {
             self.skip_all(&names, &why);
@@ -868,6 +871,74 @@ impl<'a> Suite<'a> {
                 layout.size
             ))
         });
+        self.case("extents.paging", |s| {
+            if !s.has(Capabilities::EXTENTS) || !s.has(Capabilities::ZERO) {
+                return Err(skip(
+                    "needs extents and zero, to make a map longer than a page without writing data",
+                ));
+            }
+            s.paging()
+        });
+    }
+
+    /// A volume whose map is longer than one page the host asks for: every other 64 KiB
+    /// allocated (and left as the fresh volume has it, zeros), the others never written,
+    /// so no two neighbours merge; no byte is written. Its map must come whole, page after
+    /// page, as the host checks every page. A backend whose map stays short (it maps
+    /// unwritten ranges as data) cannot show paging this way: skipped, saying so.
+    fn paging(&mut self) -> Outcome {
+        let runs = MAP_PAGE as u64 + 1;
+        let size = 2 * runs * UNIT;
+        let name = format!("{}-paged", self.tag);
+        let asked = format!("create-volume({name}, {size} bytes)");
+        let mut w = match self
+            .instance
+            .create_volume(&name, size, VolumeKind::Disk, None)
+        {
+            Ok(w) => w,
+            Err(e) => {
+                return Err(refused(
+                    &mut self.errors,
+                    &asked,
+                    e,
+                    &[
+                        BackendErrorKind::PermissionDenied,
+                        BackendErrorKind::Unsupported,
+                    ],
+                ))
+            }
+        };
+        let made = w.info.name.clone();
+        if w.needs_zeroing() {
+            return Err(skip(format!(
+                "{made}'s unwritten ranges must be zeroed: its map would be one run"
+            )));
+        }
+        for i in 0..runs {
+            let offset = 2 * i * UNIT;
+            w.allocate(offset, UNIT, false)
+                .map_err(|e| fail(format!("{made}: allocate [{offset}, +{UNIT}): {e}")))?;
+        }
+        let committed = w.commit().map_err(|e| format!("{made}: commit: {e}"));
+        drop(w);
+        self.instance.restart();
+        committed.map_err(fail)?;
+        self.created.push(made.clone());
+        let read = match self.instance.open_volume(&made, None) {
+            Ok(mut v) => content::read(&mut v, false, 0),
+            Err(e) => return Err(noted(&mut self.errors, &format!("open-volume({made})"), e)),
+        }
+        .map_err(|why| fail(format!("{made}: {why}")))?;
+        if read.map.len() <= MAP_PAGE as usize {
+            return Err(skip(format!(
+                "{made}'s map has {} extents, one page: the backend maps its unwritten ranges like the others",
+                read.map.len()
+            )));
+        }
+        Ok(format!(
+            "{made}: {} extents over more than one page of {MAP_PAGE}, each page checked",
+            read.map.len()
+        ))
     }
 
     /// Overwrites two ranges of the main volume (one in data, one in a hole) and returns
