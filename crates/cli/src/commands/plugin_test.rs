@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(required_unless_present = "pool")]
     plugin: Option<String>,
     /// A setting for the plugin, `KEY=VALUE` (repeatable; over the pool's).
-    #[arg(long = "setting", value_name = "KEY=VALUE")]
+    #[arg(long = "setting", alias = "settings", value_name = "KEY=VALUE")]
     settings: Vec<String>,
     /// Grant this folder (repeatable). Without --folder, --device and --pool the suite
     /// makes its own scratch pool and removes it afterwards.
