@@ -10,6 +10,13 @@
 //! (not its size, not whether it exists), and opening it is refused. Files inside a
 //! folder are opened with `openat2(RESOLVE_BENEATH)` from the folder, so a link swapped
 //! in after the check still cannot lead out.
+//!
+//! The 0.1.2 calls address each granted folder by its number (its place in the
+//! operator's list, kept even when the folder is missing) and a path inside it, checked
+//! as text first (no `..`, no hidden name, no NUL, at most 4 KiB) and then opened from the
+//! folder with `RESOLVE_BENEATH` only: a link may lead anywhere inside its own folder,
+//! never out of it, not even into another granted folder. What they create is made with
+//! the `*at` calls on the opened parent folder, never by a path the kernel resolves anew.
 
 use crate::bindings::snapport::backend::types::{
     Access, BackendError, EntryKind, FileEntry, FolderEntry, GrantedFolder, LogLevel,
