@@ -1624,8 +1624,8 @@ fn files_that_are_not_components_get_one_line_each() {
         .join("guest/wasm32-unknown-unknown/release/snapport_plugin_raw.wasm");
     std::fs::copy(&core, dir.join("core.wasm")).unwrap();
     for (file, expect) in [
-        ("empty", "the file is empty, not a WebAssembly component"),
-        ("random", "not a WebAssembly file (it does not start with the `\\0asm` magic)"),
+        ("empty", "is empty, not a WebAssembly component"),
+        ("random", "is not a WebAssembly file (it does not start with the `\\0asm` magic)"),
         ("core", "is a core WebAssembly module, not a component: build the plugin with `snapport plugin build`, or wrap the module with `wasm-tools component new MODULE.wasm -o PLUGIN.wasm`"),
     ] {
         let path = dir.join(format!("{file}.wasm"));

@@ -117,10 +117,10 @@ fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
     /// Bytes 4..8 of a core module's preamble (version 1); a component has 0x0d 0 1 0.
     const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
     if bytes.is_empty() {
-        return Some("the file is empty, not a WebAssembly component");
+        return Some("is empty, not a WebAssembly component");
     }
     if !bytes.starts_with(b"\0asm") {
-        return Some("not a WebAssembly file (it does not start with the `\\0asm` magic)");
+        return Some("is not a WebAssembly file (it does not start with the `\\0asm` magic)");
     }
     if bytes.get(4..8) == Some(&CORE_VERSION[..]) {
         return Some("is a core WebAssembly module, not a component: build the plugin with `snapport plugin build`, or wrap the module with `wasm-tools component new MODULE.wasm -o PLUGIN.wasm`");
