@@ -185,7 +185,9 @@ fn script() -> Result<Vec<Label>, BackendError> {
             }
             "mkdir" => outcome(host::create_folder(folder, path), unit),
             "remove" => outcome(host::remove_in(folder, path), unit),
-            "read" => outcome(current().and_then(|d| host::read_at(d, 0, 4096)), |b| String::from_utf8_lossy(&b).into_owned()),
+            "read" => {
+                outcome(current().and_then(|d| host::read_at(d, 0, 4096)), |b| String::from_utf8_lossy(&b).into_owned())
+            }
             "write" => outcome(current().and_then(|d| host::write_at(d, 0, rest.as_bytes())), unit),
             "publish" => outcome(current().and_then(host::publish_file), unit),
             "fail" => return Err(BackendError::Io("the script fails here".into())),
@@ -316,7 +318,8 @@ fn probe(which: &str) -> Vec<Label> {
             }
             // Symbolic links the test put in the folder that lead out of it (to the other
             // pool's folder), and a FIFO.
-            for (key, path) in [("link-out", "out-link"), ("link-abs", "abs-link"), ("link-dir", "out-dir/secret.raw")] {
+            let links = [("link-out", "out-link"), ("link-abs", "abs-link"), ("link-dir", "out-dir/secret.raw")];
+            for (key, path) in links {
                 note(&format!("open-in-{key}"), outcome(host::open_in(0, path, Access::ReadOnly), opened));
                 note(&format!("open-in-rw-{key}"), outcome(host::open_in(0, path, Access::ReadWrite), opened));
             }
