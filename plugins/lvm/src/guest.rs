@@ -219,7 +219,11 @@ impl Backend for Plugin {
             capabilities: Capabilities::READ
                 | Capabilities::WRITE
                 | Capabilities::EXTENTS
-                | Capabilities::CHANGED_BLOCKS,
+                | Capabilities::CHANGED_BLOCKS
+                | Capabilities::VOLUME_CREATE
+                | Capabilities::VOLUME_DELETE
+                | Capabilities::SNAPSHOT_CREATE
+                | Capabilities::SNAPSHOT_DELETE,
         }
     }
 
