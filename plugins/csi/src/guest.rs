@@ -20,22 +20,10 @@ use snapport_csi::msg::{
     VolumeContentSource,
 };
 
-wit_bindgen::generate!({ world: "backend-plugin", path: "../../wit" });
-
-use exports::snapport::backend::backend::{Guest, GuestVolume, PluginInfo, Volume as VolumeHandle};
-use snapport::backend::types::{
-    Access, BackendError, Capabilities, DeviceOffset, Extent, ExtentPage, Label, Location, LogLevel, SnapshotInfo,
-    SnapshotPhase, VolumeInfo, VolumeKind,
+use snapport_plugin_sdk::{
+    export_plugin, grpc, host, log, Access, Backend, BackendError, Capabilities, DeviceOffset, Extent, ExtentPage,
+    Label, Location, LogLevel, PluginInfo, SnapshotInfo, SnapshotPhase, Volume as SdkVolume, VolumeInfo, VolumeKind,
 };
-use snapport::backend::{grpc, host};
-
-#[global_allocator]
-static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
-
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
-    core::arch::wasm32::unreachable()
-}
 
 /// Ranges per block-metadata message asked of the driver unless `settings.max_results`.
 const DEFAULT_MAX_RESULTS: i32 = 1024;
@@ -50,20 +38,6 @@ const MAX_STALE_PAGES: usize = 16;
 const STREAM_RETRIES: u32 = 3;
 /// A new volume may come back this much larger than asked (the WIT's promise to the host).
 const MAX_ROUND_UP: u64 = 64 << 10;
-
-fn describe(e: &BackendError) -> &str {
-    match e {
-        BackendError::NotFound(s)
-        | BackendError::InvalidArgument(s)
-        | BackendError::Unsupported(s)
-        | BackendError::PermissionDenied(s)
-        | BackendError::OutOfRange(s)
-        | BackendError::Corrupt(s)
-        | BackendError::Busy(s)
-        | BackendError::Conflict(s)
-        | BackendError::Io(s) => s,
-    }
-}
 
 /// The gRPC status code in the host's text for a failed call (`METHOD: NAME (CODE) message`).
 fn status_code(text: &str) -> Option<i32> {
@@ -95,21 +69,6 @@ fn classify(e: BackendError) -> BackendError {
     }
 }
 
-/// The same kind of error with another text.
-fn retext(e: &BackendError, text: String) -> BackendError {
-    match e {
-        BackendError::NotFound(_) => BackendError::NotFound(text),
-        BackendError::InvalidArgument(_) => BackendError::InvalidArgument(text),
-        BackendError::Unsupported(_) => BackendError::Unsupported(text),
-        BackendError::PermissionDenied(_) => BackendError::PermissionDenied(text),
-        BackendError::OutOfRange(_) => BackendError::OutOfRange(text),
-        BackendError::Corrupt(_) => BackendError::Corrupt(text),
-        BackendError::Busy(_) => BackendError::Busy(text),
-        BackendError::Conflict(_) => BackendError::Conflict(text),
-        BackendError::Io(_) => BackendError::Io(text),
-    }
-}
-
 fn decode<M: Message + Default>(method: &str, bytes: &[u8]) -> Result<M, BackendError> {
     M::decode(bytes)
         .map_err(|e| BackendError::Corrupt(format!("{method}: the driver's answer is not a valid message: {e}")))
@@ -119,10 +78,6 @@ fn decode<M: Message + Default>(method: &str, bytes: &[u8]) -> Result<M, Backend
 fn call<Q: Message, R: Message + Default>(method: &str, request: &Q) -> Result<R, BackendError> {
     let reply = grpc::unary(method, &request.encode_to_vec()).map_err(classify)?;
     decode(method, &reply)
-}
-
-fn log(level: LogLevel, message: &str) {
-    host::log(level, message);
 }
 
 /// The folder the pool grants for staging and publishing: CSI needs absolute paths.
@@ -439,7 +394,7 @@ impl Held {
         }
         for (what, r) in leftovers {
             if let Err(e) = r {
-                log(LogLevel::Debug, &format!("{what} leftovers of {}: {}", self.volume_id, describe(&e)));
+                log(LogLevel::Debug, &format!("{what} leftovers of {}: {}", self.volume_id, e.message()));
             }
         }
         let capability = Some(VolumeCapability::block(write));
@@ -509,25 +464,25 @@ impl Held {
         }
         if let Some(target) = self.published.take() {
             if let Err(e) = unpublish(&self.volume_id, &target) {
-                log(LogLevel::Error, &format!("unpublishing {} from {target}: {}", self.volume_id, describe(&e)));
+                log(LogLevel::Error, &format!("unpublishing {} from {target}: {}", self.volume_id, e.message()));
             }
         }
         if let Some(staging) = self.staged.take() {
             if let Err(e) = unstage(&self.volume_id, &staging) {
-                log(LogLevel::Error, &format!("unstaging {} from {staging}: {}", self.volume_id, describe(&e)));
+                log(LogLevel::Error, &format!("unstaging {} from {staging}: {}", self.volume_id, e.message()));
             }
         }
         if let Some(node_id) = self.attached.take() {
             let request = ControllerUnpublishVolumeRequest { volume_id: self.volume_id.clone(), node_id };
             if let Err(e) = call::<_, Empty>(method::CONTROLLER_UNPUBLISH_VOLUME, &request) {
-                log(LogLevel::Error, &format!("detaching {} from this node: {}", self.volume_id, describe(&e)));
+                log(LogLevel::Error, &format!("detaching {} from this node: {}", self.volume_id, e.message()));
             }
         }
         if self.created && !self.keep {
             self.created = false;
             let r = call::<_, Empty>(method::DELETE_VOLUME, &DeleteVolumeRequest { volume_id: self.volume_id.clone() });
             if let Err(e) = r {
-                log(LogLevel::Error, &format!("deleting volume {}: {}", self.volume_id, describe(&e)));
+                log(LogLevel::Error, &format!("deleting volume {}: {}", self.volume_id, e.message()));
             }
         }
     }
@@ -613,7 +568,7 @@ fn check_device(device: u32, volume: &str, size: u64) -> Result<(), BackendError
 
 struct Plugin;
 
-impl Guest for Plugin {
+impl Backend for Plugin {
     type Volume = Volume;
 
     fn info() -> PluginInfo {
@@ -643,7 +598,7 @@ impl Guest for Plugin {
         csi_snapshots(volume.as_deref().unwrap_or(""), "")?.iter().map(snapshot_info).collect()
     }
 
-    fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<VolumeHandle, BackendError> {
+    fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<Volume, BackendError> {
         let write = access == Access::ReadWrite;
         let Some(snapshot) = snapshot else {
             let v = find_volume(&volume)?;
@@ -651,7 +606,7 @@ impl Guest for Plugin {
             let mut held = Held::new(&v.volume_id, false);
             let device = held.publish(write)?;
             check_device(device, &volume, size)?;
-            return Ok(VolumeHandle::new(Volume::new(volume_info(&volume, size), held, device, None)));
+            return Ok(Volume::new(volume_info(&volume, size), held, device, None));
         };
         if write {
             return Err(BackendError::PermissionDenied(format!("vds/{volume}@{snapshot} is read-only")));
@@ -680,7 +635,7 @@ impl Guest for Plugin {
         let device = held.publish(false)?;
         check_device(device, &format!("snapshot {snapshot}"), size)?;
         let name = format!("{volume}@{snapshot}");
-        Ok(VolumeHandle::new(Volume::new(volume_info(&name, size), held, device, Some(snapshot))))
+        Ok(Volume::new(volume_info(&name, size), held, device, Some(snapshot)))
     }
 
     fn create_volume(
@@ -688,7 +643,7 @@ impl Guest for Plugin {
         size: u64,
         kind: VolumeKind,
         parent: Option<String>,
-    ) -> Result<VolumeHandle, BackendError> {
+    ) -> Result<Volume, BackendError> {
         if kind == VolumeKind::Image {
             return Err(BackendError::Unsupported("CSI volumes are disks (vd/); there are no images".into()));
         }
@@ -726,7 +681,7 @@ impl Guest for Plugin {
         if id != name {
             log(LogLevel::Info, &format!("the CSI driver made volume {name} as vd/{id}"));
         }
-        Ok(VolumeHandle::new(Volume::new(volume_info(&id, capacity), held, device, None)))
+        Ok(Volume::new(volume_info(&id, capacity), held, device, None))
     }
 
     fn delete_volume(name: String) -> Result<(), BackendError> {
@@ -767,12 +722,6 @@ impl Guest for Plugin {
     fn delete_snapshot(volume: String, name: String) -> Result<(), BackendError> {
         find_snapshot(&volume, &name)?;
         call::<_, Empty>(method::DELETE_SNAPSHOT, &DeleteSnapshotRequest { snapshot_id: name }).map(|_| ())
-    }
-
-    fn restore_snapshot(volume: String, name: String) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported(format!(
-            "CSI has no in-place restore; make a new volume: snapport create vd/NEW --from vds/{volume}@{name}"
-        )))
     }
 }
 
@@ -822,13 +771,14 @@ impl Volume {
                     Err(e) => {
                         // The host names a stream's failures "the stream: ...".
                         let e = classify(e);
-                        let text = describe(&e);
-                        let e = retext(&e, format!("{method}: {}", text.strip_prefix("the stream: ").unwrap_or(text)));
+                        let text = e.message();
+                        let e =
+                            e.with_message(format!("{method}: {}", text.strip_prefix("the stream: ").unwrap_or(text)));
                         if matches!(e, BackendError::Io(_) | BackendError::Busy(_)) && retries < STREAM_RETRIES {
                             retries += 1;
                             let at = check.resume_offset();
                             // Recovered from, so not a warning: the operator's log has it.
-                            log(LogLevel::Info, &format!("{}; asking again from byte {at}", describe(&e)));
+                            log(LogLevel::Info, &format!("{}; asking again from byte {at}", e.message()));
                             check = RangeCheck::new(size, at);
                             continue 'call;
                         }
@@ -863,7 +813,7 @@ impl Volume {
     }
 }
 
-impl GuestVolume for Volume {
+impl SdkVolume for Volume {
     fn info(&self) -> VolumeInfo {
         self.info.clone()
     }
@@ -945,10 +895,6 @@ impl GuestVolume for Volume {
         Ok(ExtentPage { extents, next_offset: next })
     }
 
-    fn decode(&self, codec: u32, _: Vec<u8>, _: u32) -> Result<Vec<u8>, BackendError> {
-        Err(BackendError::Unsupported(format!("CSI volumes have no codec {codec}")))
-    }
-
     /// Bytes live where they are on the published device.
     fn allocate(&self, offset: u64, length: u64, _zero: bool) -> Result<Vec<Extent>, BackendError> {
         let size = self.size();
@@ -966,4 +912,4 @@ impl GuestVolume for Volume {
     }
 }
 
-export!(Plugin);
+export_plugin!(Plugin);

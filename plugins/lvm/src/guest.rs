@@ -1,4 +1,5 @@
-//! The component glue: host devices as `Medium`s, VGs found on them, LVs as volumes.
+//! The component glue, on the plugin SDK: host devices as `Medium`s, VGs found on them,
+//! LVs as volumes.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
@@ -9,30 +10,16 @@ use snapport_lvm::thin::{delta, DeltaKind, Run, ThinPool};
 use snapport_lvm::vg::{LogicalVolume, SegmentKind, VolumeGroup};
 use snapport_lvm::Medium;
 
-wit_bindgen::generate!({ world: "backend-plugin", path: "../../wit" });
-
-use exports::snapport::backend::backend::{Guest, GuestVolume, PluginInfo, Volume as VolumeHandle};
-use snapport::backend::types::{
-    Access, BackendError, Capabilities, DeviceOffset, Extent, ExtentPage, Label, Location, SnapshotInfo, SnapshotPhase,
-    VolumeInfo, VolumeKind,
+use snapport_plugin_sdk::{
+    export_plugin, host, tools, Access, Backend, BackendError, Capabilities, DeviceOffset, Extent, ExtentPage, Label,
+    Location, PluginInfo, SnapshotInfo, SnapshotPhase, Volume as SdkVolume, VolumeInfo, VolumeKind, READ_CHUNK,
 };
-use snapport::backend::{host, tools};
-
-#[global_allocator]
-static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
-
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
-    core::arch::wasm32::unreachable()
-}
 
 /// Grants named `lv:LV` (or `lv:VG/LV`) are the activated device nodes of thin LVs,
 /// which writes into them go through: only the kernel may change an active pool's
 /// metadata.
 const LV_NODE: &str = "lv:";
 
-/// The host caps `read-at` at 1 MiB.
-const READ_CHUNK: u64 = 1 << 20;
 /// Extents in one page of the map.
 const PAGE_BYTES: u64 = 1 << 30;
 
@@ -53,7 +40,7 @@ impl Medium for Device {
         while done < buf.len() {
             let want = ((buf.len() - done) as u64).min(READ_CHUNK) as u32;
             let at = offset + done as u64;
-            let got = host::read_at(self.id, at, want).map_err(|e| snapport_lvm::Error::Io(describe(&e)))?;
+            let got = host::read_at(self.id, at, want).map_err(|e| snapport_lvm::Error::Io(e.message().to_string()))?;
             if got.is_empty() {
                 return Err(snapport_lvm::Error::Io(format!("{}: unexpected end at {at}", self.name)));
             }
@@ -92,20 +79,6 @@ impl Medium for LvMedium<'_> {
 fn not_granted(vg: &VolumeGroup, lv: &LogicalVolume, pv: usize) -> String {
     let pv = &vg.pvs[pv];
     format!("{} lies partly on {} ({}) of VG {}, which the pool does not grant", lv.name, pv.name, pv.id, vg.name)
-}
-
-fn describe(e: &BackendError) -> String {
-    match e {
-        BackendError::NotFound(s)
-        | BackendError::InvalidArgument(s)
-        | BackendError::Unsupported(s)
-        | BackendError::PermissionDenied(s)
-        | BackendError::OutOfRange(s)
-        | BackendError::Corrupt(s)
-        | BackendError::Busy(s)
-        | BackendError::Conflict(s)
-        | BackendError::Io(s) => s.clone(),
-    }
 }
 
 fn lvm_error(what: &str, e: snapport_lvm::Error) -> BackendError {
@@ -235,7 +208,7 @@ fn info_of(name: &str, vg: &VolumeGroup, lv: &LogicalVolume, thin: Option<(u64, 
 
 struct Plugin;
 
-impl Guest for Plugin {
+impl Backend for Plugin {
     type Volume = Volume;
 
     fn info() -> PluginInfo {
@@ -287,7 +260,7 @@ impl Guest for Plugin {
         Ok(out)
     }
 
-    fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<VolumeHandle, BackendError> {
+    fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<Volume, BackendError> {
         if access == Access::ReadWrite && snapshot.is_some() {
             return Err(BackendError::PermissionDenied("snapshots are read-only".into()));
         }
@@ -309,7 +282,7 @@ impl Guest for Plugin {
         if access == Access::ReadWrite {
             opened.open_for_writing()?;
         }
-        Ok(VolumeHandle::new(opened))
+        Ok(opened)
     }
 
     /// `lvcreate --name NAME --size SIZEb VG` through the pool's granted tool: a linear
@@ -319,7 +292,7 @@ impl Guest for Plugin {
         size: u64,
         kind: VolumeKind,
         parent: Option<String>,
-    ) -> Result<VolumeHandle, BackendError> {
+    ) -> Result<Volume, BackendError> {
         if kind == VolumeKind::Image || parent.is_some() {
             return Err(BackendError::Unsupported(
                 "an LVM pool holds disks (vd/): no read-only images, no clones".into(),
@@ -354,7 +327,7 @@ impl Guest for Plugin {
         // Its extents hold whatever was there: the host must write the zeros too.
         volume.info.labels.push(Label { key: "unzeroed".into(), value: "true".into() });
         volume.open_for_writing()?;
-        Ok(VolumeHandle::new(volume))
+        Ok(volume)
     }
 
     /// `lvremove` of the LV and of its thin snapshots, in one command.
@@ -414,12 +387,6 @@ impl Guest for Plugin {
             &["--yes".to_string(), format!("{}/{}", vg.name, vg.lvs[l].name)],
             &format!("removing snapshot {name} of {volume}"),
         )
-    }
-
-    fn restore_snapshot(volume: String, name: String) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported(format!(
-            "restoring {volume} from {name} in place would be lvconvert --merge, which this plugin does not run; export the snapshot and upload it --in-place"
-        )))
     }
 }
 
@@ -733,7 +700,7 @@ impl Volume {
     }
 }
 
-impl GuestVolume for Volume {
+impl SdkVolume for Volume {
     fn info(&self) -> VolumeInfo {
         self.info.clone()
     }
@@ -806,10 +773,6 @@ impl GuestVolume for Volume {
         Ok(page.finish(more))
     }
 
-    fn decode(&self, codec: u32, _: Vec<u8>, _: u32) -> Result<Vec<u8>, BackendError> {
-        Err(BackendError::Unsupported(format!("LVM volumes have no codec {codec}")))
-    }
-
     /// Where bytes of an LV opened for writing go: for a linear or striped LV the same PV
     /// places reads come from; for a thin LV the same offset of its device node. Zeros
     /// too: the host writes them, as it would any data.
@@ -852,4 +815,4 @@ impl GuestVolume for Volume {
     }
 }
 
-export!(Plugin);
+export_plugin!(Plugin);

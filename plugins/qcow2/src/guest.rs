@@ -1,32 +1,19 @@
-//! The component glue: WIT bindings, host-backed media and the exported backend.
+//! The component glue: host-backed media and the exported backend, on the plugin SDK.
 
 use alloc::borrow::ToOwned;
 use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
 use core::cell::{Cell, RefCell};
+use snapport_plugin_sdk::{
+    export_plugin, host, Access, Backend, BackendError, Capabilities, DeviceOffset, EncodedRef, Extent, ExtentPage,
+    FileEntry, Label, Location as WitLocation, PluginInfo, SnapshotInfo, SnapshotPhase, Volume, VolumeInfo, VolumeKind,
+};
 use snapport_qcow2::chain::{self, Layer, Location, MAX_DEPTH};
 use snapport_qcow2::format::{self, Image, Medium, Snapshot};
 use snapport_qcow2::snapshot::{self, MediumMut};
 use snapport_qcow2::writer::NewImage;
-use alloc::format;
-use alloc::string::String;
-use alloc::vec::Vec;
-
-wit_bindgen::generate!({ world: "backend-plugin", path: "../../wit" });
-
-use exports::snapport::backend::backend::{Guest, GuestVolume, PluginInfo, Volume as VolumeHandle};
-use snapport::backend::host;
-use snapport::backend::types::{
-    Access, BackendError, Capabilities, DeviceOffset, EncodedRef, Extent, ExtentPage, FileEntry, Location as WitLocation,
-    SnapshotInfo, SnapshotPhase, VolumeInfo, VolumeKind,
-};
-
-#[global_allocator]
-static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
-
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
-    core::arch::wasm32::unreachable()
-}
 
 /// L2 tables one `changed-extents` page looks at, at most.
 const CHANGED_WINDOWS: usize = 256;
@@ -82,7 +69,7 @@ impl Medium for Device {
         while done < buf.len() {
             let want = ((buf.len() - done) as u64).min(READ_CHUNK) as u32;
             let at = offset + done as u64;
-            let got = host::read_at(self.id, at, want).map_err(|e| format::Error::Io(describe(&e)))?;
+            let got = host::read_at(self.id, at, want).map_err(|e| format::Error::Io(e.message().to_owned()))?;
             if got.is_empty() {
                 return Err(format::Error::Io(format!("unexpected end of device at {at}")));
             }
@@ -121,10 +108,10 @@ impl MediumMut for WritableDevice {
         let end = offset + bytes.len() as u64;
         // The host reads no further than the size it knows: grow it first.
         if end > self.size.get() {
-            host::set_size(self.id, end).map_err(|e| format::Error::Io(describe(&e)))?;
+            host::set_size(self.id, end).map_err(|e| format::Error::Io(e.message().to_owned()))?;
             self.size.set(end);
         }
-        host::write_at(self.id, offset, bytes).map_err(|e| format::Error::Io(describe(&e)))
+        host::write_at(self.id, offset, bytes).map_err(|e| format::Error::Io(e.message().to_owned()))
     }
 }
 
@@ -166,20 +153,6 @@ fn snapshot_info(volume: &str, s: &Snapshot) -> SnapshotInfo {
         phase: SnapshotPhase::Ready,
         consistent: false,
         labels: Vec::new(),
-    }
-}
-
-fn describe(e: &BackendError) -> String {
-    match e {
-        BackendError::NotFound(s)
-        | BackendError::InvalidArgument(s)
-        | BackendError::Unsupported(s)
-        | BackendError::PermissionDenied(s)
-        | BackendError::OutOfRange(s)
-        | BackendError::Corrupt(s)
-        | BackendError::Busy(s)
-        | BackendError::Conflict(s)
-        | BackendError::Io(s) => s.clone(),
     }
 }
 
@@ -329,7 +302,7 @@ fn volume_info(f: &PoolFile) -> VolumeInfo {
         }
         Err(e) => {
             info.format = "unreadable".into();
-            info.labels.push(snapport::backend::types::Label { key: "error".into(), value: describe(&e) });
+            info.labels.push(Label { key: "error".into(), value: e.message().to_owned() });
         }
     }
     info
@@ -337,8 +310,8 @@ fn volume_info(f: &PoolFile) -> VolumeInfo {
 
 struct Plugin;
 
-impl Guest for Plugin {
-    type Volume = Volume;
+impl Backend for Plugin {
+    type Volume = Qcow2Volume;
 
     fn info() -> PluginInfo {
         PluginInfo {
@@ -384,7 +357,7 @@ impl Guest for Plugin {
         Ok(out)
     }
 
-    fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<VolumeHandle, BackendError> {
+    fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<Qcow2Volume, BackendError> {
         let pool_file = find(&volume)?;
         if access == Access::ReadWrite {
             return Err(match pool_file.kind {
@@ -415,7 +388,7 @@ impl Guest for Plugin {
             },
             labels: Vec::new(),
         };
-        Ok(VolumeHandle::new(Volume::Reader { layers, info }))
+        Ok(Qcow2Volume::Reader { layers, info })
     }
 
     fn create_volume(
@@ -423,7 +396,7 @@ impl Guest for Plugin {
         size: u64,
         kind: VolumeKind,
         parent: Option<String>,
-    ) -> Result<VolumeHandle, BackendError> {
+    ) -> Result<Qcow2Volume, BackendError> {
         if name.is_empty() || name.starts_with('.') || name.contains('/') || name.ends_with(IMAGE_MARK) {
             return Err(BackendError::InvalidArgument(format!(
                 "{name:?} cannot name a volume (no '/', no leading '.', no {IMAGE_MARK:?} ending)"
@@ -463,16 +436,8 @@ impl Guest for Plugin {
             VolumeKind::Image => format!("{name}{IMAGE_MARK}.qcow2"),
         };
         let device = host::create_file(&file)?;
-        let info = VolumeInfo {
-            name,
-            size,
-            kind,
-            format: "qcow2".into(),
-            allocated: None,
-            parent,
-            labels: Vec::new(),
-        };
-        Ok(VolumeHandle::new(Volume::Writer { device, file, image: RefCell::new(image), info }))
+        let info = VolumeInfo { name, size, kind, format: "qcow2".into(), allocated: None, parent, labels: Vec::new() };
+        Ok(Qcow2Volume::Writer { device, file, image: RefCell::new(image), info })
     }
 
     fn delete_volume(name: String) -> Result<(), BackendError> {
@@ -509,7 +474,7 @@ impl Guest for Plugin {
     }
 }
 
-enum Volume {
+enum Qcow2Volume {
     /// Open for reading: the chain of layers.
     Reader { layers: Vec<(Device, Layer)>, info: VolumeInfo },
     /// Being created: a new image whose data the host writes where `allocate` says.
@@ -520,15 +485,15 @@ fn read_only() -> BackendError {
     BackendError::InvalidArgument("the volume is open for reading".into())
 }
 
-impl GuestVolume for Volume {
+impl Volume for Qcow2Volume {
     fn info(&self) -> VolumeInfo {
         match self {
-            Volume::Reader { info, .. } | Volume::Writer { info, .. } => info.clone(),
+            Qcow2Volume::Reader { info, .. } | Qcow2Volume::Writer { info, .. } => info.clone(),
         }
     }
 
     fn map_extents(&self, start: u64, max_extents: u32) -> Result<ExtentPage, BackendError> {
-        let Volume::Reader { layers, info } = self else {
+        let Qcow2Volume::Reader { layers, info } = self else {
             return Err(BackendError::InvalidArgument("a volume being written has no map yet".into()));
         };
         let (extents, next) =
@@ -540,7 +505,7 @@ impl GuestVolume for Volume {
     /// From the L1 and L2 tables of this view and the base snapshot: clusters whose
     /// entries differ (see `Image::differing`), mapped in this view.
     fn changed_extents(&self, base: String, start: u64, max_extents: u32) -> Result<ExtentPage, BackendError> {
-        let Volume::Reader { layers, info } = self else {
+        let Qcow2Volume::Reader { layers, info } = self else {
             return Err(BackendError::InvalidArgument("a volume being written has no map yet".into()));
         };
         let (dev, Layer::Qcow2 { image, view }) = &layers[0] else {
@@ -580,13 +545,13 @@ impl GuestVolume for Volume {
 
     fn decode(&self, codec: u32, stored: Vec<u8>, decoded_length: u32) -> Result<Vec<u8>, BackendError> {
         let name = match self {
-            Volume::Reader { info, .. } | Volume::Writer { info, .. } => &info.name,
+            Qcow2Volume::Reader { info, .. } | Qcow2Volume::Writer { info, .. } => &info.name,
         };
         format::decode(codec, &stored, decoded_length as usize).map_err(|e| format_error(name, e))
     }
 
     fn allocate(&self, offset: u64, length: u64, zero: bool) -> Result<Vec<Extent>, BackendError> {
-        let Volume::Writer { device, file, image, .. } = self else {
+        let Qcow2Volume::Writer { device, file, image, .. } = self else {
             return Err(read_only());
         };
         let mut image = image.borrow_mut();
@@ -608,7 +573,7 @@ impl GuestVolume for Volume {
     /// Appends the tables, writes the header last, makes it durable and gives the file
     /// its name: before that instant the file is hidden and has no valid header.
     fn commit(&self) -> Result<(), BackendError> {
-        let Volume::Writer { device, file, image, .. } = self else {
+        let Qcow2Volume::Writer { device, file, image, .. } = self else {
             return Err(read_only());
         };
         let image = image.borrow();
@@ -616,7 +581,7 @@ impl GuestVolume for Volume {
         let size = image
             .finish(&mut |at, bytes| {
                 host::write_at(*device, at, bytes).map_err(|e| {
-                    let m = describe(&e);
+                    let m = e.message().to_owned();
                     failed = Some(e);
                     format::Error::Io(m)
                 })
@@ -628,5 +593,4 @@ impl GuestVolume for Volume {
     }
 }
 
-export!(Plugin);
-
+export_plugin!(Plugin);

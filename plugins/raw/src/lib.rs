@@ -1,37 +1,12 @@
 //! snapport's raw backend: each device the pool grants (a raw file or a block device) is a
 //! disk `vd/NAME`, and so is each `*.raw` file in a granted folder (`NAME.image.raw` is
 //! the read-only image `vi/NAME`). The map of a raw disk is one data extent: the bytes are
-//! where they are. New volumes are sparse files.
+//! where they are. New volumes are sparse files. No snapshots: the SDK's defaults answer
+//! those calls.
 #![no_std]
 
-extern crate alloc;
-
-use alloc::format;
-use alloc::string::String;
-use alloc::vec;
-use alloc::vec::Vec;
-
-#[cfg(not(feature = "wit-v0-1-0"))]
-wit_bindgen::generate!({ world: "backend-plugin", path: "../../wit" });
-// The same plugin built against the frozen 0.1.0 WIT, by tests/plugins/raw-v0.1.0: the
-// proof that plugins of an earlier version keep loading (this source needs nothing newer).
-#[cfg(feature = "wit-v0-1-0")]
-wit_bindgen::generate!({ world: "backend-plugin", path: "../../../wit/v0.1.0" });
-
-use exports::snapport::backend::backend::{Guest, GuestVolume, PluginInfo, Volume as VolumeHandle};
-use snapport::backend::host;
-use snapport::backend::types::{
-    Access, BackendError, Capabilities, DeviceOffset, Extent, ExtentPage, Location, SnapshotInfo, VolumeInfo,
-    VolumeKind,
-};
-
-#[global_allocator]
-static ALLOC: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
-
-#[panic_handler]
-fn panic(_: &core::panic::PanicInfo) -> ! {
-    core::arch::wasm32::unreachable()
-}
+use snapport_plugin_sdk::host;
+use snapport_plugin_sdk::prelude::*;
 
 const SUFFIX: &str = ".raw";
 const IMAGE_MARK: &str = ".image";
@@ -46,7 +21,7 @@ struct Raw {
     file: bool,
 }
 
-fn volumes() -> Result<Vec<Raw>, BackendError> {
+fn volumes() -> Result<Vec<Raw>> {
     let mut out: Vec<Raw> = host::granted_devices()
         .into_iter()
         .map(|d| Raw { name: d.name.clone(), target: d.name, size: d.size, kind: VolumeKind::Disk, file: false })
@@ -66,11 +41,8 @@ fn volumes() -> Result<Vec<Raw>, BackendError> {
     Ok(out)
 }
 
-fn find(volume: &str) -> Result<Raw, BackendError> {
-    volumes()?
-        .into_iter()
-        .find(|v| v.name == volume)
-        .ok_or_else(|| BackendError::NotFound(format!("no raw volume {volume}")))
+fn find(volume: &str) -> Result<Raw> {
+    volumes()?.into_iter().find(|v| v.name == volume).ok_or_else(|| not_found!("no raw volume {volume}"))
 }
 
 fn info_of(name: &str, size: u64, kind: VolumeKind) -> VolumeInfo {
@@ -87,8 +59,8 @@ fn info_of(name: &str, size: u64, kind: VolumeKind) -> VolumeInfo {
 
 struct Plugin;
 
-impl Guest for Plugin {
-    type Volume = Volume;
+impl Backend for Plugin {
+    type Volume = RawVolume;
 
     fn info() -> PluginInfo {
         PluginInfo {
@@ -102,122 +74,89 @@ impl Guest for Plugin {
         }
     }
 
-    fn list_volumes() -> Result<Vec<VolumeInfo>, BackendError> {
+    fn list_volumes() -> Result<Vec<VolumeInfo>> {
         Ok(volumes()?.iter().map(|v| info_of(&v.name, v.size, v.kind)).collect())
     }
 
-    fn list_snapshots(_: Option<String>) -> Result<Vec<SnapshotInfo>, BackendError> {
-        Ok(Vec::new())
-    }
-
-    fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<VolumeHandle, BackendError> {
+    fn open_volume(volume: String, snapshot: Option<String>, access: Access) -> Result<RawVolume> {
         if snapshot.is_some() {
-            return Err(BackendError::Unsupported("raw volumes have no snapshots".into()));
+            return Err(unsupported!("raw volumes have no snapshots"));
         }
         let v = find(&volume)?;
         if access == Access::ReadWrite && v.kind == VolumeKind::Image {
-            return Err(BackendError::PermissionDenied(format!("vi/{volume} is a read-only image")));
+            return Err(permission_denied!("vi/{volume} is a read-only image"));
         }
-        let device = host::open(&v.target, None, access)?;
-        let size = host::device_size(device)?;
-        Ok(VolumeHandle::new(Volume { device, info: info_of(&volume, size, v.kind), created: false }))
+        let device = Device::open(&v.target, access)?;
+        let info = info_of(&volume, device.size(), v.kind);
+        Ok(RawVolume { device, info, created: false })
     }
 
-    fn create_volume(
-        name: String,
-        size: u64,
-        kind: VolumeKind,
-        parent: Option<String>,
-    ) -> Result<VolumeHandle, BackendError> {
+    fn create_volume(name: String, size: u64, kind: VolumeKind, parent: Option<String>) -> Result<RawVolume> {
         if parent.is_some() {
-            return Err(BackendError::Unsupported("raw volumes cannot be thin clones; make a full copy".into()));
+            return Err(unsupported!("raw volumes cannot be thin clones; make a full copy"));
         }
         if name.is_empty() || name.starts_with('.') || name.contains('/') || name.ends_with(IMAGE_MARK) {
-            return Err(BackendError::InvalidArgument(format!("{name:?} cannot name a volume")));
+            return Err(invalid_argument!("{name:?} cannot name a volume"));
         }
         if find(&name).is_ok() {
-            return Err(BackendError::Conflict(format!("volume {name} exists already")));
+            return Err(conflict!("volume {name} exists already"));
         }
         let file = match kind {
             VolumeKind::Disk => format!("{name}{SUFFIX}"),
             VolumeKind::Image => format!("{name}{IMAGE_MARK}{SUFFIX}"),
         };
-        let device = host::create_file(&file)?;
-        host::set_size(device, size)?;
-        Ok(VolumeHandle::new(Volume { device, info: info_of(&name, size, kind), created: true }))
+        let mut device = Device::from_id(host::create_file(&file)?, &file)?;
+        device.set_size(size)?;
+        Ok(RawVolume { device, info: info_of(&name, size, kind), created: true })
     }
 
-    fn delete_volume(name: String) -> Result<(), BackendError> {
+    fn delete_volume(name: String) -> Result<()> {
         let v = find(&name)?;
         if !v.file {
-            return Err(BackendError::Unsupported(format!("{name} is a granted device; the operator owns it")));
+            return Err(unsupported!("{name} is a granted device; the operator owns it"));
         }
         host::remove_file(&v.target)
     }
-
-    fn create_snapshot(_: String, _: String, _: u64) -> Result<SnapshotInfo, BackendError> {
-        Err(BackendError::Unsupported("raw volumes have no snapshots".into()))
-    }
-
-    fn delete_snapshot(_: String, _: String) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported("raw volumes have no snapshots".into()))
-    }
-
-    fn restore_snapshot(_: String, _: String) -> Result<(), BackendError> {
-        Err(BackendError::Unsupported("raw volumes have no snapshots".into()))
-    }
 }
 
-struct Volume {
-    device: u32,
+struct RawVolume {
+    device: Device,
     info: VolumeInfo,
     /// Made by `create-volume`: `commit` publishes it.
     created: bool,
 }
 
-impl Volume {
-    fn data(&self, offset: u64, length: u64) -> Extent {
-        Extent { offset, length, location: Location::Data(DeviceOffset { device: self.device, offset }) }
-    }
-}
-
-impl GuestVolume for Volume {
+impl Volume for RawVolume {
     fn info(&self) -> VolumeInfo {
         self.info.clone()
     }
 
-    fn map_extents(&self, start: u64, _: u32) -> Result<ExtentPage, BackendError> {
+    fn map_extents(&self, start: u64, max_extents: u32) -> Result<ExtentPage> {
         let size = self.info.size;
-        let extents = if start < size { vec![self.data(start, size - start)] } else { Vec::new() };
-        Ok(ExtentPage { extents, next_offset: None })
-    }
-
-    fn changed_extents(&self, _: String, _: u64, _: u32) -> Result<ExtentPage, BackendError> {
-        Err(BackendError::Unsupported("raw volumes have no snapshots".into()))
-    }
-
-    fn decode(&self, codec: u32, _: Vec<u8>, _: u32) -> Result<Vec<u8>, BackendError> {
-        Err(BackendError::Unsupported(format!("raw volumes have no codec {codec}")))
+        let mut page = ExtentPageBuilder::new(start, max_extents);
+        if start < size {
+            page.push(start, size - start, data(self.device.id(), start));
+        }
+        Ok(page.finish(size))
     }
 
     /// Raw bytes live where they are: the host writes at the same offset, zeros included.
-    fn allocate(&self, offset: u64, length: u64, _zero: bool) -> Result<Vec<Extent>, BackendError> {
+    fn allocate(&self, offset: u64, length: u64, _zero: bool) -> Result<Vec<Extent>> {
         match offset.checked_add(length) {
-            Some(end) if end <= self.info.size => Ok(vec![self.data(offset, length)]),
-            _ => Err(BackendError::OutOfRange(format!(
-                "{} bytes at {offset} do not fit in {} bytes",
-                length, self.info.size
-            ))),
+            Some(end) if end <= self.info.size => {
+                Ok(vec![Extent { offset, length, location: data(self.device.id(), offset) }])
+            }
+            _ => Err(out_of_range!("{length} bytes at {offset} do not fit in {} bytes", self.info.size)),
         }
     }
 
-    fn commit(&self) -> Result<(), BackendError> {
-        host::flush(self.device)?;
+    fn commit(&self) -> Result<()> {
+        self.device.flush()?;
         if self.created {
-            host::publish_file(self.device)?;
+            self.device.publish()?;
         }
         Ok(())
     }
 }
 
-export!(Plugin);
+snapport_plugin_sdk::export_plugin!(Plugin);
