@@ -13,14 +13,18 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `snapport ARGS` run in `cwd`, sharing the repository's guest toolchain and a target
-/// folder of its own, so the guest `core`/`alloc` build once across runs.
+/// `snapport ARGS` run in `cwd`, sharing the repository's guest toolchain; `plugin build`
+/// gets one target folder for every test, so the guest `core`/`alloc` build once a run.
 fn snapport_in(cwd: &Path, args: &[&str]) -> Output {
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    if args[..2] == ["plugin", "build"] {
+        let shared = repo().join("target/guest-demo");
+        args.extend(["--target-dir".into(), shared.display().to_string()]);
+    }
     Command::new(env!("CARGO_BIN_EXE_snapport"))
-        .args(args)
+        .args(&args)
         .current_dir(cwd)
         .env("SNAPPORT_TOOLCHAIN_DIR", repo().join(".toolchain"))
-        .env("CARGO_TARGET_DIR", repo().join("target/guest-demo"))
         .output()
         .expect("running snapport")
 }
@@ -74,30 +78,55 @@ fn assert_component(path: &Path) {
     assert_eq!(&bytes[4..8], &[0x0d, 0x00, 0x01, 0x00], "a component");
 }
 
-/// Serves a granted device through the plugin at `wasm`: it lists it and exports its
-/// exact bytes, so the built component really runs in the host.
-fn serves_a_device(wasm: &Path) {
-    let home = Home::new();
-    let lun = home.path().join("lun.img");
-    let mut content = vec![0u8; 3 << 20];
-    for (i, b) in content.iter_mut().enumerate().skip(4096).take(300_000) {
-        *b = (i % 251) as u8;
+/// Bytes with data, a hole and a pattern, `mib` MiB.
+fn content(mib: usize, seed: u8) -> Vec<u8> {
+    let mut bytes = vec![0u8; mib << 20];
+    for (i, b) in bytes.iter_mut().enumerate().skip(4096).take(300_000) {
+        *b = (i % 251) as u8 ^ seed;
     }
-    std::fs::write(&lun, &content).unwrap();
+    bytes
+}
+
+/// Serves what the templates serve through the plugin at `wasm`: `disk.raw` in the pool's
+/// folder (and, `with_device`, the granted device lun0). Each is listed and exports its
+/// exact bytes, so the built component really runs in the host and maps the right bytes.
+fn serves(wasm: &Path, with_device: bool) {
+    let home = Home::new();
+    let folder = home.path().join("volumes");
+    std::fs::create_dir(&folder).unwrap();
+    let mut volumes = vec![("disk", folder.join("disk.raw"), content(2, 0))];
+    if with_device {
+        volumes.push(("lun0", home.path().join("lun.img"), content(3, 0x5a)));
+    }
+    for (_, path, bytes) in &volumes {
+        std::fs::write(path, bytes).unwrap();
+    }
+    let devices = if with_device {
+        format!("devices = {{ lun0 = \"{}\" }}\n", p(&volumes[1].1))
+    } else {
+        String::new()
+    };
     home.write_config(&format!(
-        "[pools.t]\nplugin = \"{}\"\ndevices = {{ lun0 = \"{}\" }}\n",
+        "[pools.t]\nplugin = \"{}\"\nfolders = [\"{}\"]\n{devices}",
         p(wasm),
-        p(&lun)
+        p(&folder)
     ));
     let out = home.ok(&["get", "vd", "-n", "t", "-o", "json"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("lun0"), "{text}");
-    let exported = home.out("lun0.raw");
-    home.ok(&["download", "vd/lun0", "-n", "t", "-q", "-o", p(&exported)]);
-    assert!(
-        std::fs::read(&exported).unwrap() == content,
-        "exported bytes differ"
-    );
+    for (name, path, bytes) in &volumes {
+        assert!(
+            text.contains(&format!("vd/{name}")),
+            "{name} not listed: {text}"
+        );
+        let exported = home.out(&format!("{name}.raw"));
+        let address = format!("vd/{name}");
+        home.ok(&["download", &address, "-n", "t", "-q", "-o", p(&exported)]);
+        assert!(
+            std::fs::read(&exported).unwrap() == *bytes,
+            "{name}: exported bytes differ from {}",
+            path.display()
+        );
+    }
 }
 
 /// `plugin test` (the conformance suite) on the new component, with its own scratch
@@ -153,10 +182,25 @@ fn a_c_plugin_from_an_empty_folder_builds_and_serves() {
     );
     let home = Home::new();
     home.write_config(&format!("[pools.t]\nplugin = \"{}\"\n", p(&wasm)));
-    let out = home.ok(&["plugin", "inspect", "demo", "-o", "json"]);
+    let out = home.ok(&["plugin", "list", "-o", "json"]);
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(doc["name"], "demo", "{doc}");
-    serves_a_device(&wasm);
+    let row = doc
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "demo")
+        .unwrap_or_else(|| panic!("demo not listed: {doc}"));
+    for cap in ["read", "write", "volume-create", "volume-delete"] {
+        assert!(
+            row["capabilities"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c == cap),
+            "{row}"
+        );
+    }
+    serves(&wasm, true);
     passes_plugin_test(tmp.path(), &wasm);
 
     // -o FILE from elsewhere.
@@ -186,14 +230,14 @@ fn a_rust_plugin_from_an_empty_folder_builds_and_serves() {
     ok_in(&dir, &["plugin", "build"]);
     let wasm = dir.join("demo.wasm");
     assert_component(&wasm);
-    serves_a_device(&wasm);
+    serves(&wasm, false);
     passes_plugin_test(tmp.path(), &wasm);
 }
 
 #[test]
 fn plugin_new_refuses_bad_names_and_used_folders() {
     let tmp = tempfile::tempdir().unwrap();
-    for bad in ["../evil", "-x", "a b", "1abc", "x/y", "dé"] {
+    for bad in ["../evil", "_x", "a b", "1abc", "x/y", "dé", ""] {
         let err = fails_in(tmp.path(), 2, &["plugin", "new", bad, "--lang", "c"]);
         assert!(err.contains("not a plugin name"), "{bad}: {err}");
     }
@@ -215,7 +259,15 @@ fn plugin_new_refuses_bad_names_and_used_folders() {
     let err = fails_in(
         tmp.path(),
         2,
-        &["plugin", "new", "demo", "--path", p(&missing_parent)],
+        &[
+            "plugin",
+            "new",
+            "demo",
+            "--lang",
+            "c",
+            "--path",
+            p(&missing_parent),
+        ],
     );
     assert!(err.contains("does not exist"), "{err}");
 

@@ -78,12 +78,17 @@ fn check_tools() -> Result<()> {
     Ok(())
 }
 
+/// Where a C project's generated bindings go: `DIR/bindings`, next to its sources, so
+/// the author can read `backend_plugin.h` (git-ignored by the template: the build
+/// regenerates it every time).
+pub const BINDINGS_DIR: &str = "bindings";
+
 /// Builds the C plugin project `dir` (its `src/*.c`, its `wit/` if it has one) into a
 /// core module under `work`, and returns the module's bytes.
 pub fn build_module(dir: &Path, name: &str, version: &str, work: &Path) -> Result<Vec<u8>> {
     check_tools()?;
     let wit = dir.join("wit");
-    let bindings = work.join("bindings");
+    let bindings = dir.join(BINDINGS_DIR);
     let generated = generate_bindings(wit.is_dir().then_some(wit.as_path()), &bindings)?;
     let src = dir.join("src");
     let mut sources: Vec<PathBuf> = std::fs::read_dir(&src)
@@ -100,6 +105,8 @@ pub fn build_module(dir: &Path, name: &str, version: &str, work: &Path) -> Resul
             .into_iter()
             .filter(|p| p.extension().is_some_and(|x| x == "c" || x == "o")),
     );
+    std::fs::create_dir_all(work)
+        .map_err(|e| Error::io(format!("making {}", work.display()), e))?;
     let module = work.join(format!("{name}.core.wasm"));
     let mut cmd = Command::new("clang");
     cmd.args([

@@ -159,7 +159,15 @@ pub fn build(project: &Project, opts: &BuildOptions, out: &Path) -> Result<u64> 
             std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?
         }
         Language::C => {
-            let work = target_dir.join("snapport-c");
+            // One work folder per project, so projects sharing a target folder (and
+            // named alike) never build over each other.
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            std::hash::Hash::hash(&std::path::absolute(&project.dir).ok(), &mut hasher);
+            let work = target_dir.join("snapport-c").join(format!(
+                "{}-{:016x}",
+                project.name,
+                std::hash::Hasher::finish(&hasher)
+            ));
             c::build_module(&project.dir, &project.name, &project.version, &work)?
         }
     };

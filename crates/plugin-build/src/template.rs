@@ -14,7 +14,7 @@ mod embedded {
 /// Where a Rust project keeps its copy of the SDK (its Cargo.toml's path dependency).
 pub const SDK_DIR: &str = "vendor/snapport-plugin-sdk";
 
-const GITIGNORE: &str = "/target\n/*.wasm\n";
+const GITIGNORE: &str = "/target\n/bindings\n/*.wasm\n";
 
 /// The files of a new `language` project named `name`, as (relative path, content).
 pub fn files(name: &str, language: Language) -> Result<Vec<(PathBuf, Vec<u8>)>> {

@@ -35,6 +35,10 @@ pub struct BuildArgs {
     /// The component file to write (default DIR/NAME.wasm).
     #[arg(short, long)]
     pub output: Option<PathBuf>,
+    /// The folder for cargo's (and the C build's) intermediate files (default
+    /// DIR/target); one folder shared by several projects builds the guest `core` once.
+    #[arg(long)]
+    pub target_dir: Option<PathBuf>,
 }
 
 /// This library's errors as the CLI's: a malformed request exits 2, the rest 1.
@@ -73,11 +77,7 @@ pub fn build(args: BuildArgs) -> Result<()> {
     let notify = |line: &str| eprintln!("{line}");
     let opts = build::BuildOptions {
         toolchain_dir: build::toolchain::default_dir(),
-        // cargo's own variable, so a shared target folder (CI, the tests) is honoured
-        // by the C build's work files too.
-        target_dir: std::env::var_os("CARGO_TARGET_DIR")
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from),
+        target_dir: args.target_dir,
         notify: &notify,
     };
     let size = build::build(&project, &opts, &out).map_err(cli_error)?;

@@ -1,5 +1,5 @@
 // Small helpers over the generated bindings (backend_plugin.h, made by `snapport plugin
-// build` from wit/backend.wit into target/snapport-c/bindings: read it for every call).
+// build` from wit/backend.wit into bindings/: read it for every call).
 //
 // Ownership, as wit-bindgen's C bindings define it:
 // - What an exported function returns (strings, lists, errors) is freed by the bindings
