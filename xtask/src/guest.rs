@@ -17,6 +17,7 @@ const GUESTS: &[(&str, &str)] = &[
     ("snapport-plugin-csi", "csi"),
     ("snapport-plugin-hostile", "test-hostile"),
     ("snapport-test-raw-v0-1-0", "test-raw-v0.1.0"),
+    ("snapport-plugin-broken", "test-broken"),
 ];
 
 /// C guest projects under `plugins/` (each with a `snapport-plugin.toml`); the component
