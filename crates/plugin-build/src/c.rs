@@ -1,8 +1,8 @@
 //! C plugins: bindings generated from the WIT with `wit-bindgen-c` (as a library, so no
 //! separate install), compiled by clang for `wasm32-wasi` against wasi-libc (for
-//! `malloc`, `memcpy`, `snprintf` and the like), linked by `wasm-ld` as a library with no
+//! `malloc`, `memcpy`, `strcmp` and the like), linked by `wasm-ld` as a library with no
 //! entry point, then wrapped into a component. The libc functions that would call WASI
-//! (stdio, clocks, files) are refused at the wrap with the import they pulled in.
+//! (stdio, snprintf included, clocks, files) are refused at the wrap, naming the import.
 
 use crate::error::{cause, Error, Result};
 use std::path::{Path, PathBuf};
@@ -11,9 +11,6 @@ use std::process::Command;
 /// What to tell an author whose machine lacks a piece of the C toolchain.
 pub const INSTALL_HINT: &str =
     "install: apt-get install -y clang lld wasi-libc libclang-rt-14-dev-wasm32";
-
-/// The bindings' file stem: wit-bindgen-c names its files after the world.
-pub const BINDINGS_STEM: &str = "backend_plugin";
 
 /// Generates the C bindings of the backend world into `out` (`backend_plugin.h`, `.c`
 /// and `_component_type.o`), from the WIT folder `wit` if given, else from the WIT this
