@@ -31,6 +31,15 @@ pub fn foreign_import(module: &[u8]) -> Result<Option<String>> {
     Ok(None)
 }
 
+/// Whether the module carries the bindings' component type (a `component-type…` custom
+/// section). Without it the encoder would make a component that exports nothing.
+fn has_type_info(module: &[u8]) -> bool {
+    wasmparser::Parser::new(0)
+        .parse_all(module)
+        .filter_map(|p| p.ok())
+        .any(|p| matches!(p, wasmparser::Payload::CustomSection(c) if c.name().starts_with("component-type")))
+}
+
 /// Turns the core module of plugin `what` into a component, with its type information
 /// (the custom section the bindings embed) as the component's interface.
 pub fn wrap(what: &str, module: &[u8]) -> Result<Vec<u8>> {
@@ -41,16 +50,88 @@ pub fn wrap(what: &str, module: &[u8]) -> Result<Vec<u8>> {
              go through the host's calls instead"
         )));
     }
+    let untyped = || {
+        Error::build(format!(
+            "{what}: the module carries no component type information (were the \
+             bindings' type object or the `wit_bindgen::generate!` output linked in?)"
+        ))
+    };
+    if !has_type_info(module) {
+        return Err(untyped());
+    }
     wit_component::ComponentEncoder::default()
         .module(module)
-        .map_err(|e| {
-            Error::build(format!(
-                "{what}: the module carries no component type information (were the \
-                 bindings' type object or the `wit_bindgen::generate!` output linked in?)"
-            ))
-            .with_source(cause(e))
-        })?
+        .map_err(|e| untyped().with_source(cause(e)))?
         .validate(true)
         .encode()
         .map_err(|e| Error::build(format!("{what}: making the component")).with_source(cause(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A core module importing the functions `(module, name)`, all of type `() -> ()`.
+    fn module_importing(imports: &[(&str, &str)]) -> Vec<u8> {
+        fn leb(mut n: usize, out: &mut Vec<u8>) {
+            loop {
+                let byte = (n & 0x7f) as u8;
+                n >>= 7;
+                if n == 0 {
+                    out.push(byte);
+                    return;
+                }
+                out.push(byte | 0x80);
+            }
+        }
+        let mut section = Vec::new();
+        leb(imports.len(), &mut section);
+        for (module, name) in imports {
+            for s in [module, name] {
+                leb(s.len(), &mut section);
+                section.extend(s.as_bytes());
+            }
+            section.extend([0x00, 0x00]); // a function of type 0
+        }
+        let mut m = b"\0asm\x01\0\0\0".to_vec();
+        m.extend([0x01, 0x04, 0x01, 0x60, 0x00, 0x00]); // type 0: () -> ()
+        m.push(0x02);
+        leb(section.len(), &mut m);
+        m.extend(section);
+        m
+    }
+
+    #[test]
+    fn only_snapport_imports_pass() {
+        let ours = module_importing(&[
+            ("snapport:backend/host@0.1.2", "log"),
+            (
+                "[export]snapport:backend/backend@0.1.2",
+                "[resource-drop]volume",
+            ),
+            ("snapport:backend/host@0.1.0", "open"),
+        ]);
+        assert_eq!(foreign_import(&ours).unwrap(), None);
+        let wasi = module_importing(&[
+            ("snapport:backend/host@0.1.2", "log"),
+            ("wasi_snapshot_preview1", "fd_write"),
+        ]);
+        assert_eq!(
+            foreign_import(&wasi).unwrap().as_deref(),
+            Some("wasi_snapshot_preview1::fd_write")
+        );
+        let err = wrap("demo", &wasi).unwrap_err();
+        assert!(err.to_string().contains("no WASI"), "{err}");
+    }
+
+    #[test]
+    fn a_module_without_type_information_is_refused_in_words() {
+        let bare = module_importing(&[]);
+        let err = wrap("demo", &bare).unwrap_err();
+        assert_eq!(err.kind(), crate::ErrorKind::Build);
+        assert!(
+            err.to_string().contains("no component type information"),
+            "{err}"
+        );
+    }
 }
