@@ -185,6 +185,11 @@ fn invalid_components_are_refused_before_running() {
         .join("guest/wasm32-unknown-unknown/release/snapport_plugin_raw.wasm");
     let err = host.load(&core).err().expect("a core module must not load");
     assert_eq!(err.kind, ErrorKind::InvalidPlugin, "{err}");
+    assert!(
+        err.to_string()
+            .contains("is a core WebAssembly module, not a component"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -1093,4 +1098,616 @@ fn plugin_list_shows_plugins_pools_name_by_path() {
         line.contains("mine/custom.wasm") && line.contains("p1, p2"),
         "{line}"
     );
+}
+
+// 0.1.2: folders as trees. The hostile probes first (through the CLI, as an operator
+// runs it), then each call doing its work (through the host library, with the hostile
+// plugin's `script` behaviour running the calls a test lists).
+
+/// Every 0.1.2 call that takes a path refuses what is not a path (`invalid-argument`,
+/// before the file system is touched), a link that leads out of the folder or a FIFO
+/// (`permission-denied`), and a folder number past the pool's list (`not-found`); the
+/// other pool's file is neither read, written nor removed, and the listing of the folder
+/// shows none of it.
+#[test]
+fn folder_calls_refuse_hostile_paths_links_out_and_unknown_folders() {
+    let home = probe_home("probe-folders");
+    let a = home.path().join("a");
+    let secret = home.path().join("b/secret.raw");
+    std::os::unix::fs::symlink("../b/secret.raw", a.join("out-link")).unwrap();
+    std::os::unix::fs::symlink(&secret, a.join("abs-link")).unwrap();
+    std::os::unix::fs::symlink("../b", a.join("out-dir")).unwrap();
+    tool("mkfifo", &[p(&a.join("pipe"))]);
+    let before = tool("sha256sum", &[p(&secret)]);
+    let labels = probe(&home);
+    assert_refused_but(
+        &labels,
+        &[
+            ("folders", "ok: 0 a rw"),
+            ("list", "ok: keep.raw file 2097152"),
+        ],
+    );
+    let syntax = [
+        "dotdot",
+        "dotdot-etc",
+        "inner-dotdot",
+        "absolute",
+        "nul",
+        "nul-inside",
+        "long",
+        "long-dotdot",
+        "hidden",
+        "hidden-inner",
+        "double-slash",
+        "trailing-slash",
+        "dot",
+        "long-parts",
+    ];
+    let calls = [
+        "list",
+        "open-in",
+        "open-in-rw",
+        "create-folder",
+        "create-file-in",
+        "remove-in",
+    ];
+    for key in syntax {
+        for call in calls {
+            let label = &labels[&format!("{call}-{key}")];
+            assert!(
+                label.starts_with("refused invalid-argument:"),
+                "{call}-{key}: {label}"
+            );
+        }
+    }
+    for key in [
+        "open-in-link-out",
+        "open-in-rw-link-out",
+        "open-in-link-abs",
+        "open-in-rw-link-abs",
+        "open-in-link-dir",
+        "open-in-rw-link-dir",
+        "list-link-dir",
+        "create-folder-link-dir",
+        "create-file-in-link-dir",
+        "remove-in-link-dir",
+    ] {
+        assert!(
+            labels[key].starts_with("refused permission-denied:")
+                && labels[key].contains("outside the folders this pool grants"),
+            "{key}: {}",
+            labels[key]
+        );
+    }
+    for key in ["open-in-fifo", "remove-in-fifo"] {
+        assert!(
+            labels[key].starts_with("refused permission-denied:"),
+            "{key}: {}",
+            labels[key]
+        );
+    }
+    for id in ["1", "4294967295"] {
+        for call in calls.iter().filter(|c| **c != "open-in-rw") {
+            let key = format!("{call}-folder-{id}");
+            assert!(
+                labels[&key].starts_with("refused not-found:")
+                    && labels[&key].contains("this pool grants folders 0 to 0"),
+                "{key}: {}",
+                labels[&key]
+            );
+        }
+    }
+    assert_eq!(tool("sha256sum", &[p(&secret)]), before);
+    assert_eq!(files_in(&home.path().join("b")), vec!["secret.raw"]);
+    assert!(!home.path().join("etc").exists());
+}
+
+/// A read-only grant: `list-folder` and `open-in` read-only work, every write is
+/// `permission-denied`, and nothing changes.
+#[test]
+fn a_read_only_grant_refuses_every_folder_write() {
+    let home = probe_home("probe-folder-writes");
+    let config = std::fs::read_to_string(home.path().join("config.toml")).unwrap();
+    // The probe pool, granted read-only.
+    home.write_config(&config.replace("writable = true\nsettings", "settings"));
+    let labels = probe(&home);
+    assert_refused_but(
+        &labels,
+        &[
+            ("folders", "ok: 0 a ro"),
+            ("list", "ok: keep.raw file 2097152"),
+            ("open-in", "ok: device 0"),
+        ],
+    );
+    for key in [
+        "open-in-rw",
+        "create-folder",
+        "create-file-in",
+        "remove-in",
+        "create-file",
+    ] {
+        assert!(
+            labels[key].starts_with("refused permission-denied:")
+                && labels[key].contains("read-only"),
+            "{key}: {}",
+            labels[key]
+        );
+    }
+    assert_eq!(files_in(&home.path().join("a")), vec!["keep.raw"]);
+}
+
+/// An instance of the hostile plugin running `script` over `folders`.
+fn scripted(
+    host: &Host,
+    folders: &[&Path],
+    writable: bool,
+    script: &str,
+) -> snapport_host::Instance {
+    let plugin = host.load(&plugins_dir().join("test-hostile.wasm")).unwrap();
+    let grants = Grants {
+        folders: folders.iter().map(|f| f.to_path_buf()).collect(),
+        settings: [
+            ("behaviour".to_string(), "script".to_string()),
+            ("script".to_string(), script.to_string()),
+        ]
+        .into(),
+        writable,
+        ..Grants::default()
+    };
+    // The default deadline: a call's time includes the host calls it makes (a listing
+    // of 100,000 entries).
+    host.instantiate(plugin, "p", grants, Limits::default(), None)
+}
+
+/// The answers of a script's steps, in order.
+fn steps(instance: &mut snapport_host::Instance) -> Result<Vec<String>, snapport_host::Error> {
+    let volumes = instance.list_volumes()?;
+    Ok(volumes[0].labels.iter().map(|l| l.value.clone()).collect())
+}
+
+/// Compares a script's answers with what each step must answer.
+fn assert_steps(got: &[String], want: &[&str]) {
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            g == w || (w.ends_with('…') && g.starts_with(w.trim_end_matches('…'))),
+            "step {i}: {g:?}, expected {w:?}"
+        );
+    }
+}
+
+#[test]
+fn list_folder_shows_a_tree_with_kinds_and_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pool");
+    std::fs::create_dir_all(root.join("b/d")).unwrap();
+    let sized = |path: &str, len: usize| std::fs::write(root.join(path), vec![b'a'; len]).unwrap();
+    sized("a.raw", 3000);
+    sized("b/c.qcow2", 70_000);
+    sized("Z.raw", 1);
+    sized("zz", 0);
+    sized(".hidden", 10);
+    sized("b/.staged", 10);
+    std::fs::write(dir.path().join("outside.raw"), b"secret").unwrap();
+    use std::os::unix::fs::symlink;
+    symlink("a.raw", root.join("link-file")).unwrap();
+    symlink("b", root.join("link-dir")).unwrap();
+    symlink("../outside.raw", root.join("link-out")).unwrap();
+    symlink("nowhere", root.join("link-dangling")).unwrap();
+    tool("mkfifo", &[p(&root.join("pipe"))]);
+    let host = Host::new(None).unwrap();
+    let script = "list 0 \nlist 0 b\nlist 0 b/d\nlist 0 link-dir\nlist 0 a.raw\nlist 0 missing\nopen 0 link-file\nopen 0 a.raw\nread";
+    let mut instance = scripted(&host, &[&root], false, script);
+    let got = steps(&mut instance).unwrap();
+    assert_steps(
+        &got,
+        &[
+            // Bytewise order; hidden names, the FIFO and the links out or nowhere left out.
+            "ok: Z.raw file 1, a.raw file 3000, b folder 0, link-dir folder 0, link-file file 3000, zz file 0",
+            "ok: c.qcow2 file 70000, d folder 0",
+            "ok: ",
+            "ok: c.qcow2 file 70000, d folder 0",
+            "refused not-found: folder \"a.raw\" in folder 0: not a folder",
+            "refused not-found: folder \"missing\" in folder 0: …",
+            // A link inside the folder is the file it leads to: the same device.
+            "ok: device 0",
+            "ok: device 0",
+            &format!("ok: {}", "a".repeat(3000)),
+        ],
+    );
+}
+
+/// A listing longer than 100,000 entries is refused whole, never cut short; hidden
+/// names do not count.
+#[test]
+fn list_folder_refuses_more_than_100000_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pool");
+    std::fs::create_dir_all(root.join("many")).unwrap();
+    for i in 0..100_000 {
+        std::fs::File::create(root.join(format!("many/f{i:06}"))).unwrap();
+    }
+    std::fs::File::create(root.join("many/.hidden")).unwrap();
+    let host = Host::new(None).unwrap();
+    let mut instance = scripted(&host, &[&root], false, "list 0 many");
+    let got = steps(&mut instance).unwrap();
+    assert!(
+        got[0].starts_with("ok: f000000 file 0, f000001 file 0"),
+        "{}",
+        &got[0][..100]
+    );
+    std::fs::File::create(root.join("many/one-more")).unwrap();
+    let mut instance = scripted(&host, &[&root], false, "list 0 many");
+    let got = steps(&mut instance).unwrap();
+    assert_eq!(
+        got,
+        ["refused out-of-range: folder \"many\" in folder 0 holds 100001 entries, more than the 100000 a listing holds"]
+    );
+}
+
+/// Two granted folders holding the same name are two files, each addressed by its
+/// folder's number; a folder that does not exist keeps its number, so the others' do
+/// not shift.
+#[test]
+fn folders_are_addressed_by_number_and_keep_it_when_one_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (x, y) = (dir.path().join("x"), dir.path().join("y"));
+    for (folder, text) in [(&x, "from x"), (&y, "from y")] {
+        std::fs::create_dir_all(folder).unwrap();
+        std::fs::write(folder.join("d.raw"), text).unwrap();
+    }
+    let missing = dir.path().join("missing");
+    let host = Host::new(None).unwrap();
+    let script = "folders\nlist 0 \nlist 1 \nlist 2 \nopen 1 d.raw\nread\nopen 2 d.raw\nread\nlist 3 \nlist max ";
+    let mut instance = scripted(&host, &[&missing, &x, &y], false, script);
+    assert_steps(
+        &steps(&mut instance).unwrap(),
+        &[
+            "ok: 0 missing ro, 1 x ro, 2 y ro",
+            "refused not-found: granted folder 0 (missing) does not exist",
+            "ok: d.raw file 6",
+            "ok: d.raw file 6",
+            "ok: device 0",
+            "ok: from x",
+            "ok: device 1",
+            "ok: from y",
+            "refused not-found: folder 3: this pool grants folders 0 to 2",
+            "refused not-found: folder 4294967295: this pool grants folders 0 to 2",
+        ],
+    );
+}
+
+/// `create-file-in` stages a hidden file in the subfolder: not listed, not under its
+/// name until `publish-file`, and removed when the instance ends without publishing,
+/// at once when the plugin traps. Stale staged files of dead processes there go first.
+#[test]
+fn create_file_in_is_invisible_until_published_and_gone_after_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pool");
+    let sub = root.join("sub");
+    std::fs::create_dir_all(&sub).unwrap();
+    // What a process that no longer exists left (PIDs never reach 999999999).
+    std::fs::write(sub.join(".old.raw.snapport-999999999-0"), b"stale").unwrap();
+    let host = Host::new(None).unwrap();
+
+    let script = "create 0 sub/new.raw\nwrite hello\nlist 0 sub";
+    let mut instance = scripted(&host, &[&root], true, script);
+    assert_steps(
+        &steps(&mut instance).unwrap(),
+        &["ok: device 0", "ok: done", "ok: "],
+    );
+    let staged = files_in(&sub);
+    let prefix = format!(".new.raw.snapport-{}-", std::process::id());
+    assert!(
+        staged.len() == 1 && staged[0].starts_with(&prefix),
+        "{staged:?}"
+    );
+    assert_eq!(std::fs::read(sub.join(&staged[0])).unwrap(), b"hello");
+    drop(instance);
+    assert_eq!(files_in(&sub), Vec::<String>::new());
+
+    let script = "create 0 sub/new.raw\nwrite hello\npublish\nlist 0 sub\ncreate 0 sub/new.raw\nmkdir 0 sub/deeper\ncreate 0 sub/deeper/x.raw\nwrite deep\npublish";
+    let mut instance = scripted(&host, &[&root], true, script);
+    assert_steps(
+        &steps(&mut instance).unwrap(),
+        &[
+            "ok: device 0",
+            "ok: done",
+            "ok: done",
+            "ok: new.raw file 5",
+            "refused conflict: …",
+            "ok: done",
+            "ok: device 1",
+            "ok: done",
+            "ok: done",
+        ],
+    );
+    drop(instance);
+    assert_eq!(files_in(&sub), vec!["deeper", "new.raw"]);
+    assert_eq!(std::fs::read(sub.join("new.raw")).unwrap(), b"hello");
+    assert_eq!(std::fs::read(sub.join("deeper/x.raw")).unwrap(), b"deep");
+
+    // A trap throws the instance away, and its staged file with it, before the error
+    // reaches the caller.
+    let mut instance = scripted(
+        &host,
+        &[&root],
+        true,
+        "create 0 sub/gone.raw\nwrite data\ntrap",
+    );
+    let err = steps(&mut instance).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Trap, "{err}");
+    assert_eq!(files_in(&sub), vec!["deeper", "new.raw"]);
+    // A failed call leaves it to the end of the operation (the instance).
+    let mut instance = scripted(
+        &host,
+        &[&root],
+        true,
+        "create 0 sub/gone.raw\nwrite data\nfail",
+    );
+    let err = steps(&mut instance).unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Backend(BackendErrorKind::Io), "{err}");
+    drop(instance);
+    assert_eq!(files_in(&sub), vec!["deeper", "new.raw"]);
+}
+
+/// `remove-in` removes a file, a symbolic link (never what it leads to) or an empty
+/// folder; a folder that is not empty is `conflict`, a file QEMU holds is `busy`.
+/// `create-folder` needs its parent and a free name. The same file opened the same way
+/// twice is one device.
+#[test]
+fn remove_in_and_create_folder_do_what_they_say_and_no_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pool");
+    std::fs::create_dir_all(root.join("full")).unwrap();
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    std::fs::write(root.join("full/f.raw"), b"f").unwrap();
+    random_file(&root.join("keep.raw"), 1);
+    std::os::unix::fs::symlink("keep.raw", root.join("link")).unwrap();
+    let host = Host::new(None).unwrap();
+    let script = "remove 0 full\nremove 0 empty\nremove 0 link\nremove 0 missing.raw\n\
+                  mkdir 0 made\nmkdir 0 made\nmkdir 0 nope/deeper\nmkdir 0 keep.raw/x\n\
+                  remove 0 full/f.raw\nremove 0 full\n\
+                  open 0 keep.raw\nopen 0 keep.raw\nopen-rw 0 keep.raw\nopen-rw 0 keep.raw";
+    let mut instance = scripted(&host, &[&root], true, script);
+    assert_steps(
+        &steps(&mut instance).unwrap(),
+        &[
+            "refused conflict: …",
+            "ok: done",
+            "ok: done",
+            "refused not-found: …",
+            "ok: done",
+            "refused conflict: …",
+            "refused not-found: folder \"nope\" of nope/deeper in folder 0: …",
+            "refused not-found: folder \"keep.raw\" of keep.raw/x in folder 0: not a folder",
+            "ok: done",
+            "ok: done",
+            "ok: device 0",
+            "ok: device 0",
+            "ok: device 1",
+            "ok: device 1",
+        ],
+    );
+    drop(instance);
+    assert_eq!(files_in(&root), vec!["keep.raw", "made"]);
+    assert_eq!(
+        std::fs::metadata(root.join("keep.raw")).unwrap().len(),
+        1 << 20
+    );
+
+    // A file a QEMU process holds is neither removed nor opened for writing.
+    let mut qemu = std::process::Command::new("qemu-io")
+        .args(["-f", "raw", p(&root.join("keep.raw"))])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("running qemu-io");
+    let keep = std::fs::File::open(root.join("keep.raw")).unwrap();
+    let started = Instant::now();
+    while !snapport_host::locks::in_use(&keep).unwrap() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "qemu-io took no lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut instance = scripted(
+        &host,
+        &[&root],
+        true,
+        "remove 0 keep.raw\nopen-rw 0 keep.raw",
+    );
+    let got = steps(&mut instance);
+    drop(qemu.stdin.take());
+    let _ = qemu.wait();
+    assert_steps(&got.unwrap(), &["refused busy: …", "refused busy: …"]);
+    assert!(root.join("keep.raw").exists());
+}
+
+/// A plugin's panic message (`panicked`, then a trap) reaches the operator in the one
+/// error line, made printable and cut; the next instance starts without it.
+#[test]
+fn a_panic_reaches_the_operator_with_its_message() {
+    let long = format!("\\u001b[2J{}", "y".repeat(10_000));
+    let home = hostile_home(&[
+        (
+            "panics",
+            "behaviour = \"panic\", message = \"the volume table is gone: index 7 out of range at src/lib.rs:42:5\"",
+        ),
+        ("long", &format!("behaviour = \"panic\", message = \"{long}\"")),
+    ]);
+    // Not `measured` nor `fails`: they take "panicked" in stderr for snapport's own panic.
+    let out = home.snapport(&["get", "vd", "-n", "panics"]);
+    let line = one_error_line(&out);
+    assert_eq!(
+        line,
+        "snapport: error: plugin test-hostile (pool panics) panicked while listing volumes: the volume table is gone: index 7 out of range at src/lib.rs:42:5"
+    );
+    let out = home.snapport(&["get", "vd", "-n", "long"]);
+    let line = one_error_line(&out);
+    assert!(!line.contains("thread 'main' panicked"), "{line}");
+    assert_printable("the error line", &out.stderr);
+    assert!(
+        line.contains("panicked while listing volumes: \\u{1b}[2Jyyy")
+            && line.contains("more bytes cut]")
+            && line.len() < 4400,
+        "{}",
+        line.len()
+    );
+
+    // In one host: the panic, then a plain trap in a fresh instance, which says nothing
+    // of the earlier message.
+    let host = Host::new(None).unwrap();
+    let hostile = host.load(&plugins_dir().join("test-hostile.wasm")).unwrap();
+    let grants = Grants {
+        devices: [("disk".to_string(), home.path().join("disk.raw"))].into(),
+        settings: [
+            ("behaviour".to_string(), "panic".to_string()),
+            ("message".to_string(), "first words".to_string()),
+        ]
+        .into(),
+        ..Grants::default()
+    };
+    let mut instance = host.instantiate(hostile, "p", grants, limits(), None);
+    let err = instance.list_volumes().unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Trap);
+    assert!(
+        err.to_string()
+            .ends_with("panicked while listing volumes: first words"),
+        "{err}"
+    );
+    let mut volume = instance.open_volume("disk", None).unwrap();
+    let err = export(
+        &mut volume,
+        Target::File(home.out("x.raw")),
+        &ExportOptions {
+            format: Format::Raw,
+            content_digest: false,
+            stream_sha256: false,
+            workers: 0,
+            sync: false,
+        },
+        &mut NoProgress,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("trapped while mapping extents (it aborted: wasm `unreachable`)")
+            && !err.contains("first words"),
+        "{err}"
+    );
+}
+
+/// What an author most often hands over by mistake gets one line saying what it is:
+/// an empty file, a file that is not WebAssembly, a core module (with how to wrap it).
+#[test]
+fn files_that_are_not_components_get_one_line_each() {
+    let home = Home::new();
+    home.write_config("");
+    let dir = home.path().join("mine");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("empty.wasm"), b"").unwrap();
+    random_file(&dir.join("random.wasm"), 1);
+    std::fs::write(
+        dir.join("random.wasm"),
+        [
+            b"MZ".as_slice(),
+            &std::fs::read(dir.join("random.wasm")).unwrap(),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    let core = plugins_dir()
+        .parent()
+        .unwrap()
+        .join("guest/wasm32-unknown-unknown/release/snapport_plugin_raw.wasm");
+    std::fs::copy(&core, dir.join("core.wasm")).unwrap();
+    for (file, expect) in [
+        ("empty", "is empty, not a WebAssembly component"),
+        ("random", "is not a WebAssembly file (it does not start with the `\\0asm` magic)"),
+        ("core", "is a core WebAssembly module, not a component: build the plugin with `snapport plugin build`, or wrap the module with `wasm-tools component new MODULE.wasm -o PLUGIN.wasm`"),
+    ] {
+        let path = dir.join(format!("{file}.wasm"));
+        let line = home.fails(&["plugin", "inspect", p(&path)]);
+        assert!(
+            line.contains(&format!("plugin {file} ({}): {expect}", path.display())),
+            "{file}: {line}"
+        );
+    }
+}
+
+/// A block device node inside a granted folder is listed as `block-device` with the
+/// device's size, and `open-in` opens it like a granted device.
+#[test]
+fn list_folder_shows_a_block_device_node_with_its_size() {
+    use std::io::Write;
+    let skip = |why: &str| {
+        // Straight to stderr, past the test harness's capture: a skip must be seen.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED list_folder_shows_a_block_device_node_with_its_size: {why}"
+        );
+    };
+    let is_root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if !is_root || !Path::new("/dev/loop-control").exists() {
+        return skip("needs root and loop devices");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backing = dir.path().join("lo.img");
+    std::fs::write(&backing, b"block device bytes".repeat(1 << 16)).unwrap();
+    let dev = tool("losetup", &["-f", "--show", p(&backing)])
+        .trim()
+        .to_string();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("losetup")
+                .args(["-d", &self.0])
+                .status();
+        }
+    }
+    let _detach = Detach(dev.clone());
+    let root = dir.path().join("pool");
+    std::fs::create_dir_all(&root).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let rdev = std::fs::metadata(&dev).unwrap().rdev();
+    let (major, minor) = (libc_major(rdev), libc_minor(rdev));
+    let made = std::process::Command::new("mknod")
+        .args([
+            p(&root.join("lun")),
+            "b",
+            &major.to_string(),
+            &minor.to_string(),
+        ])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        return skip("mknod of a block device node is not allowed here");
+    }
+    let host = Host::new(None).unwrap();
+    let mut instance = scripted(&host, &[&root], false, "list 0 \nopen 0 lun\nread");
+    let size = 18u64 << 16;
+    let got = steps(&mut instance).unwrap();
+    assert_eq!(got[0], format!("ok: lun block-device {size}"));
+    assert_eq!(got[1], "ok: device 0");
+    assert!(
+        got[2].starts_with("ok: block device bytesblock device bytes"),
+        "{}",
+        got[2]
+    );
+}
+
+/// The major number of a `st_rdev` (glibc's `gnu_dev_major`).
+fn libc_major(rdev: u64) -> u64 {
+    ((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0xfff)
+}
+
+/// The minor number of a `st_rdev` (glibc's `gnu_dev_minor`).
+fn libc_minor(rdev: u64) -> u64 {
+    ((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff)
 }

@@ -111,6 +111,23 @@ fn supported_wit_version(version: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
+/// Why `bytes` cannot be a component, for the files an author most often hands over by
+/// mistake, in one line that says what to do; `None` leaves the verdict to wasmtime.
+fn not_a_component(bytes: &[u8]) -> Option<&'static str> {
+    /// Bytes 4..8 of a core module's preamble (version 1); a component has 0x0d 0 1 0.
+    const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
+    if bytes.is_empty() {
+        return Some("is empty, not a WebAssembly component");
+    }
+    if !bytes.starts_with(b"\0asm") {
+        return Some("is not a WebAssembly file (it does not start with the `\\0asm` magic)");
+    }
+    if bytes.get(4..8) == Some(&CORE_VERSION[..]) {
+        return Some("is a core WebAssembly module, not a component: build the plugin with `snapport plugin build`, or wrap the module with `wasm-tools component new MODULE.wasm -o PLUGIN.wasm`");
+    }
+    None
+}
+
 /// The engine every plugin runs on, its epoch ticker, and the compiled-component cache.
 pub struct Host {
     engine: Engine,
@@ -133,6 +150,9 @@ pub struct State {
     limits: StoreLimits,
     /// The pool's gRPC endpoint, connected on the first call.
     grpc: Option<grpc::GrpcClient>,
+    /// What the plugin said (`panicked`) in the current call before it traps: the
+    /// operator reads its panic message instead of "wasm `unreachable`".
+    panicked: Option<String>,
 }
 
 impl Host {
@@ -192,6 +212,9 @@ impl Host {
                 format!("plugin {name} ({}): {what}", path.display()),
             )
         };
+        if let Some(why) = not_a_component(&bytes) {
+            return Err(bad(why.to_string()));
+        }
         let component = self
             .compile(&name, &bytes, sha256)
             .map_err(|e| bad(format!("not a valid component: {e:#}")))?;
@@ -383,6 +406,7 @@ impl Instance {
                     .trap_on_grow_failure(true)
                     .build(),
                 grpc: None,
+                panicked: None,
             };
             let mut store = Store::new(&self.engine, state);
             store.limiter(|s| &mut s.limits);
@@ -405,8 +429,21 @@ impl Instance {
 
     /// Classifies a failed call and throws the instance away.
     fn trap(&mut self, e: wasmtime::Error, doing: &str) -> Error {
-        self.live = None;
+        let panicked = self
+            .live
+            .take()
+            .and_then(|mut l| l.store.data_mut().panicked.take());
         let who = self.who();
+        // The plugin said why before it trapped (its panic handler): that is the news. A
+        // deadline is the host's doing, whatever the plugin said.
+        if let Some(message) = panicked {
+            if !matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+                return Error::new(
+                    ErrorKind::Trap,
+                    format!("{who} panicked while {doing}: {message}"),
+                );
+            }
+        }
         match e.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Error::new(
                 ErrorKind::Timeout,
@@ -455,6 +492,8 @@ impl Instance {
         let ticks = self.ticks();
         let live = self.live()?;
         live.store.set_epoch_deadline(ticks);
+        // A message belongs to the trap of the call that said it, never to a later one.
+        live.store.data_mut().panicked = None;
         let r = f(&mut live.store, live.bindings.snapport_backend_backend());
         match r {
             Ok(Ok(v)) => Ok(v),
@@ -1206,43 +1245,46 @@ impl bindings::snapport::backend::host::Host for State {
     fn log(&mut self, level: LogLevel, message: String) {
         self.devices.log(level, &message)
     }
-    // 0.1.2 (stubs until the host implements them: issue 21, helper A).
+    // 0.1.2: folders as trees.
     fn granted_folders(&mut self) -> Vec<wit::GrantedFolder> {
-        Vec::new()
+        self.devices.granted_folders()
     }
     fn list_folder(
         &mut self,
-        _folder: u32,
-        _path: String,
+        folder: u32,
+        path: String,
     ) -> std::result::Result<Vec<wit::FolderEntry>, BackendError> {
-        Err(BackendError::Unsupported("not yet".into()))
+        self.devices.list_folder(folder, &path)
     }
     fn open_in(
         &mut self,
-        _folder: u32,
-        _path: String,
-        _access: Access,
+        folder: u32,
+        path: String,
+        access: Access,
     ) -> std::result::Result<u32, BackendError> {
-        Err(BackendError::Unsupported("not yet".into()))
+        self.devices.open_in(folder, &path, access)
     }
     fn create_folder(
         &mut self,
-        _folder: u32,
-        _path: String,
+        folder: u32,
+        path: String,
     ) -> std::result::Result<(), BackendError> {
-        Err(BackendError::Unsupported("not yet".into()))
+        self.devices.create_folder(folder, &path)
     }
     fn create_file_in(
         &mut self,
-        _folder: u32,
-        _path: String,
+        folder: u32,
+        path: String,
     ) -> std::result::Result<u32, BackendError> {
-        Err(BackendError::Unsupported("not yet".into()))
+        self.devices.create_file_in(folder, &path)
     }
-    fn remove_in(&mut self, _folder: u32, _path: String) -> std::result::Result<(), BackendError> {
-        Err(BackendError::Unsupported("not yet".into()))
+    fn remove_in(&mut self, folder: u32, path: String) -> std::result::Result<(), BackendError> {
+        self.devices.remove_in(folder, &path)
     }
-    fn panicked(&mut self, _message: String) {}
+    /// Kept (printable, cut) for the trap that follows: see [`Instance::trap`].
+    fn panicked(&mut self, message: String) {
+        self.panicked = Some(printable(&message, MAX_TEXT));
+    }
 }
 
 /// The pool's tools: checked, run without a shell, logged.
@@ -1352,6 +1394,21 @@ mod tests {
             let e = supported_wit_version(v).unwrap_err();
             assert!(e.contains(why) && e.contains(v), "{v}: {e}");
         }
+    }
+
+    #[test]
+    fn files_that_are_not_components_are_named_for_what_they_are() {
+        assert!(not_a_component(b"").unwrap().contains("empty"));
+        assert!(not_a_component(b"#!/bin/sh\n")
+            .unwrap()
+            .contains("not a WebAssembly file"));
+        let core = not_a_component(b"\0asm\x01\0\0\0").unwrap();
+        assert!(
+            core.contains("core WebAssembly module") && core.contains("wasm-tools component new")
+        );
+        assert_eq!(not_a_component(b"\0asm\x0d\0\x01\0"), None);
+        // Too short to tell: wasmtime says what is wrong.
+        assert_eq!(not_a_component(b"\0asm"), None);
     }
 
     /// A released WIT never changes: plugins in the field were built against these bytes.

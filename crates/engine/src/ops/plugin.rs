@@ -77,6 +77,7 @@ pub fn capability_names(c: Capabilities) -> Vec<&'static str> {
         (Capabilities::SNAPSHOT_RESTORE, "snapshot-restore"),
         (Capabilities::VOLUME_CREATE, "volume-create"),
         (Capabilities::VOLUME_DELETE, "volume-delete"),
+        (Capabilities::THIN_CLONE, "thin-clone"),
     ]
     .into_iter()
     .filter(|(f, _)| c.contains(*f))
@@ -194,4 +195,21 @@ pub fn inspect(engine: &Engine, name: &str) -> Result<PluginDetail> {
         sha256: plugin.digest.clone(),
         size: plugin.size,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `plugin list` and `inspect` name every capability the WIT defines: a flag added to
+    /// the WIT without a name here would be silently left out.
+    #[test]
+    fn every_capability_has_a_name() {
+        let names = capability_names(Capabilities::all());
+        // `all()` sets every bit of its words; Debug names the flags the WIT defines.
+        let debug = format!("{:?}", Capabilities::all());
+        let defined = debug.matches('|').count() + 1;
+        assert_eq!(names.len(), defined, "{names:?} against {debug}");
+        assert!(names.contains(&"thin-clone"), "{names:?}");
+    }
 }

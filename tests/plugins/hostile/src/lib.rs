@@ -13,6 +13,9 @@
 //! `name`, `fail` fails with the text in `message`, `log` logs (`lines` times `message`,
 //! after one message of `bytes` bytes), `many` lists `count` volumes, `recurse` recurses
 //! until the stack runs out; the setting `label` becomes the `error` label of its volume.
+//! `panic` tells the host `panicked` (the setting `message`) and traps in `list-volumes`,
+//! and traps without a word in `map-extents`. `script` runs the host calls of 0.1.2 that
+//! the setting `script` lists, one a line (see [`script`]), and answers like a probe.
 #![no_std]
 
 extern crate alloc;
@@ -27,8 +30,8 @@ wit_bindgen::generate!({ world: "backend-plugin", path: "../../../wit" });
 use exports::snapport::backend::backend::{Guest, GuestVolume, PluginInfo, Volume as VolumeHandle};
 use snapport::backend::{grpc, host, tools};
 use snapport::backend::types::{
-    Access, BackendError, Capabilities, DeviceOffset, Extent, ExtentPage, Label, LogLevel, Location, SnapshotInfo,
-    SnapshotPhase, VolumeInfo, VolumeKind,
+    Access, BackendError, Capabilities, DeviceOffset, EntryKind, Extent, ExtentPage, FolderEntry, GrantedFolder, Label,
+    LogLevel, Location, SnapshotInfo, SnapshotPhase, VolumeInfo, VolumeKind,
 };
 
 #[global_allocator]
@@ -124,6 +127,82 @@ fn hostile_paths() -> Vec<(&'static str, String)> {
     ]
 }
 
+fn listed(entries: Vec<FolderEntry>) -> String {
+    let kind = |k: EntryKind| match k {
+        EntryKind::File => "file",
+        EntryKind::Folder => "folder",
+        EntryKind::BlockDevice => "block-device",
+    };
+    let words: Vec<String> = entries.into_iter().map(|e| format!("{} {} {}", e.name, kind(e.kind), e.size)).collect();
+    words.join(", ")
+}
+
+fn folders(list: Vec<GrantedFolder>) -> String {
+    let words: Vec<String> =
+        list.into_iter().map(|f| format!("{} {} {}", f.id, f.name, if f.writable { "rw" } else { "ro" })).collect();
+    words.join(", ")
+}
+
+/// A folder number of a script or probe: digits, or `max` for `u32::MAX`.
+fn folder_id(word: &str) -> u32 {
+    if word == "max" {
+        u32::MAX
+    } else {
+        word.parse().unwrap_or(u32::MAX - 1)
+    }
+}
+
+/// Runs the steps of the setting `script`, one a line, each answer a label `00`, `01`...:
+/// `folders`; `list F PATH`; `open F PATH` and `open-rw F PATH` (the device opened is the
+/// one `read`, `write TEXT` and `publish` use); `create F PATH` (`create-file-in`); `mkdir
+/// F PATH`; `remove F PATH`; `read` (up to 4 KiB as text); `write TEXT` (at offset 0);
+/// `publish`; `fail` (the call fails); `trap`; `panic MESSAGE` (`panicked`, then a trap).
+/// `F` is a folder number or `max`; `PATH` is the rest of the line, possibly empty.
+fn script() -> Result<Vec<Label>, BackendError> {
+    let text = setting("script");
+    let mut labels = Vec::new();
+    let mut device: Option<u32> = None;
+    for (i, step) in text.split('\n').enumerate() {
+        let mut words = step.splitn(3, ' ');
+        let command = words.next().unwrap_or("");
+        let folder = folder_id(words.next().unwrap_or(""));
+        let path = words.next().unwrap_or("");
+        let rest = step.split_once(' ').map(|(_, r)| r).unwrap_or("");
+        let current = || device.ok_or_else(|| BackendError::InvalidArgument("the script opened nothing".into()));
+        let answer = match command {
+            "folders" => format!("ok: {}", folders(host::granted_folders())),
+            "list" => outcome(host::list_folder(folder, path), listed),
+            "open" | "open-rw" | "create" => {
+                let r = match command {
+                    "open" => host::open_in(folder, path, Access::ReadOnly),
+                    "open-rw" => host::open_in(folder, path, Access::ReadWrite),
+                    _ => host::create_file_in(folder, path),
+                };
+                if let Ok(id) = r {
+                    device = Some(id);
+                }
+                outcome(r, opened)
+            }
+            "mkdir" => outcome(host::create_folder(folder, path), unit),
+            "remove" => outcome(host::remove_in(folder, path), unit),
+            "read" => {
+                outcome(current().and_then(|d| host::read_at(d, 0, 4096)), |b| String::from_utf8_lossy(&b).into_owned())
+            }
+            "write" => outcome(current().and_then(|d| host::write_at(d, 0, rest.as_bytes())), unit),
+            "publish" => outcome(current().and_then(host::publish_file), unit),
+            "fail" => return Err(BackendError::Io("the script fails here".into())),
+            "trap" => core::arch::wasm32::unreachable(),
+            "panic" => {
+                host::panicked(rest);
+                core::arch::wasm32::unreachable()
+            }
+            _ => format!("unknown step {step:?}"),
+        };
+        labels.push(Label { key: format!("{i:02}"), value: answer });
+    }
+    Ok(labels)
+}
+
 /// Runs every host call of a `probe-*` behaviour; each answer becomes a label.
 fn probe(which: &str) -> Vec<Label> {
     let mut out: Vec<(String, String)> = Vec::new();
@@ -217,6 +296,62 @@ fn probe(which: &str) -> Vec<Label> {
                 note("set-size-read-only", outcome(host::set_size(id, u64::MAX), unit));
             }
         }
+        "probe-folders" => {
+            // Every 0.1.2 call that takes a path, with paths that are not paths.
+            let mut paths = hostile_paths();
+            paths.extend([
+                ("hidden", ".hidden".into()),
+                ("hidden-inner", "sub/.x".into()),
+                ("double-slash", "sub//keep.raw".into()),
+                ("trailing-slash", "keep.raw/".into()),
+                ("dot", "./keep.raw".into()),
+                ("long-parts", "x/".repeat(2100) + "x"),
+            ]);
+            for (key, path) in paths {
+                let path = path.as_str();
+                note(&format!("list-{key}"), outcome(host::list_folder(0, path), listed));
+                note(&format!("open-in-{key}"), outcome(host::open_in(0, path, Access::ReadOnly), opened));
+                note(&format!("open-in-rw-{key}"), outcome(host::open_in(0, path, Access::ReadWrite), opened));
+                note(&format!("create-folder-{key}"), outcome(host::create_folder(0, path), unit));
+                note(&format!("create-file-in-{key}"), outcome(host::create_file_in(0, path), opened));
+                note(&format!("remove-in-{key}"), outcome(host::remove_in(0, path), unit));
+            }
+            // Symbolic links the test put in the folder that lead out of it (to the other
+            // pool's folder), and a FIFO.
+            let links = [("link-out", "out-link"), ("link-abs", "abs-link"), ("link-dir", "out-dir/secret.raw")];
+            for (key, path) in links {
+                note(&format!("open-in-{key}"), outcome(host::open_in(0, path, Access::ReadOnly), opened));
+                note(&format!("open-in-rw-{key}"), outcome(host::open_in(0, path, Access::ReadWrite), opened));
+            }
+            note("open-in-fifo", outcome(host::open_in(0, "pipe", Access::ReadOnly), opened));
+            note("list-link-dir", outcome(host::list_folder(0, "out-dir"), listed));
+            note("create-folder-link-dir", outcome(host::create_folder(0, "out-dir/new"), unit));
+            note("create-file-in-link-dir", outcome(host::create_file_in(0, "out-dir/new.raw"), opened));
+            note("remove-in-link-dir", outcome(host::remove_in(0, "out-dir/secret.raw"), unit));
+            note("remove-in-fifo", outcome(host::remove_in(0, "pipe"), unit));
+            // Folder numbers past the pool's list (the other pool's folder is not in it).
+            for id in [1, u32::MAX] {
+                note(&format!("list-folder-{id}"), outcome(host::list_folder(id, ""), listed));
+                note(&format!("open-in-folder-{id}"), outcome(host::open_in(id, "keep.raw", Access::ReadOnly), opened));
+                note(&format!("create-folder-folder-{id}"), outcome(host::create_folder(id, "new"), unit));
+                note(&format!("create-file-in-folder-{id}"), outcome(host::create_file_in(id, "new.raw"), opened));
+                note(&format!("remove-in-folder-{id}"), outcome(host::remove_in(id, "keep.raw"), unit));
+            }
+            // What the folder shows: none of the links out, nor the FIFO.
+            note("folders", format!("ok: {}", folders(host::granted_folders())));
+            note("list", outcome(host::list_folder(0, ""), listed));
+        }
+        "probe-folder-writes" => {
+            // A read-only grant: reads work, every write is refused.
+            note("folders", format!("ok: {}", folders(host::granted_folders())));
+            note("list", outcome(host::list_folder(0, ""), listed));
+            note("open-in", outcome(host::open_in(0, "keep.raw", Access::ReadOnly), opened));
+            note("open-in-rw", outcome(host::open_in(0, "keep.raw", Access::ReadWrite), opened));
+            note("create-folder", outcome(host::create_folder(0, "new"), unit));
+            note("create-file-in", outcome(host::create_file_in(0, "new.raw"), opened));
+            note("remove-in", outcome(host::remove_in(0, "keep.raw"), unit));
+            note("create-file", outcome(host::create_file("new.raw"), opened));
+        }
         "probe-services" => {
             // Settings by hostile keys, gRPC without an endpoint, tools beyond the grant.
             let long = "x".repeat(64 << 10);
@@ -295,6 +430,11 @@ impl Guest for Plugin {
                     (0..number("count")).map(|i| VolumeInfo { name: format!("v{i}"), ..base.clone() }).collect();
                 return Ok(volumes);
             }
+            "panic" => {
+                host::panicked(&setting("message"));
+                core::arch::wasm32::unreachable()
+            }
+            "script" => return Ok(vec![VolumeInfo { name: "probe".into(), labels: script()?, ..info_of(0) }]),
             b if b.starts_with("probe-") => {
                 return Ok(vec![VolumeInfo { name: "probe".into(), labels: probe(b), ..info_of(0) }]);
             }
@@ -389,6 +529,7 @@ impl GuestVolume for Volume {
             "alloc" => hoard(),
             // A good first page, then a trap in the middle of the export.
             "trap" if start >= half => core::arch::wasm32::unreachable(),
+            "panic" => core::arch::wasm32::unreachable(),
             "trap" => page(vec![self.data(0, half, 0)], Some(half)),
             "overlap" => page(vec![self.data(0, half + 4096, 0), self.data(half, size - half, half)], None),
             "backwards" if start >= half => page(vec![self.data(0, size, 0)], None),
