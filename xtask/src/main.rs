@@ -171,7 +171,7 @@ fn test(extra: &[String]) -> Result<()> {
     )
 }
 
-/// The oracles and helpers the tests run, as (program, Debian package).
+/// The oracles and helpers the tests run, as (program or absolute path, Debian package).
 const TEST_TOOLS: &[(&str, &str)] = &[
     ("qemu-img", "qemu-utils"),
     ("zstd", "zstd"),
@@ -184,6 +184,15 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("thin_dump", "thin-provisioning-tools"),
     ("strace", "strace"),
     ("man", "man-db"),
+    // The C plugin (plugins/files-c) and `plugin build --lang c`: clang for wasm32, its
+    // linker, wasi-libc and the wasm32 compiler-rt (a path: a library, not a program).
+    ("clang", "clang"),
+    ("wasm-ld", "lld"),
+    ("/usr/lib/wasm32-wasi/libc.a", "wasi-libc"),
+    (
+        "/usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a",
+        "libclang-rt-14-dev-wasm32",
+    ),
 ];
 
 /// Installs the Debian packages of [`TEST_TOOLS`] that are missing, so that the test
@@ -191,6 +200,9 @@ const TEST_TOOLS: &[(&str, &str)] = &[
 /// anything, with the one line that installs them.
 fn test_tools() -> Result<()> {
     let on_path = |prog: &str| {
+        if prog.starts_with('/') {
+            return Path::new(prog).exists();
+        }
         std::env::var_os("PATH").is_some_and(|path| {
             std::env::split_paths(&path)
                 .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])

@@ -8,6 +8,7 @@ pub mod download;
 pub mod fetch;
 pub mod get;
 pub mod plugin;
+pub mod plugin_build;
 pub mod plugin_test;
 pub mod prune;
 pub mod publish;

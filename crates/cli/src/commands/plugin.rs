@@ -1,4 +1,4 @@
-//! `snapport plugin list|inspect`.
+//! `snapport plugin list|inspect|new|build|test`.
 
 use crate::render::{engine, print_json_pretty, ReportArgs};
 use snapport_engine::ops::plugin::{self, PluginRow};
@@ -18,12 +18,22 @@ pub enum Command {
         #[command(flatten)]
         out: ReportArgs,
     },
+    /// Make a new plugin project (Rust or C) that builds and passes `plugin test` as it is.
+    New(super::plugin_build::NewArgs),
+    /// Build a plugin project (Rust or C) into a component, DIR/NAME.wasm.
+    Build(super::plugin_build::BuildArgs),
     /// Run the backend conformance suite on a plugin file: one line per case, exit 0
     /// only if none failed.
     Test(super::plugin_test::Args),
 }
 
 pub fn run(cmd: Command) -> Result<()> {
+    // An author's commands need no configuration or pool.
+    let cmd = match cmd {
+        Command::New(a) => return super::plugin_build::new(a),
+        Command::Build(a) => return super::plugin_build::build(a),
+        other => other,
+    };
     let engine = engine()?;
     match cmd {
         Command::List { out } => {
@@ -91,6 +101,7 @@ pub fn run(cmd: Command) -> Result<()> {
             }
         }
         Command::Test(args) => super::plugin_test::run(&engine, args)?,
+        Command::New(_) | Command::Build(_) => unreachable!("handled above"),
     }
     Ok(())
 }
