@@ -168,7 +168,17 @@ fn test(extra: &[String]) -> Result<()> {
         cargo()
             .args(["test", "--release", "--workspace"])
             .args(extra),
-    )
+    )?;
+    // The guest SDK lives in the plugins/ workspace (its manifest must stay standalone
+    // for `plugin new` to copy it); its pure helpers are tested on the host target.
+    if extra.is_empty() {
+        run_cmd(cargo().current_dir(root().join("plugins")).args([
+            "test",
+            "-p",
+            "snapport-plugin-sdk",
+        ]))?;
+    }
+    Ok(())
 }
 
 /// The oracles and helpers the tests run, as (program or absolute path, Debian package).
