@@ -44,7 +44,7 @@ fn run() -> Result<()> {
                            the delta, bundle, LVM and thin-pool readers, Range parser,\n\
                            gRPC framing, QMP replies, CSI metadata, format detection, the name rule,\n\
                            plugin text and compiled-cache entries S/4\n\
-                           (default 60)\n\
+                           (default 60); `fuzz build` only builds every target\n\
                  man       write the man pages into target/man (snapport.1, snapport-COMMAND.1)\n\
                  bench     export benches against qemu-img convert and cp"
             );
@@ -432,10 +432,6 @@ fn bundle_seed(corpus: &std::path::Path) -> Result<()> {
 }
 
 fn fuzz(args: &[String]) -> Result<()> {
-    let seconds: u64 = match args.first() {
-        Some(s) => s.parse().context("fuzz takes a number of seconds")?,
-        None => 60,
-    };
     if Command::new("cargo")
         .args(["fuzz", "--version"])
         .output()
@@ -445,6 +441,21 @@ fn fuzz(args: &[String]) -> Result<()> {
         println!("installing cargo-fuzz (not found)");
         run_cmd(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
     }
+    if args.first().map(String::as_str) == Some("build") {
+        // Every target in one cargo run, with the flags `fuzz run` uses, so the runs that
+        // follow build nothing (CI builds them while the tests run).
+        return run_cmd(
+            Command::new("cargo")
+                .current_dir(root().join("fuzz"))
+                .args(["+nightly", "fuzz", "build"]),
+        );
+    }
+    let seconds: u64 = match args.first() {
+        Some(s) => s
+            .parse()
+            .context("fuzz takes a number of seconds, or `build`")?,
+        None => 60,
+    };
     let corpus = root().join("fuzz/corpus/qcow2");
     std::fs::create_dir_all(&corpus)?;
     guest::seed_qcow2_corpus(&corpus)?;
