@@ -1329,19 +1329,105 @@ fn list_folder_refuses_more_than_100000_entries() {
     }
     std::fs::File::create(root.join("many/.hidden")).unwrap();
     let host = Host::new(None).unwrap();
-    let mut instance = scripted(&host, &[&root], false, "list 0 many");
+    // `many` granted as a folder of its own too, for the 0.1.0 call `list-files`.
+    let many = root.join("many");
+    let script = "list 0 many\nfiles";
+    let mut instance = scripted(&host, &[&root, &many], false, script);
     let got = steps(&mut instance).unwrap();
     assert!(
         got[0].starts_with("ok: f000000 file 0, f000001 file 0"),
         "{}",
         &got[0][..100]
     );
+    assert_eq!(got[1], "ok: 100000 files");
     std::fs::File::create(root.join("many/one-more")).unwrap();
-    let mut instance = scripted(&host, &[&root], false, "list 0 many");
+    let mut instance = scripted(&host, &[&root, &many], false, script);
     let got = steps(&mut instance).unwrap();
     assert_eq!(
         got,
-        ["refused out-of-range: folder \"many\" in folder 0 holds 100001 entries, more than the 100000 a listing holds"]
+        [
+            "refused out-of-range: folder \"many\" in folder 0 holds 100001 entries, more than the 100000 a listing holds",
+            // Once cut silently at 100,000: a plugin would have lost a volume unawares.
+            "refused out-of-range: the granted folders hold more than the 100000 files a listing holds",
+        ]
+    );
+}
+
+/// A write past a device's end grows it for the plugin too: `device-size` and `read-at`
+/// see the bytes just written (they once kept the size the device was opened with).
+#[test]
+fn write_at_grows_the_device_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pool");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("old.raw"), b"abc").unwrap();
+    let host = Host::new(None).unwrap();
+    let script = "create 0 new.raw\nsize\nwrite hello\nsize\nread\nopen-rw 0 old.raw\nsize\nwrite hello world\nsize\nread\nwrite HI\nsize\nread";
+    let mut instance = scripted(&host, &[&root], true, script);
+    assert_steps(
+        &steps(&mut instance).unwrap(),
+        &[
+            "ok: device 0",
+            "ok: 0",
+            "ok: done",
+            "ok: 5",
+            "ok: hello",
+            "ok: device 1",
+            "ok: 3",
+            "ok: done",
+            "ok: 11",
+            "ok: hello world",
+            // A write inside the file never shrinks it.
+            "ok: done",
+            "ok: 11",
+            "ok: HIllo world",
+        ],
+    );
+    drop(instance);
+    assert_eq!(std::fs::read(root.join("old.raw")).unwrap(), b"HIllo world");
+}
+
+/// A plugin that said something through `panicked` and then ran into its memory cap is
+/// reported as stopped by the cap, not as a panic: the operator must learn which limit
+/// to raise.
+#[test]
+fn the_memory_cap_is_named_even_after_a_panic_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = Host::new(None).unwrap();
+    let plugin = host.load(&plugins_dir().join("test-hostile.wasm")).unwrap();
+    let grants = Grants {
+        folders: vec![dir.path().to_path_buf()],
+        settings: [
+            ("behaviour".to_string(), "script".to_string()),
+            ("script".to_string(), "said all is lost\nalloc".to_string()),
+        ]
+        .into(),
+        ..Grants::default()
+    };
+    let mut instance = host.instantiate(plugin.clone(), "p", grants.clone(), limits(), None);
+    let err = steps(&mut instance).unwrap_err();
+    let text = err.to_string();
+    assert_eq!(err.kind, ErrorKind::Trap, "{text}");
+    assert!(
+        text.contains("ran out of its memory limit of 64 MiB while listing volumes")
+            && !text.contains("all is lost"),
+        "{text}"
+    );
+    // A panic message followed by a trap of the plugin's own is still the news.
+    let grants = Grants {
+        settings: [
+            ("behaviour".to_string(), "script".to_string()),
+            ("script".to_string(), "said all is lost\ntrap".to_string()),
+        ]
+        .into(),
+        ..grants
+    };
+    let mut instance = host.instantiate(plugin, "p", grants, limits(), None);
+    let err = steps(&mut instance).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("panicked while listing volumes: all is lost"),
+        "{err}"
     );
 }
 

@@ -95,37 +95,51 @@ fn remove_tree() {
     let path = TREE.load(Ordering::SeqCst);
     if !path.is_null() {
         // SAFETY: a leaked, NUL-terminated C string that is never freed.
-        unsafe { remove_at(libc::AT_FDCWD, path, 0) };
+        unsafe { remove_at(libc::AT_FDCWD, path) };
     }
 }
 
+/// Removes the folder `path` and everything in it now, as an interruption would: at
+/// any depth, never following a link (what `plugin test` uses for its scratch pools).
+pub fn remove_tree_now(path: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    if let Ok(c) = CString::new(path.as_os_str().as_bytes()) {
+        // SAFETY: a NUL-terminated C string that lives across the call.
+        unsafe { remove_at(libc::AT_FDCWD, c.as_ptr()) };
+    }
+}
+
+/// Folder reads [`remove_at`] makes at most: enough for some hundred thousand folders,
+/// and an end when an entry cannot be removed (it would be visited again and again).
+const MAX_SCANS: u64 = 1 << 20;
+
 /// Removes `name` (relative to `dir`): a file or link by unlinking it, a folder by
-/// emptying it first (never following a link), at most 16 folders deep.
+/// emptying it first, never following a link. Any depth (a plugin may nest thousands of
+/// folders; a path that long is past PATH_MAX, and recursion would need a stack per
+/// level): it holds one descriptor, goes down into one subfolder at a time and back up
+/// through `..`, and removes a folder from its parent once a scan finds it empty.
 ///
 /// # Safety
 /// `name` must be a NUL-terminated C string and `dir` a folder descriptor or `AT_FDCWD`.
-unsafe fn remove_at(dir: libc::c_int, name: *const libc::c_char, depth: u32) {
+unsafe fn remove_at(dir: libc::c_int, name: *const libc::c_char) {
+    const OPEN: libc::c_int =
+        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY (every call below): plain system calls on descriptors this function opened
     // and names from the kernel's own directory entries, NUL-terminated.
     unsafe {
-        if libc::unlinkat(dir, name, 0) == 0 || depth > 16 {
+        if libc::unlinkat(dir, name, 0) == 0 {
             return;
         }
-        let fd = libc::openat(
-            dir,
-            name,
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        );
+        let mut fd = libc::openat(dir, name, OPEN);
         if fd < 0 {
             return;
         }
-        // Removing entries while reading the folder may skip some: read it again until a
-        // pass finds nothing left (a few passes at most).
-        for _ in 0..8 {
+        let mut depth = 0u64;
+        let mut buf = [0u8; 4096];
+        for _ in 0..MAX_SCANS {
             libc::lseek(fd, 0, libc::SEEK_SET);
-            let mut left = false;
-            let mut buf = [0u8; 4096];
-            loop {
+            let (mut removed, mut descended) = (false, false);
+            'read: loop {
                 let n = libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len());
                 if n <= 0 {
                     break;
@@ -139,8 +153,20 @@ unsafe fn remove_at(dir: libc::c_int, name: *const libc::c_char, depth: u32) {
                     let dot =
                         byte(19) == b'.' && (byte(20) == 0 || (byte(20) == b'.' && byte(21) == 0));
                     if !dot {
-                        left = true;
-                        remove_at(fd, entry, depth + 1);
+                        if libc::unlinkat(fd, entry, 0) == 0
+                            || libc::unlinkat(fd, entry, libc::AT_REMOVEDIR) == 0
+                        {
+                            removed = true;
+                        } else {
+                            let child = libc::openat(fd, entry, OPEN);
+                            if child >= 0 {
+                                libc::close(fd);
+                                fd = child;
+                                depth += 1;
+                                descended = true;
+                                break 'read;
+                            }
+                        }
                     }
                     if reclen == 0 {
                         break;
@@ -148,12 +174,26 @@ unsafe fn remove_at(dir: libc::c_int, name: *const libc::c_char, depth: u32) {
                     at += reclen;
                 }
             }
-            if !left {
-                break;
+            // Removing entries while reading the folder may skip some: scan it again
+            // until a scan removes nothing.
+            if descended || removed {
+                continue;
             }
+            if depth == 0 {
+                libc::close(fd);
+                libc::unlinkat(dir, name, libc::AT_REMOVEDIR);
+                return;
+            }
+            // Emptied as far as it goes: back up; the parent's next scan removes it.
+            let parent = libc::openat(fd, c"..".as_ptr(), OPEN);
+            libc::close(fd);
+            if parent < 0 {
+                return;
+            }
+            fd = parent;
+            depth -= 1;
         }
         libc::close(fd);
-        libc::unlinkat(dir, name, libc::AT_REMOVEDIR);
     }
 }
 

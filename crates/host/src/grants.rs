@@ -216,8 +216,11 @@ impl GrantedDevices {
                 if let Some(size) = size {
                     out.push(FileEntry { name, size });
                 }
-                if out.len() >= MAX_LIST {
-                    break;
+                // Refused whole, never cut short (a cut listing would hide volumes).
+                if out.len() > MAX_LIST {
+                    return Err(BackendError::OutOfRange(format!(
+                        "the granted folders hold more than the {MAX_LIST} files a listing holds"
+                    )));
                 }
             }
         }
@@ -395,9 +398,12 @@ impl GrantedDevices {
         Ok(dev)
     }
 
-    pub fn write_at(&self, id: u32, offset: u64, data: &[u8]) -> Result<(), BackendError> {
+    /// Writes `data` at `offset`; a write past the end grows the file, and the device's
+    /// size with it, so `read-at` and `device-size` see the bytes just written.
+    pub fn write_at(&mut self, id: u32, offset: u64, data: &[u8]) -> Result<(), BackendError> {
         let dev = self.writable_entry(id)?;
-        if !fits_a_file(offset.checked_add(data.len() as u64)) {
+        let end = offset.checked_add(data.len() as u64);
+        if !fits_a_file(end) {
             return Err(BackendError::OutOfRange(format!(
                 "writing {} bytes at {offset} of {}: past the largest offset a file can have",
                 data.len(),
@@ -409,7 +415,11 @@ impl GrantedDevices {
                 format!("writing {} bytes at {offset} of {}", data.len(), dev.name),
                 e,
             )
-        })
+        })?;
+        match end {
+            Some(end) if end > dev.size => self.resized(id, end),
+            _ => Ok(()),
+        }
     }
 
     pub fn set_size(&mut self, id: u32, size: u64) -> Result<(), BackendError> {
@@ -423,6 +433,12 @@ impl GrantedDevices {
         dev.file
             .set_len(size)
             .map_err(|e| io_err(format!("sizing {}", dev.name), e))?;
+        self.resized(id, size)
+    }
+
+    /// Replaces device `id`'s entry by one of the new `size`: readers the engine already
+    /// holds keep the size they were made with.
+    fn resized(&mut self, id: u32, size: u64) -> Result<(), BackendError> {
         let (old, access, path) = self.entry(id)?;
         let file = old
             .file
@@ -1061,8 +1077,8 @@ fn path_err(what: String, e: std::io::Error) -> BackendError {
     }
 }
 
-/// The names in the open folder `dir` but `.` and `..`, as bytes. Stops with an error
-/// once more than `max` names not starting with `.` were read.
+/// The names in the open folder `dir` not starting with `.` (hidden names, `.` and `..`
+/// are skipped, never stored), as bytes; how many there are (`Err`) when more than `max`.
 fn read_names(dir: &File, max: usize) -> std::io::Result<Result<Vec<Vec<u8>>, usize>> {
     use std::os::unix::io::AsRawFd;
     // SAFETY: dup of a descriptor we hold; fdopendir takes the copy and closedir closes
@@ -1092,20 +1108,17 @@ fn read_names(dir: &File, max: usize) -> std::io::Result<Result<Vec<Vec<u8>>, us
                 };
             }
             let name = std::ffi::CStr::from_ptr((*entry).d_name.as_ptr()).to_bytes();
-            if name == b"." || name == b".." {
+            if name.starts_with(b".") {
+                // Hidden names are never listed: not kept either, however many.
                 continue;
             }
-            if !name.starts_with(b".") {
-                visible += 1;
-                if visible > max {
-                    // Counted on, to say how many: without keeping them.
-                    names.clear();
-                    continue;
-                }
+            visible += 1;
+            if visible > max {
+                // Counted on, to say how many: without keeping them.
+                names.clear();
+                continue;
             }
-            if visible <= max {
-                names.push(name.to_vec());
-            }
+            names.push(name.to_vec());
         };
         libc::closedir(stream);
         match result {

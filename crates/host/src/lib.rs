@@ -434,10 +434,14 @@ impl Instance {
             .take()
             .and_then(|mut l| l.store.data_mut().panicked.take());
         let who = self.who();
+        // The limiter refusing to grow memory (`trap_on_grow_failure`) is an error of
+        // wasmtime's, not a `Trap`.
+        let out_of_memory = e.downcast_ref::<Trap>().is_none() && format!("{e:#}").contains("memory");
         // The plugin said why before it trapped (its panic handler): that is the news. A
-        // deadline is the host's doing, whatever the plugin said.
+        // deadline or the memory cap is the host's doing, whatever the plugin said: the
+        // operator must read which limit stopped it.
         if let Some(message) = panicked {
-            if !matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            if !out_of_memory && !matches!(e.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
                 return Error::new(
                     ErrorKind::Trap,
                     format!("{who} panicked while {doing}: {message}"),
@@ -465,7 +469,7 @@ impl Instance {
                     "{who} answered more data than a host call takes while {doing}; it was stopped"
                 ),
             ),
-            None if format!("{e:#}").contains("memory") => Error::new(
+            None if out_of_memory => Error::new(
                 ErrorKind::Trap,
                 format!(
                     "{who} ran out of its memory limit of {} MiB while {doing}; it was stopped",

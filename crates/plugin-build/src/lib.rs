@@ -38,7 +38,13 @@ pub type Notify<'a> = &'a dyn Fn(&str);
 
 /// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so
 /// `path` holds either the old content or the whole new one, never half a component.
+///
+/// The temporary is created exclusively under a random name (`O_EXCL`: a link planted in
+/// the folder is never followed or written through), removed if the write fails, and
+/// registered for removal if the process is interrupted; its name `.NAME.XXXXXX.tmp` is
+/// one the project template's `.gitignore` ignores, should a `kill -9` leave it behind.
 pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write as _;
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => std::path::Path::new("."),
@@ -46,15 +52,61 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| Error::usage(format!("{} names no file", path.display())))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(format!("writing {}", path.display()), e)
-        })
+    let failed = |e: std::io::Error| Error::io(format!("writing {}", path.display()), e);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(failed)?;
+    let _cleanup = snapport_core::cleanup::register(tmp.path());
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.flush())
+        .map_err(failed)?;
+    tmp.persist(path).map_err(|e| failed(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_atomically;
+
+    #[test]
+    fn write_atomically_replaces_the_file_and_leaves_no_temporary() {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = tmp.path().join("demo.wasm");
+        std::fs::write(&out, b"old").unwrap();
+        write_atomically(&out, b"new bytes").unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"new bytes");
+        let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+    }
+
+    /// The old predictable temporary name `.demo.wasm.PID.tmp`, planted as a link to a
+    /// file elsewhere, is neither followed nor written through.
+    #[test]
+    fn write_atomically_never_writes_through_a_planted_link() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let dir = tmp.path().join("p");
+        std::fs::create_dir(&dir).unwrap();
+        let planted = dir.join(format!(".demo.wasm.{}.tmp", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &planted).unwrap();
+        write_atomically(&dir.join("demo.wasm"), b"component").unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert_eq!(std::fs::read(dir.join("demo.wasm")).unwrap(), b"component");
+        assert!(planted.symlink_metadata().unwrap().file_type().is_symlink());
+    }
+
+    #[test]
+    fn a_failed_write_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        // The target is a non-empty folder: the rename fails after the write.
+        let out = tmp.path().join("demo.wasm");
+        std::fs::create_dir(&out).unwrap();
+        std::fs::write(out.join("x"), b"x").unwrap();
+        assert!(write_atomically(&out, b"component").is_err());
+        let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+        assert_eq!(names.len(), 1, "temporary removed");
+    }
 }

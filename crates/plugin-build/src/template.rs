@@ -14,7 +14,9 @@ mod embedded {
 /// Where a Rust project keeps its copy of the SDK (its Cargo.toml's path dependency).
 pub const SDK_DIR: &str = "vendor/snapport-plugin-sdk";
 
-const GITIGNORE: &str = "/target\n/bindings\n/*.wasm\n";
+/// Build outputs, and the temporaries `plugin build` writes them through
+/// (`.NAME.wasm.XXXXXX.tmp`, see [`crate::write_atomically`]).
+const GITIGNORE: &str = "/target\n/bindings\n/*.wasm\n/.*.tmp\n";
 
 /// The files of a new `language` project named `name`, as (relative path, content).
 pub fn files(name: &str, language: Language) -> Result<Vec<(PathBuf, Vec<u8>)>> {
@@ -92,26 +94,33 @@ pub fn new_project(name: &str, language: Language, dir: &Path) -> Result<Vec<Pat
     let leaf = dir
         .file_name()
         .ok_or_else(|| Error::usage(format!("{} names no folder", dir.display())))?;
-    let staging = parent.join(format!(
-        ".{}.snapport-new-{}",
-        leaf.to_string_lossy(),
-        std::process::id()
-    ));
-    let write_all = || -> std::io::Result<()> {
+    // Created exclusively under a random name (never an existing folder reused, or
+    // removed on failure), and removed when this function fails (TempDir's drop).
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{}.snapport-new-", leaf.to_string_lossy()))
+        .tempdir_in(&parent)
+        .map_err(|e| Error::io(format!("making a folder in {}", parent.display()), e))?;
+    // An interruption unlinks the files written so far; only empty hidden folders can
+    // be left (the interrupt cleanup removes files, not folders).
+    let mut registrations = Vec::new();
+    let write_all = |registrations: &mut Vec<_>| -> std::io::Result<()> {
         for (rel, bytes) in &files {
-            let path = staging.join(rel);
+            let path = staging.path().join(rel);
             std::fs::create_dir_all(path.parent().expect("inside staging"))?;
+            registrations.push(snapport_core::cleanup::register(&path));
             std::fs::write(&path, bytes)?;
         }
         if existing_empty {
             std::fs::remove_dir(dir)?;
         }
-        std::fs::rename(&staging, dir)
+        std::fs::rename(staging.path(), dir)
     };
-    write_all().map_err(|e| {
-        let _ = std::fs::remove_dir_all(&staging);
-        Error::io(format!("writing the project into {}", dir.display()), e)
-    })?;
+    write_all(&mut registrations)
+        .map_err(|e| Error::io(format!("writing the project into {}", dir.display()), e))?;
+    // Renamed away: nothing left for the TempDir to remove, and the registered paths
+    // (inside the old name) no longer exist.
+    drop(registrations);
+    let _ = staging.keep();
     Ok(files.into_iter().map(|(rel, _)| rel).collect())
 }
 
@@ -156,5 +165,40 @@ mod tests {
         assert!(dir.join("snapport-plugin.toml").is_file());
         let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "no staging folder left");
+        assert!(std::fs::read_to_string(dir.join(".gitignore"))
+            .unwrap()
+            .contains("/.*.tmp"));
+    }
+
+    /// A folder under the old predictable staging name is neither reused nor removed.
+    #[test]
+    fn leaves_a_folder_named_like_the_staging_one_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let old = tmp
+            .path()
+            .join(format!(".p.snapport-new-{}", std::process::id()));
+        std::fs::create_dir(&old).unwrap();
+        std::fs::write(old.join("mine"), b"x").unwrap();
+        new_project("demo", Language::C, &tmp.path().join("p")).unwrap();
+        assert_eq!(std::fs::read(old.join("mine")).unwrap(), b"x");
+        assert_eq!(std::fs::read_dir(&old).unwrap().count(), 1);
+        assert!(tmp.path().join("p/snapport-plugin.toml").is_file());
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 2);
+    }
+
+    /// A project that cannot be renamed into place (the name is taken by a dangling
+    /// link, which the emptiness check sees as absent) leaves no staging folder.
+    #[test]
+    fn a_failed_write_leaves_no_staging_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let parent = tmp.path().join("ro");
+        std::fs::create_dir(&parent).unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("nowhere"), parent.join("p")).unwrap();
+        assert!(new_project("demo", Language::C, &parent.join("p")).is_err());
+        let left: Vec<_> = std::fs::read_dir(&parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from("p")], "staging removed");
     }
 }

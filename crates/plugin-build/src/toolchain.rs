@@ -118,7 +118,12 @@ fn configure_debian(dir: &Path, cmd: &mut Command) -> Result<()> {
 
 /// Finds, or fetches and unpacks, Debian's rustc-web with its library source under
 /// `base/rustc-web`.
+///
+/// Holds an exclusive lock on `base/.lock` throughout: two builds starting at once (two
+/// terminals, a parallel test run) would otherwise each remove the other's half-unpacked
+/// compiler. The second waits, then finds the first's stamp.
 fn debian_toolchain(base: &Path, notify: Notify) -> Result<PathBuf> {
+    let _lock = lock(base)?;
     let dir = base.join("rustc-web");
     let stamp = dir.join(".complete");
     if !stamp.exists() {
@@ -149,6 +154,24 @@ fn debian_toolchain(base: &Path, notify: Notify) -> Result<PathBuf> {
             .map_err(|e| Error::io(format!("linking {}", link.display()), e))?;
     }
     Ok(dir)
+}
+
+/// Takes the exclusive lock on `base/.lock` (made with `base` if need be); released when
+/// the returned file is dropped, or by the kernel if the process dies.
+fn lock(base: &Path) -> Result<std::fs::File> {
+    let path = base.join(".lock");
+    let file = std::fs::create_dir_all(base)
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+        })
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    file.lock()
+        .map_err(|e| Error::io(format!("locking {}", path.display()), e))?;
+    Ok(file)
 }
 
 fn apt_field(package: &str, field: &str) -> Result<Option<String>> {
@@ -248,7 +271,22 @@ fn fetch_rustc_web(base: &Path, dir: &Path, notify: Notify) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::new_enough;
+    use super::{lock, new_enough};
+
+    /// A second holder waits until the first lets go (the folder made on the way).
+    #[test]
+    fn the_toolchain_lock_is_exclusive() {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("toolchain");
+        let first = lock(&base).unwrap();
+        let other = std::fs::File::open(base.join(".lock")).unwrap();
+        assert!(matches!(
+            other.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
+        drop(first);
+        other.try_lock().unwrap();
+    }
 
     #[test]
     fn debian_versions_compare_by_major_and_minor() {

@@ -12,6 +12,8 @@
 //! - `bad-unsupported`: answers calls of capabilities it does not declare with success
 //!   (`delete-snapshot`) or the wrong error (`restore-snapshot`);
 //! - `no-text`: every error it answers has an empty text;
+//! - `refuse`: declares volume-create and volume-delete but refuses to create any
+//!   volume (`permission-denied`), so a suite that skipped refusals would pass it;
 //! - `slow`: as `honest`, but `list-volumes` spins for a few seconds first (a test
 //!   interrupts the suite meanwhile).
 #![no_std]
@@ -31,6 +33,7 @@ enum Behaviour {
     Panic,
     BadUnsupported,
     NoText,
+    Refuse,
     Slow,
 }
 
@@ -43,10 +46,11 @@ fn behaviour() -> Result<Behaviour> {
         "panic" => Behaviour::Panic,
         "bad-unsupported" => Behaviour::BadUnsupported,
         "no-text" => Behaviour::NoText,
+        "refuse" => Behaviour::Refuse,
         "slow" => Behaviour::Slow,
         _ => {
             return Err(invalid_argument!(
-                "setting behaviour = {b:?}: give honest, wrong-bytes, lying-extents, panic, bad-unsupported, no-text or slow"
+                "setting behaviour = {b:?}: give honest, wrong-bytes, lying-extents, panic, bad-unsupported, no-text, refuse or slow"
             ))
         }
     })
@@ -147,6 +151,9 @@ impl Backend for Plugin {
     }
 
     fn create_volume(name: String, size: u64, _: VolumeKind, parent: Option<String>) -> Result<Broken> {
+        if is(Behaviour::Refuse) {
+            return Err(permission_denied!("the broken test plugin refuses to create {name}"));
+        }
         if parent.is_some() {
             return Err(refuse("make thin clones"));
         }

@@ -156,7 +156,9 @@ fn folder_id(word: &str) -> u32 {
 /// `folders`; `list F PATH`; `open F PATH` and `open-rw F PATH` (the device opened is the
 /// one `read`, `write TEXT` and `publish` use); `create F PATH` (`create-file-in`); `mkdir
 /// F PATH`; `remove F PATH`; `read` (up to 4 KiB as text); `write TEXT` (at offset 0);
-/// `publish`; `fail` (the call fails); `trap`; `panic MESSAGE` (`panicked`, then a trap).
+/// `publish`; `size` (`device-size`); `files` (`list-files`, how many); `fail` (the call
+/// fails); `trap`; `panic MESSAGE` (`panicked`, then a trap); `said MESSAGE` (`panicked`
+/// only); `alloc` (allocates without bound).
 /// `F` is a folder number or `max`; `PATH` is the rest of the line, possibly empty.
 fn script() -> Result<Vec<Label>, BackendError> {
     let text = setting("script");
@@ -190,6 +192,13 @@ fn script() -> Result<Vec<Label>, BackendError> {
             }
             "write" => outcome(current().and_then(|d| host::write_at(d, 0, rest.as_bytes())), unit),
             "publish" => outcome(current().and_then(host::publish_file), unit),
+            "size" => outcome(current().and_then(host::device_size), |s| s.to_string()),
+            "files" => outcome(host::list_files(), |f| format!("{} files", f.len())),
+            "said" => {
+                host::panicked(rest);
+                "ok: said".into()
+            }
+            "alloc" => hoard(),
             "fail" => return Err(BackendError::Io("the script fails here".into())),
             "trap" => core::arch::wasm32::unreachable(),
             "panic" => {

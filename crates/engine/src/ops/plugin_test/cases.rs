@@ -3,7 +3,7 @@
 //! declared, deleting. Each case is one [`CaseResult`]; a case that needs an earlier one's result
 //! (a written volume) is skipped, saying so, when that one failed.
 
-use super::content::{self, Fill, Layout, Run, UNIT};
+use super::content::{self, Fill, Keep, Layout, Run, UNIT};
 use super::{CaseResult, Status, CAPABILITIES};
 use crate::Engine;
 use snapport_core::extent::{CheckedMap, Extent, Location, VolumeSource};
@@ -88,18 +88,29 @@ fn noted(errors: &mut Vec<(String, String)>, asked: &str, e: snapport_host::Erro
 /// As [`noted`], but an error of a kind in `allowed`, with words, is a skip: the pool's
 /// grants (no tool to create with: `unsupported` or `permission-denied`, as the WIT
 /// says) or the volume (an LVM linear LV has no snapshots of its kind) do not allow the
-/// case, and the plugin said so.
+/// case, and the plugin said so. Not in the suite's own `scratch` pool: it grants a
+/// writable folder, all a plugin needs, so there a declared capability answered
+/// `unsupported` or `permission-denied` fails (else refusing everything would pass).
 fn refused(
     errors: &mut Vec<(String, String)>,
     asked: &str,
     e: snapport_host::Error,
     allowed: &[BackendErrorKind],
+    scratch: bool,
 ) -> Stop {
     let words = e.message.clone();
     let kind = e.kind;
     let stop = noted(errors, asked, e);
+    let excused = |k: &BackendErrorKind| {
+        allowed.contains(k)
+            && !(scratch
+                && matches!(
+                    k,
+                    BackendErrorKind::Unsupported | BackendErrorKind::PermissionDenied
+                ))
+    };
     match kind {
-        ErrorKind::Backend(k) if allowed.contains(&k) && !words.trim().is_empty() => {
+        ErrorKind::Backend(k) if excused(&k) && !words.trim().is_empty() => {
             skip(format!("{asked}: {} ({words})", kind_name(kind)))
         }
         _ => stop,
@@ -191,6 +202,9 @@ impl<'a> Suite<'a> {
 
     /// The plugin's description and every case, once the run is over.
     pub(super) fn finish(self) -> (Info, Vec<CaseResult>) {
+        if !self.scratch {
+            crate::interrupt::clear_note();
+        }
         let info = self.info.unwrap_or_else(|| Info {
             name: self.plugin.name.clone(),
             version: String::new(),
@@ -198,6 +212,29 @@ impl<'a> Suite<'a> {
             capabilities: Vec::new(),
         });
         (info, self.cases)
+    }
+
+    /// Notes a volume made here, to remove afterwards.
+    fn remember(&mut self, made: String) {
+        self.created.push(made);
+        self.tell_left();
+    }
+
+    /// Keeps the interruption line saying which volumes made in the operator's pool are
+    /// still there: a signal ends the process before the suite could remove them (that
+    /// takes the plugin), so the operator at least learns their names.
+    fn tell_left(&self) {
+        if self.scratch {
+            return;
+        }
+        if self.created.is_empty() {
+            crate::interrupt::clear_note();
+        } else {
+            crate::interrupt::note(&format!(
+                "plugin test made these volumes in the pool and did not remove them: {}",
+                self.created.join(", ")
+            ));
+        }
     }
 
     fn has(&self, c: Capabilities) -> bool {
@@ -213,6 +250,7 @@ impl<'a> Suite<'a> {
             Err(Stop::Fail(d)) => (Status::Fail, d),
             Err(Stop::Skip(d)) => (Status::Skip, d),
         };
+        self.tell_left();
         let passed = status == Status::Ok;
         let result = CaseResult {
             name,
@@ -498,11 +536,21 @@ impl<'a> Suite<'a> {
             }
         }
         if targets.is_empty() {
-            self.skip_all(&names, "the pool lists no volume");
+            // Every read case skipped would let a plugin that lists nothing and makes
+            // nothing pass: the suite vouches for no read, so it says so as a failure.
+            self.case("read.open", |s| {
+                let why = s
+                    .cannot_write()
+                    .unwrap_or_else(|| "it could not make one".into());
+                Err(fail(format!(
+                    "nothing was read: the pool lists no volume or snapshot, and the suite made none ({why}); grant folders or devices that hold volumes (--folder, --device, -n POOL)"
+                )))
+            });
+            self.skip_all(&names[1..], "nothing to read");
             return;
         }
         let mut problems: [Option<String>; 4] = Default::default();
-        let (mut bytes, mut extents) = (0u64, 0usize);
+        let (mut bytes, mut extents) = (0u64, 0u64);
         for (volume, snapshot, size, kind) in &targets {
             let address = match snapshot {
                 Some(s) => format!("{volume}@{s}"),
@@ -519,7 +567,7 @@ impl<'a> Suite<'a> {
                             v.info.size, v.info.kind
                         ));
                     }
-                    Ok(content::read(&mut v, false, READ_CAP))
+                    Ok(content::read(&mut v, Keep::NOTHING, READ_CAP))
                 });
             let first = match first {
                 Err(why) => {
@@ -534,12 +582,12 @@ impl<'a> Suite<'a> {
                 Ok(Ok(r)) => r,
             };
             bytes += first.data_bytes;
-            extents += first.map.len();
+            extents += first.extents;
             let second = self
                 .instance
                 .open_volume(volume, snapshot.as_deref())
                 .map_err(|e| e.message)
-                .and_then(|mut v| content::read(&mut v, false, READ_CAP));
+                .and_then(|mut v| content::read(&mut v, Keep::NOTHING, READ_CAP));
             match second {
                 Err(why) => {
                     problems[3].get_or_insert(format!("{address}, read again: {why}"));
@@ -606,6 +654,7 @@ impl<'a> Suite<'a> {
                         BackendErrorKind::PermissionDenied,
                         BackendErrorKind::Unsupported,
                     ],
+                    self.scratch,
                 ))
             }
         };
@@ -627,7 +676,7 @@ impl<'a> Suite<'a> {
         drop(w);
         self.instance.restart();
         r.map_err(|why| fail(format!("{made}: {why}")))?;
-        self.created.push(made.clone());
+        self.remember(made.clone());
         Ok(made)
     }
 
@@ -643,7 +692,16 @@ impl<'a> Suite<'a> {
             None => name.to_string(),
         };
         let r = match self.instance.open_volume(name, snapshot) {
-            Ok(mut v) => content::read(&mut v, true, u64::MAX),
+            // What the suite wrote has the size it was made with; reading a size the
+            // plugin made up would only take memory on its word.
+            Ok(v) if v.info.size != want.len() as u64 => {
+                return Err(fail(format!(
+                    "{address} opens with {} bytes; it was written with {}",
+                    v.info.size,
+                    want.len()
+                )))
+            }
+            Ok(mut v) => content::read(&mut v, Keep::ALL, u64::MAX),
             Err(e) => {
                 return Err(noted(
                     &mut self.errors,
@@ -734,7 +792,7 @@ impl<'a> Suite<'a> {
                 }
                 let name = s.main.as_ref().expect("made").name.clone();
                 let map = match s.instance.open_volume(&name, None) {
-                    Ok(mut v) => content::read(&mut v, false, 0),
+                    Ok(mut v) => content::read(&mut v, Keep::MAP, 0),
                     Err(e) => return Err(noted(&mut s.errors, &format!("open-volume({name})"), e)),
                 }
                 .map_err(|why| fail(format!("{name}: {why}")))?
@@ -742,7 +800,18 @@ impl<'a> Suite<'a> {
                 let m = s.main.as_ref().expect("made");
                 for e in &map {
                     if e.location.is_hole() {
-                        let span = &m.expected[e.offset as usize..e.end() as usize];
+                        let span = usize::try_from(e.offset)
+                            .ok()
+                            .zip(usize::try_from(e.end()).ok())
+                            .and_then(|(from, to)| m.expected.get(from..to))
+                            .ok_or_else(|| {
+                                fail(format!(
+                                    "the map of {name} reaches [{}, {}), past the {} bytes written",
+                                    e.offset,
+                                    e.end(),
+                                    m.expected.len()
+                                ))
+                            })?;
                         if let Some(at) = span.iter().position(|b| *b != 0) {
                             return Err(fail(format!(
                                 "the map calls [{}, {}) {:?}, but the suite wrote data there (first at {}): a plugin that declares extents must not call data a hole",
@@ -817,11 +886,12 @@ impl<'a> Suite<'a> {
                             BackendErrorKind::PermissionDenied,
                             BackendErrorKind::Unsupported,
                         ],
+                        s.scratch,
                     ))
                 }
             };
             if s.listed(&made)?.is_some() {
-                s.created.push(made.clone());
+                s.remember(made.clone());
                 return Err(fail(format!(
                     "{made} was dropped uncommitted, but it is listed"
                 )));
@@ -853,6 +923,7 @@ impl<'a> Suite<'a> {
                         BackendErrorKind::PermissionDenied,
                         BackendErrorKind::Unsupported,
                     ],
+                    s.scratch,
                 ));
             }
             let made = s.make(&name, VolumeKind::Disk, &layout, None, &expected)?;
@@ -905,6 +976,7 @@ impl<'a> Suite<'a> {
                         BackendErrorKind::PermissionDenied,
                         BackendErrorKind::Unsupported,
                     ],
+                    self.scratch,
                 ))
             }
         };
@@ -923,21 +995,21 @@ impl<'a> Suite<'a> {
         drop(w);
         self.instance.restart();
         committed.map_err(fail)?;
-        self.created.push(made.clone());
+        self.remember(made.clone());
         let read = match self.instance.open_volume(&made, None) {
-            Ok(mut v) => content::read(&mut v, false, 0),
+            Ok(mut v) => content::read(&mut v, Keep::NOTHING, 0),
             Err(e) => return Err(noted(&mut self.errors, &format!("open-volume({made})"), e)),
         }
         .map_err(|why| fail(format!("{made}: {why}")))?;
-        if read.map.len() <= MAP_PAGE as usize {
+        if read.extents <= u64::from(MAP_PAGE) {
             return Err(skip(format!(
                 "{made}'s map has {} extents, one page: the backend maps its unwritten ranges like the others",
-                read.map.len()
+                read.extents
             )));
         }
         Ok(format!(
             "{made}: {} extents over more than one page of {MAP_PAGE}, each page checked",
-            read.map.len()
+            read.extents
         ))
     }
 
@@ -1030,6 +1102,7 @@ impl<'a> Suite<'a> {
                             BackendErrorKind::Unsupported,
                             BackendErrorKind::PermissionDenied,
                         ],
+                        s.scratch,
                     )
                 })?;
             s.instance.restart();
@@ -1296,7 +1369,10 @@ impl<'a> Suite<'a> {
             };
             let size = open.info.size;
             let mut problems = Vec::new();
-            for start in [size, size + UNIT, u64::MAX - 1] {
+            for start in [Some(size), size.checked_add(UNIT), Some(u64::MAX - 1)]
+                .into_iter()
+                .flatten()
+            {
                 match open.map_page(start) {
                     Ok(p) if p.extents.is_empty() && p.next_offset.is_none() => {}
                     Ok(p) => problems.push(format!(
@@ -1339,6 +1415,12 @@ impl<'a> Suite<'a> {
                     let mut map = CheckedMap::at(src, start);
                     let mut out = Vec::new();
                     while let Some(e) = map.next_extent().map_err(|e| e.to_string())? {
+                        if out.len() as u64 >= content::MAX_EXTENTS {
+                            return Err(format!(
+                                "the extent map is too fragmented: more than {} extents",
+                                content::MAX_EXTENTS
+                            ));
+                        }
                         out.push(e);
                     }
                     Ok(out)

@@ -172,13 +172,28 @@ pub fn write(
             match e.location {
                 Location::Data { device, offset } => {
                     let dev = target.device(device).map_err(|e| e.to_string())?;
-                    let span = e.offset as usize..(e.offset + e.length) as usize;
+                    // The host checks that allocate answers within the range asked; a
+                    // plugin's numbers are still never trusted to index.
+                    let span = usize::try_from(e.offset)
+                        .ok()
+                        .zip(usize::try_from(e.end()).ok())
+                        .and_then(|(from, to)| expected.get(from..to))
+                        .ok_or_else(|| {
+                            format!(
+                                "allocate [{}, +{}) answered [{}, +{}), outside the volume's {} bytes",
+                                r.offset,
+                                r.length,
+                                e.offset,
+                                e.length,
+                                expected.len()
+                            )
+                        })?;
                     let zeros;
                     let bytes = if zero {
                         zeros = vec![0u8; span.len()];
                         &zeros[..]
                     } else {
-                        &expected[span]
+                        span
                     };
                     dev.file.write_all_at(bytes, offset).map_err(|err| {
                         format!(
@@ -201,10 +216,44 @@ pub fn write(
     Ok(())
 }
 
+/// The most bytes [`read`] keeps: the suite keeps only volumes it wrote (a few MiB); a
+/// larger size is a plugin's number, not memory to take on its word.
+pub const KEEP_CAP: u64 = 256 << 20;
+/// The most extents a map may have before [`read`] gives up on it: a million extents
+/// over a volume the suite reads is a plugin fragmenting its map (or lying about it),
+/// and walking on would only eat time and memory.
+pub const MAX_EXTENTS: u64 = 1_000_000;
+
+/// What [`read`] keeps besides the digest.
+#[derive(Debug, Clone, Copy)]
+pub struct Keep {
+    /// The bytes (at most [`KEEP_CAP`] of them).
+    pub bytes: bool,
+    /// The extents (else only counted).
+    pub map: bool,
+}
+
+impl Keep {
+    pub const NOTHING: Keep = Keep {
+        bytes: false,
+        map: false,
+    };
+    pub const MAP: Keep = Keep {
+        bytes: false,
+        map: true,
+    };
+    pub const ALL: Keep = Keep {
+        bytes: true,
+        map: true,
+    };
+}
+
 /// A volume as read through its checked map.
 pub struct Read {
-    /// The map, checked (covers the volume in order, within its devices).
+    /// The map, checked (covers the volume in order, within its devices), when kept.
     pub map: Vec<Extent>,
+    /// How many extents the map has (kept or not).
+    pub extents: u64,
     /// The bytes, when the caller kept them.
     pub bytes: Option<Vec<u8>>,
     /// SHA-256 over the data bytes and the hole ranges: equal for two equal reads.
@@ -214,19 +263,34 @@ pub struct Read {
 }
 
 /// Reads `source` through its checked map, data bytes from the host's descriptors and
-/// encoded units through the plugin's `decode`. Keeps the bytes when `keep`; stops
-/// reading data (the map is still walked whole) after `cap` data bytes.
-pub fn read(source: &mut dyn VolumeSource, keep: bool, cap: u64) -> Result<Read, String> {
+/// encoded units through the plugin's `decode`. Keeps what `keep` says; stops reading
+/// data (the map is still walked whole) after `cap` data bytes. A map of more than
+/// [`MAX_EXTENTS`] extents, or bytes to keep past [`KEEP_CAP`], is an error.
+pub fn read(source: &mut dyn VolumeSource, keep: Keep, cap: u64) -> Result<Read, String> {
     use sha2::{Digest, Sha256};
     let size = source.size();
-    let mut bytes = keep.then(|| vec![0u8; size as usize]);
+    if keep.bytes && size > KEEP_CAP {
+        return Err(format!(
+            "opens with {size} bytes, more than the {KEEP_CAP} the suite reads into memory"
+        ));
+    }
+    let mut bytes = keep.bytes.then(|| vec![0u8; size as usize]);
     let mut hash = Sha256::new();
     let mut map = CheckedMap::new(source);
     let mut extents = Vec::new();
+    let mut count = 0u64;
     let mut data_bytes = 0u64;
     let mut buf = Vec::new();
     while let Some(e) = map.next_extent().map_err(|e| e.to_string())? {
-        extents.push(e);
+        count += 1;
+        if count > MAX_EXTENTS {
+            return Err(format!(
+                "the extent map is too fragmented: more than {MAX_EXTENTS} extents"
+            ));
+        }
+        if keep.map {
+            extents.push(e);
+        }
         if data_bytes >= cap {
             continue;
         }
@@ -247,7 +311,8 @@ pub fn read(source: &mut dyn VolumeSource, keep: bool, cap: u64) -> Result<Read,
             Location::Encoded(x) => {
                 let source = map.source();
                 let dev = source.device(x.device).map_err(|e| e.to_string())?;
-                let stored = u64::from(x.stored_length).min(dev.size - x.offset) as usize;
+                let stored =
+                    u64::from(x.stored_length).min(dev.size.saturating_sub(x.offset)) as usize;
                 let mut raw = vec![0u8; stored];
                 snapport_core::io::read_exact_at(&dev, &mut raw, x.offset)
                     .map_err(|e| e.to_string())?;
@@ -255,7 +320,10 @@ pub fn read(source: &mut dyn VolumeSource, keep: bool, cap: u64) -> Result<Read,
                     .decode(x.codec, &raw, x.decoded_length)
                     .map_err(|e| e.to_string())?;
                 let from = x.skip as usize;
-                let end = from + e.length as usize;
+                let end = usize::try_from(e.length)
+                    .ok()
+                    .and_then(|l| from.checked_add(l))
+                    .unwrap_or(usize::MAX);
                 if buf.len() < end {
                     return Err(format!(
                         "decoded {} bytes where the extent at {} needs {end}",
@@ -272,12 +340,24 @@ pub fn read(source: &mut dyn VolumeSource, keep: bool, cap: u64) -> Result<Read,
         hash.update(e.offset.to_le_bytes());
         hash.update(piece);
         if let Some(out) = bytes.as_mut() {
-            out[e.offset as usize..e.offset as usize + piece.len()].copy_from_slice(piece);
+            let at = e.offset as usize;
+            let slot = at
+                .checked_add(piece.len())
+                .and_then(|end| out.get_mut(at..end))
+                .ok_or_else(|| {
+                    format!(
+                        "the extent at {} ({} bytes) lies past the end ({size})",
+                        e.offset,
+                        piece.len()
+                    )
+                })?;
+            slot.copy_from_slice(piece);
         }
         data_bytes += piece.len() as u64;
     }
     Ok(Read {
         map: extents,
+        extents: count,
         bytes,
         digest: hash.finalize().into(),
         data_bytes,

@@ -181,7 +181,9 @@ pub fn run(
 /// `plugin` as a file, or as a plugin name on the plugin path.
 fn plugin_file(engine: &Engine, plugin: &str) -> Result<PathBuf> {
     let given = Path::new(plugin);
-    if given.exists() || plugin.contains('/') || plugin.ends_with(".wasm") {
+    // A folder of the same name (the source of plugins/raw/) is not the plugin: the name
+    // is looked up on the plugin path then.
+    if given.is_file() || plugin.contains('/') || plugin.ends_with(".wasm") {
         if !given.is_file() {
             crate::bail!("{plugin}: no such plugin file");
         }
@@ -241,6 +243,7 @@ impl Scratch {
     fn new() -> Result<Scratch> {
         let base = std::env::temp_dir();
         let pid = std::process::id();
+        sweep(&base);
         for n in 0..1000 {
             let path = base.join(format!("snapport-plugin-test-{pid}-{n}"));
             match std::fs::create_dir(&path) {
@@ -268,6 +271,44 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        // The same removal as on a signal: any depth the plugin could make.
+        crate::interrupt::remove_tree_now(&self.path);
+    }
+}
+
+/// Removes the scratch pools of `plugin test` runs that were killed (SIGKILL, a power
+/// cut) before they could: `snapport-plugin-test-PID-N` folders in `base` of ours whose
+/// process is gone.
+fn sweep(base: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("snapport-plugin-test-"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest
+            .split_once('-')
+            .and_then(|(pid, n)| n.parse::<u32>().ok().and(pid.parse::<i32>().ok()))
+        else {
+            continue;
+        };
+        let ours = entry
+            .metadata()
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        // SAFETY: kill with signal 0 only asks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if ours && gone && pid as u32 != std::process::id() {
+            crate::interrupt::remove_tree_now(&entry.path());
+        }
     }
 }

@@ -164,8 +164,8 @@ bool exports_snapport_backend_backend_list_volumes(
 
 bool exports_snapport_backend_backend_list_snapshots(
     sp_string *volume, exports_snapport_backend_backend_list_snapshot_info_t *ret, sp_error *err) {
-    (void)volume;
     (void)err;
+    sp_free_arg(volume);
     ret->ptr = NULL;
     ret->len = 0;
     return true;
@@ -195,6 +195,8 @@ bool exports_snapport_backend_backend_open_volume(
         free_entries(&list);
     }
     free(name);
+    sp_free_arg(volume);
+    sp_free_arg(snapshot);
     return ok;
 }
 
@@ -234,6 +236,8 @@ bool exports_snapport_backend_backend_create_volume(
         }
     }
     free(name);
+    sp_free_arg(name_s);
+    sp_free_arg(parent);
     return ok;
 }
 
@@ -252,25 +256,30 @@ bool exports_snapport_backend_backend_delete_volume(sp_string *name_s, sp_error 
         free_entries(&list);
     }
     free(name);
+    sp_free_arg(name_s);
     return ok;
 }
 
 bool exports_snapport_backend_backend_create_snapshot(
     sp_string *volume, sp_string *name, uint64_t created_unix_ms,
     exports_snapport_backend_backend_snapshot_info_t *ret, sp_error *err) {
-    (void)volume, (void)name, (void)created_unix_ms, (void)ret;
+    (void)created_unix_ms, (void)ret;
+    sp_free_arg(volume);
+    sp_free_arg(name);
     return sp_fail(err, E(UNSUPPORTED), "raw volumes have no snapshots");
 }
 
 bool exports_snapport_backend_backend_delete_snapshot(sp_string *volume, sp_string *name,
                                                       sp_error *err) {
-    (void)volume, (void)name;
+    sp_free_arg(volume);
+    sp_free_arg(name);
     return sp_fail(err, E(UNSUPPORTED), "raw volumes have no snapshots");
 }
 
 bool exports_snapport_backend_backend_restore_snapshot(sp_string *volume, sp_string *name,
                                                        sp_error *err) {
-    (void)volume, (void)name;
+    sp_free_arg(volume);
+    sp_free_arg(name);
     return sp_fail(err, E(UNSUPPORTED), "raw volumes have no snapshots");
 }
 
@@ -302,7 +311,8 @@ bool exports_snapport_backend_backend_method_volume_map_extents(
 bool exports_snapport_backend_backend_method_volume_changed_extents(
     exports_snapport_backend_backend_borrow_volume_t self, sp_string *base, uint64_t start,
     uint32_t max_extents, exports_snapport_backend_backend_extent_page_t *ret, sp_error *err) {
-    (void)self, (void)base, (void)start, (void)max_extents, (void)ret;
+    (void)self, (void)start, (void)max_extents, (void)ret;
+    sp_free_arg(base);
     return sp_fail(err, E(UNSUPPORTED), "raw volumes have no snapshots");
 }
 

@@ -7,12 +7,14 @@
 //   a literal or a stack buffer.
 // - What a host call returns is yours to free (or to hand on as your own result).
 // - Strings you pass to a host call are only borrowed: sp_str over a literal is fine.
-// - The arguments of an exported function are yours to free. An instance lives for one
-//   operation, so a small leak is harmless; free big ones (decode's `stored`).
+// - The arguments of an exported function (strings, lists, a present option's value) are
+//   yours: free them before returning (backend_plugin_string_free and friends), as
+//   plugin.c does.
 //
 // There is no WASI in the sandbox: no stdio, clock or files. wasi-libc's printf family
 // (snprintf included) drags in stdio's WASI imports, and the build refuses those: format
-// with sp_format (%s, %u, %llu, %%) and log with sp_log.
+// with sp_format (%s %d %u %x %lld %llu %llx %zu %%; anything else panics) and log with
+// sp_log.
 #ifndef SNAPPORT_HELPERS_H
 #define SNAPPORT_HELPERS_H
 
@@ -55,13 +57,24 @@ static inline char *sp_cstr(const sp_string *s) {
     return out;
 }
 
+// Frees an argument string an exported function was given (NULL: an absent option).
+static inline void sp_free_arg(sp_string *s) {
+    if (s) backend_plugin_string_free(s);
+}
+
 static inline int sp_ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
     return n >= m && memcmp(s + n - m, suffix, m) == 0;
 }
 
-// printf-like formatting into `buf` (always NUL-terminated, cut to `size`) of `%s`,
-// `%u`, `%llu` and `%%`, without wasi-libc's stdio.
+// sp_panic is used by the formatter; its body is below.
+static inline _Noreturn void sp_panic(const char *message);
+
+// printf-like formatting into `buf` (always NUL-terminated, cut to `size`), without
+// wasi-libc's stdio. Conversions: %s %d %u %x %lld %llu %llx %zu %% (no flags, widths
+// or precisions). Any other conversion stops the plugin with sp_panic rather than read
+// an argument as the wrong type (the format attribute lets the compiler check types,
+// not which conversions this function knows).
 static inline void sp_vformat(char *buf, size_t size, const char *fmt, va_list ap) {
     size_t n = 0;
 #define SP_PUT(c) do { if (n + 1 < size) buf[n++] = (c); } while (0)
@@ -69,23 +82,41 @@ static inline void sp_vformat(char *buf, size_t size, const char *fmt, va_list a
         if (*f != '%') { SP_PUT(*f); continue; }
         f++;
         unsigned long long v;
-        if (*f == 's') {
-            for (const char *s = va_arg(ap, const char *); *s; s++) SP_PUT(*s);
+        bool negative = false;
+        unsigned base = 10;
+        if (*f == '%') {
+            SP_PUT('%');
             continue;
-        } else if (*f == 'u') {
+        } else if (*f == 's') {
+            const char *s = va_arg(ap, const char *);
+            for (s = s ? s : "(null)"; *s; s++) SP_PUT(*s);
+            continue;
+        } else if (*f == 'd' || *f == 'i') {
+            long long d = va_arg(ap, int);
+            negative = d < 0;
+            v = negative ? 0ULL - (unsigned long long)d : (unsigned long long)d;
+        } else if (*f == 'u' || *f == 'x') {
             v = va_arg(ap, unsigned);
-        } else if (f[0] == 'l' && f[1] == 'l' && f[2] == 'u') {
+            base = *f == 'x' ? 16 : 10;
+        } else if (f[0] == 'z' && f[1] == 'u') {
+            v = va_arg(ap, size_t);
+            f += 1;
+        } else if (f[0] == 'l' && f[1] == 'l' && (f[2] == 'u' || f[2] == 'x')) {
             v = va_arg(ap, unsigned long long);
+            base = f[2] == 'x' ? 16 : 10;
+            f += 2;
+        } else if (f[0] == 'l' && f[1] == 'l' && (f[2] == 'd' || f[2] == 'i')) {
+            long long d = va_arg(ap, long long);
+            negative = d < 0;
+            v = negative ? 0ULL - (unsigned long long)d : (unsigned long long)d;
             f += 2;
         } else {
-            SP_PUT('%');
-            if (!*f) break;
-            SP_PUT(*f);
-            continue;
+            sp_panic("sp_format: unsupported conversion (use %s %d %u %x %lld %llu %llx %zu %%)");
         }
-        char digits[20];
+        char digits[24];
         int d = 0;
-        do { digits[d++] = (char)('0' + v % 10); v /= 10; } while (v);
+        do { digits[d++] = "0123456789abcdef"[v % base]; v /= base; } while (v);
+        if (negative) SP_PUT('-');
         while (d) SP_PUT(digits[--d]);
     }
 #undef SP_PUT
