@@ -278,6 +278,12 @@ fn plugin_test_passes_the_bundled_plugins_in_a_scratch_pool() {
         assert!(empty(&t), "plugin test {stem} left its scratch pool");
         others += 1;
     }
+    // The C plugin (files-c) at least: a run that found none would vouch for nothing.
+    assert!(
+        others >= 1,
+        "no other plugin found in {}: the C plugin was not built",
+        bundled.display()
+    );
     eprintln!(
         "plugin test passed {others} more plugins of {}",
         bundled.display()
@@ -318,6 +324,17 @@ fn plugin_test_fails_a_broken_plugin_with_named_cases() {
             &[
                 "unsupported.snapshot-delete",
                 "unsupported.snapshot-restore",
+            ][..],
+        ),
+        // Refusing to make any volume in the suite's own writable pool is no excuse:
+        // skipping every write case would let it pass.
+        (
+            "refuse",
+            &[
+                "write.create",
+                "write.uncommitted",
+                "write.awkward-size",
+                "read.open",
             ][..],
         ),
     ] {
@@ -525,4 +542,32 @@ fn an_interrupted_plugin_test_removes_its_scratch_pool() {
             .map(|e| e.path())
             .collect::<Vec<_>>()
     );
+}
+
+/// A run killed outright (SIGKILL: no handler runs) leaves its scratch pool; the next
+/// run removes it, whatever it holds, but never a pool another run holds locked (a run
+/// in another PID namespace sharing the folder, whose PID says nothing here).
+#[test]
+fn plugin_test_sweeps_the_scratch_pools_of_killed_runs_only() {
+    let home = Home::new();
+    let t = tmp(&home);
+    // A killed run's pool: deep, with files, named with a PID that is alive (ours).
+    let dead = t.join(format!("snapport-plugin-test-{}-7", std::process::id()));
+    std::fs::create_dir_all(dead.join("a/b/c")).unwrap();
+    std::fs::write(dead.join("a/b/c/vol.raw"), b"left").unwrap();
+    // A live run's pool: locked as `plugin test` locks its own, by a PID that is gone.
+    let live = t.join("snapport-plugin-test-999999999-0");
+    std::fs::create_dir_all(live.join("x")).unwrap();
+    let held = std::fs::File::open(&live).unwrap();
+    held.try_lock().unwrap();
+    // Not a scratch pool at all, by its name.
+    let other = t.join("snapport-plugin-test-notes");
+    std::fs::create_dir(&other).unwrap();
+
+    let (code, _, stderr) = plugin_test(&home, &t, &["raw"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!dead.exists(), "the killed run's pool is left");
+    assert!(live.join("x").is_dir(), "a locked pool was removed");
+    assert!(other.is_dir(), "a folder not named as a pool was removed");
+    drop(held);
 }

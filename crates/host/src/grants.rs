@@ -417,7 +417,8 @@ impl GrantedDevices {
             )
         })?;
         match end {
-            Some(end) if end > dev.size => self.resized(id, end),
+            // An empty write writes nothing, and grows nothing.
+            Some(end) if !data.is_empty() && end > dev.size => self.resized(id, end),
             _ => Ok(()),
         }
     }

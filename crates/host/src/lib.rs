@@ -49,6 +49,33 @@ pub use bindings::snapport::backend::types::{
     Capabilities, SnapshotInfo, SnapshotPhase, VolumeInfo, VolumeKind,
 };
 
+/// Every capability with its WIT name, in the WIT's order: what `plugin list`, `plugin
+/// inspect` and `plugin test` print, kept in one place so a flag added to the WIT is
+/// named everywhere at once (a test checks none is missing).
+pub const CAPABILITIES: [(Capabilities, &str); 12] = [
+    (Capabilities::READ, "read"),
+    (Capabilities::WRITE, "write"),
+    (Capabilities::ZERO, "zero"),
+    (Capabilities::TRIM, "trim"),
+    (Capabilities::EXTENTS, "extents"),
+    (Capabilities::CHANGED_BLOCKS, "changed-blocks"),
+    (Capabilities::SNAPSHOT_CREATE, "snapshot-create"),
+    (Capabilities::SNAPSHOT_DELETE, "snapshot-delete"),
+    (Capabilities::SNAPSHOT_RESTORE, "snapshot-restore"),
+    (Capabilities::VOLUME_CREATE, "volume-create"),
+    (Capabilities::VOLUME_DELETE, "volume-delete"),
+    (Capabilities::THIN_CLONE, "thin-clone"),
+];
+
+/// The names of the capabilities in `c`, in the WIT's order.
+pub fn capability_names(c: Capabilities) -> Vec<&'static str> {
+    CAPABILITIES
+        .into_iter()
+        .filter(|(f, _)| c.contains(*f))
+        .map(|(_, n)| n)
+        .collect()
+}
+
 /// The WIT package this host speaks, at its newest version. Plugins built against an
 /// earlier version of the same 0.1 series load too: wasmtime links names by semver
 /// compatibility, and a patch version of this WIT only adds.
@@ -435,8 +462,11 @@ impl Instance {
             .and_then(|mut l| l.store.data_mut().panicked.take());
         let who = self.who();
         // The limiter refusing to grow memory (`trap_on_grow_failure`) is an error of
-        // wasmtime's, not a `Trap`.
-        let out_of_memory = e.downcast_ref::<Trap>().is_none() && format!("{e:#}").contains("memory");
+        // wasmtime's, not a `Trap`, with this text (wasmtime's runtime/limits.rs). Other
+        // errors mention memory too ("pointer out of bounds of memory": a plugin's bad
+        // answer), and are not the cap.
+        let out_of_memory = e.downcast_ref::<Trap>().is_none()
+            && format!("{e:#}").contains("forcing trap when growing memory");
         // The plugin said why before it trapped (its panic handler): that is the news. A
         // deadline or the memory cap is the host's doing, whatever the plugin said: the
         // operator must read which limit stopped it.

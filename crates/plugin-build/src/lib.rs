@@ -53,9 +53,13 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
         .file_name()
         .ok_or_else(|| Error::usage(format!("{} names no file", path.display())))?;
     let failed = |e: std::io::Error| Error::io(format!("writing {}", path.display()), e);
+    // Mode 0666 less the umask, as `std::fs::write` would make it (tempfile's own default
+    // is 0600: a component only its builder could read, which another user's snapport
+    // could not load after a copy).
     let mut tmp = tempfile::Builder::new()
         .prefix(&format!(".{}.", name.to_string_lossy()))
         .suffix(".tmp")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
         .tempfile_in(dir)
         .map_err(failed)?;
     let _cleanup = snapport_core::cleanup::register(tmp.path());
@@ -69,14 +73,18 @@ pub fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::write_atomically;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn write_atomically_replaces_the_file_and_leaves_no_temporary() {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("demo.wasm");
         std::fs::write(&out, b"old").unwrap();
+        let plain = std::fs::metadata(&out).unwrap().permissions().mode();
         write_atomically(&out, b"new bytes").unwrap();
         assert_eq!(std::fs::read(&out).unwrap(), b"new bytes");
+        // The mode a plain write gives (0666 less the umask), not tempfile's 0600.
+        assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode(), plain);
         let names: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
     }

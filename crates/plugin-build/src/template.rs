@@ -100,14 +100,13 @@ pub fn new_project(name: &str, language: Language, dir: &Path) -> Result<Vec<Pat
         .prefix(&format!(".{}.snapport-new-", leaf.to_string_lossy()))
         .tempdir_in(&parent)
         .map_err(|e| Error::io(format!("making a folder in {}", parent.display()), e))?;
-    // An interruption unlinks the files written so far; only empty hidden folders can
-    // be left (the interrupt cleanup removes files, not folders).
-    let mut registrations = Vec::new();
-    let write_all = |registrations: &mut Vec<_>| -> std::io::Result<()> {
+    // A signal ends the process before the TempDir's drop could remove the staging
+    // folder: a caller that can be interrupted holds signals back meanwhile (the CLI
+    // does; writing a project takes milliseconds).
+    let write_all = || -> std::io::Result<()> {
         for (rel, bytes) in &files {
             let path = staging.path().join(rel);
             std::fs::create_dir_all(path.parent().expect("inside staging"))?;
-            registrations.push(snapport_core::cleanup::register(&path));
             std::fs::write(&path, bytes)?;
         }
         if existing_empty {
@@ -115,11 +114,8 @@ pub fn new_project(name: &str, language: Language, dir: &Path) -> Result<Vec<Pat
         }
         std::fs::rename(staging.path(), dir)
     };
-    write_all(&mut registrations)
-        .map_err(|e| Error::io(format!("writing the project into {}", dir.display()), e))?;
-    // Renamed away: nothing left for the TempDir to remove, and the registered paths
-    // (inside the old name) no longer exist.
-    drop(registrations);
+    write_all().map_err(|e| Error::io(format!("writing the project into {}", dir.display()), e))?;
+    // Renamed away: nothing left for the TempDir to remove.
     let _ = staging.keep();
     Ok(files.into_iter().map(|(rel, _)| rel).collect())
 }

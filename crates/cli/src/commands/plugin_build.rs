@@ -59,7 +59,12 @@ pub fn new(args: NewArgs) -> Result<()> {
     };
     build::check_name(&args.name).map_err(cli_error)?;
     let dir = args.path.unwrap_or_else(|| PathBuf::from(&args.name));
-    build::template::new_project(&args.name, language, &dir).map_err(cli_error)?;
+    {
+        // Ctrl-C waits the milliseconds the project takes: a signal would end the process
+        // before the staging folder could be removed.
+        let _held = snapport_engine::interrupt::defer();
+        build::template::new_project(&args.name, language, &dir).map_err(cli_error)?;
+    }
     println!(
         "made the {} plugin project {} in {}; build it with `snapport plugin build {}`",
         language.as_str(),

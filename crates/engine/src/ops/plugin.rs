@@ -4,7 +4,7 @@
 use crate::Engine;
 use crate::{Context as _, Result};
 use serde::Serialize;
-use snapport_host::{Capabilities, Grants, Limits, PluginInfo};
+use snapport_host::{capability_names, Grants, Limits, PluginInfo};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -61,28 +61,6 @@ pub struct PluginDetail {
     pub sha256: String,
     /// The file's size in bytes.
     pub size: u64,
-}
-
-/// The names of the capabilities in `c`, in a fixed order.
-pub fn capability_names(c: Capabilities) -> Vec<&'static str> {
-    [
-        (Capabilities::READ, "read"),
-        (Capabilities::WRITE, "write"),
-        (Capabilities::ZERO, "zero"),
-        (Capabilities::TRIM, "trim"),
-        (Capabilities::EXTENTS, "extents"),
-        (Capabilities::CHANGED_BLOCKS, "changed-blocks"),
-        (Capabilities::SNAPSHOT_CREATE, "snapshot-create"),
-        (Capabilities::SNAPSHOT_DELETE, "snapshot-delete"),
-        (Capabilities::SNAPSHOT_RESTORE, "snapshot-restore"),
-        (Capabilities::VOLUME_CREATE, "volume-create"),
-        (Capabilities::VOLUME_DELETE, "volume-delete"),
-        (Capabilities::THIN_CLONE, "thin-clone"),
-    ]
-    .into_iter()
-    .filter(|(f, _)| c.contains(*f))
-    .map(|(_, n)| n)
-    .collect()
 }
 
 /// Every `*.wasm` on the plugin path; the first of a name wins.
@@ -200,6 +178,7 @@ pub fn inspect(engine: &Engine, name: &str) -> Result<PluginDetail> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use snapport_host::Capabilities;
 
     /// `plugin list` and `inspect` name every capability the WIT defines: a flag added to
     /// the WIT without a name here would be silently left out.

@@ -151,11 +151,11 @@ impl Backend for Plugin {
     }
 
     fn create_volume(name: String, size: u64, _: VolumeKind, parent: Option<String>) -> Result<Broken> {
-        if is(Behaviour::Refuse) {
-            return Err(permission_denied!("the broken test plugin refuses to create {name}"));
-        }
         if parent.is_some() {
             return Err(refuse("make thin clones"));
+        }
+        if is(Behaviour::Refuse) {
+            return Err(permission_denied!("the broken test plugin refuses to create {name}"));
         }
         if find(&name).is_ok() {
             return Err(said(conflict!("volume {name} exists already")));

@@ -4,11 +4,12 @@
 //! (a written volume) is skipped, saying so, when that one failed.
 
 use super::content::{self, Fill, Keep, Layout, Run, UNIT};
-use super::{CaseResult, Status, CAPABILITIES};
+use super::{CaseResult, Status};
 use crate::Engine;
 use snapport_core::extent::{CheckedMap, Extent, Location, VolumeSource};
 use snapport_core::import::VolumeTarget;
 use snapport_host::bindings::snapport::backend::types::LogLevel;
+use snapport_host::CAPABILITIES;
 use snapport_host::{
     BackendErrorKind, Capabilities, ErrorKind, Grants, Instance, Limits, Logger, Plugin,
     VolumeInfo, VolumeKind,

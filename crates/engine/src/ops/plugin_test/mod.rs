@@ -20,7 +20,7 @@ mod content;
 
 use crate::{Context as _, Engine, Result};
 use serde::Serialize;
-use snapport_host::{Capabilities, Grants, Limits, Logger};
+use snapport_host::{Grants, Limits, Logger};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -105,22 +105,6 @@ impl TestReport {
             .collect()
     }
 }
-
-/// Every capability with its WIT name, in the WIT's order.
-pub const CAPABILITIES: [(Capabilities, &str); 12] = [
-    (Capabilities::READ, "read"),
-    (Capabilities::WRITE, "write"),
-    (Capabilities::ZERO, "zero"),
-    (Capabilities::TRIM, "trim"),
-    (Capabilities::EXTENTS, "extents"),
-    (Capabilities::CHANGED_BLOCKS, "changed-blocks"),
-    (Capabilities::SNAPSHOT_CREATE, "snapshot-create"),
-    (Capabilities::SNAPSHOT_DELETE, "snapshot-delete"),
-    (Capabilities::SNAPSHOT_RESTORE, "snapshot-restore"),
-    (Capabilities::VOLUME_CREATE, "volume-create"),
-    (Capabilities::VOLUME_DELETE, "volume-delete"),
-    (Capabilities::THIN_CLONE, "thin-clone"),
-];
 
 /// The pool name the suite's instance runs under (in the plugin's messages and logs).
 const SCRATCH_POOL: &str = "plugin-test";
@@ -236,6 +220,9 @@ fn grants(
 /// dropped, and by the interruption cleanup if the process is stopped first.
 struct Scratch {
     path: PathBuf,
+    /// The folder itself, locked (`flock`) while this run lives: what tells another
+    /// run's [`sweep`] that the pool is in use, in any PID namespace.
+    _lock: std::fs::File,
     _registered: crate::interrupt::RemoveTree,
 }
 
@@ -245,12 +232,34 @@ impl Scratch {
         let pid = std::process::id();
         sweep(&base);
         for n in 0..1000 {
-            let path = base.join(format!("snapport-plugin-test-{pid}-{n}"));
-            match std::fs::create_dir(&path) {
+            let name = format!("snapport-plugin-test-{pid}-{n}");
+            // Made and locked under a name the sweep ignores, then renamed (the lock
+            // goes with the folder): no other run ever sees it unlocked.
+            let making = base.join(format!(".{name}.new"));
+            let path = base.join(&name);
+            match std::fs::create_dir(&making) {
                 Ok(()) => {
+                    let registered = crate::interrupt::remove_tree_on_signal(&making);
+                    let lock = std::fs::File::open(&making)
+                        .and_then(|f| f.try_lock().map(|()| f).map_err(std::io::Error::from))
+                        .and_then(|f| rename_noreplace(&making, &path).map(|()| f));
+                    let lock = match lock {
+                        Ok(lock) => lock,
+                        Err(e) => {
+                            snapport_core::cleanup::remove_tree(&making);
+                            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                                continue;
+                            }
+                            return Err(e).with_context(|| {
+                                format!("making a scratch pool folder in {}", base.display())
+                            });
+                        }
+                    };
+                    drop(registered);
                     let registered = crate::interrupt::remove_tree_on_signal(&path);
                     return Ok(Scratch {
                         path,
+                        _lock: lock,
                         _registered: registered,
                     });
                 }
@@ -269,16 +278,43 @@ impl Scratch {
     }
 }
 
+/// Renames `from` to `to` unless `to` exists (`AlreadyExists` then): a plain rename
+/// would replace an empty folder of that name.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: two NUL-terminated paths that live across the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         // The same removal as on a signal: any depth the plugin could make.
-        crate::interrupt::remove_tree_now(&self.path);
+        snapport_core::cleanup::remove_tree(&self.path);
     }
 }
 
 /// Removes the scratch pools of `plugin test` runs that were killed (SIGKILL, a power
-/// cut) before they could: `snapport-plugin-test-PID-N` folders in `base` of ours whose
-/// process is gone.
+/// cut) before they could: `snapport-plugin-test-PID-N` folders in `base` of ours that
+/// no run holds locked. The lock, not the PID, says a run is alive: a run in another
+/// PID namespace sharing this folder has a PID this one cannot see.
 fn sweep(base: &Path) {
     use std::os::unix::fs::MetadataExt;
     let Ok(entries) = std::fs::read_dir(base) else {
@@ -288,27 +324,22 @@ fn sweep(base: &Path) {
     let uid = unsafe { libc::getuid() };
     for entry in entries.flatten() {
         let name = entry.file_name();
-        let Some(rest) = name
+        let ours_by_name = name
             .to_str()
             .and_then(|n| n.strip_prefix("snapport-plugin-test-"))
-        else {
+            .and_then(|rest| rest.split_once('-'))
+            .is_some_and(|(pid, n)| pid.parse::<u32>().is_ok() && n.parse::<u32>().is_ok());
+        // Not followed if a link: symlink_metadata.
+        let ours = ours_by_name && entry.metadata().is_ok_and(|m| m.is_dir() && m.uid() == uid);
+        if !ours {
             continue;
-        };
-        let Some(pid) = rest
-            .split_once('-')
-            .and_then(|(pid, n)| n.parse::<u32>().ok().and(pid.parse::<i32>().ok()))
-        else {
-            continue;
-        };
-        let ours = entry
-            .metadata()
-            .is_ok_and(|m| m.is_dir() && m.uid() == uid);
-        // SAFETY: kill with signal 0 only asks whether the process exists.
-        let gone = pid > 0
-            && unsafe { libc::kill(pid, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if ours && gone && pid as u32 != std::process::id() {
-            crate::interrupt::remove_tree_now(&entry.path());
+        }
+        let path = entry.path();
+        // Held while removing: a run starting now cannot take the folder meanwhile.
+        if let Ok(folder) = std::fs::File::open(&path) {
+            if folder.try_lock().is_ok() {
+                snapport_core::cleanup::remove_tree(&path);
+            }
         }
     }
 }
