@@ -81,7 +81,9 @@ fn cargo() -> Command {
 
 fn build_all() -> Result<()> {
     guest::build_plugins()?;
-    run_cmd(cargo().args(["build", "--release", "--package", "snapport"]))
+    // The whole workspace, as `cargo test --workspace` builds it: building one package
+    // unifies features differently and rebuilds a dozen crates each way.
+    run_cmd(cargo().args(["build", "--release", "--workspace"]))
 }
 
 fn snapport_bin() -> PathBuf {
@@ -146,7 +148,7 @@ fn demo() -> Result<()> {
 
 /// `cargo xtask man`: the release binary writes its man pages into target/man.
 fn man() -> Result<()> {
-    run_cmd(cargo().args(["build", "--release", "-p", "snapport"]))?;
+    run_cmd(cargo().args(["build", "--release", "--workspace"]))?;
     let dir = root().join("target/man");
     run_cmd(
         Command::new(root().join("target/release/snapport"))
