@@ -438,3 +438,86 @@ fn sparse_raw_zst_encodes_holes_without_reading_them() {
     assert!(streamed.status.success());
     assert_eq!(streamed.stdout, std::fs::read(&z).unwrap());
 }
+
+/// The same export onto ext4 and onto tmpfs (where `copy_file_range` from ext4 answers
+/// EXDEV), and from a pool on tmpfs: the same bytes (cmp, qemu-img compare against
+/// qemu-img's own conversion) and the same digests, with digests on and off, for raw and
+/// qcow2. The data path differs by file system; the output must not.
+#[test]
+fn exports_onto_tmpfs_and_ext4_are_identical() {
+    let shm = Path::new("/dev/shm");
+    let on_tmpfs = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T", "/dev/shm"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "tmpfs");
+    if !on_tmpfs {
+        eprintln!("skip: /dev/shm is not a tmpfs here; the tmpfs data path cannot be tested");
+        return;
+    }
+    let (home, img) = qcow2_with("compat=1.1,cluster_size=65536", ODD_SIZE);
+    let oracle = home.out("oracle.raw");
+    tool("qemu-img", &["convert", "-O", "raw", p(&img), p(&oracle)]);
+    let want = python_content_digest(&oracle);
+    let shm_dir = tempfile::Builder::new()
+        .prefix("snapport-test-")
+        .tempdir_in(shm)
+        .unwrap();
+    // A second home whose pool lives on tmpfs, holding the same disk.
+    let shm_home = shm_dir.path().join("home");
+    std::fs::create_dir_all(shm_home.join("default")).unwrap();
+    std::fs::copy(&img, shm_home.join("default/disk.qcow2")).unwrap();
+    let from_tmpfs = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapport"))
+            .args(args)
+            .env("SNAPPORT_HOME", &shm_home)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    for format in ["raw", "qcow2"] {
+        for digest in ["chunked", "none"] {
+            let tag = format!("{format}-{digest}");
+            let ext4 = home.out(&format!("{tag}.img"));
+            let tmpfs = shm_dir.path().join(format!("{tag}.img"));
+            let both = shm_dir.path().join(format!("{tag}.both.img"));
+            let args = |out: &Path| -> Vec<String> {
+                [
+                    "download",
+                    "vd/disk",
+                    "-q",
+                    "--format",
+                    format,
+                    "--digest",
+                    digest,
+                    "-o",
+                    p(out),
+                ]
+                .map(String::from)
+                .to_vec()
+            };
+            fn refs(a: &[String]) -> Vec<&str> {
+                a.iter().map(String::as_str).collect()
+            }
+            home.ok(&refs(&args(&ext4)));
+            home.ok(&refs(&args(&tmpfs)));
+            from_tmpfs(&refs(&args(&both)));
+            for out in [&ext4, &tmpfs, &both] {
+                tool(
+                    "qemu-img",
+                    &["compare", "-f", format, "-F", "raw", p(out), p(&oracle)],
+                );
+            }
+            tool("cmp", &[p(&ext4), p(&tmpfs)]);
+            tool("cmp", &[p(&ext4), p(&both)]);
+            if digest != "none" {
+                for out in [&ext4, &tmpfs, &both] {
+                    assert_eq!(sidecar_digest(out), want, "{tag}: {}", out.display());
+                }
+            }
+        }
+    }
+}

@@ -19,7 +19,7 @@ use crate::chunks::{data_leaves, read_pieces, Chunk, Chunker, Piece};
 use crate::digest::{group_hash, ContentDigest, StreamDigest, GROUP_SIZE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extent::{CheckedMap, VolumeSource};
-use crate::io::{copy_range, AlignedBuf};
+use crate::io::{copy_range, try_copy_range, AlignedBuf};
 use crate::output::PendingFile;
 use crate::progress::Progress;
 use crate::qcow2_out::{Qcow2Layout, CLUSTER_SIZE};
@@ -27,6 +27,7 @@ use crate::zst::ZstdOut;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::Mutex;
 
@@ -108,6 +109,10 @@ struct Done {
 struct Sink<'a> {
     file: Option<&'a PendingFile>,
     layout: Option<Qcow2Layout>,
+    /// Whether the kernel copies from the source into `file` (`copy_file_range`); false
+    /// once it refused (EXDEV: e.g. ext4 into tmpfs), and from then on bytes already read
+    /// to be hashed are written from memory instead of read a second time.
+    kernel_copy: AtomicBool,
 }
 
 /// The allocated clusters of a chunk, merged into runs of (offset in chunk, length):
@@ -170,6 +175,7 @@ pub fn export(
             let sink = Sink {
                 file: None,
                 layout: None,
+                kernel_copy: AtomicBool::new(true),
             };
             run(
                 source,
@@ -182,7 +188,11 @@ pub fn export(
         }
         Format::Raw | Format::Qcow2 => run(
             source,
-            Sink { file, layout },
+            Sink {
+                file,
+                layout,
+                kernel_copy: AtomicBool::new(true),
+            },
             plain.map(OutStream::Plain),
             options,
             progress,
@@ -572,7 +582,9 @@ fn process(
     if let Some(out) = &sink.file {
         // A file is written from the source inside the kernel (copy_file_range), even
         // when the bytes were also read for hashing: on these machines that is cheaper
-        // than writing them back from user memory. Holes are never written.
+        // than writing them back from user memory (measured: 1.74 s against 2.07 s for 2
+        // GiB, issue 22). Where the kernel refuses (tmpfs), bytes read for hashing are
+        // written from memory, never read again. Holes are never written.
         for p in &job.pieces {
             let (at, len) = match p {
                 Piece::Device { at, len, .. } | Piece::Decoded { at, len, .. } => (*at, *len),
@@ -586,7 +598,15 @@ fn process(
             };
             match p {
                 Piece::Device { device, offset, .. } => {
-                    copy_range(device, *offset, out.file(), to, len as u64)?
+                    let copied = sink.kernel_copy.load(Ordering::Relaxed)
+                        && try_copy_range(device, *offset, out.file(), to, len as u64)?;
+                    if !copied {
+                        sink.kernel_copy.store(false, Ordering::Relaxed);
+                        match &buf {
+                            Some(b) => out.write_at(&b[at..at + len], to)?,
+                            None => copy_range(device, *offset, out.file(), to, len as u64)?,
+                        }
+                    }
                 }
                 Piece::Decoded { bytes, from, .. } => {
                     out.write_at(&bytes[*from..*from + len], to)?

@@ -129,19 +129,31 @@ pub fn read_regular(file: &mut File, cap: u64) -> std::io::Result<Vec<u8>> {
 
 /// Copies `len` bytes from `device` at `from` to `out` at `to` inside the kernel
 /// (`copy_file_range`), falling back to read/write where the kernel cannot.
-pub fn copy_range(
+pub fn copy_range(device: &Device, from: u64, out: &File, to: u64, len: u64) -> Result<()> {
+    if !try_copy_range(device, from, out, to, len)? {
+        copy_by_buffer(device, from, out, to, len)?;
+    }
+    Ok(())
+}
+
+/// As [`copy_range`], but where the kernel refuses to copy between these two files at
+/// all (EXDEV across file systems such as tmpfs and ext4, EINVAL, ENOSYS, EOPNOTSUPP),
+/// answers `Ok(false)` with nothing copied: a caller that already holds the bytes writes
+/// them itself instead of reading them again.
+pub fn try_copy_range(
     device: &Device,
     mut from: u64,
     out: &File,
     mut to: u64,
     mut len: u64,
-) -> Result<()> {
+) -> Result<bool> {
     let fail = |e, from: u64, len: u64| {
         Error::io(
             format!("copying {len} bytes at {from} of {}", device.name),
             e,
         )
     };
+    let mut copied = false;
     while len > 0 {
         let mut off_in = from as libc::loff_t;
         let mut off_out = to as libc::loff_t;
@@ -161,7 +173,14 @@ pub fn copy_range(
             let err = std::io::Error::last_os_error();
             return match err.raw_os_error() {
                 Some(libc::EXDEV | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP) => {
-                    copy_by_buffer(device, from, out, to, len)
+                    if copied {
+                        // Refused part way (not seen on Linux, which decides up front):
+                        // the rest the slow way.
+                        copy_by_buffer(device, from, out, to, len)?;
+                        Ok(true)
+                    } else {
+                        Ok(false)
+                    }
                 }
                 _ => Err(fail(err, from, len)),
             };
@@ -173,11 +192,12 @@ pub fn copy_range(
                 len,
             ));
         }
+        copied = true;
         from += n as u64;
         to += n as u64;
         len -= n as u64;
     }
-    Ok(())
+    Ok(true)
 }
 
 fn copy_by_buffer(
