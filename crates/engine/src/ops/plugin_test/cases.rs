@@ -12,7 +12,7 @@ use snapport_host::bindings::snapport::backend::types::LogLevel;
 use snapport_host::CAPABILITIES;
 use snapport_host::{
     BackendErrorKind, Capabilities, ErrorKind, Grants, Instance, Limits, Logger, Plugin,
-    VolumeInfo, VolumeKind,
+    VolumeInfo, VolumeKind, WritableVolume,
 };
 use std::sync::{Arc, Mutex};
 
@@ -85,6 +85,12 @@ fn noted(errors: &mut Vec<(String, String)>, asked: &str, e: snapport_host::Erro
     errors.push((asked.to_string(), e.message.clone()));
     fail(format!("{asked}: {}", e.message))
 }
+
+/// What a create may answer that the pool's grants can explain: no tool to create with.
+const CREATE_REFUSALS: &[BackendErrorKind] = &[
+    BackendErrorKind::PermissionDenied,
+    BackendErrorKind::Unsupported,
+];
 
 /// As [`noted`], but an error of a kind in `allowed`, with words, is a skip: the pool's
 /// grants (no tool to create with: `unsupported` or `permission-denied`, as the WIT
@@ -633,6 +639,24 @@ impl<'a> Suite<'a> {
         None
     }
 
+    /// Asks the plugin to create `name`; a refusal of a kind in `allowed` is a skip where
+    /// the pool's grants explain it (see [`refused`]).
+    fn create(
+        &mut self,
+        name: &str,
+        size: u64,
+        kind: VolumeKind,
+        parent: Option<&str>,
+        allowed: &[BackendErrorKind],
+    ) -> std::result::Result<WritableVolume<'_>, Stop> {
+        self.instance
+            .create_volume(name, size, kind, parent)
+            .map_err(|e| {
+                let asked = format!("create-volume({name}, {size} bytes)");
+                refused(&mut self.errors, &asked, e, allowed, self.scratch)
+            })
+    }
+
     /// Creates `name` with `layout` (a thin clone of `parent` when given, over whose
     /// content `base` the layout's runs are written), commits it, and returns its name.
     fn make(
@@ -643,22 +667,7 @@ impl<'a> Suite<'a> {
         parent: Option<&str>,
         expected: &[u8],
     ) -> std::result::Result<String, Stop> {
-        let asked = format!("create-volume({name}, {} bytes)", layout.size);
-        let mut w = match self.instance.create_volume(name, layout.size, kind, parent) {
-            Ok(w) => w,
-            Err(e) => {
-                return Err(refused(
-                    &mut self.errors,
-                    &asked,
-                    e,
-                    &[
-                        BackendErrorKind::PermissionDenied,
-                        BackendErrorKind::Unsupported,
-                    ],
-                    self.scratch,
-                ))
-            }
-        };
+        let mut w = self.create(name, layout.size, kind, parent, CREATE_REFUSALS)?;
         let made = w.info.name.clone();
         let zero_gaps = parent.is_none() && w.needs_zeroing();
         let mut layout = layout.clone();
@@ -868,28 +877,13 @@ impl<'a> Suite<'a> {
                 }],
             };
             let expected = layout.expected();
-            let made = match s
-                .instance
-                .create_volume(&name, layout.size, VolumeKind::Disk, None)
-            {
-                Ok(mut w) => {
-                    let made = w.info.name.clone();
-                    content::write(&mut w, &layout, &expected)
-                        .map_err(|why| fail(format!("{made}: {why}")))?;
-                    made
-                }
-                Err(e) => {
-                    return Err(refused(
-                        &mut s.errors,
-                        &format!("create-volume({name})"),
-                        e,
-                        &[
-                            BackendErrorKind::PermissionDenied,
-                            BackendErrorKind::Unsupported,
-                        ],
-                        s.scratch,
-                    ))
-                }
+            let made = {
+                let mut w =
+                    s.create(&name, layout.size, VolumeKind::Disk, None, CREATE_REFUSALS)?;
+                let made = w.info.name.clone();
+                content::write(&mut w, &layout, &expected)
+                    .map_err(|why| fail(format!("{made}: {why}")))?;
+                made
             };
             if s.listed(&made)?.is_some() {
                 s.remember(made.clone());
@@ -909,24 +903,19 @@ impl<'a> Suite<'a> {
             let layout = Layout::awkward(5);
             let expected = layout.expected();
             let name = format!("{}-odd", s.tag);
-            let r = s
-                .instance
-                .create_volume(&name, layout.size, VolumeKind::Disk, None)
-                .map(drop);
-            if let Err(e) = r {
-                // A pool of coarser granularity than 64 KiB refuses the size, in words.
-                return Err(refused(
-                    &mut s.errors,
-                    &format!("create-volume({name}, {} bytes)", layout.size),
-                    e,
-                    &[
-                        BackendErrorKind::InvalidArgument,
-                        BackendErrorKind::PermissionDenied,
-                        BackendErrorKind::Unsupported,
-                    ],
-                    s.scratch,
-                ));
-            }
+            // A pool of coarser granularity than 64 KiB refuses the size, in words.
+            s.create(
+                &name,
+                layout.size,
+                VolumeKind::Disk,
+                None,
+                &[
+                    BackendErrorKind::InvalidArgument,
+                    BackendErrorKind::PermissionDenied,
+                    BackendErrorKind::Unsupported,
+                ],
+            )
+            .map(drop)?;
             let made = s.make(&name, VolumeKind::Disk, &layout, None, &expected)?;
             let listed = s
                 .listed(&made)?
@@ -962,25 +951,7 @@ impl<'a> Suite<'a> {
         let runs = MAP_PAGE as u64 + 1;
         let size = 2 * runs * UNIT;
         let name = format!("{}-paged", self.tag);
-        let asked = format!("create-volume({name}, {size} bytes)");
-        let mut w = match self
-            .instance
-            .create_volume(&name, size, VolumeKind::Disk, None)
-        {
-            Ok(w) => w,
-            Err(e) => {
-                return Err(refused(
-                    &mut self.errors,
-                    &asked,
-                    e,
-                    &[
-                        BackendErrorKind::PermissionDenied,
-                        BackendErrorKind::Unsupported,
-                    ],
-                    self.scratch,
-                ))
-            }
-        };
+        let mut w = self.create(&name, size, VolumeKind::Disk, None, CREATE_REFUSALS)?;
         let made = w.info.name.clone();
         if w.needs_zeroing() {
             return Err(skip(format!(

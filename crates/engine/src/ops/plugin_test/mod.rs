@@ -242,7 +242,9 @@ impl Scratch {
                     let registered = crate::interrupt::remove_tree_on_signal(&making);
                     let lock = std::fs::File::open(&making)
                         .and_then(|f| f.try_lock().map(|()| f).map_err(std::io::Error::from))
-                        .and_then(|f| rename_noreplace(&making, &path).map(|()| f));
+                        .and_then(|f| {
+                            snapport_core::output::rename_no_replace(&making, &path).map(|()| f)
+                        });
                     let lock = match lock {
                         Ok(lock) => lock,
                         Err(e) => {
@@ -275,32 +277,6 @@ impl Scratch {
             "making a scratch pool folder in {}: 1000 names taken",
             base.display()
         )
-    }
-}
-
-/// Renames `from` to `to` unless `to` exists (`AlreadyExists` then): a plain rename
-/// would replace an empty folder of that name.
-fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_bytes())
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
-    };
-    let (from, to) = (c(from)?, c(to)?);
-    // SAFETY: two NUL-terminated paths that live across the call.
-    let r = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
     }
 }
 
