@@ -458,34 +458,18 @@ fn exports_onto_tmpfs_and_ext4_are_identical() {
     let oracle = home.out("oracle.raw");
     tool("qemu-img", &["convert", "-O", "raw", p(&img), p(&oracle)]);
     let want = python_content_digest(&oracle);
-    let shm_dir = tempfile::Builder::new()
-        .prefix("snapport-test-")
-        .tempdir_in(shm)
-        .unwrap();
-    // A second home whose pool lives on tmpfs, holding the same disk.
-    let shm_home = shm_dir.path().join("home");
-    std::fs::create_dir_all(shm_home.join("default")).unwrap();
-    std::fs::copy(&img, shm_home.join("default/disk.qcow2")).unwrap();
-    let from_tmpfs = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapport"))
-            .args(args)
-            .env("SNAPPORT_HOME", &shm_home)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    // A second home whose pool lives on tmpfs, holding the same disk; its folder holds
+    // the tmpfs outputs too.
+    let shm_home = Home::new_in(shm);
+    std::fs::copy(&img, shm_home.pool().join("disk.qcow2")).unwrap();
     for format in ["raw", "qcow2"] {
         for digest in ["chunked", "none"] {
             let tag = format!("{format}-{digest}");
             let ext4 = home.out(&format!("{tag}.img"));
-            let tmpfs = shm_dir.path().join(format!("{tag}.img"));
-            let both = shm_dir.path().join(format!("{tag}.both.img"));
-            let args = |out: &Path| -> Vec<String> {
-                [
+            let tmpfs = shm_home.path().join(format!("{tag}.img"));
+            let both = shm_home.path().join(format!("{tag}.both.img"));
+            let export = |h: &Home, out: &Path| {
+                h.ok(&[
                     "download",
                     "vd/disk",
                     "-q",
@@ -495,16 +479,11 @@ fn exports_onto_tmpfs_and_ext4_are_identical() {
                     digest,
                     "-o",
                     p(out),
-                ]
-                .map(String::from)
-                .to_vec()
+                ]);
             };
-            fn refs(a: &[String]) -> Vec<&str> {
-                a.iter().map(String::as_str).collect()
-            }
-            home.ok(&refs(&args(&ext4)));
-            home.ok(&refs(&args(&tmpfs)));
-            from_tmpfs(&refs(&args(&both)));
+            export(&home, &ext4);
+            export(&home, &tmpfs);
+            export(&shm_home, &both);
             for out in [&ext4, &tmpfs, &both] {
                 tool(
                     "qemu-img",

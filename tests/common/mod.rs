@@ -12,9 +12,14 @@ pub struct Home {
 
 impl Home {
     pub fn new() -> Home {
+        Home::new_in(&std::env::temp_dir())
+    }
+
+    /// A home in `parent` (a test that needs its pool on a given file system).
+    pub fn new_in(parent: &Path) -> Home {
         let dir = tempfile::Builder::new()
             .prefix("snapport-test-")
-            .tempdir()
+            .tempdir_in(parent)
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("default")).unwrap();
         Home { dir }
