@@ -1128,3 +1128,92 @@ fn qed_parallels_and_luks_images_are_named_and_refused() {
         ],
     );
 }
+
+/// The same raw file (on ext4) imported into pools on ext4 and on tmpfs, where
+/// `copy_file_range` from ext4 answers EXDEV and a chunk read to be hashed is written
+/// from memory: the same disks (qemu-img compare against the source, cmp between the raw
+/// pools), the same sparseness (zeros inside data never written), verified with the
+/// content digest and without.
+#[test]
+fn imports_into_pools_on_tmpfs_and_ext4_are_identical() {
+    let on_tmpfs = Command::new("stat")
+        .args(["-f", "-c", "%T", "/dev/shm"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "tmpfs");
+    if !on_tmpfs {
+        eprintln!("skip: /dev/shm is not a tmpfs here; the tmpfs data path cannot be tested");
+        return;
+    }
+    let ext4 = Home::new();
+    let tmpfs = Home::new_in(Path::new("/dev/shm"));
+    // 24 MiB + 1 KiB (a qcow2 pool keeps multiples of 32 bytes): data, written zeros inside data, a hole, data up to an odd end.
+    let src = ext4.out("src.raw");
+    let f = std::fs::File::create(&src).unwrap();
+    f.set_len((24 << 20) + 1024).unwrap();
+    f.write_all_at(&pattern(5 << 20), 0).unwrap();
+    f.write_all_at(&vec![0u8; 2 << 20], 5 << 20).unwrap();
+    f.write_all_at(&pattern(3 << 20), 7 << 20).unwrap();
+    f.write_all_at(&pattern((6 << 20) + 1024), 18 << 20)
+        .unwrap();
+    drop(f);
+    let digest = python_content_digest(&src);
+    let data = (5 << 20) + (3 << 20) + (6 << 20) + 1024;
+    let mut raw_disks = Vec::new();
+    for home in [&ext4, &tmpfs] {
+        let dir = with_raw_pool(home);
+        for (name, verify) in [("plain", false), ("verified", true)] {
+            for pool in ["default", "r"] {
+                let mut args = vec!["upload", p(&src), "-q", "-n", pool];
+                let address = format!("vd/{name}");
+                args.push(&address);
+                if verify {
+                    args.extend(["--digest", &digest]);
+                }
+                home.ok(&args);
+            }
+            let qcow2 = home.pool().join(format!("{name}.qcow2"));
+            tool("qemu-img", &["check", "-q", p(&qcow2)]);
+            tool("qemu-img", &["compare", "-F", "raw", p(&qcow2), p(&src)]);
+            // Zeros (written or holes) are never allocated: at most the data, in clusters.
+            let map = tool("qemu-img", &["map", "--output=json", p(&qcow2)]);
+            let map: serde_json::Value = serde_json::from_str(&map).unwrap();
+            let mapped: u64 = map
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["data"].as_bool() == Some(true))
+                .map(|e| e["length"].as_u64().unwrap())
+                .sum();
+            assert!(
+                mapped <= (data as u64).next_multiple_of(64 << 10),
+                "{}: {mapped} bytes mapped for {data} of data",
+                qcow2.display()
+            );
+            let raw = dir.join(format!("{name}.raw"));
+            tool(
+                "qemu-img",
+                &["compare", "-f", "raw", "-F", "raw", p(&raw), p(&src)],
+            );
+            assert!(
+                allocated(&raw) <= (data as u64).next_multiple_of(64 << 10),
+                "{}: {} bytes allocated",
+                raw.display(),
+                allocated(&raw)
+            );
+            raw_disks.push(raw);
+        }
+    }
+    for raw in &raw_disks[1..] {
+        tool("cmp", &[p(&raw_disks[0]), p(raw)]);
+    }
+    // A wrong digest fails on tmpfs as on ext4, leaving no disk.
+    let wrong = format!("{}0", &digest[..digest.len() - 1]);
+    let wrong = if wrong == digest {
+        format!("{}1", &digest[..digest.len() - 1])
+    } else {
+        wrong
+    };
+    let err = tmpfs.fails(&["upload", p(&src), "vd/wrong", "-q", "--digest", &wrong]);
+    assert!(err.contains("digest"), "{err}");
+    assert!(!tmpfs.pool().join("wrong.qcow2").exists());
+}

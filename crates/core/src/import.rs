@@ -14,12 +14,13 @@ use crate::chunks::{data_leaves, read_pieces, Chunk, Chunker, Piece};
 use crate::digest::{group_hash, ContentDigest, StreamDigest, GROUP_SIZE, LEAF_SIZE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extent::{Device, Extent, Location, VolumeSource};
-use crate::io::{copy_range, AlignedBuf};
+use crate::io::{copy_range, try_copy_range, AlignedBuf};
 use crate::progress::Progress;
 use crate::zeros::is_zero;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind as IoErrorKind, Read};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, Mutex};
 
@@ -114,10 +115,7 @@ pub fn import(
     };
     let in_flight_max = workers * 2 + 2;
     let zeroing = target.needs_zeroing();
-    let target = Writer {
-        target: Mutex::new(target),
-        io: Mutex::new(()),
-    };
+    let target = Writer::new(target);
     let buffers = Mutex::new(Vec::<AlignedBuf>::new());
     let (job_tx, job_rx) = mpsc::sync_channel::<Job>(in_flight_max);
     let job_rx = Mutex::new(job_rx);
@@ -478,6 +476,7 @@ fn process(
                 start: job.start,
                 bytes,
                 pieces: &pieces,
+                whole: full || pieces.is_empty(),
             };
             write_run(target, offset, len, Some(&chunk))?;
             written += len;
@@ -509,6 +508,20 @@ fn process(
 struct Writer<'a> {
     target: Mutex<&'a mut dyn VolumeTarget>,
     io: Mutex<()>,
+    /// Whether the kernel copies from the source into the target (`copy_file_range`);
+    /// false once it refused (EXDEV: a file on ext4 into a pool on tmpfs), and from then
+    /// on a chunk read whole (to be hashed) is written from memory, never read again.
+    kernel_copy: AtomicBool,
+}
+
+impl<'a> Writer<'a> {
+    fn new(target: &'a mut dyn VolumeTarget) -> Writer<'a> {
+        Writer {
+            target: Mutex::new(target),
+            io: Mutex::new(()),
+            kernel_copy: AtomicBool::new(true),
+        }
+    }
 }
 
 /// A chunk's bytes: in memory, and, for ranges read from a device, still there to copy
@@ -517,14 +530,25 @@ struct ChunkBytes<'a> {
     start: u64,
     bytes: &'a [u8],
     pieces: &'a [Piece],
+    /// Whether `bytes` holds the whole chunk (it was read to be hashed or kept), not only
+    /// the probes of its leaves.
+    whole: bool,
 }
 
 impl ChunkBytes<'_> {
     /// Writes chunk bytes `[from, from + len)` (chunk-relative) to `device` at `at`. Ranges
     /// that came from a device are copied with `copy_file_range` (measured here: about
     /// 2.5 GB/s, where writing from user memory runs at about 1 GB/s); the rest is
-    /// written from the buffer.
-    fn write(&self, from: usize, len: usize, device: &Device, at: u64) -> Result<()> {
+    /// written from the buffer. Where the kernel refuses to copy (`kernel_copy` false),
+    /// a chunk held whole is written from memory: its bytes were read once, to be hashed,
+    /// and are not read a second time.
+    fn write(
+        &self,
+        (from, len): (usize, usize),
+        device: &Device,
+        at: u64,
+        kernel_copy: &AtomicBool,
+    ) -> Result<()> {
         let end = from + len;
         let mut pos = from;
         while pos < end {
@@ -541,8 +565,19 @@ impl ChunkBytes<'_> {
                     len: pl,
                 }) => {
                     let n = (pa + pl).min(end) - pos;
-                    copy_range(src, offset + (pos - pa) as u64, &device.file, to, n as u64)
-                        .map_err(|e| no_space(e, device))?;
+                    let from_src = offset + (pos - pa) as u64;
+                    let copied = kernel_copy.load(Ordering::Relaxed)
+                        && try_copy_range(src, from_src, &device.file, to, n as u64)
+                            .map_err(|e| no_space(e, device))?;
+                    if !copied {
+                        kernel_copy.store(false, Ordering::Relaxed);
+                        if self.whole {
+                            write_at(device, &self.bytes[pos..pos + n], to)?;
+                        } else {
+                            copy_range(src, from_src, &device.file, to, n as u64)
+                                .map_err(|e| no_space(e, device))?;
+                        }
+                    }
                     pos += n;
                 }
                 Some(
@@ -629,10 +664,10 @@ fn write_run(
         };
         match chunk {
             Some(c) => c.write(
-                (e.offset - c.start) as usize,
-                e.length as usize,
+                ((e.offset - c.start) as usize, e.length as usize),
                 &device,
                 at,
+                &target.kernel_copy,
             )?,
             None => {
                 let mut done = 0;
@@ -680,10 +715,7 @@ fn write_at(device: &Device, bytes: &[u8], offset: u64) -> Result<()> {
 }
 
 fn zero_range(target: &mut dyn VolumeTarget, offset: u64, len: u64) -> Result<()> {
-    let t = Writer {
-        target: Mutex::new(target),
-        io: Mutex::new(()),
-    };
+    let t = Writer::new(target);
     let mut at = offset;
     while at < offset + len {
         let n = (offset + len - at).min(GROUP_SIZE);
