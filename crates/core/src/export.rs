@@ -19,7 +19,7 @@ use crate::chunks::{data_leaves, read_pieces, Chunk, Chunker, Piece};
 use crate::digest::{group_hash, ContentDigest, StreamDigest, GROUP_SIZE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extent::{CheckedMap, VolumeSource};
-use crate::io::{copy_range, try_copy_range, AlignedBuf};
+use crate::io::{copy_by_buffer, kernel_copies, try_copy_range, AlignedBuf};
 use crate::output::PendingFile;
 use crate::progress::Progress;
 use crate::qcow2_out::{Qcow2Layout, CLUSTER_SIZE};
@@ -296,10 +296,19 @@ fn run(
     // Chunks go back to the coordinator in order when a stream or the stream digest
     // needs them.
     let ordered = stream.is_some() || options.stream_sha256;
-    // Without digests or a stream, workers only start in-kernel copies: one thread
-    // suffices, a second mostly contends for the output's inode lock. Hashing wants
-    // every core.
-    let workers = if options.content_digest || ordered {
+    // Whether the kernel copies from the source into the output file: asked once of the
+    // first device; a device elsewhere that is refused still turns it off when it is.
+    if let (Some(out), Ok(device)) = (&sink.file, source.device(0)) {
+        if !kernel_copies(&device, out.file()) {
+            sink.kernel_copy.store(false, Ordering::Relaxed);
+        }
+    }
+    // Without digests or a stream, and where the kernel copies, workers only start
+    // in-kernel copies: one thread suffices, a second mostly contends for the output's
+    // inode lock. Hashing, and copying through memory (one core reads while the other
+    // writes), want every core.
+    let workers = if options.content_digest || ordered || !sink.kernel_copy.load(Ordering::Relaxed)
+    {
         workers
     } else {
         1
@@ -604,7 +613,7 @@ fn process(
                         sink.kernel_copy.store(false, Ordering::Relaxed);
                         match &buf {
                             Some(b) => out.write_at(&b[at..at + len], to)?,
-                            None => copy_range(device, *offset, out.file(), to, len as u64)?,
+                            None => copy_by_buffer(device, *offset, out.file(), to, len as u64)?,
                         }
                     }
                 }

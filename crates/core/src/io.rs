@@ -200,7 +200,28 @@ pub fn try_copy_range(
     Ok(true)
 }
 
-fn copy_by_buffer(
+/// Whether the kernel copies from `device` into `out` at all (`copy_file_range`): asked
+/// with a zero-length copy, which the kernel refuses between file systems (EXDEV) before
+/// it looks at the length. An export decides its data path and worker count by it.
+pub fn kernel_copies(device: &Device, out: &File) -> bool {
+    let (mut off_in, mut off_out) = (0 as libc::loff_t, 0 as libc::loff_t);
+    // SAFETY: both descriptors are open for the duration; offsets are passed by pointer;
+    // nothing is copied (length 0).
+    let n = unsafe {
+        libc::copy_file_range(
+            device.file.as_raw_fd(),
+            &mut off_in,
+            out.as_raw_fd(),
+            &mut off_out,
+            0,
+            0,
+        )
+    };
+    n == 0
+}
+
+/// Copies through a buffer: read, then write. For where the kernel cannot copy.
+pub fn copy_by_buffer(
     device: &Device,
     mut from: u64,
     out: &File,
