@@ -14,7 +14,7 @@ use crate::chunks::{data_leaves, read_pieces, Chunk, Chunker, Piece};
 use crate::digest::{group_hash, ContentDigest, StreamDigest, GROUP_SIZE, LEAF_SIZE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::extent::{Device, Extent, Location, VolumeSource};
-use crate::io::{copy_range, try_copy_range, AlignedBuf};
+use crate::io::{copy_by_buffer, try_copy_range, AlignedBuf};
 use crate::progress::Progress;
 use crate::zeros::is_zero;
 use std::collections::BTreeMap;
@@ -574,7 +574,7 @@ impl ChunkBytes<'_> {
                         if self.whole {
                             write_at(device, &self.bytes[pos..pos + n], to)?;
                         } else {
-                            copy_range(src, from_src, &device.file, to, n as u64)
+                            copy_by_buffer(src, from_src, &device.file, to, n as u64)
                                 .map_err(|e| no_space(e, device))?;
                         }
                     }
