@@ -42,7 +42,7 @@ fn run() -> Result<()> {
                  test      build, then run the whole test suite (extra args go to cargo test)\n\
                  fuzz [S]  fuzz the qcow2 reader S seconds, its writer and snapshot writer S/2,\n\
                            the delta, bundle, LVM and thin-pool readers, Range parser,\n\
-                           gRPC framing, QMP replies, CSI metadata, format detection, the name rule,\n\
+                           gRPC framing, QMP replies, CSI metadata, format detection, encrypted sources, the name rule,\n\
                            plugin text and compiled-cache entries S/4\n\
                            (default 60); `fuzz build` only builds every target\n\
                  man       write the man pages into target/man (snapport.1, snapport-COMMAND.1)\n\
@@ -212,6 +212,9 @@ const TEST_TOOLS: &[(&str, &str)] = &[
     ("thin_dump", "thin-provisioning-tools"),
     ("strace", "strace"),
     ("man", "man-db"),
+    // Encrypted exports are checked with Debian's age; ssh keys made by ssh-keygen.
+    ("age", "age"),
+    ("ssh-keygen", "openssh-client"),
     // The C plugin (plugins/files-c) and `plugin build --lang c`: clang for wasm32, its
     // linker, wasi-libc and the wasm32 compiler-rt (a path: a library, not a program).
     ("clang", "clang"),
@@ -579,6 +582,20 @@ fn fuzz(args: &[String]) -> Result<()> {
         std::fs::write(detect_corpus.join(format!("seed{i}")), seed)?;
     }
     fuzz_target("image_detect", seconds.div_ceil(4), &detect_corpus)?;
+    // An encrypted source: a real age file of the input, whole, cut or changed (mode 1),
+    // and any bytes from an age header on (mode 0).
+    let age_corpus = root().join("fuzz/corpus/age_source");
+    std::fs::create_dir_all(&age_corpus)?;
+    let age_seeds: [&[u8]; 4] = [
+        b"\x01\0\0\0\0a disk image",
+        b"\x01\x80\x01\x00\x10a disk image cut and changed",
+        b"\0age-encryption.org/v1\n-> X25519 AAAA\n--- AAAA\n",
+        b"\0-----BEGIN AGE ENCRYPTED FILE-----\nYWdl\n-----END AGE ENCRYPTED FILE-----\n",
+    ];
+    for (i, seed) in age_seeds.iter().enumerate() {
+        std::fs::write(age_corpus.join(format!("seed{i}")), seed)?;
+    }
+    fuzz_target("age_source", seconds.div_ceil(4), &age_corpus)?;
     // The name rule, from names it accepts and names it must refuse.
     let names_corpus = root().join("fuzz/corpus/names");
     std::fs::create_dir_all(&names_corpus)?;

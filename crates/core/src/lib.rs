@@ -10,6 +10,7 @@ pub mod cleanup;
 pub mod delta;
 pub mod detect;
 pub mod digest;
+pub mod encryption;
 pub mod error;
 pub mod export;
 pub mod extent;

@@ -90,8 +90,13 @@ pub fn commit(
 
 /// A sidecar (`OUTPUT.digest`, `OUTPUT.sha256`) holding `text`, not named yet.
 pub fn sidecar(path: &Path, text: &str) -> Result<PendingFile> {
+    sidecar_bytes(path, text.as_bytes())
+}
+
+/// As [`sidecar`], for bytes that are not text (an encrypted sidecar).
+pub fn sidecar_bytes(path: &Path, bytes: &[u8]) -> Result<PendingFile> {
     let f = PendingFile::beside(path)?;
-    f.write_at(text.as_bytes(), 0)?;
+    f.write_at(bytes, 0)?;
     Ok(f)
 }
 

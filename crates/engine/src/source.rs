@@ -70,12 +70,25 @@ pub enum Input {
 }
 
 /// What came with the source to verify it by.
-#[derive(Default, Debug)]
+#[derive(Default)]
 pub struct Expected {
     /// Content digest (`sha256-64k-4m:...`) and where it came from.
     pub content: Option<(String, String)>,
     /// SHA-256 of the source's bytes as given and where it came from.
     pub sha256: Option<(String, String)>,
+    /// For an encrypted source: the SHA-256 its encrypted bytes must have (SOURCE.sha256
+    /// of an encrypted export), with the hash taken as they are read.
+    pub cipher: Option<CipherCheck>,
+}
+
+/// The SHA-256 an encrypted source's bytes must have, and the hash of those read.
+pub struct CipherCheck {
+    /// 64 lowercase hex digits.
+    pub want: String,
+    /// Where `want` came from.
+    pub from: String,
+    /// The hash of the encrypted bytes read so far.
+    pub hash: std::sync::Arc<std::sync::Mutex<Sha256>>,
 }
 
 /// Whether a source names an http(s) URL.
@@ -224,6 +237,7 @@ pub fn expected(
     let mut e = Expected {
         content: digest.map(|d| (d, "--digest".into())),
         sha256: sha256.map(|h| (h.to_ascii_lowercase(), "--sha256".into())),
+        cipher: None,
     };
     if let Some((d, _)) = &e.content {
         if !d.starts_with(snapport_core::digest::CONTENT_DIGEST_PREFIX) {
@@ -264,6 +278,40 @@ pub fn expected(
         e.sha256 = fetch(".sha256")?.map(|(h, n)| (h.to_ascii_lowercase(), n));
     }
     Ok(e)
+}
+
+/// The content digest in `SOURCE.digest.age` (an encrypted export's, beside a file or a
+/// URL), decrypted with `identities`; `None` when there is none.
+pub fn sealed_digest(
+    source: &str,
+    identities: &snapport_core::encryption::Identities,
+) -> Result<Option<(String, String)>> {
+    if source == "-" {
+        return Ok(None);
+    }
+    let name = format!("{source}.digest.age");
+    let bytes = if is_url(source) {
+        match client()?.get(&name).send() {
+            Ok(r) if r.status().is_success() => {
+                let mut b = Vec::new();
+                r.take(MAX_SIDECAR_BYTES + 1)
+                    .read_to_end(&mut b)
+                    .with_context(|| format!("fetching {name}"))?;
+                if b.len() as u64 > MAX_SIDECAR_BYTES {
+                    bail!("{name} is larger than a digest sidecar can be");
+                }
+                b
+            }
+            _ => return Ok(None),
+        }
+    } else if Path::new(&name).is_file() {
+        snapport_core::io::read_regular_file(Path::new(&name), MAX_SIDECAR_BYTES)
+            .with_context(|| format!("reading {name}"))?
+    } else {
+        return Ok(None);
+    };
+    let text = identities.decrypt_bytes(&bytes, &name)?;
+    Ok(first_word(&text).map(|w| (w, name)))
 }
 
 /// SHA-256 of a whole file (a qcow2 source's bytes as given).

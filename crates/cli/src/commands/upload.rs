@@ -40,6 +40,10 @@ pub struct Args {
     /// Do not look for SOURCE.digest and SOURCE.sha256 beside the source.
     #[arg(long)]
     no_sidecars: bool,
+    /// Decrypt an age-encrypted source (download --encrypt-to) with this key file: an
+    /// age identity (age-keygen) or an unencrypted ssh-ed25519/ssh-rsa private key.
+    #[arg(long, value_name = "KEYFILE")]
+    identity: Option<std::path::PathBuf>,
     /// The source is a snapport delta (`download --since`): apply it onto this volume
     /// or snapshot, which must hold the delta's base content (checked by digest).
     #[arg(long, value_name = "vds/..|vd/..|vi/..")]
@@ -118,6 +122,10 @@ pub fn run(args: Args) -> Result<()> {
     let Some(target) = args.target.as_deref() else {
         usage!("give the image and the new volume: snapport upload FILE vd/NAME (or snapport upload --publish vd/NAME)");
     };
+    let bundle = snapport_engine::vm::parse_vm(target).is_some();
+    if args.identity.is_some() && (bundle || args.onto.is_some()) {
+        usage!("--identity decrypts disk images (raw, raw.zst) as they are uploaded; decrypt a bundle or a delta first (age -d -i KEYFILE -o FILE SOURCE) and upload that");
+    }
     if let Some(vm) = snapport_engine::vm::parse_vm(target) {
         let name = vm?;
         if args.in_place {
@@ -180,6 +188,7 @@ pub fn run(args: Args) -> Result<()> {
         digest: args.digest,
         sha256: args.sha256,
         sidecars: !args.no_sidecars,
+        identity: args.identity,
         write,
     };
     let report = op::upload(&engine()?, &request, &mut bar)?;

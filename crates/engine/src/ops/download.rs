@@ -9,12 +9,15 @@ use crate::output;
 use crate::Engine;
 use crate::{Context as _, Result};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use snapport_core::bundle::BundleDisk;
+use snapport_core::encryption::{self, HashingWriter, Recipients, SharedWriter};
 use snapport_core::export::{self, ExportOptions, Target};
 use snapport_core::output::PendingFile;
 use snapport_core::progress::Progress;
 use std::os::fd::AsFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// A disk (vd/), image (vi/) or disk snapshot (vds/) to export.
@@ -40,6 +43,10 @@ pub struct DownloadRequest {
     pub force: bool,
     /// Copy threads (0: one per core).
     pub workers: usize,
+    /// Encrypt the output to these age recipients (`age1...`, ssh-ed25519, ssh-rsa).
+    pub encrypt_to: Vec<String>,
+    /// Encrypt the output to the recipients in these files (one per line).
+    pub encrypt_to_files: Vec<PathBuf>,
 }
 
 impl DownloadRequest {
@@ -57,6 +64,8 @@ impl DownloadRequest {
             fsync: false,
             force: false,
             workers: 0,
+            encrypt_to: Vec::new(),
+            encrypt_to_files: Vec::new(),
         }
     }
 }
@@ -78,10 +87,13 @@ pub struct DownloadReport {
     pub output_size: u64,
     /// Bytes of data read (holes are not).
     pub data_bytes: u64,
-    /// The chunked content digest, when asked for.
+    /// The chunked content digest, when asked for (in clear only when the output is
+    /// not encrypted; an encrypted output's is in OUTPUT.digest.age).
     pub content_digest: Option<String>,
-    /// The output's SHA-256, when asked for.
+    /// The output's SHA-256, when asked for (of the encrypted file, when encrypted).
     pub sha256: Option<String>,
+    /// Whether the output is an age file.
+    pub encrypted: bool,
     /// How long it took.
     pub seconds: f64,
 }
@@ -94,10 +106,16 @@ pub fn download(
     progress: &mut dyn Progress,
 ) -> Result<DownloadReport> {
     let address = &req.address;
+    let recipients = Recipients::parse(&req.encrypt_to, &req.encrypt_to_files)?;
     if req.output != "-" {
         let out = Path::new(&req.output);
-        let [digest_file, sum_file] = sidecars(out);
-        output::check(&engine.config, out, &[&digest_file, &sum_file], req.force)?;
+        let [digest_file, sum_file, digest_age] = sidecars(out);
+        output::check(
+            &engine.config,
+            out,
+            &[&digest_file, &sum_file, &digest_age],
+            req.force,
+        )?;
     }
     let home = &engine.config.home;
     let mut instance = engine.pool(&req.pool)?;
@@ -114,6 +132,7 @@ pub fn download(
     };
     let exported = export_volume(
         req,
+        recipients.as_ref(),
         &mut instance,
         backend.disk(),
         snapshot.as_deref(),
@@ -129,18 +148,21 @@ pub fn download(
     exported
 }
 
-/// An export's sidecars: OUTPUT.digest (the content digest) and OUTPUT.sha256
-/// (`sha256sum -c` format).
-fn sidecars(output: &Path) -> [std::path::PathBuf; 2] {
+/// An export's sidecars: OUTPUT.digest (the content digest), OUTPUT.sha256
+/// (`sha256sum -c` format) and, for an encrypted export, OUTPUT.digest.age (the content
+/// digest, encrypted to the same recipients).
+fn sidecars(output: &Path) -> [PathBuf; 3] {
     [
         output::sidecar_path(output, ".digest"),
         output::sidecar_path(output, ".sha256"),
+        output::sidecar_path(output, ".digest.age"),
     ]
 }
 
 /// The export itself, from `disk` (at `snapshot`) of the pool `instance` runs.
 fn export_volume(
     req: &DownloadRequest,
+    recipients: Option<&Recipients>,
     instance: &mut snapport_host::Instance,
     disk: &str,
     snapshot: Option<&str>,
@@ -149,7 +171,7 @@ fn export_volume(
     let address = &req.address;
     let to_stdout = req.output == "-";
     let out = Path::new(&req.output);
-    let [digest_file, sum_file] = sidecars(out);
+    let [digest_file, sum_file, digest_age] = sidecars(out);
     let mut volume = instance
         .open_volume(disk, snapshot)
         .with_context(|| format!("opening {address}"))?;
@@ -161,26 +183,54 @@ fn export_volume(
         output::note_pending(out);
         Some(PendingFile::beside(out)?)
     };
-    let target = match &pending {
-        Some(file) => Target::Pending(file),
-        None => {
-            let fd = std::io::stdout()
-                .as_fd()
-                .try_clone_to_owned()
-                .context("duplicating stdout")?;
-            Target::Stream(Box::new(std::fs::File::from(fd)))
+    let stdout = || -> Result<std::fs::File> {
+        let fd = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating stdout")?;
+        Ok(std::fs::File::from(fd))
+    };
+    // An encrypted export is the same image written as a stream through the age writer,
+    // whose output (the ciphertext) is what `--sha256sum` hashes.
+    let cipher_hash =
+        (recipients.is_some() && req.sha256sum).then(|| Arc::new(Mutex::new(Sha256::new())));
+    let mut encrypting = None;
+    let target = match (&pending, recipients) {
+        (Some(file), None) => Target::Pending(file),
+        (None, None) => Target::Stream(Box::new(stdout()?)),
+        (pending, Some(recipients)) => {
+            let file = match pending {
+                Some(f) => f
+                    .file()
+                    .try_clone()
+                    .context("opening the output for writing")?,
+                None => stdout()?,
+            };
+            let hashing = HashingWriter {
+                inner: std::io::BufWriter::with_capacity(1 << 20, file),
+                hash: cipher_hash.clone(),
+            };
+            let shared = Arc::new(Mutex::new(Some(recipients.encrypt(hashing)?)));
+            encrypting = Some(Arc::clone(&shared));
+            Target::Stream(Box::new(SharedWriter(shared)))
         }
     };
     let options = ExportOptions {
         format: req.format.export_format(req.zstd_level),
         content_digest: req.content_digest,
-        stream_sha256: req.sha256sum,
+        stream_sha256: req.sha256sum && recipients.is_none(),
         workers: req.workers,
         sync: req.fsync,
     };
     let started = Instant::now();
-    let summary = export::export(&mut volume, target, &options, progress)
+    let mut summary = export::export(&mut volume, target, &options, progress)
         .with_context(|| format!("exporting {address} from pool {}", req.pool))?;
+    if let Some(shared) = encrypting {
+        // The ciphertext's last chunk; `finish` flushes the buffer under it.
+        encryption::finish(&shared)?;
+        summary.stream_sha256 =
+            cipher_hash.map(|h| hex::encode(h.lock().unwrap().clone().finalize()));
+    }
     let seconds = started.elapsed().as_secs_f64();
 
     if let Some(pending) = pending {
@@ -193,8 +243,13 @@ fn export_volume(
         // would now lie, so it goes.
         let mut files = Vec::new();
         let mut stale = Vec::new();
+        // Encrypted, the content digest is written only encrypted.
+        let (plain_digest, sealed_digest) = match recipients {
+            None => (summary.content_digest.clone(), None),
+            Some(_) => (None, summary.content_digest.clone()),
+        };
         for (path, value) in [
-            (digest_file, &summary.content_digest),
+            (digest_file, &plain_digest),
             (sum_file, &summary.stream_sha256),
         ] {
             match value {
@@ -202,7 +257,18 @@ fn export_volume(
                 None => stale.push(path),
             }
         }
+        match (sealed_digest, recipients) {
+            (Some(d), Some(r)) => {
+                let sealed = r.encrypt_bytes(format!("{d}  {base}\n").as_bytes())?;
+                files.push(output::sidecar_bytes(&digest_age, &sealed)?);
+            }
+            _ => stale.push(digest_age),
+        }
         output::commit(files, pending, &stale, req.force, req.fsync)?;
+    }
+    if recipients.is_some() {
+        // Nothing derived from the plaintext leaves in clear, the report included.
+        summary.content_digest = None;
     }
     Ok(DownloadReport {
         source: address.to_string(),
@@ -214,6 +280,7 @@ fn export_volume(
         data_bytes: summary.data_bytes,
         content_digest: summary.content_digest,
         sha256: summary.stream_sha256,
+        encrypted: recipients.is_some(),
         seconds,
     })
 }

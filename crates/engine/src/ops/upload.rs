@@ -51,8 +51,11 @@ pub struct UploadRequest {
     pub digest: Option<String>,
     /// Expected SHA-256 of the source's bytes as given.
     pub sha256: Option<String>,
-    /// Look for SOURCE.digest and SOURCE.sha256 beside the source.
+    /// Look for SOURCE.digest and SOURCE.sha256 beside the source (and, for an
+    /// encrypted source, SOURCE.digest.age).
     pub sidecars: bool,
+    /// The key file that decrypts an age-encrypted source.
+    pub identity: Option<PathBuf>,
     /// How the volume is written.
     pub write: WriteOptions,
 }
@@ -67,6 +70,7 @@ impl UploadRequest {
             digest: None,
             sha256: None,
             sidecars: true,
+            identity: None,
             write: WriteOptions {
                 pool: crate::config::DEFAULT_POOL.to_string(),
                 ..WriteOptions::default()
@@ -115,17 +119,28 @@ pub fn upload(
     if req.write.in_place && !matches!(target, Address::Disk(_)) {
         bail!("--in-place writes into an existing disk: give vd/NAME, not {target}");
     }
-    let expected = source::expected(
+    let identities = req
+        .identity
+        .as_deref()
+        .map(snapport_core::encryption::Identities::read)
+        .transpose()?;
+    let mut expected = source::expected(
         &req.source,
         req.digest.clone(),
         req.sha256.clone(),
         req.sidecars,
     )?;
-    let input = source::open(&req.source)?;
+    let mut input = source::open(&req.source)?;
     let what = match req.source.as_str() {
         "-" => "stdin",
         s => s,
     };
+    if snapport_core::encryption::is_age(&input.head()?) {
+        let Some(identities) = &identities else {
+            bail!("{what} is encrypted (an age file): give --identity KEYFILE, the age or ssh key it was encrypted to; nothing was imported");
+        };
+        input = decrypted(input, identities, &mut expected, req, what)?;
+    }
     let started = Instant::now();
     let (format, summary, verified) =
         import_input(&req.write, engine, target, input, &expected, what, progress)?;
@@ -139,6 +154,49 @@ pub fn upload(
         verified,
         seconds,
     ))
+}
+
+/// An age-encrypted source as the stream of its plaintext, decrypted as it is read.
+/// The expected content digest comes from --digest or SOURCE.digest.age (decrypted);
+/// an expected SHA-256 (--sha256, SOURCE.sha256) is of the encrypted bytes as given.
+fn decrypted(
+    input: Input,
+    identities: &snapport_core::encryption::Identities,
+    expected: &mut Expected,
+    req: &UploadRequest,
+    what: &str,
+) -> Result<Input> {
+    if expected.content.is_none() && req.sidecars {
+        expected.content = source::sealed_digest(&req.source, identities)?;
+    }
+    let cipher = expected
+        .sha256
+        .take()
+        .map(|(want, from)| source::CipherCheck {
+            want,
+            from,
+            hash: Arc::new(Mutex::new(Sha256::new())),
+        });
+    let reader = input.into_reader()?;
+    let reader: Box<dyn std::io::Read + Send> = match &cipher {
+        Some(c) => Box::new(HashingReader {
+            inner: reader,
+            hash: Arc::clone(&c.hash),
+        }),
+        None => reader,
+    };
+    expected.cipher = cipher;
+    let mut plain = identities.decrypt(std::io::BufReader::with_capacity(1 << 20, reader), what)?;
+    let head = source::read_head(&mut plain).with_context(|| format!("decrypting {what}"))?;
+    if head.starts_with(snapport_core::detect::QCOW2_MAGIC) {
+        bail!("{what} decrypts to a qcow2 image, which needs random access: decrypt it to a file first (age -d -i KEY -o FILE.qcow2 {what}) and upload that, or export raw or raw.zst encrypted");
+    }
+    Ok(Input::Stream {
+        reader: plain,
+        head,
+        length: None,
+        endless: false,
+    })
 }
 
 /// `upload DELTA vd/NAME --onto ADDRESS`.
@@ -505,6 +563,13 @@ fn check(expected: &Expected, content: Option<&str>, sha256: Option<&str>) -> Re
             bail!("SHA-256 mismatch: {from} says {want}, the source's bytes hash to {got}; nothing was imported");
         }
         verified.push(format!("sha256 from {from}"));
+    }
+    if let Some(c) = &expected.cipher {
+        let got = hex::encode(c.hash.lock().unwrap().clone().finalize());
+        if got != c.want {
+            bail!("SHA-256 mismatch: {} says {}, the encrypted source hashes to {got}; nothing was imported", c.from, c.want);
+        }
+        verified.push(format!("sha256 of the encrypted source from {}", c.from));
     }
     Ok(verified)
 }
