@@ -347,6 +347,40 @@ fn encrypted_uploads_verify_and_wrong_keys_leave_nothing() {
         &["compare", p(&img), p(&home.pool().join("piped.qcow2"))],
     );
     home.ok(&["delete", "vd/piped", "-q"]);
+    // ASCII-armored, as `age -a` writes it (here around the clear raw.zst export).
+    let clear = home.out("clear.raw.zst");
+    home.ok(&[
+        "download",
+        "vd/src",
+        "-q",
+        "--format",
+        "raw.zst",
+        "-o",
+        p(&clear),
+    ]);
+    let armored = home.out("armored.raw.zst.age");
+    tool(
+        "age",
+        &["-a", "-r", &recipient, "-o", p(&armored), p(&clear)],
+    );
+    assert!(std::fs::read(&armored)
+        .unwrap()
+        .starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----"));
+    home.ok(&[
+        "upload",
+        p(&armored),
+        "vd/armored",
+        "-q",
+        "--identity",
+        p(&key),
+        "--digest",
+        &digest,
+    ]);
+    tool(
+        "qemu-img",
+        &["compare", p(&img), p(&home.pool().join("armored.qcow2"))],
+    );
+    home.ok(&["delete", "vd/armored", "-q"]);
     assert_eq!(files_in(&home.pool()), before);
 
     // Every refusal: one line, and the pool as it was.

@@ -217,7 +217,9 @@ fn export_volume(
     };
     let options = ExportOptions {
         format: req.format.export_format(req.zstd_level),
-        content_digest: req.content_digest,
+        // Encrypted to stdout, the digest would have nowhere to go but the report, which
+        // does not carry it in clear.
+        content_digest: req.content_digest && !(to_stdout && recipients.is_some()),
         stream_sha256: req.sha256sum && recipients.is_none(),
         workers: req.workers,
         sync: req.fsync,
