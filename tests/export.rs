@@ -446,12 +446,7 @@ fn sparse_raw_zst_encodes_holes_without_reading_them() {
 #[test]
 fn exports_onto_tmpfs_and_ext4_are_identical() {
     let shm = Path::new("/dev/shm");
-    let on_tmpfs = std::process::Command::new("stat")
-        .args(["-f", "-c", "%T", "/dev/shm"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "tmpfs");
-    if !on_tmpfs {
-        eprintln!("skip: /dev/shm is not a tmpfs here; the tmpfs data path cannot be tested");
+    if !shm_is_tmpfs() {
         return;
     }
     let (home, img) = qcow2_with("compat=1.1,cluster_size=65536", ODD_SIZE);

@@ -1136,12 +1136,7 @@ fn qed_parallels_and_luks_images_are_named_and_refused() {
 /// content digest and without.
 #[test]
 fn imports_into_pools_on_tmpfs_and_ext4_are_identical() {
-    let on_tmpfs = Command::new("stat")
-        .args(["-f", "-c", "%T", "/dev/shm"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "tmpfs");
-    if !on_tmpfs {
-        eprintln!("skip: /dev/shm is not a tmpfs here; the tmpfs data path cannot be tested");
+    if !shm_is_tmpfs() {
         return;
     }
     let ext4 = Home::new();

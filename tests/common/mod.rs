@@ -96,6 +96,19 @@ impl Home {
     }
 }
 
+/// Whether /dev/shm is a tmpfs, where `copy_file_range` from the temporary folder's file
+/// system is refused and the export and import data paths differ; says why when not.
+pub fn shm_is_tmpfs() -> bool {
+    let on_tmpfs = Command::new("stat")
+        .args(["-f", "-c", "%T", "/dev/shm"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "tmpfs");
+    if !on_tmpfs {
+        eprintln!("skip: /dev/shm is not a tmpfs here; the tmpfs data path cannot be tested");
+    }
+    on_tmpfs
+}
+
 /// Runs a tool that must succeed; returns stdout.
 pub fn tool(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)
