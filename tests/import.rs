@@ -729,15 +729,7 @@ with open(sys.argv[1], 'wb') as f:
             "{name}: {} allocated, limit {limit}",
             allocated(&img)
         );
-        let map = tool("qemu-img", &["map", "--output=json", p(&img)]);
-        let mapped: u64 = serde_json::from_str::<serde_json::Value>(&map)
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["data"].as_bool() == Some(true))
-            .map(|e| e["length"].as_u64().unwrap())
-            .sum();
+        let mapped = mapped_data_as(&img, None);
         // The 1024-byte tail leaf: 1000 bytes of data, then zeros in the same sector.
         assert_eq!(
             mapped,
@@ -1190,15 +1182,7 @@ fn imports_into_pools_on_tmpfs_and_ext4_are_identical() {
             tool("qemu-img", &["check", "-q", p(&qcow2)]);
             tool("qemu-img", &["compare", "-F", "raw", p(&qcow2), p(&src)]);
             // Zeros (written or holes) are never allocated: at most the data, in clusters.
-            let map = tool("qemu-img", &["map", "--output=json", p(&qcow2)]);
-            let map: serde_json::Value = serde_json::from_str(&map).unwrap();
-            let mapped: u64 = map
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|e| e["data"].as_bool() == Some(true))
-                .map(|e| e["length"].as_u64().unwrap())
-                .sum();
+            let mapped = mapped_data_as(&qcow2, None);
             assert!(
                 mapped <= (data as u64).next_multiple_of(64 << 10),
                 "{}: {mapped} bytes mapped for {data} of data",

@@ -250,7 +250,18 @@ pub fn files_in(dir: &Path) -> Vec<String> {
 /// Bytes holding data in a raw file, as `qemu-img map` reports them (qemu-img's own
 /// convert writes zeros as holes, so for its output this is the non-zero data).
 pub fn mapped_data(raw: &Path) -> u64 {
-    let json = tool("qemu-img", &["map", "-f", "raw", "--output=json", p(raw)]);
+    mapped_data_as(raw, Some("raw"))
+}
+
+/// Bytes `qemu-img map` finds data in, the image read as `format` (or as qemu-img
+/// detects it).
+pub fn mapped_data_as(image: &Path, format: Option<&str>) -> u64 {
+    let mut args = vec!["map"];
+    if let Some(f) = format {
+        args.extend(["-f", f]);
+    }
+    args.extend(["--output=json", p(image)]);
+    let json = tool("qemu-img", &args);
     let map: serde_json::Value = serde_json::from_str(&json).expect("qemu-img map json");
     map.as_array()
         .expect("a list of extents")
