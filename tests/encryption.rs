@@ -20,17 +20,7 @@ struct Lab {
 
 fn lab() -> Lab {
     let home = Home::new();
-    let img = home.pool().join("src.qcow2");
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "24M"]);
-    qemu_io(
-        &img,
-        "qcow2",
-        &[
-            "write -P 0x5a 0 1m",
-            "write -P 0xa5 9m 300k",
-            "write -P 0x3c 20m 4m",
-        ],
-    );
+    let img = src_disk(&home);
     let (key, recipient) = age_key(&home, "key.txt");
     Lab {
         home,

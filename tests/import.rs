@@ -14,17 +14,7 @@ use std::time::{Duration, Instant};
 /// (with content digests and sha256 sidecars) in the output folder.
 fn exported() -> (Home, PathBuf) {
     let home = Home::new();
-    let img = home.pool().join("src.qcow2");
-    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "24M"]);
-    qemu_io(
-        &img,
-        "qcow2",
-        &[
-            "write -P 0x5a 0 1m",
-            "write -P 0xa5 9m 300k",
-            "write -P 0x3c 20m 4m",
-        ],
-    );
+    let img = src_disk(&home);
     for (name, format) in [
         ("src.raw", "raw"),
         ("src.zst", "raw.zst"),

@@ -109,6 +109,23 @@ pub fn shm_is_tmpfs() -> bool {
     on_tmpfs
 }
 
+/// `vd/src` in the home's default pool: a 24 MiB qcow2 disk with data in three places
+/// (at 0, 9 MiB and 20 MiB), holes between. Its path.
+pub fn src_disk(home: &Home) -> PathBuf {
+    let img = home.pool().join("src.qcow2");
+    tool("qemu-img", &["create", "-q", "-f", "qcow2", p(&img), "24M"]);
+    qemu_io(
+        &img,
+        "qcow2",
+        &[
+            "write -P 0x5a 0 1m",
+            "write -P 0xa5 9m 300k",
+            "write -P 0x3c 20m 4m",
+        ],
+    );
+    img
+}
+
 /// Runs a tool that must succeed; returns stdout.
 pub fn tool(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)
