@@ -8,6 +8,8 @@ use std::process::{Command, Output};
 /// A test's own snapport home with the default pool folder.
 pub struct Home {
     pub dir: tempfile::TempDir,
+    /// Variables every `snapport` run gets (an S3 server's endpoint and keys).
+    pub env: Vec<(String, String)>,
 }
 
 impl Home {
@@ -22,7 +24,10 @@ impl Home {
             .tempdir_in(parent)
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("default")).unwrap();
-        Home { dir }
+        Home {
+            dir,
+            env: Vec::new(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -49,6 +54,7 @@ impl Home {
             .args(args)
             .env("SNAPPORT_HOME", self.path())
             .env_remove("SNAPPORT_PLUGIN_PATH")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("running snapport")
     }

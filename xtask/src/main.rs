@@ -42,7 +42,7 @@ fn run() -> Result<()> {
                  test      build, then run the whole test suite (extra args go to cargo test)\n\
                  fuzz [S]  fuzz the qcow2 reader S seconds, its writer and snapshot writer S/2,\n\
                            the delta, bundle, LVM and thin-pool readers, Range parser,\n\
-                           gRPC framing, QMP replies, CSI metadata, format detection, encrypted sources, the name rule,\n\
+                           gRPC framing, QMP replies, CSI metadata, format detection, encrypted sources, S3 answers, the name rule,\n\
                            plugin text and compiled-cache entries S/4\n\
                            (default 60); `fuzz build` only builds every target\n\
                  man       write the man pages into target/man (snapport.1, snapport-COMMAND.1)\n\
@@ -596,6 +596,21 @@ fn fuzz(args: &[String]) -> Result<()> {
         std::fs::write(age_corpus.join(format!("seed{i}")), seed)?;
     }
     fuzz_target("age_source", seconds.div_ceil(4), &age_corpus)?;
+    // S3 answers and AWS files: a real error, a page of uploads (AWS's example), names
+    // and a config file; the first byte picks which.
+    let s3_corpus = root().join("fuzz/corpus/s3_answers");
+    std::fs::create_dir_all(&s3_corpus)?;
+    let s3_seeds: [&[u8]; 5] = [
+        b"\0<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code><Message>gone &amp; away</Message></Error>",
+        b"\0<ListMultipartUploadsResult xmlns=\"x\"><IsTruncated>true</IsTruncated><NextKeyMarker>k</NextKeyMarker><NextUploadIdMarker>u</NextUploadIdMarker><Upload><Key>a&lt;b</Key><UploadId>1</UploadId></Upload></ListMultipartUploadsResult>",
+        b"\x01s3://backups/vm/web@nightly.raw.zst",
+        b"\x01s3://a..b/k",
+        b"\x02[default]\nregion = eu-west-1\n[profile lab]\nendpoint_url = http://h:9000\ns3 =\n  addressing_style = path\n",
+    ];
+    for (i, seed) in s3_seeds.iter().enumerate() {
+        std::fs::write(s3_corpus.join(format!("seed{i}")), seed)?;
+    }
+    fuzz_target("s3_answers", seconds.div_ceil(4), &s3_corpus)?;
     // The name rule, from names it accepts and names it must refuse.
     let names_corpus = root().join("fuzz/corpus/names");
     std::fs::create_dir_all(&names_corpus)?;

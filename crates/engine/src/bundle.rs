@@ -49,6 +49,8 @@ impl Drop for Spool {
 pub enum BundleTarget<'a> {
     /// The process's stdout, written in order.
     Stdout,
+    /// Another stream written in order (an object's multipart upload).
+    Stream(Box<dyn Write + Send>),
     /// A file not named yet: its caller names it, or serves it, once it is whole. The
     /// disks' payloads are spooled beside it.
     File(&'a PendingFile),
@@ -115,7 +117,7 @@ pub fn export_vm(
     // process, however it ends.
     let spool_dir = match &target {
         BundleTarget::File(f) => f.dir().to_path_buf(),
-        BundleTarget::Stdout => std::env::temp_dir(),
+        BundleTarget::Stdout | BundleTarget::Stream(_) => std::env::temp_dir(),
     };
     let mut disks = Vec::new();
     for (i, d) in cfg.disks.iter().enumerate() {
@@ -183,8 +185,9 @@ pub fn export_vm(
     );
     let sums = bundle::format_sums(&sums);
 
-    let out: Box<dyn Write> = match &target {
+    let out: Box<dyn Write> = match target {
         BundleTarget::File(f) => Box::new(f.file().try_clone().context("opening the output")?),
+        BundleTarget::Stream(w) => w,
         BundleTarget::Stdout => Box::new(std::fs::File::from(
             std::io::stdout()
                 .as_fd()

@@ -152,7 +152,12 @@ pub fn export_delta(
     if disk != base_disk {
         bail!("{base} is a snapshot of vd/{base_disk}, not of vd/{disk}: a delta is between snapshots of one disk");
     }
-    let to_stdout = output == "-";
+    let object = if crate::s3::is_s3(output) {
+        Some(crate::s3::output(&ctx.config.home, output, force)?)
+    } else {
+        None
+    };
+    let to_stdout = output == "-" || object.is_some();
     if !to_stdout {
         crate::output::check(&ctx.config, Path::new(output), &[], force)?;
     }
@@ -186,12 +191,18 @@ pub fn export_delta(
         crate::output::note_pending(Path::new(output));
         Some(PendingFile::beside(Path::new(output))?)
     };
-    let mut sink: Box<dyn Write + Send> = match &file {
-        Some(f) => Box::new(BufWriter::with_capacity(
+    // A delta holds at most the disk's bytes, with a header per record.
+    let upload = object
+        .as_ref()
+        .map(|o| o.writer(Some(volume.info.size + volume.info.size / 32 + (64 << 20))))
+        .transpose()?;
+    let mut sink: Box<dyn Write + Send> = match (&file, &upload) {
+        (Some(f), _) => Box::new(BufWriter::with_capacity(
             1 << 20,
             f.file().try_clone().context("opening the output")?,
         )),
-        None => Box::new(std::fs::File::from(
+        (None, Some(w)) => Box::new(BufWriter::with_capacity(1 << 20, w.clone())),
+        (None, None) => Box::new(std::fs::File::from(
             std::io::stdout()
                 .as_fd()
                 .try_clone_to_owned()
@@ -215,6 +226,9 @@ pub fn export_delta(
     };
     if let Some(f) = file {
         crate::output::commit(Vec::new(), f, &[], force, false)?;
+    }
+    if let (Some(o), Some(w)) = (&object, &upload) {
+        o.commit(w, &[])?;
     }
     target_map.save(&map_path(home, pool, disk, snapshot), &target.label)?;
     Ok(DeltaExport {

@@ -26,6 +26,7 @@ pub mod output;
 pub mod qmp;
 pub mod quiesce;
 pub mod retention;
+pub mod s3;
 pub mod serve;
 pub mod snapshots;
 pub mod source;

@@ -112,6 +112,16 @@ pub fn open(source: &str) -> Result<Input> {
             endless,
         });
     }
+    if crate::s3::is_s3(source) {
+        let (mut reader, size) = crate::s3::open_source(source)?;
+        let head = read_head(&mut reader).with_context(|| format!("reading {source}"))?;
+        return Ok(Input::Stream {
+            reader: Box::new(reader),
+            head,
+            length: Some(size),
+            endless: false,
+        });
+    }
     if is_url(source) {
         let response = http_get(source)?;
         let length = response.content_length();
@@ -256,20 +266,10 @@ pub fn expected(
         return Ok(e);
     }
     let fetch = |ext: &str| -> Result<Option<(String, String)>> {
-        let name = format!("{source}{ext}");
-        let text = if is_url(source) {
-            match client()?.get(&name).send() {
-                Ok(r) if r.status().is_success() => r.text().ok(),
-                _ => None,
-            }
-        } else if Path::new(&name).is_file() {
-            let bytes = snapport_core::io::read_regular_file(Path::new(&name), MAX_SIDECAR_BYTES)
-                .with_context(|| format!("reading {name}"))?;
-            Some(String::from_utf8_lossy(&bytes).into_owned())
-        } else {
-            None
-        };
-        Ok(text.and_then(|t| first_word(&t)).map(|w| (w, name)))
+        let text = read_sidecar(source, ext)?.map(|b| String::from_utf8_lossy(&b).into_owned());
+        Ok(text
+            .and_then(|t| first_word(&t))
+            .map(|w| (w, format!("{source}{ext}"))))
     };
     if e.content.is_none() {
         e.content = fetch(".digest")?;
@@ -290,8 +290,23 @@ pub fn sealed_digest(
         return Ok(None);
     }
     let name = format!("{source}.digest.age");
-    let bytes = if is_url(source) {
-        match client()?.get(&name).send() {
+    let Some(bytes) = read_sidecar(source, ".digest.age")? else {
+        return Ok(None);
+    };
+    let text = identities.decrypt_bytes(&bytes, &name)?;
+    Ok(first_word(&text).map(|w| (w, name)))
+}
+
+/// The sidecar `SOURCE` + `ext` beside a file, a URL or an object, at most
+/// [`MAX_SIDECAR_BYTES`]; `None` if there is none (for a URL, also if it cannot be
+/// fetched: a web server need not serve sidecars).
+fn read_sidecar(source: &str, ext: &str) -> Result<Option<Vec<u8>>> {
+    let name = format!("{source}{ext}");
+    if crate::s3::is_s3(source) {
+        return crate::s3::read_sidecar(source, ext, MAX_SIDECAR_BYTES);
+    }
+    if is_url(source) {
+        return match client()?.get(&name).send() {
             Ok(r) if r.status().is_success() => {
                 let mut b = Vec::new();
                 r.take(MAX_SIDECAR_BYTES + 1)
@@ -300,18 +315,17 @@ pub fn sealed_digest(
                 if b.len() as u64 > MAX_SIDECAR_BYTES {
                     bail!("{name} is larger than a digest sidecar can be");
                 }
-                b
+                Ok(Some(b))
             }
-            _ => return Ok(None),
-        }
-    } else if Path::new(&name).is_file() {
-        snapport_core::io::read_regular_file(Path::new(&name), MAX_SIDECAR_BYTES)
-            .with_context(|| format!("reading {name}"))?
-    } else {
+            _ => Ok(None),
+        };
+    }
+    if !Path::new(&name).is_file() {
         return Ok(None);
-    };
-    let text = identities.decrypt_bytes(&bytes, &name)?;
-    Ok(first_word(&text).map(|w| (w, name)))
+    }
+    snapport_core::io::read_regular_file(Path::new(&name), MAX_SIDECAR_BYTES)
+        .map(Some)
+        .with_context(|| format!("reading {name}"))
 }
 
 /// SHA-256 of a whole file (a qcow2 source's bytes as given).

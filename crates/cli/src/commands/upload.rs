@@ -4,6 +4,7 @@
 use crate::render::{engine, human, print_json, Bar, ReportArgs};
 use snapport_engine::address::Address;
 use snapport_engine::ops::upload::{self as op, UploadReport, WriteOptions};
+use snapport_engine::s3;
 use snapport_engine::source::{parse_size, InputFormat};
 use snapport_engine::{usage, Result};
 
@@ -161,11 +162,18 @@ pub fn run(args: Args) -> Result<()> {
     let target = Address::parse(target)?;
     if let Some(onto) = &args.onto {
         let onto = Address::parse(onto)?;
-        if args.source == "-" || args.source.contains("://") {
+        if args.source == "-" || (args.source.contains("://") && !s3::is_s3(&args.source)) {
             usage!("--onto applies a delta file; save the delta to a file first");
         }
+        // A delta is read at random: an object is fetched into a private folder first.
+        let copy = s3::is_s3(&args.source)
+            .then(|| s3::LocalCopy::fetch(&args.source))
+            .transpose()?;
         let request = op::DeltaRequest {
-            file: args.source.into(),
+            file: copy
+                .as_ref()
+                .map(|c| c.path().to_path_buf())
+                .unwrap_or_else(|| args.source.clone().into()),
             target,
             onto,
             pool: args.pool,

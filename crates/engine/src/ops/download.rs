@@ -15,6 +15,7 @@ use snapport_core::encryption::{self, HashingWriter, Recipients, SharedWriter};
 use snapport_core::export::{self, ExportOptions, Target};
 use snapport_core::output::PendingFile;
 use snapport_core::progress::Progress;
+use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -107,7 +108,16 @@ pub fn download(
 ) -> Result<DownloadReport> {
     let address = &req.address;
     let recipients = Recipients::parse(&req.encrypt_to, &req.encrypt_to_files)?;
-    if req.output != "-" {
+    let object = if crate::s3::is_s3(&req.output) {
+        Some(crate::s3::output(
+            &engine.config.home,
+            &req.output,
+            req.force,
+        )?)
+    } else {
+        None
+    };
+    if req.output != "-" && object.is_none() {
         let out = Path::new(&req.output);
         let [digest_file, sum_file, digest_age] = sidecars(out);
         output::check(
@@ -133,6 +143,7 @@ pub fn download(
     let exported = export_volume(
         req,
         recipients.as_ref(),
+        object.as_ref(),
         &mut instance,
         backend.disk(),
         snapshot.as_deref(),
@@ -163,6 +174,7 @@ fn sidecars(output: &Path) -> [PathBuf; 3] {
 fn export_volume(
     req: &DownloadRequest,
     recipients: Option<&Recipients>,
+    object: Option<&crate::s3::ObjectOutput>,
     instance: &mut snapport_host::Instance,
     disk: &str,
     snapshot: Option<&str>,
@@ -171,24 +183,32 @@ fn export_volume(
     let address = &req.address;
     let to_stdout = req.output == "-";
     let out = Path::new(&req.output);
-    let [digest_file, sum_file, digest_age] = sidecars(out);
     let mut volume = instance
         .open_volume(disk, snapshot)
         .with_context(|| format!("opening {address}"))?;
     crate::volume::check_kind(address, volume.info.kind)?;
 
-    let pending = if to_stdout {
+    let pending = if to_stdout || object.is_some() {
         None
     } else {
         output::note_pending(out);
         Some(PendingFile::beside(out)?)
     };
-    let stdout = || -> Result<std::fs::File> {
+    // An object is written as a stream (a multipart upload); room for a qcow2's tables
+    // beyond the disk's size keeps its parts under S3's count.
+    let upload = match object {
+        Some(o) => Some(o.writer(Some(volume.info.size + volume.info.size / 32 + (64 << 20)))?),
+        None => None,
+    };
+    let stream = || -> Result<Box<dyn Write + Send>> {
+        if let Some(w) = &upload {
+            return Ok(Box::new(w.clone()));
+        }
         let fd = std::io::stdout()
             .as_fd()
             .try_clone_to_owned()
             .context("duplicating stdout")?;
-        Ok(std::fs::File::from(fd))
+        Ok(Box::new(std::fs::File::from(fd)))
     };
     // An encrypted export is the same image written as a stream through the age writer,
     // whose output (the ciphertext) is what `--sha256sum` hashes.
@@ -197,14 +217,15 @@ fn export_volume(
     let mut encrypting = None;
     let target = match (&pending, recipients) {
         (Some(file), None) => Target::Pending(file),
-        (None, None) => Target::Stream(Box::new(stdout()?)),
+        (None, None) => Target::Stream(stream()?),
         (pending, Some(recipients)) => {
-            let file = match pending {
-                Some(f) => f
-                    .file()
-                    .try_clone()
-                    .context("opening the output for writing")?,
-                None => stdout()?,
+            let file: Box<dyn Write + Send> = match pending {
+                Some(f) => Box::new(
+                    f.file()
+                        .try_clone()
+                        .context("opening the output for writing")?,
+                ),
+                None => stream()?,
             };
             let hashing = HashingWriter {
                 inner: std::io::BufWriter::with_capacity(1 << 20, file),
@@ -235,38 +256,48 @@ fn export_volume(
     }
     let seconds = started.elapsed().as_secs_f64();
 
-    if let Some(pending) = pending {
-        let base = out
+    // The sidecars: (extension, content); `None` where this export writes none, so that
+    // an earlier export's goes (it would describe other bytes).
+    let base = match object {
+        Some(o) => o.base_name().to_owned(),
+        None => out
             .file_name()
             .unwrap_or_default()
             .to_string_lossy()
-            .into_owned();
-        // A sidecar of an earlier export under this name that this one does not write
-        // would now lie, so it goes.
+            .into_owned(),
+    };
+    let line = |v: &String| format!("{v}  {base}\n").into_bytes();
+    // Encrypted, the content digest is written only encrypted.
+    let (plain_digest, sealed_digest) = match recipients {
+        None => (summary.content_digest.as_ref().map(line), None),
+        Some(r) => (
+            None,
+            summary
+                .content_digest
+                .as_ref()
+                .map(|d| r.encrypt_bytes(&line(d)))
+                .transpose()?,
+        ),
+    };
+    let sidecars = [
+        (".digest", plain_digest),
+        (".sha256", summary.stream_sha256.as_ref().map(line)),
+        (".digest.age", sealed_digest),
+    ];
+    if let Some(pending) = pending {
         let mut files = Vec::new();
         let mut stale = Vec::new();
-        // Encrypted, the content digest is written only encrypted.
-        let (plain_digest, sealed_digest) = match recipients {
-            None => (summary.content_digest.clone(), None),
-            Some(_) => (None, summary.content_digest.clone()),
-        };
-        for (path, value) in [
-            (digest_file, &plain_digest),
-            (sum_file, &summary.stream_sha256),
-        ] {
-            match value {
-                Some(v) => files.push(output::sidecar(&path, &format!("{v}  {base}\n"))?),
+        for (ext, bytes) in &sidecars {
+            let path = output::sidecar_path(out, ext);
+            match bytes {
+                Some(b) => files.push(output::sidecar_bytes(&path, b)?),
                 None => stale.push(path),
             }
         }
-        match (sealed_digest, recipients) {
-            (Some(d), Some(r)) => {
-                let sealed = r.encrypt_bytes(format!("{d}  {base}\n").as_bytes())?;
-                files.push(output::sidecar_bytes(&digest_age, &sealed)?);
-            }
-            _ => stale.push(digest_age),
-        }
         output::commit(files, pending, &stale, req.force, req.fsync)?;
+    }
+    if let (Some(o), Some(w)) = (object, &upload) {
+        o.commit(w, &sidecars)?;
     }
     if recipients.is_some() {
         // Nothing derived from the plaintext leaves in clear, the report included.
@@ -434,7 +465,16 @@ pub fn download_vm(
 ) -> Result<VmDownloadReport> {
     let source = req.source();
     let started = Instant::now();
-    let pending = if req.output == "-" {
+    let object = if crate::s3::is_s3(&req.output) {
+        Some(crate::s3::output(
+            &engine.config.home,
+            &req.output,
+            req.force,
+        )?)
+    } else {
+        None
+    };
+    let pending = if req.output == "-" || object.is_some() {
         None
     } else {
         let out = Path::new(&req.output);
@@ -442,9 +482,11 @@ pub fn download_vm(
         output::note_pending(out);
         Some(PendingFile::beside(out)?)
     };
-    let target = match &pending {
-        Some(f) => BundleTarget::File(f),
-        None => BundleTarget::Stdout,
+    let upload = object.as_ref().map(|o| o.writer(None)).transpose()?;
+    let target = match (&pending, &upload) {
+        (Some(f), _) => BundleTarget::File(f),
+        (None, Some(w)) => BundleTarget::Stream(Box::new(w.clone())),
+        (None, None) => BundleTarget::Stdout,
     };
     let done = bundle::export_vm(
         engine,
@@ -457,6 +499,9 @@ pub fn download_vm(
     .with_context(|| format!("exporting {source}"))?;
     if let Some(f) = pending {
         output::commit(Vec::new(), f, &[], req.force, req.fsync)?;
+    }
+    if let (Some(o), Some(w)) = (&object, &upload) {
+        o.commit(w, &[])?;
     }
     Ok(VmDownloadReport {
         source,

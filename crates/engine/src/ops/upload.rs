@@ -634,6 +634,20 @@ fn import_input(
                 opts.in_place,
             )
         }
+        (InputFormat::Qcow2, input @ Input::Stream { .. }) if crate::s3::is_s3(what) => {
+            // An object has a size and is read again only at a price: it is stored once
+            // in a private folder and read from there as a file.
+            let copy = crate::s3::LocalCopy::new(input.into_reader()?, what)?;
+            return import_input(
+                opts,
+                ctx,
+                target,
+                Input::File(copy.path().to_path_buf()),
+                expected,
+                what,
+                progress,
+            );
+        }
         (InputFormat::Qcow2, Input::Stream { .. }) => bail!(
             "{what} is qcow2, which needs random access: upload it from a file, or send raw or raw.zst (snapport download --format raw.zst)"
         ),

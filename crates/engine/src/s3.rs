@@ -1,0 +1,184 @@
+//! `s3://BUCKET/KEY` as an export's output and an import's source ([`snapport_s3`]),
+//! with the sidecars a file export writes beside it written as objects beside the key
+//! (`KEY.digest`, `KEY.sha256`, `KEY.digest.age`).
+//!
+//! An export's object appears only when it is complete; its sidecars are written just
+//! before (so the object never exists without them), and those of an earlier export
+//! that this one does not write are removed. Unfinished uploads (a failed export, or one
+//! killed) are aborted by the writer itself or by the next export of the same key.
+
+use crate::{bail, Context as _, Result};
+use snapport_s3::{Client, MultipartWriter, ObjectPath, RangeReader, Settings, WriterOptions};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use snapport_s3::is_s3;
+
+/// Ranged GETs in flight while an object is imported.
+const READERS: usize = 4;
+
+/// The object named `s3://...`; a name that does not parse is a usage error.
+pub fn object(name: &str) -> Result<ObjectPath> {
+    ObjectPath::parse(name).map_err(|e| crate::Error::usage(e.to_string()))
+}
+
+/// A client for `object`'s bucket with the settings of the AWS environment and files.
+pub fn client(object: &ObjectPath) -> Result<Arc<Client>> {
+    let settings = Settings::from_env()?;
+    Ok(Arc::new(Client::new(&settings, &object.bucket)?))
+}
+
+/// An export's destination object.
+pub struct ObjectOutput {
+    client: Arc<Client>,
+    object: ObjectPath,
+    journal: PathBuf,
+}
+
+/// Checks `name` as an export's output before anything is read: the bucket is there
+/// and the credentials open it, and an existing object is replaced only with `force`.
+pub fn output(home: &Path, name: &str, force: bool) -> Result<ObjectOutput> {
+    let object = object(name)?;
+    let client = client(&object)?;
+    client.check_bucket()?;
+    if client.look(&object.key)?.is_some() && !force {
+        bail!("{object} already exists; --force replaces it (once the new object is complete)");
+    }
+    Ok(ObjectOutput {
+        client,
+        object,
+        journal: home.join("s3-uploads"),
+    })
+}
+
+impl ObjectOutput {
+    /// The object, for messages.
+    pub fn object(&self) -> &ObjectPath {
+        &self.object
+    }
+
+    /// The last part of the key: the name sidecars say (`DIGEST  NAME`).
+    pub fn base_name(&self) -> &str {
+        self.object
+            .key
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.object.key)
+    }
+
+    /// The output stream for an image of about `expected` bytes (`None`: unknown), and
+    /// from now on an interruption says what became of the object.
+    pub fn writer(&self, expected: Option<u64>) -> Result<MultipartWriter> {
+        let options = match expected {
+            Some(size) => WriterOptions::for_size(size, self.journal.clone()),
+            None => WriterOptions::for_unknown_size(self.journal.clone()),
+        };
+        let writer = MultipartWriter::start(Arc::clone(&self.client), &self.object.key, options)?;
+        crate::interrupt::note(&format!(
+            "nothing was written under {}; the next export to it aborts the unfinished upload",
+            self.object
+        ));
+        Ok(writer)
+    }
+
+    /// Writes the sidecars (`(extension, bytes)`; `None`: an earlier export's, which
+    /// would now lie, goes), then completes `writer`: the object appears.
+    pub fn commit(
+        &self,
+        writer: &MultipartWriter,
+        sidecars: &[(&str, Option<Vec<u8>>)],
+    ) -> Result<()> {
+        let _held = crate::interrupt::defer();
+        for (ext, bytes) in sidecars {
+            let key = self.object.with_suffix(ext).key;
+            match bytes {
+                Some(b) => self.client.write(&key, b.clone().into())?,
+                None => self.client.remove(&key)?,
+            }
+        }
+        writer.complete()?;
+        crate::interrupt::clear_note();
+        Ok(())
+    }
+}
+
+/// Opens object `name` as an import source: the stream of its bytes (read ahead by
+/// parallel ranged GETs, all from the object as it was first seen) and its size.
+pub fn open_source(name: &str) -> Result<(RangeReader, u64)> {
+    let object = object(name)?;
+    let client = client(&object)?;
+    let Some((size, etag)) = client.look(&object.key)? else {
+        // A missing bucket and a missing key look alike to HEAD: ask the bucket.
+        client.check_bucket()?;
+        bail!("{object}: no such object");
+    };
+    Ok((
+        RangeReader::new(client, &object.key, size, etag, READERS),
+        size,
+    ))
+}
+
+/// Sidecar `name` + `ext` of an object source, at most `cap` bytes; `None` if there is
+/// none.
+pub fn read_sidecar(name: &str, ext: &str, cap: u64) -> Result<Option<Vec<u8>>> {
+    let object = object(name)?.with_suffix(ext);
+    let client = client(&object)?;
+    Ok(client.read_small(&object.key, cap)?)
+}
+
+/// An object stored under a name in a private temporary folder, for what reads a file by
+/// name or at random (a qcow2 source through the qcow2 plugin, a delta applied with
+/// `--onto`). The folder goes when this is dropped, or on interruption.
+pub struct LocalCopy {
+    dir: PathBuf,
+    file: PathBuf,
+    _on_signal: crate::interrupt::RemoveTree,
+}
+
+impl LocalCopy {
+    /// Stores what `reader` gives (`what`, for messages).
+    pub fn new(mut reader: impl std::io::Read, what: &str) -> Result<LocalCopy> {
+        use std::os::unix::fs::DirBuilderExt;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("snapport-object-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("making {}", dir.display()))?;
+        let copy = LocalCopy {
+            file: dir.join("object"),
+            _on_signal: crate::interrupt::remove_tree_on_signal(&dir),
+            dir,
+        };
+        let mut out = std::fs::File::create_new(&copy.file)
+            .with_context(|| format!("making {}", copy.file.display()))?;
+        std::io::copy(&mut reader, &mut out).with_context(|| {
+            format!(
+                "storing {what} in {} to read it as a file",
+                copy.dir.display()
+            )
+        })?;
+        Ok(copy)
+    }
+
+    /// Fetches object `name` (`s3://...`).
+    pub fn fetch(name: &str) -> Result<LocalCopy> {
+        let (reader, _) = open_source(name)?;
+        LocalCopy::new(reader, name)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.file
+    }
+}
+
+impl Drop for LocalCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
