@@ -300,3 +300,43 @@ pub fn finish<W: Write>(shared: &Arc<Mutex<Option<age::stream::StreamWriter<W>>>
         .map_err(|e| Error::io("writing the encrypted output", e))?;
     Ok(inner)
 }
+
+/// Where a [`Sealed`] stream's ciphertext goes: buffered, hashed on the way.
+pub type SealedOut<W> = HashingWriter<std::io::BufWriter<W>>;
+
+/// An output stream encrypted to recipients: [`Sealed::writer`] goes to whatever writes
+/// the plaintext (an export, a bundle, a delta), and [`Sealed::finish`] ends the age
+/// stream afterwards and gives the SHA-256 of the ciphertext, if asked for.
+pub struct Sealed<W: Write> {
+    shared: Arc<Mutex<Option<age::stream::StreamWriter<SealedOut<W>>>>>,
+    hash: Option<Arc<Mutex<Sha256>>>,
+}
+
+impl<W: Write> Sealed<W> {
+    /// Encrypts to `recipients` into `out` (buffered), hashing the ciphertext if `hash`.
+    pub fn new(recipients: &Recipients, out: W, hash: bool) -> Result<Sealed<W>> {
+        let hash = hash.then(|| Arc::new(Mutex::new(Sha256::new())));
+        let hashing = HashingWriter {
+            inner: std::io::BufWriter::with_capacity(1 << 20, out),
+            hash: hash.clone(),
+        };
+        Ok(Sealed {
+            shared: Arc::new(Mutex::new(Some(recipients.encrypt(hashing)?))),
+            hash,
+        })
+    }
+
+    /// The plaintext's way in.
+    pub fn writer(&self) -> SharedWriter<SealedOut<W>> {
+        SharedWriter(Arc::clone(&self.shared))
+    }
+
+    /// Writes the last chunk and flushes: the ciphertext's SHA-256 (hex), if hashed.
+    pub fn finish(&self) -> Result<Option<String>> {
+        finish(&self.shared)?;
+        Ok(self
+            .hash
+            .as_ref()
+            .map(|h| hex::encode(h.lock().unwrap().clone().finalize())))
+    }
+}

@@ -23,7 +23,6 @@ use snapport_core::import::{ImportOptions, ImportSummary, Source};
 use snapport_core::output::PendingFile;
 use snapport_core::progress::Progress;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -49,8 +48,9 @@ impl Drop for Spool {
 pub enum BundleTarget<'a> {
     /// The process's stdout, written in order.
     Stdout,
-    /// Another stream written in order (an object's multipart upload).
-    Stream(Box<dyn Write + Send>),
+    /// Another stream written in order (an object's multipart upload, an encrypted
+    /// file); the disks' payloads are spooled in the folder given.
+    Stream(Box<dyn Write + Send>, PathBuf),
     /// A file not named yet: its caller names it, or serves it, once it is whole. The
     /// disks' payloads are spooled beside it.
     File(&'a PendingFile),
@@ -117,7 +117,8 @@ pub fn export_vm(
     // process, however it ends.
     let spool_dir = match &target {
         BundleTarget::File(f) => f.dir().to_path_buf(),
-        BundleTarget::Stdout | BundleTarget::Stream(_) => std::env::temp_dir(),
+        BundleTarget::Stdout => std::env::temp_dir(),
+        BundleTarget::Stream(_, dir) => dir.clone(),
     };
     let mut disks = Vec::new();
     for (i, d) in cfg.disks.iter().enumerate() {
@@ -187,13 +188,8 @@ pub fn export_vm(
 
     let out: Box<dyn Write> = match target {
         BundleTarget::File(f) => Box::new(f.file().try_clone().context("opening the output")?),
-        BundleTarget::Stream(w) => w,
-        BundleTarget::Stdout => Box::new(std::fs::File::from(
-            std::io::stdout()
-                .as_fd()
-                .try_clone_to_owned()
-                .context("duplicating stdout")?,
-        )),
+        BundleTarget::Stream(w, _) => w,
+        BundleTarget::Stdout => crate::output::stdout()?,
     };
     let counting = Counting {
         out: BufWriter::with_capacity(1 << 20, out),
@@ -265,11 +261,12 @@ fn small_checked<R: Read>(
     Ok(bytes)
 }
 
-/// Imports the bundle `source` (a file, - or a URL) as the new vm/`new_name` in `pool`;
+/// Imports the bundle `source` (a file, - or a URL, an object; decrypted with
+/// `identities` if it is an age file) as the new vm/`new_name` in `pool`;
 /// `progress` sees each disk's import.
 pub fn import_vm(
     ctx: &Engine,
-    source: &str,
+    (source, identities): (&str, Option<&snapport_core::encryption::Identities>),
     new_name: &str,
     pool: &str,
     naming: &Naming,
@@ -280,7 +277,20 @@ pub fn import_vm(
     if vm::exists(home, new_name) {
         bail!("vm/{new_name} already exists; choose another name (nothing was created)");
     }
-    let reader = source::open(source)?.into_reader()?;
+    let input = source::open(source)?;
+    // An encrypted bundle is decrypted as it streams (age authenticates every chunk; the
+    // members' digests inside are checked as for any bundle).
+    let reader = if snapport_core::encryption::is_age(&input.head()?) {
+        let Some(identities) = identities else {
+            bail!("{source} is encrypted (an age file): give --identity KEYFILE, the age or ssh key it was encrypted to; nothing was created");
+        };
+        identities.decrypt(
+            std::io::BufReader::with_capacity(1 << 20, input.into_reader()?),
+            source,
+        )?
+    } else {
+        input.into_reader()?
+    };
     let mut members = MemberReader::new(std::io::BufReader::with_capacity(1 << 20, reader));
     let m = next_named(&mut members, SUMS)?;
     let text = members.read_small(&m)?;

@@ -19,7 +19,6 @@ use snapport_core::progress::Progress;
 use snapport_core::volume_reader::{serve_plans, VolumeReader};
 use snapport_host::Instance;
 use std::io::{BufReader, BufWriter, Write};
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 
 /// A snapshot as a delta names it, and the label of its leaf map.
@@ -123,20 +122,32 @@ pub struct DeltaExport {
     pub base_digest: String,
     /// Bytes the backend listed as changed since the base.
     pub changed_bytes: u64,
+    /// The SHA-256 of the encrypted file, when encrypted.
+    pub encrypted_sha256: Option<String>,
 }
 
-/// Writes the delta of `new` (vds/D@NEW) since `base` (vds/D@BASE) to `output` (a file,
-/// or - for stdout); an existing file is replaced only with `force`. Reading the base
+/// Where a delta goes: a file, `-` for stdout or an object; an existing file or object
+/// replaced only with `force`; encrypted to `recipients` if any.
+pub struct DeltaOutput<'a> {
+    /// The file, `-` or `s3://BUCKET/KEY`.
+    pub name: &'a str,
+    /// Replace an existing one (once the new one is complete).
+    pub force: bool,
+    /// Encrypt to these age recipients.
+    pub recipients: Option<&'a snapport_core::encryption::Recipients>,
+}
+
+/// Writes the delta of `new` (vds/D@NEW) since `base` (vds/D@BASE) to `out`. Reading the base
 /// for its digest map (the first time) is a stage of `progress`.
 pub fn export_delta(
     ctx: &Engine,
     pool: &str,
     new: &Address,
     base: &Address,
-    output: &str,
-    force: bool,
+    out: &DeltaOutput,
     progress: &mut dyn Progress,
 ) -> Result<DeltaExport> {
+    let (output, force, recipients) = (out.name, out.force, out.recipients);
     let (
         Address::DiskSnapshot { disk, snapshot },
         Address::DiskSnapshot {
@@ -196,18 +207,18 @@ pub fn export_delta(
         .as_ref()
         .map(|o| o.writer(Some(volume.info.size + volume.info.size / 32 + (64 << 20))))
         .transpose()?;
-    let mut sink: Box<dyn Write + Send> = match (&file, &upload) {
-        (Some(f), _) => Box::new(BufWriter::with_capacity(
-            1 << 20,
-            f.file().try_clone().context("opening the output")?,
-        )),
-        (None, Some(w)) => Box::new(BufWriter::with_capacity(1 << 20, w.clone())),
-        (None, None) => Box::new(std::fs::File::from(
-            std::io::stdout()
-                .as_fd()
-                .try_clone_to_owned()
-                .context("duplicating stdout")?,
-        )),
+    let base_sink: Box<dyn Write + Send> = match (&file, &upload) {
+        (Some(f), _) => Box::new(f.file().try_clone().context("opening the output")?),
+        (None, Some(w)) => Box::new(w.clone()),
+        (None, None) => crate::output::stdout()?,
+    };
+    // Encrypted, the delta is written through the age writer (which buffers below).
+    let (mut sink, sealed): (Box<dyn Write + Send>, _) = match recipients {
+        Some(r) => {
+            let sealed = snapport_core::encryption::Sealed::new(r, base_sink, true)?;
+            (Box::new(sealed.writer()), Some(sealed))
+        }
+        None => (Box::new(BufWriter::with_capacity(1 << 20, base_sink)), None),
     };
     let (reader, requests) = VolumeReader::new(volume.info.size);
     let written = std::thread::scope(|s| {
@@ -224,6 +235,7 @@ pub fn export_delta(
         Ok(r) => r.with_context(|| format!("writing the delta of {new} since {base}"))?,
         Err(_) => bail!("writing the delta: the worker thread panicked"),
     };
+    let encrypted_sha256 = sealed.map(|s| s.finish()).transpose()?.flatten();
     if let Some(f) = file {
         crate::output::commit(Vec::new(), f, &[], force, false)?;
     }
@@ -235,6 +247,7 @@ pub fn export_delta(
         summary,
         base_digest,
         changed_bytes,
+        encrypted_sha256,
     })
 }
 

@@ -100,6 +100,16 @@ pub fn sidecar_bytes(path: &Path, bytes: &[u8]) -> Result<PendingFile> {
     Ok(f)
 }
 
+/// The process's stdout as an output stream (a duplicate of its descriptor).
+pub fn stdout() -> Result<Box<dyn std::io::Write + Send>> {
+    use std::os::fd::AsFd;
+    let fd = std::io::stdout()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating stdout")?;
+    Ok(Box::new(std::fs::File::from(fd)))
+}
+
 /// `OUTPUT` + `ext`.
 pub fn sidecar_path(output: &Path, ext: &str) -> PathBuf {
     let mut s = output.as_os_str().to_owned();

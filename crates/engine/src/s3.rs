@@ -7,7 +7,7 @@
 //! that this one does not write are removed. Unfinished uploads (a failed export, or one
 //! killed) are aborted by the writer itself or by the next export of the same key.
 
-use crate::{bail, Context as _, Result};
+use crate::{bail, Result};
 use snapport_s3::{Client, MultipartWriter, ObjectPath, RangeReader, Settings, WriterOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -124,61 +124,4 @@ pub fn read_sidecar(name: &str, ext: &str, cap: u64) -> Result<Option<Vec<u8>>> 
     let object = object(name)?.with_suffix(ext);
     let client = client(&object)?;
     Ok(client.read_small(&object.key, cap)?)
-}
-
-/// An object stored under a name in a private temporary folder, for what reads a file by
-/// name or at random (a qcow2 source through the qcow2 plugin, a delta applied with
-/// `--onto`). The folder goes when this is dropped, or on interruption.
-pub struct LocalCopy {
-    dir: PathBuf,
-    file: PathBuf,
-    _on_signal: crate::interrupt::RemoveTree,
-}
-
-impl LocalCopy {
-    /// Stores what `reader` gives (`what`, for messages).
-    pub fn new(mut reader: impl std::io::Read, what: &str) -> Result<LocalCopy> {
-        use std::os::unix::fs::DirBuilderExt;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        let dir =
-            std::env::temp_dir().join(format!("snapport-object-{}-{nanos}", std::process::id()));
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&dir)
-            .with_context(|| format!("making {}", dir.display()))?;
-        let copy = LocalCopy {
-            file: dir.join("object"),
-            _on_signal: crate::interrupt::remove_tree_on_signal(&dir),
-            dir,
-        };
-        let mut out = std::fs::File::create_new(&copy.file)
-            .with_context(|| format!("making {}", copy.file.display()))?;
-        std::io::copy(&mut reader, &mut out).with_context(|| {
-            format!(
-                "storing {what} in {} to read it as a file",
-                copy.dir.display()
-            )
-        })?;
-        Ok(copy)
-    }
-
-    /// Fetches object `name` (`s3://...`).
-    pub fn fetch(name: &str) -> Result<LocalCopy> {
-        let (reader, _) = open_source(name)?;
-        LocalCopy::new(reader, name)
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.file
-    }
-}
-
-impl Drop for LocalCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }

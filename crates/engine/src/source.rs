@@ -394,6 +394,64 @@ fn parse_size_inner(s: &str) -> Result<u64> {
         .with_context(|| format!("{s:?} is too large"))
 }
 
+/// A source stored under a name in a private temporary folder, for what reads a file by
+/// name or at random: a qcow2 object or decrypted qcow2 (through the qcow2 plugin), a
+/// delta from an object or decrypted (applied with `--onto`). The folder goes when this
+/// is dropped, or on interruption.
+pub struct LocalCopy {
+    dir: PathBuf,
+    file: PathBuf,
+    _on_signal: crate::interrupt::RemoveTree,
+}
+
+impl LocalCopy {
+    /// Stores what `reader` gives (`what`, for messages).
+    pub fn new(mut reader: impl std::io::Read, what: &str) -> Result<LocalCopy> {
+        use std::os::unix::fs::DirBuilderExt;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let dir =
+            std::env::temp_dir().join(format!("snapport-object-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .with_context(|| format!("making {}", dir.display()))?;
+        let copy = LocalCopy {
+            file: dir.join("object"),
+            _on_signal: crate::interrupt::remove_tree_on_signal(&dir),
+            dir,
+        };
+        let mut out = std::fs::File::create_new(&copy.file)
+            .with_context(|| format!("making {}", copy.file.display()))?;
+        std::io::copy(&mut reader, &mut out).with_context(|| {
+            format!(
+                "storing {what} in {} to read it as a file",
+                copy.dir.display()
+            )
+        })?;
+        Ok(copy)
+    }
+
+    /// Object `name` (`s3://...`), fetched.
+    pub fn fetch(name: &str) -> Result<LocalCopy> {
+        let (reader, _) = crate::s3::open_source(name)?;
+        LocalCopy::new(reader, name)
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.file
+    }
+}
+
+impl Drop for LocalCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -92,10 +92,8 @@ enum DigestArg {
 
 pub fn run(args: Args) -> Result<()> {
     let encrypt = !args.encrypt_to.is_empty() || !args.encrypt_to_file.is_empty();
-    let bundle = snapport_engine::vm::parse_vm(&args.address).is_some()
-        || snapport_engine::snapshots::parse_vms(&args.address).is_some();
-    if encrypt && (bundle || args.since.is_some() || args.publish.publish) {
-        usage!("--encrypt-to encrypts disk, image and snapshot exports to a file or stdout; bundles, deltas and --publish are not encrypted yet (pipe them through `age -r RECIPIENT`)");
+    if encrypt && args.publish.publish {
+        usage!("--encrypt-to encrypts exports to a file, stdout or an object; --publish does not encrypt yet (publish the file an encrypted export wrote instead)");
     }
     if let Some(vm) = snapport_engine::vm::parse_vm(&args.address) {
         return download_vm(&args, vm?, None);
@@ -135,6 +133,8 @@ pub fn run(args: Args) -> Result<()> {
             pool: args.pool.clone(),
             output,
             force: args.force,
+            encrypt_to: args.encrypt_to.clone(),
+            encrypt_to_files: args.encrypt_to_file.clone(),
         };
         let r = op::download_delta(&engine, &req, &mut progress)?;
         if json {
@@ -151,7 +151,7 @@ pub fn run(args: Args) -> Result<()> {
                 human(r.data_bytes),
                 human(r.zero_bytes),
                 human(r.changed_bytes),
-                r.target_digest
+                r.target_digest.as_deref().unwrap_or("encrypted")
             );
         }
         return Ok(());
@@ -237,6 +237,8 @@ fn download_vm(args: &Args, vm: String, snapshot: Option<String>) -> Result<()> 
         zstd_level: args.zstd_level,
         force: args.force,
         fsync: args.fsync,
+        encrypt_to: args.encrypt_to.clone(),
+        encrypt_to_files: args.encrypt_to_file.clone(),
     };
     let r = op::download_vm(&engine, &req, &mut Bar::new(quiet))?;
     let to_stdout = r.output == "-";

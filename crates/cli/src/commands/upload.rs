@@ -5,7 +5,7 @@ use crate::render::{engine, human, print_json, Bar, ReportArgs};
 use snapport_engine::address::Address;
 use snapport_engine::ops::upload::{self as op, UploadReport, WriteOptions};
 use snapport_engine::s3;
-use snapport_engine::source::{parse_size, InputFormat};
+use snapport_engine::source::{parse_size, InputFormat, LocalCopy};
 use snapport_engine::{usage, Result};
 
 #[derive(clap::Args)]
@@ -123,10 +123,6 @@ pub fn run(args: Args) -> Result<()> {
     let Some(target) = args.target.as_deref() else {
         usage!("give the image and the new volume: snapport upload FILE vd/NAME (or snapport upload --publish vd/NAME)");
     };
-    let bundle = snapport_engine::vm::parse_vm(target).is_some();
-    if args.identity.is_some() && (bundle || args.onto.is_some()) {
-        usage!("--identity decrypts disk images (raw, raw.zst) as they are uploaded; decrypt a bundle or a delta first (age -d -i KEYFILE -o FILE SOURCE) and upload that");
-    }
     if let Some(vm) = snapport_engine::vm::parse_vm(target) {
         let name = vm?;
         if args.in_place {
@@ -146,6 +142,7 @@ pub fn run(args: Args) -> Result<()> {
             pool: args.pool,
             naming,
             fsync: args.fsync,
+            identity: args.identity.clone(),
         };
         let r = op::upload_vm(&engine()?, &request, &mut bar)?;
         if json {
@@ -167,7 +164,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         // A delta is read at random: an object is fetched into a private folder first.
         let copy = s3::is_s3(&args.source)
-            .then(|| s3::LocalCopy::fetch(&args.source))
+            .then(|| LocalCopy::fetch(&args.source))
             .transpose()?;
         let request = op::DeltaRequest {
             file: copy
@@ -178,6 +175,7 @@ pub fn run(args: Args) -> Result<()> {
             onto,
             pool: args.pool,
             fsync: args.fsync,
+            identity: args.identity.clone(),
         };
         let r = op::upload_delta(&engine()?, &request, &mut bar)?;
         if json {

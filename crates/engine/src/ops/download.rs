@@ -9,16 +9,13 @@ use crate::output;
 use crate::Engine;
 use crate::{Context as _, Result};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use snapport_core::bundle::BundleDisk;
-use snapport_core::encryption::{self, HashingWriter, Recipients, SharedWriter};
+use snapport_core::encryption::{Recipients, Sealed};
 use snapport_core::export::{self, ExportOptions, Target};
 use snapport_core::output::PendingFile;
 use snapport_core::progress::Progress;
 use std::io::Write;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 /// A disk (vd/), image (vi/) or disk snapshot (vds/) to export.
@@ -201,20 +198,14 @@ fn export_volume(
         None => None,
     };
     let stream = || -> Result<Box<dyn Write + Send>> {
-        if let Some(w) = &upload {
-            return Ok(Box::new(w.clone()));
+        match &upload {
+            Some(w) => Ok(Box::new(w.clone())),
+            None => output::stdout(),
         }
-        let fd = std::io::stdout()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("duplicating stdout")?;
-        Ok(Box::new(std::fs::File::from(fd)))
     };
     // An encrypted export is the same image written as a stream through the age writer,
     // whose output (the ciphertext) is what `--sha256sum` hashes.
-    let cipher_hash =
-        (recipients.is_some() && req.sha256sum).then(|| Arc::new(Mutex::new(Sha256::new())));
-    let mut encrypting = None;
+    let mut sealed = None;
     let target = match (&pending, recipients) {
         (Some(file), None) => Target::Pending(file),
         (None, None) => Target::Stream(stream()?),
@@ -227,13 +218,10 @@ fn export_volume(
                 ),
                 None => stream()?,
             };
-            let hashing = HashingWriter {
-                inner: std::io::BufWriter::with_capacity(1 << 20, file),
-                hash: cipher_hash.clone(),
-            };
-            let shared = Arc::new(Mutex::new(Some(recipients.encrypt(hashing)?)));
-            encrypting = Some(Arc::clone(&shared));
-            Target::Stream(Box::new(SharedWriter(shared)))
+            let s = Sealed::new(recipients, file, req.sha256sum)?;
+            let writer = s.writer();
+            sealed = Some(s);
+            Target::Stream(Box::new(writer))
         }
     };
     let options = ExportOptions {
@@ -248,11 +236,9 @@ fn export_volume(
     let started = Instant::now();
     let mut summary = export::export(&mut volume, target, &options, progress)
         .with_context(|| format!("exporting {address} from pool {}", req.pool))?;
-    if let Some(shared) = encrypting {
-        // The ciphertext's last chunk; `finish` flushes the buffer under it.
-        encryption::finish(&shared)?;
-        summary.stream_sha256 =
-            cipher_hash.map(|h| hex::encode(h.lock().unwrap().clone().finalize()));
+    if let Some(sealed) = &sealed {
+        // The ciphertext's last chunk, and the buffer under it.
+        summary.stream_sha256 = sealed.finish()?;
     }
     let seconds = started.elapsed().as_secs_f64();
 
@@ -332,6 +318,10 @@ pub struct DeltaRequest {
     pub output: String,
     /// Replace an existing output file (once the new one is complete).
     pub force: bool,
+    /// Encrypt the delta to these age recipients (as [`DownloadRequest::encrypt_to`]).
+    pub encrypt_to: Vec<String>,
+    /// Encrypt the delta to the recipients in these files.
+    pub encrypt_to_files: Vec<PathBuf>,
 }
 
 /// What a delta export wrote: the JSON summary of `download --since`.
@@ -357,12 +347,16 @@ pub struct DeltaReport {
     pub zero_bytes: u64,
     /// Bytes the backend reported changed.
     pub changed_bytes: u64,
-    /// The base's content digest.
-    pub base_digest: String,
-    /// The newer snapshot's content digest.
-    pub target_digest: String,
-    /// The SHA-256 of the delta file.
+    /// The base's content digest (not in clear when encrypted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base_digest: Option<String>,
+    /// The newer snapshot's content digest (not in clear when encrypted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_digest: Option<String>,
+    /// The SHA-256 of the delta file (of the encrypted file, when encrypted).
     pub sha256: String,
+    /// Whether the delta is an age file.
+    pub encrypted: bool,
     /// How long it took.
     pub seconds: f64,
 }
@@ -374,14 +368,18 @@ pub fn download_delta(
     progress: &mut dyn Progress,
 ) -> Result<DeltaReport> {
     let (address, base) = (&req.address, &req.since);
+    let recipients = Recipients::parse(&req.encrypt_to, &req.encrypt_to_files)?;
     let started = Instant::now();
     let done = crate::incremental::export_delta(
         engine,
         &req.pool,
         address,
         base,
-        &req.output,
-        req.force,
+        &crate::incremental::DeltaOutput {
+            name: &req.output,
+            force: req.force,
+            recipients: recipients.as_ref(),
+        },
         progress,
     )
     .with_context(|| format!("exporting {address} since {base} from pool {}", req.pool))?;
@@ -396,9 +394,13 @@ pub fn download_delta(
         data_bytes: done.summary.footer.data_bytes,
         zero_bytes: done.summary.footer.zero_bytes,
         changed_bytes: done.changed_bytes,
-        base_digest: done.base_digest,
-        target_digest: done.summary.footer.target_digest,
-        sha256: done.summary.file_sha256,
+        // Encrypted, nothing derived from the plaintext is told in clear.
+        base_digest: recipients.is_none().then_some(done.base_digest),
+        target_digest: recipients
+            .is_none()
+            .then_some(done.summary.footer.target_digest),
+        sha256: done.encrypted_sha256.unwrap_or(done.summary.file_sha256),
+        encrypted: recipients.is_some(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -420,6 +422,10 @@ pub struct VmDownloadRequest {
     pub force: bool,
     /// Make the output durable before it appears under its name.
     pub fsync: bool,
+    /// Encrypt the bundle to these age recipients (as [`DownloadRequest::encrypt_to`]).
+    pub encrypt_to: Vec<String>,
+    /// Encrypt the bundle to the recipients in these files.
+    pub encrypt_to_files: Vec<PathBuf>,
 }
 
 impl VmDownloadRequest {
@@ -449,10 +455,12 @@ pub struct VmDownloadReport {
     pub payload: String,
     /// Bytes of the bundle.
     pub output_size: u64,
-    /// The bundle's SHA-256.
+    /// The bundle's SHA-256 (of the encrypted file, when encrypted).
     pub sha256: String,
-    /// The disks in the bundle.
+    /// The disks in the bundle (encrypted, without their digests).
     pub disks: Vec<BundleDisk>,
+    /// Whether the bundle is an age file.
+    pub encrypted: bool,
     /// How long it took.
     pub seconds: f64,
 }
@@ -482,11 +490,30 @@ pub fn download_vm(
         output::note_pending(out);
         Some(PendingFile::beside(out)?)
     };
+    let recipients = Recipients::parse(&req.encrypt_to, &req.encrypt_to_files)?;
     let upload = object.as_ref().map(|o| o.writer(None)).transpose()?;
-    let target = match (&pending, &upload) {
-        (Some(f), _) => BundleTarget::File(f),
-        (None, Some(w)) => BundleTarget::Stream(Box::new(w.clone())),
-        (None, None) => BundleTarget::Stdout,
+    // Where the bundle goes in order; a file not encrypted is written in place instead.
+    let stream = || -> Result<Box<dyn Write + Send>> {
+        Ok(match (&pending, &upload) {
+            (Some(f), _) => Box::new(f.file().try_clone().context("opening the output")?),
+            (None, Some(w)) => Box::new(w.clone()),
+            (None, None) => output::stdout()?,
+        })
+    };
+    let spool_dir = pending
+        .as_ref()
+        .map_or_else(std::env::temp_dir, |f| f.dir().to_path_buf());
+    let mut sealed = None;
+    let target = match (&pending, &upload, &recipients) {
+        (Some(f), _, None) => BundleTarget::File(f),
+        (None, None, None) => BundleTarget::Stdout,
+        (_, _, None) => BundleTarget::Stream(stream()?, spool_dir),
+        (_, _, Some(r)) => {
+            let s = Sealed::new(r, stream()?, true)?;
+            let writer = s.writer();
+            sealed = Some(s);
+            BundleTarget::Stream(Box::new(writer), spool_dir)
+        }
     };
     let done = bundle::export_vm(
         engine,
@@ -497,6 +524,15 @@ pub fn download_vm(
         progress,
     )
     .with_context(|| format!("exporting {source}"))?;
+    let mut done = done;
+    if let Some(sealed) = &sealed {
+        done.sha256 = sealed.finish()?.unwrap_or_default();
+        // Nothing derived from the plaintext in clear: the disks' digests stay inside.
+        for d in &mut done.manifest.disks {
+            d.content_digest.clear();
+            d.sha256.clear();
+        }
+    }
     if let Some(f) = pending {
         output::commit(Vec::new(), f, &[], req.force, req.fsync)?;
     }
@@ -513,6 +549,7 @@ pub fn download_vm(
         output_size: done.output_size,
         sha256: done.sha256,
         disks: done.manifest.disks,
+        encrypted: sealed.is_some(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

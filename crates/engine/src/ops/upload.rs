@@ -131,6 +131,8 @@ pub fn upload(
         req.sidecars,
     )?;
     let mut input = source::open(&req.source)?;
+    // A decrypted qcow2, stored to be read at random; removed when the import is done.
+    let _copy: Option<source::LocalCopy>;
     let what = match req.source.as_str() {
         "-" => "stdin",
         s => s,
@@ -139,7 +141,9 @@ pub fn upload(
         let Some(identities) = &identities else {
             bail!("{what} is encrypted (an age file): give --identity KEYFILE, the age or ssh key it was encrypted to; nothing was imported");
         };
-        input = decrypted(input, identities, &mut expected, req, what)?;
+        let (plain, copy) = decrypted(input, identities, &mut expected, req, what)?;
+        input = plain;
+        _copy = copy;
     }
     let started = Instant::now();
     let (format, summary, verified) =
@@ -165,7 +169,7 @@ fn decrypted(
     expected: &mut Expected,
     req: &UploadRequest,
     what: &str,
-) -> Result<Input> {
+) -> Result<(Input, Option<source::LocalCopy>)> {
     if expected.content.is_none() && req.sidecars {
         expected.content = source::sealed_digest(&req.source, identities)?;
     }
@@ -189,14 +193,44 @@ fn decrypted(
     let mut plain = identities.decrypt(std::io::BufReader::with_capacity(1 << 20, reader), what)?;
     let head = source::read_head(&mut plain).with_context(|| format!("decrypting {what}"))?;
     if head.starts_with(snapport_core::detect::QCOW2_MAGIC) {
-        bail!("{what} decrypts to a qcow2 image, which needs random access: decrypt it to a file first (age -d -i KEY -o FILE.qcow2 {what}) and upload that, or export raw or raw.zst encrypted");
+        // qcow2 is read at random: its plaintext is stored once in a private folder
+        // (all of the ciphertext is read, and hashed, on the way).
+        let copy = source::LocalCopy::new(
+            std::io::Read::chain(std::io::Cursor::new(head), plain),
+            what,
+        )?;
+        return Ok((Input::File(copy.path().to_path_buf()), Some(copy)));
     }
-    Ok(Input::Stream {
-        reader: plain,
-        head,
-        length: None,
-        endless: false,
-    })
+    Ok((
+        Input::Stream {
+            reader: plain,
+            head,
+            length: None,
+            endless: false,
+        },
+        None,
+    ))
+}
+
+/// The plaintext of `file` stored in a private folder if it is an age file (with
+/// `identity`, else refused); `None` if it is not encrypted.
+fn decrypted_file(
+    file: &std::path::Path,
+    identity: Option<&std::path::Path>,
+) -> Result<Option<source::LocalCopy>> {
+    let what = file.display().to_string();
+    let mut f = std::fs::File::open(file).with_context(|| format!("opening {what}"))?;
+    let head = source::read_head(&mut f).with_context(|| format!("reading {what}"))?;
+    if !snapport_core::encryption::is_age(&head) {
+        return Ok(None);
+    }
+    let Some(identity) = identity else {
+        bail!("{what} is encrypted (an age file): give --identity KEYFILE, the age or ssh key it was encrypted to; nothing was imported");
+    };
+    let identities = snapport_core::encryption::Identities::read(identity)?;
+    let f = std::fs::File::open(file).with_context(|| format!("opening {what}"))?;
+    let plain = identities.decrypt(std::io::BufReader::with_capacity(1 << 20, f), &what)?;
+    Ok(Some(source::LocalCopy::new(plain, &what)?))
 }
 
 /// `upload DELTA vd/NAME --onto ADDRESS`.
@@ -213,6 +247,8 @@ pub struct DeltaRequest {
     pub pool: String,
     /// Make the volume durable before it appears under its name.
     pub fsync: bool,
+    /// The key an encrypted delta is decrypted with.
+    pub identity: Option<PathBuf>,
 }
 
 /// What applying a delta made: the JSON document of `upload --onto -o json`.
@@ -251,10 +287,12 @@ pub fn upload_delta(
 ) -> Result<DeltaReport> {
     kind_of(&req.target)?;
     let started = Instant::now();
+    // An encrypted delta is decrypted into a private folder first (it is read at random).
+    let plain = decrypted_file(&req.file, req.identity.as_deref())?;
     let (delta, summary) = crate::incremental::apply_delta(
         engine,
         &req.pool,
-        &req.file,
+        plain.as_ref().map_or(req.file.as_path(), |c| c.path()),
         &req.target,
         &req.onto,
         req.fsync,
@@ -290,6 +328,8 @@ pub struct VmRequest {
     pub naming: Naming,
     /// Make every disk durable before it appears under its name.
     pub fsync: bool,
+    /// The key an encrypted bundle is decrypted with.
+    pub identity: Option<PathBuf>,
 }
 
 /// One disk a bundle import made.
@@ -328,9 +368,14 @@ pub fn upload_vm(
 ) -> Result<VmReport> {
     let name = &req.name;
     let started = Instant::now();
+    let identities = req
+        .identity
+        .as_deref()
+        .map(snapport_core::encryption::Identities::read)
+        .transpose()?;
     let done = crate::bundle::import_vm(
         engine,
-        &req.source,
+        (&req.source, identities.as_ref()),
         name,
         &req.pool,
         &req.naming,
@@ -637,7 +682,7 @@ fn import_input(
         (InputFormat::Qcow2, input @ Input::Stream { .. }) if crate::s3::is_s3(what) => {
             // An object has a size and is read again only at a price: it is stored once
             // in a private folder and read from there as a file.
-            let copy = crate::s3::LocalCopy::new(input.into_reader()?, what)?;
+            let copy = source::LocalCopy::new(input.into_reader()?, what)?;
             return import_input(
                 opts,
                 ctx,
