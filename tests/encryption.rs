@@ -253,15 +253,6 @@ fn ssh_recipients_files_and_stdout_all_decrypt() {
         p(&home.out("none.raw")),
     ]);
     assert!(err.contains("names no recipient"), "{err}");
-    // Not yet for publish: refused, not served in clear.
-    let err = home.usage_fails(&[
-        "download",
-        "vd/src",
-        "--publish",
-        "--encrypt-to",
-        &recipient,
-    ]);
-    assert!(err.contains("--publish does not encrypt yet"), "{err}");
 }
 
 #[test]
@@ -473,6 +464,11 @@ fn encrypted_bundles_and_deltas_decrypt_with_stock_age_and_upload_with_the_ident
         key,
         recipient,
     } = lab();
+    // A temporary folder of its own: the private copies (a decrypted delta) must be gone.
+    let tmp = home.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut home = home;
+    home.env = vec![("TMPDIR".into(), p(&tmp).into())];
     let bare = |out: &std::process::Output| -> serde_json::Value {
         serde_json::from_slice(&out.stdout).unwrap()
     };
@@ -560,6 +556,11 @@ fn encrypted_bundles_and_deltas_decrypt_with_stock_age_and_upload_with_the_ident
             p(&s2),
         ],
     );
+    assert!(
+        files_in(&tmp).is_empty(),
+        "left in TMPDIR: {:?}",
+        files_in(&tmp)
+    );
 
     // A VM bundle, encrypted: stock age and tar read it; it imports with --identity.
     let cfg = home.out("web.json");
@@ -577,15 +578,31 @@ fn encrypted_bundles_and_deltas_decrypt_with_stock_age_and_upload_with_the_ident
         "--json",
     ]));
     assert_eq!(doc["encrypted"], true);
-    assert!(
-        !doc.to_string().contains("sha256-64k-4m:"),
-        "a digest in clear: {doc}"
+    assert_eq!(
+        doc["output_size"],
+        std::fs::metadata(&tar_age).unwrap().len()
     );
     let tar = home.out("web.tar");
     age_decrypt(&key, &tar_age, &tar);
     let dir = home.out("x");
     std::fs::create_dir_all(&dir).unwrap();
     tool("tar", &["-xf", p(&tar), "-C", p(&dir)]);
+    // No digest of the plaintext in the report: not the disk's content digest, not a
+    // SHA-256 that SHA256SUMS lists, not the tar's.
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    let tar_sha = tool("sha256sum", &[p(&tar)]);
+    let report = doc.to_string();
+    assert!(
+        !report.contains("sha256-64k-4m:"),
+        "a digest in clear: {report}"
+    );
+    for hex in sums
+        .lines()
+        .chain([tar_sha.as_str()])
+        .filter_map(|l| l.split_whitespace().next())
+    {
+        assert!(!report.contains(hex), "{hex} in clear: {report}");
+    }
     let check = Command::new("sha256sum")
         .args(["-c", "SHA256SUMS"])
         .current_dir(&dir)

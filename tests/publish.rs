@@ -330,6 +330,75 @@ fn compressed_and_qcow2_publishes_are_the_local_exports() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
+#[test]
+fn encrypted_publishes_serve_an_age_file_that_stock_age_decrypts() {
+    let home = Home::new();
+    let local = disk(&home, "e", 24);
+    let key = home.path().join("key.txt");
+    tool("age-keygen", &["-o", p(&key)]);
+    let recipient = tool("age-keygen", &["-y", p(&key)]).trim().to_string();
+    let dir = home.out("e");
+    std::fs::create_dir_all(&dir).unwrap();
+    for format in ["raw", "raw.zst"] {
+        let publish = Publish::start(
+            &home,
+            &["vd/e", "--format", format, "--encrypt-to", &recipient],
+        );
+        let name = format!("e.{format}.age");
+        assert!(publish.url().ends_with(&name), "{}", publish.url());
+        // Fetched and verified as any publish (the digests are the encrypted bytes').
+        let got = dir.join(&name);
+        let (code, _, err) = sh(&dir, &fetch_line(&publish, &got, ""));
+        assert_eq!(code, 0, "{err}");
+        assert!(std::fs::read(&got)
+            .unwrap()
+            .starts_with(b"age-encryption.org/v1\n"));
+        // Debian's age gives back the image a local export writes.
+        let plain = dir.join(format!("e.{format}"));
+        tool("age", &["-d", "-i", p(&key), "-o", p(&plain), p(&got)]);
+        if format == "raw" {
+            tool("cmp", &[p(&local), p(&plain)]);
+        } else {
+            let raw = dir.join("e.unpacked");
+            tool("zstd", &["-q", "-d", "-f", p(&plain), "-o", p(&raw)]);
+            tool("cmp", &[p(&local), p(&raw)]);
+        }
+        // And it uploads with the key.
+        home.ok(&[
+            "upload",
+            p(&got),
+            &format!("vd/back-{}", format.replace('.', "-")),
+            "--identity",
+            p(&key),
+            "-q",
+        ]);
+    }
+    // A VM bundle: served as an age file; age -d, tar and sha256sum -c read it.
+    let cfg = home.out("vm.json");
+    std::fs::write(&cfg, r#"{"name":"ev","disks":[{"name":"e"}]}"#).unwrap();
+    home.ok(&["create", "vm/ev", "--config", p(&cfg), "-q"]);
+    let publish = Publish::start(&home, &["vm/ev", "--encrypt-to", &recipient]);
+    assert!(publish.url().ends_with("ev.tar.age"), "{}", publish.url());
+    let got = dir.join("ev.tar.age");
+    let (code, _, err) = sh(&dir, &fetch_line(&publish, &got, ""));
+    assert_eq!(code, 0, "{err}");
+    let tar = dir.join("ev.tar");
+    tool("age", &["-d", "-i", p(&key), "-o", p(&tar), p(&got)]);
+    let x = dir.join("x");
+    std::fs::create_dir_all(&x).unwrap();
+    tool("tar", &["-xf", p(&tar), "-C", p(&x)]);
+    let check = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&x)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}
+
 /// Waits until `path` (a fetch state file) records at least `bytes` written.
 fn wait_for_progress(path: &Path, bytes: u64) {
     let deadline = Instant::now() + Duration::from_secs(60);

@@ -13,7 +13,7 @@
 //! - CompleteMultipartUpload refuses a part under 5 MiB but the last (EntityTooSmall);
 //! - a part's ETag is the MD5 of its bytes.
 //!
-//! Every request's operation name is recorded (an access check that lets every signed
+//! Every request's operation name and key are recorded (an access check that lets every signed
 //! request through, as s3s's default one does), so a test can see a multipart upload
 //! happen.
 #![allow(dead_code)]
@@ -41,7 +41,11 @@ struct Recorder(Arc<Mutex<Vec<String>>>);
 #[async_trait::async_trait]
 impl S3Access for Recorder {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> s3s::S3Result<()> {
-        self.0.lock().unwrap().push(cx.s3_op().name().to_owned());
+        let key = cx.s3_path().get_object_key().unwrap_or_default();
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{} {key}", cx.s3_op().name()));
         match cx.credentials() {
             Some(_) => Ok(()),
             None => Err(s3s::s3_error!(AccessDenied, "Signature is required")),
@@ -147,7 +151,8 @@ impl S3Server {
         names
     }
 
-    /// The operations asked so far (`PutObject`, `UploadPart`, ...), and forgets them.
+    /// The operations asked so far, each with its key (`PutObject KEY`, `UploadPart
+    /// KEY`, `HeadBucket `), and forgets them.
     pub fn take_ops(&self) -> Vec<String> {
         std::mem::take(&mut *self.ops.lock().unwrap())
     }

@@ -247,11 +247,14 @@ pub struct HashingWriter<W> {
     pub inner: W,
     /// What has passed, if anyone asked.
     pub hash: Option<Arc<Mutex<Sha256>>>,
+    /// Bytes that have passed.
+    pub written: u64,
 }
 
 impl<W: Write> Write for HashingWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let n = self.inner.write(buf)?;
+        self.written += n as u64;
         if let Some(h) = &self.hash {
             h.lock().unwrap().update(&buf[..n]);
         }
@@ -319,6 +322,7 @@ impl<W: Write> Sealed<W> {
         let hashing = HashingWriter {
             inner: std::io::BufWriter::with_capacity(1 << 20, out),
             hash: hash.clone(),
+            written: 0,
         };
         Ok(Sealed {
             shared: Arc::new(Mutex::new(Some(recipients.encrypt(hashing)?))),
@@ -331,12 +335,14 @@ impl<W: Write> Sealed<W> {
         SharedWriter(Arc::clone(&self.shared))
     }
 
-    /// Writes the last chunk and flushes: the ciphertext's SHA-256 (hex), if hashed.
-    pub fn finish(&self) -> Result<Option<String>> {
-        finish(&self.shared)?;
-        Ok(self
+    /// Writes the last chunk and flushes: the ciphertext's SHA-256 (hex), if hashed, and
+    /// its size.
+    pub fn finish(&self) -> Result<(Option<String>, u64)> {
+        let out = finish(&self.shared)?;
+        let sha = self
             .hash
             .as_ref()
-            .map(|h| hex::encode(h.lock().unwrap().clone().finalize())))
+            .map(|h| hex::encode(h.lock().unwrap().clone().finalize()));
+        Ok((sha, out.written))
     }
 }

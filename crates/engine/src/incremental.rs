@@ -122,8 +122,8 @@ pub struct DeltaExport {
     pub base_digest: String,
     /// Bytes the backend listed as changed since the base.
     pub changed_bytes: u64,
-    /// The SHA-256 of the encrypted file, when encrypted.
-    pub encrypted_sha256: Option<String>,
+    /// The SHA-256 and size of the encrypted file, when encrypted.
+    pub encrypted: Option<(String, u64)>,
 }
 
 /// Where a delta goes: a file, `-` for stdout or an object; an existing file or object
@@ -235,7 +235,13 @@ pub fn export_delta(
         Ok(r) => r.with_context(|| format!("writing the delta of {new} since {base}"))?,
         Err(_) => bail!("writing the delta: the worker thread panicked"),
     };
-    let encrypted_sha256 = sealed.map(|s| s.finish()).transpose()?.flatten();
+    let encrypted = match sealed {
+        Some(s) => {
+            let (sha, bytes) = s.finish()?;
+            Some((sha.unwrap_or_default(), bytes))
+        }
+        None => None,
+    };
     if let Some(f) = file {
         crate::output::commit(Vec::new(), f, &[], force, false)?;
     }
@@ -247,7 +253,7 @@ pub fn export_delta(
         summary,
         base_digest,
         changed_bytes,
-        encrypted_sha256,
+        encrypted,
     })
 }
 

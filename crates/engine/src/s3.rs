@@ -81,22 +81,45 @@ impl ObjectOutput {
         Ok(writer)
     }
 
-    /// Writes the sidecars (`(extension, bytes)`; `None`: an earlier export's, which
-    /// would now lie, goes), then completes `writer`: the object appears.
+    /// Sends the rest of `writer`, then writes the sidecars (`(extension, bytes)`;
+    /// `None`: an earlier export's, which would now lie, goes) and completes the upload:
+    /// the object appears. If the completion fails, the sidecars as they were are put
+    /// back, so that an older object keeps the ones that describe it.
     pub fn commit(
         &self,
         writer: &MultipartWriter,
         sidecars: &[(&str, Option<Vec<u8>>)],
     ) -> Result<()> {
-        let _held = crate::interrupt::defer();
-        for (ext, bytes) in sidecars {
+        // Every part acknowledged first: what can fail slowly fails before anything
+        // beside the key changes.
+        writer.send_rest()?;
+        let mut before = Vec::new();
+        for (ext, _) in sidecars {
             let key = self.object.with_suffix(ext).key;
-            match bytes {
-                Some(b) => self.client.write(&key, b.clone().into())?,
-                None => self.client.remove(&key)?,
-            }
+            let old = absent_if_refused(self.client.read_small(&key, 1 << 20))?;
+            before.push((key, old));
         }
-        writer.complete()?;
+        let _held = crate::interrupt::defer();
+        let replaced = (|| -> Result<()> {
+            for ((key, old), (_, new)) in before.iter().zip(sidecars) {
+                match new {
+                    Some(b) => self.client.write(key, b.clone().into())?,
+                    None if old.is_some() => self.client.remove(key)?,
+                    None => {}
+                }
+            }
+            writer.complete()?;
+            Ok(())
+        })();
+        if let Err(e) = replaced {
+            for (key, old) in &before {
+                let _ = match old {
+                    Some(b) => self.client.write(key, b.clone().into()),
+                    None => self.client.remove(key),
+                };
+            }
+            return Err(e);
+        }
         crate::interrupt::clear_note();
         Ok(())
     }
@@ -123,5 +146,14 @@ pub fn open_source(name: &str) -> Result<(RangeReader, u64)> {
 pub fn read_sidecar(name: &str, ext: &str, cap: u64) -> Result<Option<Vec<u8>>> {
     let object = object(name)?.with_suffix(ext);
     let client = client(&object)?;
-    Ok(client.read_small(&object.key, cap)?)
+    absent_if_refused(client.read_small(&object.key, cap))
+}
+
+/// A sidecar read the server refused counts as absent: without s3:ListBucket, S3
+/// answers 403 for a key that does not exist, and the object itself was readable.
+fn absent_if_refused(read: snapport_s3::Result<Option<Vec<u8>>>) -> Result<Option<Vec<u8>>> {
+    match read {
+        Err(e) if e.kind() == snapport_s3::ErrorKind::Denied => Ok(None),
+        other => Ok(other?),
+    }
 }

@@ -408,6 +408,7 @@ impl LocalCopy {
     /// Stores what `reader` gives (`what`, for messages).
     pub fn new(mut reader: impl std::io::Read, what: &str) -> Result<LocalCopy> {
         use std::os::unix::fs::DirBuilderExt;
+        sweep_local_copies();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
@@ -434,15 +435,36 @@ impl LocalCopy {
         Ok(copy)
     }
 
-    /// Object `name` (`s3://...`), fetched.
-    pub fn fetch(name: &str) -> Result<LocalCopy> {
-        let (reader, _) = crate::s3::open_source(name)?;
-        LocalCopy::new(reader, name)
-    }
-
     /// The file.
     pub fn path(&self) -> &Path {
         &self.file
+    }
+}
+
+/// Removes the folders of local copies whose process is gone (killed before it could:
+/// they may hold decrypted data). A folder whose PID is alive, or was reused, stays.
+fn sweep_local_copies() {
+    let Ok(list) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for item in list.flatten() {
+        let name = item.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("snapport-object-"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } == -1
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(item.path());
+        }
     }
 }
 

@@ -17,6 +17,12 @@ use std::time::Duration;
 const SIGNED_FOR: Duration = Duration::from_secs(3600);
 /// Tries of a request that failed in passing (the first one included).
 const TRIES: u32 = 4;
+/// How long a request may take: two minutes, and a second more per MiB it carries (a
+/// connection slower than 1 MiB/s fails, and is tried again).
+fn deadline(bytes: usize) -> Duration {
+    Duration::from_secs(120 + (bytes >> 20) as u64)
+}
+
 /// An answer's body read for an error message or a small document.
 const MAX_ANSWER: u64 = 1 << 20;
 
@@ -56,8 +62,8 @@ impl Client {
             )
         })?;
         let http = reqwest::blocking::Client::builder()
-            // A part or a range is at most a few tens of MiB; a stalled server ends.
-            .timeout(Duration::from_secs(600))
+            // Per request instead (see `deadline`): a part can be large.
+            .timeout(None)
             .connect_timeout(Duration::from_secs(30))
             // A redirect is S3 saying the bucket lives in another region: said, not
             // followed (the signature is for this host).
@@ -111,10 +117,17 @@ impl Client {
         loop {
             tries += 1;
             let last = tries >= TRIES;
-            let request = build().build().map_err(failed)?;
-            // A POST (start or complete an upload) that may have reached the server is
-            // not sent again: a second start would leave an upload no one records, a
-            // second completion fails on the upload the first one completed.
+            let mut request = build().build().map_err(failed)?;
+            // What the request carries, or what a range brings back at most.
+            let carries = request
+                .body()
+                .and_then(|b| b.as_bytes())
+                .map_or(0, <[u8]>::len)
+                .max(8 << 20);
+            *request.timeout_mut() = Some(deadline(carries));
+            // A POST (start or complete an upload) is sent once, unless it surely never
+            // arrived: a second start would leave an upload no one records, a second
+            // completion fails on the upload the first one completed.
             let resendable = request.method() != reqwest::Method::POST;
             match self.http.execute(request) {
                 Ok(r) if r.status().is_success() => return Ok(r),
@@ -122,7 +135,7 @@ impl Client {
                     let status = r.status();
                     let transient =
                         status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
-                    if transient && !last {
+                    if transient && resendable && !last {
                         std::thread::sleep(Duration::from_millis(250 << tries));
                         continue;
                     }
@@ -430,6 +443,12 @@ impl Client {
             return Err(Error::new(
                 ErrorKind::Other,
                 format!("{doing}: {code}: {}", message.unwrap_or_default()),
+            ));
+        }
+        if !text.contains("<CompleteMultipartUploadResult") {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!("{doing}: the answer is not a CompleteMultipartUploadResult"),
             ));
         }
         Ok(())

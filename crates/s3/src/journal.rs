@@ -36,24 +36,43 @@ fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
 }
 
 /// Opens and locks the file at `path`; `Ok(None)` if another process holds it.
+///
+/// A file is removed while locked (once its upload is done), so the one locked may have
+/// lost its name meanwhile: then the lock is on nothing anyone else will look at, and
+/// the name is opened again (a new file, or one another process made).
 fn lock(path: &Path) -> Result<Option<File>> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| io_error("opening", path, e))?;
-    // SAFETY: flock on a descriptor this function owns; no memory is involved.
-    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if r != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-            return Ok(None);
+    use std::os::unix::fs::MetadataExt;
+    for _ in 0..100 {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| io_error("opening", path, e))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is involved.
+        let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Ok(None);
+            }
+            return Err(io_error("locking", path, e));
         }
-        return Err(io_error("locking", path, e));
+        let held = file
+            .metadata()
+            .map_err(|e| io_error("looking at", path, e))?;
+        match std::fs::metadata(path) {
+            Ok(named) if named.dev() == held.dev() && named.ino() == held.ino() => {
+                return Ok(Some(file))
+            }
+            _ => continue,
+        }
     }
-    Ok(Some(file))
+    Err(Error::new(
+        ErrorKind::Other,
+        format!("{} keeps changing under its lock", path.display()),
+    ))
 }
 
 /// The entry in a locked file, if it holds one that parses (an empty or damaged file

@@ -54,6 +54,11 @@ impl ObjectPath {
         if key.chars().any(char::is_control) {
             return Err(bad("the key holds a control character"));
         }
+        // A URL resolves them away: `a/../b` would name `b`, and with path-style names
+        // `../other/k` another bucket.
+        if key.split('/').any(|seg| seg == "." || seg == "..") {
+            return Err(bad("the key has a '.' or '..' segment"));
+        }
         if key.ends_with('/') {
             return Err(bad("the key ends with '/', which names a folder"));
         }
@@ -100,6 +105,9 @@ mod tests {
             "s3://a..b/k",
             "s3://b_u/k",
             "s3://bucket/a\nb",
+            "s3://backups/../victim/k",
+            "s3://backups/a/./b",
+            "s3://backups/..",
             "http://bucket/k",
         ] {
             let e = ObjectPath::parse(bad).unwrap_err();

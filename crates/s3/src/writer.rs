@@ -38,13 +38,16 @@ pub struct WriterOptions {
 impl WriterOptions {
     /// Parts of 16 MiB, or larger where `expected` bytes would need more than 9,000 of
     /// them (headroom below S3's 10,000 for a stream that comes out a little larger than
-    /// expected, as a qcow2 does with its tables); four in flight.
+    /// expected, as a qcow2 does with its tables); four in flight, fewer when larger.
     pub fn for_size(expected: u64, journal: PathBuf) -> WriterOptions {
         let mib = 1u64 << 20;
-        let wanted = expected.div_ceil(9_000).div_ceil(mib) * mib;
+        let part = expected.div_ceil(9_000).div_ceil(mib) * mib;
+        let part = part.clamp(16 * mib, MAX_PART);
         WriterOptions {
-            part_size: wanted.clamp(16 * mib, MAX_PART) as usize,
-            parallel: 4,
+            part_size: part as usize,
+            // Larger parts, fewer in flight: 96 MiB in all up to 16 MiB parts (disks up
+            // to 140 GiB), then three parts' worth.
+            parallel: (64 * mib / part).clamp(1, 4) as usize,
             journal,
             grow: false,
         }
@@ -76,6 +79,10 @@ struct State {
     /// Started on the first full part; an output smaller than one part is a single PUT.
     upload: Option<Upload>,
     claim: Option<Claim>,
+    /// Every part is sent and acknowledged; only the completion is left.
+    sent_all: bool,
+    /// A write failed: the output is short, and can never be completed.
+    broken: bool,
     done: bool,
 }
 
@@ -130,12 +137,22 @@ impl MultipartWriter {
             sent: 0,
             upload: None,
             claim: Some(claim),
+            sent_all: false,
+            broken: false,
             done: false,
         }))))
     }
 
-    /// Sends what is left and completes the upload: the object appears under its key
-    /// with every byte written. Its size.
+    /// Sends what is left and waits until every part is acknowledged; a part that failed
+    /// fails this. What remains is [`complete`](MultipartWriter::complete), one request.
+    pub fn send_rest(&self) -> Result<()> {
+        let mut state = self.0.lock().unwrap();
+        state.send_rest()
+    }
+
+    /// Sends what is left if [`send_rest`](MultipartWriter::send_rest) did not, and
+    /// completes the upload: the object appears under its key with every byte written.
+    /// Its size.
     pub fn complete(&self) -> Result<u64> {
         let mut state = self.0.lock().unwrap();
         if state.done {
@@ -144,28 +161,23 @@ impl MultipartWriter {
                 "the upload was completed twice",
             ));
         }
+        state.send_rest()?;
         let size = state.sent + state.buf.len() as u64;
         let key = state.key.clone();
-        if state.upload.is_none() {
-            let body = Bytes::from(std::mem::take(&mut state.buf));
-            state.client.write(&key, body)?;
-        } else {
-            if !state.buf.is_empty() {
-                state.send_part()?;
+        match &state.upload {
+            None => {
+                let body = Bytes::from(std::mem::take(&mut state.buf));
+                state.client.write(&key, body)?;
             }
-            let upload = state.upload.as_mut().expect("started");
-            upload.queue = None;
-            for s in upload.senders.drain(..) {
-                let _ = s.join();
+            Some(upload) => {
+                let etags: Option<Vec<String>> =
+                    upload.etags.lock().unwrap().iter().cloned().collect();
+                let etags = etags.ok_or_else(|| {
+                    Error::new(ErrorKind::Other, "a part of the upload went unsent")
+                })?;
+                let id = upload.id.clone();
+                state.client.complete_upload(&key, &id, &etags)?;
             }
-            if let Some(e) = upload.failed.lock().unwrap().take() {
-                return Err(e);
-            }
-            let etags: Option<Vec<String>> = upload.etags.lock().unwrap().iter().cloned().collect();
-            let etags = etags
-                .ok_or_else(|| Error::new(ErrorKind::Other, "a part of the upload went unsent"))?;
-            let id = upload.id.clone();
-            state.client.complete_upload(&key, &id, &etags)?;
         }
         state.done = true;
         if let Some(claim) = state.claim.take() {
@@ -176,6 +188,33 @@ impl MultipartWriter {
 }
 
 impl State {
+    fn send_rest(&mut self) -> Result<()> {
+        if self.broken {
+            return Err(Error::new(
+                ErrorKind::Other,
+                "a write to the upload failed: the output is incomplete",
+            ));
+        }
+        if self.sent_all || self.upload.is_none() {
+            // Nothing sent yet: the whole output is one PUT at completion.
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            self.send_part()?;
+        }
+        let upload = self.upload.as_mut().expect("started");
+        upload.queue = None;
+        for s in upload.senders.drain(..) {
+            let _ = s.join();
+        }
+        if let Some(e) = upload.failed.lock().unwrap().take() {
+            self.broken = true;
+            return Err(e);
+        }
+        self.sent_all = true;
+        Ok(())
+    }
+
     /// Hands the filled buffer to the senders (starting the upload on the first part).
     fn send_part(&mut self) -> Result<()> {
         if self.upload.is_none() {
@@ -270,16 +309,22 @@ fn sender(
 impl Write for MultipartWriter {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         let mut state = self.0.lock().unwrap();
-        if state.done {
+        if state.done || state.sent_all {
             return Err(std::io::Error::other("the upload is already complete"));
         }
         let room = state.options.part_size.saturating_sub(state.buf.len());
         let n = room.min(data.len());
         state.buf.extend_from_slice(&data[..n]);
+        if state.broken {
+            return Err(std::io::Error::other(
+                "an earlier write to the upload failed",
+            ));
+        }
         if state.buf.len() >= state.options.part_size {
-            state
-                .send_part()
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            if let Err(e) = state.send_part() {
+                state.broken = true;
+                return Err(std::io::Error::other(e.to_string()));
+            }
         }
         Ok(n)
     }

@@ -26,9 +26,10 @@ fn raw_elements<'a>(xml: &'a str, tag: &'a str) -> impl Iterator<Item = &'a str>
         let Some(after) = rest.strip_prefix(tag) else {
             continue;
         };
-        let Some(gt) = after.find('>') else {
-            rest = "";
-            return None;
+        // An opening tag ends within a few attributes; a '>' far away is not its end
+        // (and looking for it to the end at every '<' would be quadratic).
+        let Some(gt) = after.bytes().take(1024).position(|b| b == b'>') else {
+            continue;
         };
         let attrs = &after[..gt];
         if !(attrs.is_empty() || attrs.starts_with([' ', '\t', '\n', '\r', '/'])) {
@@ -57,7 +58,9 @@ pub fn unescape(s: &str) -> String {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         rest = &rest[amp..];
-        let decoded = rest.find(';').filter(|&semi| semi <= 12).and_then(|semi| {
+        // Entities are short: only the next 13 bytes are looked at for the ';'.
+        let semi = rest.bytes().take(13).position(|b| b == b';');
+        let decoded = semi.and_then(|semi| {
             let name = &rest[1..semi];
             let c = match name {
                 "lt" => Some('<'),

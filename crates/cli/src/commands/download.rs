@@ -91,10 +91,6 @@ enum DigestArg {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let encrypt = !args.encrypt_to.is_empty() || !args.encrypt_to_file.is_empty();
-    if encrypt && args.publish.publish {
-        usage!("--encrypt-to encrypts exports to a file, stdout or an object; --publish does not encrypt yet (publish the file an encrypted export wrote instead)");
-    }
     if let Some(vm) = snapport_engine::vm::parse_vm(&args.address) {
         return download_vm(&args, vm?, None);
     }
@@ -119,7 +115,13 @@ pub fn run(args: Args) -> Result<()> {
             pool,
             format,
         };
-        return args.publish.run(source, args.zstd_level, quiet, json);
+        return args.publish.run(
+            source,
+            args.zstd_level,
+            (&args.encrypt_to, &args.encrypt_to_file),
+            quiet,
+            json,
+        );
     }
     let output = args.output.clone().unwrap_or_default();
     let to_stdout = output == "-";
@@ -223,7 +225,13 @@ fn download_vm(args: &Args, vm: String, snapshot: Option<String>) -> Result<()> 
             snapshot,
             payload,
         };
-        return args.publish.run(source, args.zstd_level, quiet, json);
+        return args.publish.run(
+            source,
+            args.zstd_level,
+            (&args.encrypt_to, &args.encrypt_to_file),
+            quiet,
+            json,
+        );
     }
     let Some(output) = args.output.clone() else {
         usage!("give the bundle's file with -o FILE.tar (or -o - for stdout)");

@@ -79,6 +79,7 @@ impl PublishArgs {
         &self,
         source: PublishSource,
         zstd_level: i32,
+        (encrypt_to, encrypt_to_files): (&[String], &[std::path::PathBuf]),
         quiet: bool,
         json: bool,
     ) -> Result<()> {
@@ -88,6 +89,8 @@ impl PublishArgs {
             serve: self.serve.options(),
             max_downloads: self.max_downloads,
             spool_dir: self.spool_dir.clone(),
+            encrypt_to: encrypt_to.to_vec(),
+            encrypt_to_files: encrypt_to_files.to_vec(),
         };
         let engine = crate::render::engine()?;
         let publication = prepare(&engine, &req, &mut Bar::new(quiet))?;

@@ -5,7 +5,7 @@ use crate::render::{engine, human, print_json, Bar, ReportArgs};
 use snapport_engine::address::Address;
 use snapport_engine::ops::upload::{self as op, UploadReport, WriteOptions};
 use snapport_engine::s3;
-use snapport_engine::source::{parse_size, InputFormat, LocalCopy};
+use snapport_engine::source::{parse_size, InputFormat};
 use snapport_engine::{usage, Result};
 
 #[derive(clap::Args)]
@@ -162,15 +162,8 @@ pub fn run(args: Args) -> Result<()> {
         if args.source == "-" || (args.source.contains("://") && !s3::is_s3(&args.source)) {
             usage!("--onto applies a delta file; save the delta to a file first");
         }
-        // A delta is read at random: an object is fetched into a private folder first.
-        let copy = s3::is_s3(&args.source)
-            .then(|| LocalCopy::fetch(&args.source))
-            .transpose()?;
         let request = op::DeltaRequest {
-            file: copy
-                .as_ref()
-                .map(|c| c.path().to_path_buf())
-                .unwrap_or_else(|| args.source.clone().into()),
+            source: args.source.clone(),
             target,
             onto,
             pool: args.pool,

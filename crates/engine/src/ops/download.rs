@@ -238,7 +238,7 @@ fn export_volume(
         .with_context(|| format!("exporting {address} from pool {}", req.pool))?;
     if let Some(sealed) = &sealed {
         // The ciphertext's last chunk, and the buffer under it.
-        summary.stream_sha256 = sealed.finish()?;
+        (summary.stream_sha256, summary.output_size) = sealed.finish()?;
     }
     let seconds = started.elapsed().as_secs_f64();
 
@@ -389,7 +389,10 @@ pub fn download_delta(
         pool: req.pool.clone(),
         output: req.output.clone(),
         format: "snapport-delta",
-        output_size: done.summary.file_bytes,
+        output_size: done
+            .encrypted
+            .as_ref()
+            .map_or(done.summary.file_bytes, |(_, bytes)| *bytes),
         records: done.summary.footer.records,
         data_bytes: done.summary.footer.data_bytes,
         zero_bytes: done.summary.footer.zero_bytes,
@@ -399,7 +402,9 @@ pub fn download_delta(
         target_digest: recipients
             .is_none()
             .then_some(done.summary.footer.target_digest),
-        sha256: done.encrypted_sha256.unwrap_or(done.summary.file_sha256),
+        sha256: done
+            .encrypted
+            .map_or(done.summary.file_sha256, |(sha, _)| sha),
         encrypted: recipients.is_some(),
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -526,7 +531,8 @@ pub fn download_vm(
     .with_context(|| format!("exporting {source}"))?;
     let mut done = done;
     if let Some(sealed) = &sealed {
-        done.sha256 = sealed.finish()?.unwrap_or_default();
+        let (sha, bytes) = sealed.finish()?;
+        (done.sha256, done.output_size) = (sha.unwrap_or_default(), bytes);
         // Nothing derived from the plaintext in clear: the disks' digests stay inside.
         for d in &mut done.manifest.disks {
             d.content_digest.clear();

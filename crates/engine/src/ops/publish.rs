@@ -8,6 +8,10 @@
 //! into an unlinked spool file, then served from it with their SHA-256. A VM bundle is
 //! made in the spool folder too (a tar needs its members' sizes).
 //!
+//! Encrypted (`--encrypt-to`), every item is prepared whole in the spool folder as an age
+//! file, served as NAME.age with the SHA-256 and content digest of its encrypted bytes:
+//! nothing derived from the plaintext is served.
+//!
 //! [`prepare`] makes the item and binds the server, [`Publication::serve`] serves it until
 //! the TTL, the download limit or a signal ends it.
 
@@ -19,6 +23,7 @@ use crate::{format_err, Context as _, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use snapport_core::digest::ContentHasher;
+use snapport_core::encryption::{Recipients, Sealed};
 use snapport_core::export::{self, ExportOptions, Target};
 use snapport_core::output::PendingFile;
 use snapport_core::progress::Progress;
@@ -67,6 +72,11 @@ pub struct PublishRequest {
     /// Where raw.zst, qcow2 and bundles are prepared (default: the system's temporary
     /// folder). The file never has a name.
     pub spool_dir: Option<PathBuf>,
+    /// Serve the export encrypted to these age recipients (`age1...`, ssh-ed25519,
+    /// ssh-rsa): always spooled, served as NAME.age.
+    pub encrypt_to: Vec<String>,
+    /// Encrypt to the recipients in these files.
+    pub encrypt_to_files: Vec<PathBuf>,
 }
 
 /// A publish ready to serve: the JSON document `download --publish` prints first.
@@ -160,22 +170,25 @@ pub fn prepare(
     progress: &mut dyn Progress,
 ) -> Result<Publication> {
     let spool_dir = || req.spool_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let recipients = Recipients::parse(&req.encrypt_to, &req.encrypt_to_files)?;
+    // Encrypted, the item is an age file (served as NAME.age), prepared whole first.
+    let suffix = if recipients.is_some() { ".age" } else { "" };
     let (source, pool, name, format, item) = match &req.source {
         PublishSource::Volume {
             address,
             pool,
             format,
         } => {
-            let name = item_name(address, *format);
-            let item = match format {
-                ImageFormat::Raw => raw_item(engine, pool, address, &name)?,
+            let name = format!("{}{suffix}", item_name(address, *format));
+            let item = match (format, &recipients) {
+                (ImageFormat::Raw, None) => raw_item(engine, pool, address, &name)?,
                 _ => spooled_item(
                     engine,
                     pool,
                     address,
                     &name,
                     format.export_format(req.zstd_level),
-                    &spool_dir(),
+                    (&spool_dir(), recipients.as_ref()),
                     progress,
                 )?,
             };
@@ -191,14 +204,13 @@ pub fn prepare(
                 Some(s) => (format!("vms/{vm}@{s}"), url_safe(&format!("{vm}@{s}"))),
                 None => (format!("vm/{vm}"), url_safe(vm)),
             };
-            let name = format!("{name}.tar");
+            let name = format!("{name}.tar{suffix}");
             let item = bundle_item(
                 engine,
                 (vm, snapshot.as_deref()),
                 (&source, &name),
-                *payload,
-                req.zstd_level,
-                &spool_dir(),
+                payload.export_format(req.zstd_level),
+                (&spool_dir(), recipients.as_ref()),
                 progress,
             )?;
             (source, None, name, "bundle", item)
@@ -478,7 +490,7 @@ fn spooled_item(
     address: &Address,
     name: &str,
     format: export::Format,
-    dir: &Path,
+    (dir, recipients): (&Path, Option<&Recipients>),
     progress: &mut dyn Progress,
 ) -> Result<Item> {
     let mut instance = engine.pool(pool)?;
@@ -491,17 +503,30 @@ fn spooled_item(
     let options = ExportOptions {
         format,
         content_digest: false,
-        stream_sha256: true,
+        // Encrypted, the SHA-256 served is the ciphertext's, taken by the age writer.
+        stream_sha256: recipients.is_none(),
         workers: 0,
         sync: false,
     };
     progress.stage(&format!("preparing {name} in {} ...", dir.display()));
     let spool = PendingFile::spool(dir, &format!("publish-{name}"))?;
-    let summary = export::export(&mut volume, Target::Pending(&spool), &options, progress)
+    let sealed = recipients
+        .map(|r| {
+            let out = spool.file().try_clone().context("opening the spool file")?;
+            Ok::<_, crate::Error>(Sealed::new(r, out, true)?)
+        })
+        .transpose()?;
+    let target = match &sealed {
+        Some(s) => Target::Stream(Box::new(s.writer())),
+        None => Target::Pending(&spool),
+    };
+    let summary = export::export(&mut volume, target, &options, progress)
         .with_context(|| format!("exporting {address} to {}", dir.display()))?;
-    let sha = summary
-        .stream_sha256
-        .ok_or_else(|| format_err!("the export computed no SHA-256"))?;
+    let sha = match &sealed {
+        Some(s) => s.finish()?.0,
+        None => summary.stream_sha256,
+    }
+    .ok_or_else(|| format_err!("the export computed no SHA-256"))?;
     // Served from the descriptor of a file that never has a name: its space goes when
     // the server ends, however it ends.
     let content = FileContent::new(spool.into_file()).context("reading the spool file's size")?;
@@ -516,30 +541,35 @@ fn bundle_item(
     engine: &Engine,
     (vm, snapshot): (&str, Option<&str>),
     (source, name): (&str, &str),
-    payload: ImageFormat,
-    zstd_level: i32,
-    dir: &Path,
+    payload: export::Format,
+    (dir, recipients): (&Path, Option<&Recipients>),
     progress: &mut dyn Progress,
 ) -> Result<Item> {
     progress.stage(&format!("preparing {name} in {} ...", dir.display()));
     let spool = PendingFile::spool(dir, &format!("publish-{name}"))?;
-    let done = crate::bundle::export_vm(
-        engine,
-        vm,
-        snapshot,
-        crate::bundle::BundleTarget::File(&spool),
-        payload.export_format(zstd_level),
-        progress,
-    )
-    .with_context(|| format!("exporting {source} to {}", dir.display()))?;
+    let sealed = recipients
+        .map(|r| {
+            let out = spool.file().try_clone().context("opening the spool file")?;
+            Ok::<_, crate::Error>(Sealed::new(r, out, true)?)
+        })
+        .transpose()?;
+    let target = match &sealed {
+        Some(s) => crate::bundle::BundleTarget::Stream(Box::new(s.writer()), dir.to_path_buf()),
+        None => crate::bundle::BundleTarget::File(&spool),
+    };
+    let done = crate::bundle::export_vm(engine, vm, snapshot, target, payload, progress)
+        .with_context(|| format!("exporting {source} to {}", dir.display()))?;
+    let sha = match &sealed {
+        Some(s) => s
+            .finish()?
+            .0
+            .ok_or_else(|| format_err!("the bundle's SHA-256 was not taken"))?,
+        None => done.sha256,
+    };
     // Served from the descriptor of a file that never has a name.
     let content = FileContent::new(spool.into_file()).context("reading the spool file's size")?;
-    let item = Item::new(
-        name,
-        Arc::new(content),
-        format!("\"sha256-{}\"", done.sha256),
-    );
-    digest_pass(&item, Some(done.sha256))?;
+    let item = Item::new(name, Arc::new(content), format!("\"sha256-{sha}\""));
+    digest_pass(&item, Some(sha))?;
     Ok(item)
 }
 

@@ -212,32 +212,42 @@ fn decrypted(
     ))
 }
 
-/// The plaintext of `file` stored in a private folder if it is an age file (with
-/// `identity`, else refused); `None` if it is not encrypted.
-fn decrypted_file(
-    file: &std::path::Path,
+/// A delta `source` as a file to read at random: the file itself, or a private copy of
+/// an object (`s3://`), and of the plaintext of an age file (decrypted with `identity`,
+/// else refused) — one copy, decrypted as it is fetched.
+fn delta_file(
+    source: &str,
     identity: Option<&std::path::Path>,
-) -> Result<Option<source::LocalCopy>> {
-    let what = file.display().to_string();
-    let mut f = std::fs::File::open(file).with_context(|| format!("opening {what}"))?;
-    let head = source::read_head(&mut f).with_context(|| format!("reading {what}"))?;
-    if !snapport_core::encryption::is_age(&head) {
-        return Ok(None);
+) -> Result<(PathBuf, Option<source::LocalCopy>)> {
+    let is_object = crate::s3::is_s3(source);
+    let input = source::open(source)?;
+    if !is_object && !matches!(input, Input::File(_)) {
+        bail!("--onto applies a delta file or object; save the delta to a file first");
     }
-    let Some(identity) = identity else {
-        bail!("{what} is encrypted (an age file): give --identity KEYFILE, the age or ssh key it was encrypted to; nothing was imported");
+    let encrypted = snapport_core::encryption::is_age(&input.head()?);
+    if !encrypted && !is_object {
+        return Ok((PathBuf::from(source), None));
+    }
+    let reader = input.into_reader()?;
+    let copy = if encrypted {
+        let Some(identity) = identity else {
+            bail!("{source} is encrypted (an age file): give --identity KEYFILE, the age or ssh key it was encrypted to; nothing was imported");
+        };
+        let identities = snapport_core::encryption::Identities::read(identity)?;
+        let plain =
+            identities.decrypt(std::io::BufReader::with_capacity(1 << 20, reader), source)?;
+        source::LocalCopy::new(plain, source)?
+    } else {
+        source::LocalCopy::new(reader, source)?
     };
-    let identities = snapport_core::encryption::Identities::read(identity)?;
-    let f = std::fs::File::open(file).with_context(|| format!("opening {what}"))?;
-    let plain = identities.decrypt(std::io::BufReader::with_capacity(1 << 20, f), &what)?;
-    Ok(Some(source::LocalCopy::new(plain, &what)?))
+    Ok((copy.path().to_path_buf(), Some(copy)))
 }
 
 /// `upload DELTA vd/NAME --onto ADDRESS`.
 #[derive(Debug, Clone)]
 pub struct DeltaRequest {
-    /// The delta file (`download --since` wrote it).
-    pub file: PathBuf,
+    /// The delta (`download --since` wrote it): a file or `s3://BUCKET/KEY`.
+    pub source: String,
     /// The new volume.
     pub target: Address,
     /// What holds the delta's base content (checked by digest before anything is
@@ -287,12 +297,12 @@ pub fn upload_delta(
 ) -> Result<DeltaReport> {
     kind_of(&req.target)?;
     let started = Instant::now();
-    // An encrypted delta is decrypted into a private folder first (it is read at random).
-    let plain = decrypted_file(&req.file, req.identity.as_deref())?;
+    // A delta is read at random: an object or an encrypted one is copied first.
+    let (file, _copy) = delta_file(&req.source, req.identity.as_deref())?;
     let (delta, summary) = crate::incremental::apply_delta(
         engine,
         &req.pool,
-        plain.as_ref().map_or(req.file.as_path(), |c| c.path()),
+        &file,
         &req.target,
         &req.onto,
         req.fsync,
