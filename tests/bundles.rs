@@ -105,21 +105,7 @@ fn a_vm_bundle_round_trips_and_damage_leaves_nothing() {
         assert_eq!(doc["output_size"], std::fs::metadata(&tar).unwrap().len());
         // Stock tools verify it.
         let dir = home.out(&format!("x-{payload}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        tool("tar", &["-xf", p(&tar), "-C", p(&dir)]);
-        let check = Command::new("sha256sum")
-            .args(["-c", "SHA256SUMS"])
-            .current_dir(&dir)
-            .output()
-            .unwrap();
-        assert!(
-            check.status.success(),
-            "{}",
-            String::from_utf8_lossy(&check.stdout)
-        );
-        let checked = String::from_utf8_lossy(&check.stdout)
-            .matches(": OK")
-            .count();
+        let checked = unpack_checked_bundle(&tar, &dir);
         assert_eq!(checked, 5, "manifest, vm.json and three disks");
         for (name, orig) in ["web-root", "web-data", "logs"].iter().zip(originals) {
             let f = dir.join(format!("disks/{name}.{payload}"));
@@ -176,19 +162,7 @@ fn a_vm_bundle_round_trips_and_damage_leaves_nothing() {
     let closing: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(closing["downloads"], 1);
     assert!(publisher.wait().unwrap().success());
-    let dir = home.out("x-published");
-    std::fs::create_dir_all(&dir).unwrap();
-    tool("tar", &["-xf", p(&fetched), "-C", p(&dir)]);
-    let check = Command::new("sha256sum")
-        .args(["-c", "SHA256SUMS"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    unpack_checked_bundle(&fetched, &home.out("x-published"));
 
     // Imported as a new VM: identical disks, new names, new MAC, IP cleared.
     let tar = home.out("web-raw.zst.tar");
@@ -466,15 +440,7 @@ fn vm_snapshots_restore_in_three_modes_and_export_as_bundles() {
     let doc = json(&home.ok(&["download", "vms/v@s1", "-o", p(&tar), "-q", "--json"]));
     assert_eq!(doc["snapshot"], "vms/v@s1");
     assert_eq!(doc["consistent"], true);
-    let dir = home.out("x-s1");
-    std::fs::create_dir_all(&dir).unwrap();
-    tool("tar", &["-xf", p(&tar), "-C", p(&dir)]);
-    let check = Command::new("sha256sum")
-        .args(["-c", "SHA256SUMS"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(check.status.success());
+    unpack_checked_bundle(&tar, &home.out("x-s1"));
     home.ok(&["upload", p(&tar), "vm/w", "-q"]);
     for (n, d) in ["w-root", "w-data", "w-logs"].iter().zip(&disks) {
         tool(

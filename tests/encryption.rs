@@ -97,14 +97,7 @@ fn encrypted_exports_decrypt_with_stock_age_and_leave_no_digest_in_clear() {
         let head = std::fs::read(&out).unwrap();
         assert!(head.starts_with(b"age-encryption.org/v1\n"), "{format}");
         // sha256sum -c checks the encrypted file; Debian's age decrypts it.
-        let sums = home.out(&format!("src.{format}.age.sha256"));
-        let check = Command::new("sha256sum")
-            .arg("-c")
-            .arg(&sums)
-            .current_dir(out.parent().unwrap())
-            .output()
-            .unwrap();
-        assert!(check.status.success(), "{format}: sha256sum -c failed");
+        sha256sum_check(&out);
         let dec = home.out(&format!("dec.{format}"));
         age_decrypt(&key, &out, &dec);
         match format {
@@ -585,8 +578,7 @@ fn encrypted_bundles_and_deltas_decrypt_with_stock_age_and_upload_with_the_ident
     let tar = home.out("web.tar");
     age_decrypt(&key, &tar_age, &tar);
     let dir = home.out("x");
-    std::fs::create_dir_all(&dir).unwrap();
-    tool("tar", &["-xf", p(&tar), "-C", p(&dir)]);
+    unpack_checked_bundle(&tar, &dir);
     // No digest of the plaintext in the report: not the disk's content digest, not a
     // SHA-256 that SHA256SUMS lists, not the tar's.
     let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
@@ -603,16 +595,6 @@ fn encrypted_bundles_and_deltas_decrypt_with_stock_age_and_upload_with_the_ident
     {
         assert!(!report.contains(hex), "{hex} in clear: {report}");
     }
-    let check = Command::new("sha256sum")
-        .args(["-c", "SHA256SUMS"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
     let err = home.fails(&["upload", p(&tar_age), "vm/copy"]);
     assert!(err.contains("give --identity"), "{err}");
     home.ok(&[

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{p, tool, Home};
+use common::{p, tool, unpack_checked_bundle, Home};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -384,19 +384,7 @@ fn encrypted_publishes_serve_an_age_file_that_stock_age_decrypts() {
     assert_eq!(code, 0, "{err}");
     let tar = dir.join("ev.tar");
     tool("age", &["-d", "-i", p(&key), "-o", p(&tar), p(&got)]);
-    let x = dir.join("x");
-    std::fs::create_dir_all(&x).unwrap();
-    tool("tar", &["-xf", p(&tar), "-C", p(&x)]);
-    let check = Command::new("sha256sum")
-        .args(["-c", "SHA256SUMS"])
-        .current_dir(&x)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    unpack_checked_bundle(&tar, &dir.join("x"));
 }
 
 /// Waits until `path` (a fetch state file) records at least `bytes` written.

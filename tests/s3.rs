@@ -24,6 +24,30 @@ fn lab(server: &S3Server) -> (Home, PathBuf) {
     (home, plain)
 }
 
+/// A home whose snapport runs talk to `server`, with `vd/big`: a qcow2 disk of `mib` MiB
+/// of random data, and that data as a raw file.
+fn random_disk(server: &S3Server, mib: u64) -> (Home, PathBuf) {
+    let mut home = Home::new();
+    home.env = server.env(home.path());
+    let raw = home.out("big-source.raw");
+    random_file(&raw, mib);
+    let img = home.pool().join("big.qcow2");
+    tool(
+        "qemu-img",
+        &["convert", "-q", "-O", "qcow2", p(&raw), p(&img)],
+    );
+    (home, raw)
+}
+
+/// `snapport ARGS` with `home`'s folder and environment, to spawn.
+fn snapport_command(home: &Home, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_snapport"));
+    c.args(args)
+        .env("SNAPPORT_HOME", home.path())
+        .envs(home.env.iter().map(|(k, v)| (k, v)));
+    c
+}
+
 fn url(key: &str) -> String {
     format!("s3://{BUCKET}/{key}")
 }
@@ -84,13 +108,7 @@ fn every_format_round_trips_through_an_object() {
         }
         // The sidecars are objects beside it: `sha256sum -c` checks the object, and the
         // content digest is the disk's.
-        let check = Command::new("sha256sum")
-            .arg("-c")
-            .arg(format!("src.{format}.sha256"))
-            .current_dir(object.parent().unwrap())
-            .output()
-            .unwrap();
-        assert!(check.status.success(), "{format}: sha256sum -c failed");
+        sha256sum_check(&object);
         assert_eq!(sidecar_digest(&object), sidecar_digest(&plain), "{format}");
         round_trip(
             &home,
@@ -107,21 +125,7 @@ fn every_format_round_trips_through_an_object() {
 #[test]
 fn a_300_mib_export_goes_up_in_parts_and_comes_back_in_ranges() {
     let server = S3Server::start();
-    let mut home = Home::new();
-    home.env = server.env(home.path());
-    let raw = home.out("big-source.raw");
-    random_file(&raw, 300);
-    tool(
-        "qemu-img",
-        &[
-            "convert",
-            "-q",
-            "-O",
-            "qcow2",
-            p(&raw),
-            p(&home.pool().join("big.qcow2")),
-        ],
-    );
+    let (home, raw) = random_disk(&server, 300);
     server.take_ops();
     home.ok(&["download", "vd/big", "-q", "-o", &url("big.raw")]);
     let ops = server.take_ops();
@@ -162,29 +166,15 @@ fn a_300_mib_export_goes_up_in_parts_and_comes_back_in_ranges() {
 #[test]
 fn a_killed_export_leaves_no_object_and_the_next_one_aborts_its_upload() {
     let server = S3Server::start();
-    let mut home = Home::new();
-    home.env = server.env(home.path());
-    let raw = home.out("big-source.raw");
-    random_file(&raw, 200);
-    tool(
-        "qemu-img",
-        &[
-            "convert",
-            "-q",
-            "-O",
-            "qcow2",
-            p(&raw),
-            p(&home.pool().join("big.qcow2")),
-        ],
-    );
-    let mut child = Command::new(env!("CARGO_BIN_EXE_snapport"))
-        .args(["download", "vd/big", "-q", "-o", &url("vm/big.raw")])
-        .env("SNAPPORT_HOME", home.path())
-        .envs(home.env.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (home, raw) = random_disk(&server, 200);
+    let mut child = snapport_command(
+        &home,
+        &["download", "vd/big", "-q", "-o", &url("vm/big.raw")],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
     // Killed once the server holds a part of it.
     let started = Instant::now();
     while !server.unfinished().iter().any(|n| n.contains(".part-")) {
@@ -392,19 +382,7 @@ fn bundles_and_deltas_go_to_objects_and_come_back() {
     std::fs::write(&cfg, r#"{"name":"web","disks":[{"name":"web-root"}]}"#).unwrap();
     home.ok(&["create", "vm/web", "--config", p(&cfg), "-q"]);
     home.ok(&["download", "vm/web", "-o", &url("web.tar"), "-q"]);
-    let dir = home.out("x");
-    std::fs::create_dir_all(&dir).unwrap();
-    tool("tar", &["-xf", p(&server.object("web.tar")), "-C", p(&dir)]);
-    let check = Command::new("sha256sum")
-        .args(["-c", "SHA256SUMS"])
-        .current_dir(&dir)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stdout)
-    );
+    unpack_checked_bundle(&server.object("web.tar"), &home.out("x"));
     home.ok(&["upload", &url("web.tar"), "vm/copy", "-q"]);
     tool(
         "qemu-img",
@@ -440,10 +418,7 @@ fn a_2_gib_export_to_an_object_stays_under_256_mib_of_memory() {
         "qcow2",
         &["write -P 0x6b 0 1G", "write -P 0x6c 1G 1G"],
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_snapport"))
-        .args(["download", "vd/big", "-q", "-o", &url("big.raw")])
-        .env("SNAPPORT_HOME", home.path())
-        .envs(home.env.iter().map(|(k, v)| (k, v)))
+    let child = snapport_command(&home, &["download", "vd/big", "-q", "-o", &url("big.raw")])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

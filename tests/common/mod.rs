@@ -251,6 +251,21 @@ pub fn sidecar_digest(out: &Path) -> String {
     text.split_whitespace().next().unwrap().to_string()
 }
 
+/// Unpacks the bundle `tar` into the new folder `dir` with `tar -x` and checks its
+/// members with `sha256sum -c SHA256SUMS`, which must pass; how many it checked.
+pub fn unpack_checked_bundle(tar: &Path, dir: &Path) -> usize {
+    std::fs::create_dir_all(dir).unwrap();
+    tool("tar", &["-xf", p(tar), "-C", p(dir)]);
+    let check = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(check.status.success(), "sha256sum -c: {said}");
+    said.matches(": OK").count()
+}
+
 /// Allocated bytes of a file (st_blocks * 512).
 pub fn allocated(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;

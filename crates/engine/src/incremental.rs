@@ -163,11 +163,7 @@ pub fn export_delta(
     if disk != base_disk {
         bail!("{base} is a snapshot of vd/{base_disk}, not of vd/{disk}: a delta is between snapshots of one disk");
     }
-    let object = if crate::s3::is_s3(output) {
-        Some(crate::s3::output(&ctx.config.home, output, force)?)
-    } else {
-        None
-    };
+    let object = crate::s3::output_if_object(&ctx.config.home, output, force)?;
     let to_stdout = output == "-" || object.is_some();
     if !to_stdout {
         crate::output::check(&ctx.config, Path::new(output), &[], force)?;

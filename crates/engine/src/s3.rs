@@ -51,12 +51,12 @@ pub fn output(home: &Path, name: &str, force: bool) -> Result<ObjectOutput> {
     })
 }
 
-impl ObjectOutput {
-    /// The object, for messages.
-    pub fn object(&self) -> &ObjectPath {
-        &self.object
-    }
+/// [`output`] when `name` is an object (`s3://...`), `None` for a file or stdout.
+pub fn output_if_object(home: &Path, name: &str, force: bool) -> Result<Option<ObjectOutput>> {
+    is_s3(name).then(|| output(home, name, force)).transpose()
+}
 
+impl ObjectOutput {
     /// The last part of the key: the name sidecars say (`DIGEST  NAME`).
     pub fn base_name(&self) -> &str {
         self.object

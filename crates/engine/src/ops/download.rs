@@ -105,15 +105,7 @@ pub fn download(
 ) -> Result<DownloadReport> {
     let address = &req.address;
     let recipients = Recipients::parse(&req.encrypt_to, &req.encrypt_to_files)?;
-    let object = if crate::s3::is_s3(&req.output) {
-        Some(crate::s3::output(
-            &engine.config.home,
-            &req.output,
-            req.force,
-        )?)
-    } else {
-        None
-    };
+    let object = crate::s3::output_if_object(&engine.config.home, &req.output, req.force)?;
     if req.output != "-" && object.is_none() {
         let out = Path::new(&req.output);
         let [digest_file, sum_file, digest_age] = sidecars(out);
@@ -478,15 +470,7 @@ pub fn download_vm(
 ) -> Result<VmDownloadReport> {
     let source = req.source();
     let started = Instant::now();
-    let object = if crate::s3::is_s3(&req.output) {
-        Some(crate::s3::output(
-            &engine.config.home,
-            &req.output,
-            req.force,
-        )?)
-    } else {
-        None
-    };
+    let object = crate::s3::output_if_object(&engine.config.home, &req.output, req.force)?;
     let pending = if req.output == "-" || object.is_some() {
         None
     } else {

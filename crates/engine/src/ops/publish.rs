@@ -31,6 +31,7 @@ use snapport_core::volume_reader::{serve_plans, VolumeReader};
 use snapport_host::Instance;
 use snapport_publish::content::{FileContent, Item, Sha256State, VolumeContent};
 use snapport_publish::server::{Server, StatusHandle, Stopped};
+use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
@@ -510,12 +511,7 @@ fn spooled_item(
     };
     progress.stage(&format!("preparing {name} in {} ...", dir.display()));
     let spool = PendingFile::spool(dir, &format!("publish-{name}"))?;
-    let sealed = recipients
-        .map(|r| {
-            let out = spool.file().try_clone().context("opening the spool file")?;
-            Ok::<_, crate::Error>(Sealed::new(r, out, true)?)
-        })
-        .transpose()?;
+    let sealed = seal(&spool, recipients)?;
     let target = match &sealed {
         Some(s) => Target::Stream(Box::new(s.writer())),
         None => Target::Pending(&spool),
@@ -535,6 +531,16 @@ fn spooled_item(
     Ok(item)
 }
 
+/// The age writer into `spool`, hashing what it writes, when there are `recipients`.
+fn seal(spool: &PendingFile, recipients: Option<&Recipients>) -> Result<Option<Sealed<File>>> {
+    recipients
+        .map(|r| {
+            let out = spool.file().try_clone().context("opening the spool file")?;
+            Ok(Sealed::new(r, out, true)?)
+        })
+        .transpose()
+}
+
 /// Makes the bundle of `vm` (at a VM snapshot, if any) in an unlinked spool file and
 /// serves that; `source` names it in errors, `name` is what it is served under.
 fn bundle_item(
@@ -547,12 +553,7 @@ fn bundle_item(
 ) -> Result<Item> {
     progress.stage(&format!("preparing {name} in {} ...", dir.display()));
     let spool = PendingFile::spool(dir, &format!("publish-{name}"))?;
-    let sealed = recipients
-        .map(|r| {
-            let out = spool.file().try_clone().context("opening the spool file")?;
-            Ok::<_, crate::Error>(Sealed::new(r, out, true)?)
-        })
-        .transpose()?;
+    let sealed = seal(&spool, recipients)?;
     let target = match &sealed {
         Some(s) => crate::bundle::BundleTarget::Stream(Box::new(s.writer()), dir.to_path_buf()),
         None => crate::bundle::BundleTarget::File(&spool),
