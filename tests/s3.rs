@@ -91,21 +91,7 @@ fn every_format_round_trips_through_an_object() {
             &url(&key),
         ]);
         let object = server.object(&key);
-        match format {
-            "raw" => {
-                tool("cmp", &[p(&object), p(&plain)]);
-            }
-            "qcow2" => {
-                tool("qemu-img", &["check", "-q", p(&object)]);
-                tool("qemu-img", &["compare", "-F", "raw", p(&object), p(&plain)]);
-            }
-            _ => {
-                tool("zstd", &["-t", "-q", p(&object)]);
-                let raw = home.out("from-zst.raw");
-                tool("zstd", &["-d", "-q", "-f", p(&object), "-o", p(&raw)]);
-                tool("cmp", &[p(&raw), p(&plain)]);
-            }
-        }
+        same_image(format, &object, &plain, &home.out("from-zst.raw"));
         // The sidecars are objects beside it: `sha256sum -c` checks the object, and the
         // content digest is the disk's.
         sha256sum_check(&object);
@@ -290,13 +276,7 @@ fn encrypted_objects_decrypt_with_stock_age_and_upload_with_the_identity() {
         assert!(server.object(&format!("{name}.digest.age")).exists());
         let dec = home.out(&format!("dec.{format}"));
         tool("age", &["-d", "-i", p(&key), "-o", p(&dec), p(&object)]);
-        if format == "raw" {
-            tool("cmp", &[p(&dec), p(&plain)]);
-        } else {
-            let raw = home.out("dec.zst.raw");
-            tool("zstd", &["-d", "-q", "-f", p(&dec), "-o", p(&raw)]);
-            tool("cmp", &[p(&raw), p(&plain)]);
-        }
+        same_image(format, &dec, &plain, &home.out("dec.zst.raw"));
         round_trip(
             &home,
             &url(&name),

@@ -251,6 +251,28 @@ pub fn sidecar_digest(out: &Path) -> String {
     text.split_whitespace().next().unwrap().to_string()
 }
 
+/// Checks that `image`, an export in `format` (raw, qcow2 or raw.zst), holds the disk
+/// `plain` (raw): cmp; qemu-img check and compare; zstd -t, then zstd -d (into
+/// `scratch`, removed after) and cmp.
+pub fn same_image(format: &str, image: &Path, plain: &Path, scratch: &Path) {
+    match format {
+        "raw" => {
+            tool("cmp", &[p(image), p(plain)]);
+        }
+        "qcow2" => {
+            tool("qemu-img", &["check", "-q", p(image)]);
+            tool("qemu-img", &["compare", "-F", "raw", p(image), p(plain)]);
+        }
+        "raw.zst" => {
+            tool("zstd", &["-t", "-q", p(image)]);
+            tool("zstd", &["-d", "-q", "-f", p(image), "-o", p(scratch)]);
+            tool("cmp", &[p(scratch), p(plain)]);
+            std::fs::remove_file(scratch).unwrap();
+        }
+        other => panic!("no check for format {other}"),
+    }
+}
+
 /// Unpacks the bundle `tar` into the new folder `dir` with `tar -x` and checks its
 /// members with `sha256sum -c SHA256SUMS`, which must pass; how many it checked.
 pub fn unpack_checked_bundle(tar: &Path, dir: &Path) -> usize {
