@@ -514,24 +514,25 @@ fn consistency_through_a_guest_agent_hooks_and_locks() {
     // A disk QEMU has open: nothing freezes it, so `required` cannot hold; and snapport
     // never changes an image another process holds, whatever the mode.
     let mut holder = std::process::Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", "sleep 60000", p(&img)])
+        .args(["-f", "qcow2", p(&img)])
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until it holds its locks for good: a plain `qemu-img info` is refused three
-    // times in a row (once could land inside qemu-io's own open, seen once under load).
-    let mut refused = 0;
-    for _ in 0..400 {
-        let out = std::process::Command::new("qemu-img")
-            .args(["info", p(&img)])
-            .output()
-            .unwrap();
-        refused = if out.status.success() { 0 } else { refused + 1 };
-        if refused == 3 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+    // Wait until it holds its locks, asking the kernel (F_OFD_GETLK takes no lock): a
+    // probe that locks, such as `qemu-img info`, can make qemu-io's own open fail ("Is
+    // another process using the image?"), which CI saw once.
+    let image = std::fs::File::open(&img).unwrap();
+    let started = std::time::Instant::now();
+    while !snapport_host::locks::in_use(&image).unwrap() {
+        assert_eq!(holder.try_wait().unwrap(), None, "qemu-io exited");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "qemu-io took no lock"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    drop(image);
     let err = home.fails(&[
         "snapshot",
         "create",
@@ -548,7 +549,7 @@ fn consistency_through_a_guest_agent_hooks_and_locks() {
     // A refused attempt leaves no record behind.
     assert_eq!(phase_of(&home, "vds/d@busy"), None);
     assert_eq!(phase_of(&home, "vds/d@busy2"), None);
-    holder.kill().unwrap();
+    drop(holder.stdin.take());
     holder.wait().unwrap();
     assert_eq!(qemu_listed(&img), ["a"]);
     check(&img);
