@@ -1,7 +1,7 @@
 //! The few things read out of S3's XML answers: an error's code and message, and the
 //! unfinished uploads of a key. Untrusted bytes (the server, or whatever answers in its
 //! place: a proxy's HTML page): nothing here panics or allocates beyond the input's size,
-//! and anything unexpected reads as absent (fuzz target `s3_xml`).
+//! and anything unexpected reads as absent (fuzz target `s3_answers`).
 
 /// The text of the first `<tag>...</tag>` in `xml`, entities decoded.
 pub fn element(xml: &str, tag: &str) -> Option<String> {
@@ -10,9 +10,13 @@ pub fn element(xml: &str, tag: &str) -> Option<String> {
 
 /// The texts of every `<tag>...</tag>` in `xml`, in order. Attributes on the opening
 /// tag (`<Key xmlns="...">`) are allowed; nested elements of the same name are not a
-/// thing S3 sends.
+/// thing S3 sends. Every element read this way holds text only (S3 escapes a `<` in a
+/// key or message), so one whose body has markup is skipped: with a closing tag broken
+/// (`</Co de>`) it would run on into the next elements and hand back their markup.
 pub fn elements<'a>(xml: &'a str, tag: &'a str) -> impl Iterator<Item = String> + 'a {
-    raw_elements(xml, tag).map(unescape)
+    raw_elements(xml, tag)
+        .filter(|body| !body.contains('<'))
+        .map(unescape)
 }
 
 /// As [`elements`], the texts as written (entities not decoded): for an element that
@@ -184,5 +188,11 @@ mod tests {
             "y"
         );
         assert_eq!(element("<Key/>", "Key").unwrap(), "");
+        // A broken closing tag: the Code does not run on into the Message and the next
+        // Code (the fuzz target found a code and a message that overlapped); there is
+        // then no readable code.
+        let broken = "<Error><Code>NoSuchKey</Co\tde><Message>gone &amp; away</Message><Code>N</Code></Error>";
+        assert_eq!(error(broken), None);
+        assert_eq!(element(broken, "Message").unwrap(), "gone & away");
     }
 }
