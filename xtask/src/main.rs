@@ -181,7 +181,11 @@ fn man() -> Result<()> {
 
 fn test(extra: &[String]) -> Result<()> {
     test_tools()?;
-    build_all()?;
+    guest::build_plugins()?;
+    // No `cargo build` first: the tests' dev-dependencies turn on features (tokio's,
+    // hyper's, syn's) that a plain build does not, so a build beside `cargo test` compiled
+    // 124 of its 535 units (cranelift and wasmtime among them) a second time. `cargo test`
+    // builds the snapport binary the tests run itself.
     run_cmd(
         cargo()
             .args(["test", "--release", "--workspace"])
