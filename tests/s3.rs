@@ -193,6 +193,80 @@ fn a_killed_export_leaves_no_object_and_the_next_one_aborts_its_upload() {
     assert!(files_in(&home.path().join("s3-uploads")).is_empty());
 }
 
+/// An export that fails once its upload has started (a part refused; the completion
+/// refused) aborts the upload and leaves the earlier object and its sidecars as they
+/// were; a completion that took effect but answered an error leaves the new object with
+/// the sidecars that describe it, not the old ones.
+#[test]
+fn a_failed_export_aborts_its_upload_and_leaves_the_object_beside_true_sidecars() {
+    let server = S3Server::start();
+    let (home, _) = random_disk(&server, 40);
+    let key = "vm/big.raw";
+    let export = [
+        "download",
+        "vd/big",
+        "-q",
+        "--sha256sum",
+        "--force",
+        "-o",
+        &url(key),
+    ];
+    home.ok(&export);
+    let object = server.object(key);
+    let sidecars = [
+        server.object("vm/big.raw.digest"),
+        server.object("vm/big.raw.sha256"),
+    ];
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    let old = read(&object);
+    let old_sidecars: Vec<_> = sidecars.iter().map(|s| read(s)).collect();
+    // The disk changes: the next export has other bytes and other digests.
+    qemu_io(
+        &home.pool().join("big.qcow2"),
+        "qcow2",
+        &["write -P 0x5a 0 1M"],
+    );
+
+    // 40 MiB go as three parts: the first refused, or all three sent and the completion
+    // refused.
+    for op in ["UploadPart", "CompleteMultipartUpload"] {
+        server.refuse(op);
+        server.take_ops();
+        let e = home.fails(&export);
+        assert!(e.contains("AccessDenied"), "{op}: {e}");
+        let ops = server.take_ops();
+        assert!(
+            ops.iter()
+                .any(|o| o == &format!("AbortMultipartUpload {key}")),
+            "{op}: the upload was not aborted: {ops:?}"
+        );
+        assert!(
+            server.unfinished().is_empty(),
+            "{op}: {:?}",
+            server.unfinished()
+        );
+        assert!(read(&object) == old, "{op}: the object changed");
+        for (s, before) in sidecars.iter().zip(&old_sidecars) {
+            assert_eq!(&read(s), before, "{op}: {} changed", s.display());
+        }
+        sha256sum_check(&object);
+        assert!(files_in(&home.path().join("s3-uploads")).is_empty());
+        server.heal();
+    }
+
+    // The completion assembles the object, then answers 500: the export stands.
+    server.fail_completion_answers();
+    home.ok(&export);
+    server.heal();
+    assert!(server.unfinished().is_empty(), "{:?}", server.unfinished());
+    let now = home.out("now.raw");
+    home.ok(&["download", "vd/big", "-q", "-o", p(&now)]);
+    tool("cmp", &[p(&object), p(&now)]);
+    sha256sum_check(&object);
+    // The digest sidecar describes the new object: an import verifies against it.
+    round_trip(&home, &url(key), "back", &now, &[]);
+}
+
 #[test]
 fn refusals_say_one_line_and_import_nothing() {
     let server = S3Server::start();

@@ -15,7 +15,10 @@
 //!
 //! Every request's operation name and key are recorded (an access check that lets every signed
 //! request through, as s3s's default one does), so a test can see a multipart upload
-//! happen.
+//! happen. Faults a real service has, on demand: an operation refused (403 AccessDenied,
+//! as a bucket policy or a quota answers), and a completion that assembles the object but
+//! answers 500 InternalError (AWS documents that a CompleteMultipartUpload may fail after
+//! its work is done, and a lost answer looks the same to a client).
 #![allow(dead_code)]
 
 use s3s::access::{S3Access, S3AccessContext};
@@ -32,24 +35,72 @@ pub struct S3Server {
     pub root: tempfile::TempDir,
     pub port: u16,
     ops: Arc<Mutex<Vec<String>>>,
+    faults: Arc<Mutex<Faults>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-struct Recorder(Arc<Mutex<Vec<String>>>);
+#[derive(Default)]
+struct Faults {
+    /// Operations (`UploadPart`) refused before they run.
+    refused: Vec<String>,
+    /// Completions that assemble the object, then answer 500.
+    fail_completion_answers: bool,
+}
+
+struct Recorder {
+    ops: Arc<Mutex<Vec<String>>>,
+    faults: Arc<Mutex<Faults>>,
+}
 
 #[async_trait::async_trait]
 impl S3Access for Recorder {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> s3s::S3Result<()> {
         let key = cx.s3_path().get_object_key().unwrap_or_default();
-        self.0
-            .lock()
-            .unwrap()
-            .push(format!("{} {key}", cx.s3_op().name()));
+        let op = cx.s3_op().name();
+        self.ops.lock().unwrap().push(format!("{op} {key}"));
+        if self.faults.lock().unwrap().refused.iter().any(|r| r == op) {
+            return Err(s3s::s3_error!(AccessDenied, "Access Denied"));
+        }
         match cx.credentials() {
             Some(_) => Ok(()),
             None => Err(s3s::s3_error!(AccessDenied, "Signature is required")),
         }
+    }
+}
+
+/// The S3 service with the faults of [`Faults`] that happen after an operation ran.
+#[derive(Clone)]
+struct Faulty {
+    service: s3s::service::S3Service,
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Faulty {
+    type Response = s3s::HttpResponse;
+    type Error = s3s::HttpError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn call(&self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+        // CompleteMultipartUpload: a POST to the key with the upload's id.
+        let completion = req.method() == http::Method::POST
+            && req.uri().query().is_some_and(|q| q.contains("uploadId="));
+        let fail_answer = completion && self.faults.lock().unwrap().fail_completion_answers;
+        let service = self.service.clone();
+        Box::pin(async move {
+            let answer = service.call(req.map(s3s::Body::from)).await?;
+            if !fail_answer {
+                return Ok(answer);
+            }
+            let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>";
+            Ok(http::Response::builder()
+                .status(500)
+                .header("content-type", "application/xml")
+                .body(s3s::Body::from(body.to_owned()))
+                .unwrap())
+        })
     }
 }
 
@@ -62,10 +113,15 @@ impl S3Server {
             .unwrap();
         std::fs::create_dir(root.path().join(BUCKET)).unwrap();
         let ops = Arc::new(Mutex::new(Vec::new()));
+        let faults = Arc::new(Mutex::new(Faults::default()));
         let (port_tx, port_rx) = std::sync::mpsc::channel();
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let dir = root.path().to_path_buf();
-        let recorder = Recorder(Arc::clone(&ops));
+        let recorder = Recorder {
+            ops: Arc::clone(&ops),
+            faults: Arc::clone(&faults),
+        };
+        let faulty = Arc::clone(&faults);
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -77,7 +133,10 @@ impl S3Server {
                 let mut b = S3ServiceBuilder::new(fs);
                 b.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
                 b.set_access(recorder);
-                let service = b.build();
+                let service = Faulty {
+                    service: b.build(),
+                    faults: faulty,
+                };
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 port_tx.send(listener.local_addr().unwrap().port()).unwrap();
                 let http = hyper_util::server::conn::auto::Builder::new(
@@ -104,6 +163,7 @@ impl S3Server {
             root,
             port,
             ops,
+            faults,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -149,6 +209,22 @@ impl S3Server {
             .collect();
         names.sort();
         names
+    }
+
+    /// Refuses operation `op` (`UploadPart`, `CompleteMultipartUpload`) from now on with
+    /// 403 AccessDenied, before it does anything.
+    pub fn refuse(&self, op: &str) {
+        self.faults.lock().unwrap().refused.push(op.to_owned());
+    }
+
+    /// From now on a CompleteMultipartUpload assembles the object, then answers 500.
+    pub fn fail_completion_answers(&self) {
+        self.faults.lock().unwrap().fail_completion_answers = true;
+    }
+
+    /// No more faults.
+    pub fn heal(&self) {
+        *self.faults.lock().unwrap() = Faults::default();
     }
 
     /// The operations asked so far, each with its key (`PutObject KEY`, `UploadPart

@@ -99,7 +99,11 @@ impl ObjectOutput {
             let old = absent_if_refused(self.client.read_small(&key, 1 << 20))?;
             before.push((key, old));
         }
+        // The object as it is, to tell afterwards whether a completion that failed took
+        // effect all the same.
+        let object_before = self.client.look(&self.object.key)?.map(|(_, etag)| etag);
         let _held = crate::interrupt::defer();
+        let mut completing = false;
         let replaced = (|| -> Result<()> {
             for ((key, old), (_, new)) in before.iter().zip(sidecars) {
                 match new {
@@ -108,10 +112,19 @@ impl ObjectOutput {
                     None => {}
                 }
             }
+            completing = true;
             writer.complete()?;
             Ok(())
         })();
         if let Err(e) = replaced {
+            // A completion is sent once (a second one would fail on the upload the first
+            // completed): its answer may be lost, or an error, after the server assembled
+            // the object. If the key now holds another object than before, it is ours and
+            // the new sidecars describe it; putting the old ones back would make them lie.
+            if completing && self.replaced_since(&object_before) {
+                crate::interrupt::clear_note();
+                return Ok(());
+            }
             for (key, old) in &before {
                 let _ = match old {
                     Some(b) => self.client.write(key, b.clone().into()),
@@ -122,6 +135,17 @@ impl ObjectOutput {
         }
         crate::interrupt::clear_note();
         Ok(())
+    }
+
+    /// Whether the key holds an object other than `before` (its ETag then; `None`: no
+    /// object). An object whose ETag cannot be seen counts as not replaced.
+    fn replaced_since(&self, before: &Option<Option<String>>) -> bool {
+        match self.client.look(&self.object.key) {
+            Ok(Some((_, Some(etag)))) => before
+                .as_ref()
+                .is_none_or(|old| old.as_deref() != Some(etag.as_str())),
+            _ => false,
+        }
     }
 }
 
