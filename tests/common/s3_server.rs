@@ -91,7 +91,8 @@ impl hyper::service::Service<http::Request<hyper::body::Incoming>> for Faulty {
         let service = self.service.clone();
         Box::pin(async move {
             let answer = service.call(req.map(s3s::Body::from)).await?;
-            if !fail_answer {
+            // Only a completion that took effect: s3s's own refusals stay as they are.
+            if !fail_answer || !answer.status().is_success() {
                 return Ok(answer);
             }
             let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>";
@@ -121,7 +122,7 @@ impl S3Server {
             ops: Arc::clone(&ops),
             faults: Arc::clone(&faults),
         };
-        let faulty = Arc::clone(&faults);
+        let faults_after = Arc::clone(&faults);
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -135,7 +136,7 @@ impl S3Server {
                 b.set_access(recorder);
                 let service = Faulty {
                     service: b.build(),
-                    faults: faulty,
+                    faults: faults_after,
                 };
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 port_tx.send(listener.local_addr().unwrap().port()).unwrap();

@@ -39,7 +39,7 @@ fn run() -> Result<()> {
                  plugins   build the guest plugins into target/plugins/*.wasm\n\
                  build     plugins + the snapport binary (release)\n\
                  demo      build, then export a disk of the default pool (makes a sample disk)\n\
-                 test      build, then run the whole test suite (extra args go to cargo test)\n\
+                 test      plugins, then the whole test suite (extra args go to cargo test)\n\
                  fuzz [S]  fuzz the qcow2 reader S seconds, its writer and snapshot writer S/2,\n\
                            the delta, bundle, LVM and thin-pool readers, Range parser,\n\
                            gRPC framing, QMP replies, CSI metadata, format detection, encrypted sources, S3 answers, the name rule,\n\
@@ -97,8 +97,9 @@ fn cargo() -> Command {
 
 fn build_all() -> Result<()> {
     guest::build_plugins()?;
-    // The whole workspace, as `cargo test --workspace` builds it: building one package
-    // unifies features differently and rebuilds a dozen crates each way.
+    // The whole workspace: building one package unifies features differently and
+    // rebuilds a dozen crates each way. (`cargo test` turns on more still, through the
+    // tests' dev-dependencies: `cargo xtask test` does not run this.)
     run_cmd(cargo().args(["build", "--release", "--workspace"]))
 }
 

@@ -84,7 +84,8 @@ impl ObjectOutput {
     /// Sends the rest of `writer`, then writes the sidecars (`(extension, bytes)`;
     /// `None`: an earlier export's, which would now lie, goes) and completes the upload:
     /// the object appears. If the completion fails, the sidecars as they were are put
-    /// back, so that an older object keeps the ones that describe it.
+    /// back, so that an older object keeps the ones that describe it; unless the key
+    /// holds a new object all the same, which the new sidecars describe.
     pub fn commit(
         &self,
         writer: &MultipartWriter,
@@ -99,9 +100,11 @@ impl ObjectOutput {
             let old = absent_if_refused(self.client.read_small(&key, 1 << 20))?;
             before.push((key, old));
         }
-        // The object as it is, to tell afterwards whether a completion that failed took
-        // effect all the same.
-        let object_before = self.client.look(&self.object.key)?.map(|(_, etag)| etag);
+        let object_before = match self.client.look(&self.object.key) {
+            Ok(None) => Before::Nothing,
+            Ok(Some((_, Some(etag)))) => Before::Etag(etag),
+            _ => Before::Unknown,
+        };
         let _held = crate::interrupt::defer();
         let mut completing = false;
         let replaced = (|| -> Result<()> {
@@ -117,11 +120,13 @@ impl ObjectOutput {
             Ok(())
         })();
         if let Err(e) = replaced {
-            // A completion is sent once (a second one would fail on the upload the first
-            // completed): its answer may be lost, or an error, after the server assembled
-            // the object. If the key now holds another object than before, it is ours and
-            // the new sidecars describe it; putting the old ones back would make them lie.
+            // The client never sends a POST twice, and a completion may fail after the
+            // server assembled the object (S3 answers an error, or the answer is lost).
+            // If the key now holds another object than before, it is ours and the new
+            // sidecars describe it: putting the old ones back would make them lie. (Looked
+            // at once, right away: an object S3 assembles later is not seen.)
             if completing && self.replaced_since(&object_before) {
+                writer.completed_anyway();
                 crate::interrupt::clear_note();
                 return Ok(());
             }
@@ -137,16 +142,24 @@ impl ObjectOutput {
         Ok(())
     }
 
-    /// Whether the key holds an object other than `before` (its ETag then; `None`: no
-    /// object). An object whose ETag cannot be seen counts as not replaced.
-    fn replaced_since(&self, before: &Option<Option<String>>) -> bool {
-        match self.client.look(&self.object.key) {
-            Ok(Some((_, Some(etag)))) => before
-                .as_ref()
-                .is_none_or(|old| old.as_deref() != Some(etag.as_str())),
+    /// Whether the key surely holds another object than `before`. What cannot be told
+    /// (no ETag, a failed look) counts as not replaced.
+    fn replaced_since(&self, before: &Before) -> bool {
+        match (before, self.client.look(&self.object.key)) {
+            (Before::Nothing, Ok(Some(_))) => true,
+            (Before::Etag(old), Ok(Some((_, Some(now))))) => now != *old,
             _ => false,
         }
     }
+}
+
+/// What the key held just before a completion, to tell afterwards whether a completion
+/// that failed took effect all the same.
+enum Before {
+    Nothing,
+    Etag(String),
+    /// An object without an ETag, or a look that failed.
+    Unknown,
 }
 
 /// Opens object `name` as an import source: the stream of its bytes (read ahead by

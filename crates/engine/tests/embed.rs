@@ -29,7 +29,7 @@ fn a_program_exports_snapshots_and_imports_through_the_library() {
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/plugins");
     if !plugins.join("qcow2.wasm").is_file() {
         panic!(
-            "no {}: build the plugins first (`cargo xtask build`, which `cargo xtask test` runs)",
+            "no {}: build the plugins first (`cargo xtask plugins`, which `cargo xtask test` runs)",
             plugins.join("qcow2.wasm").display()
         );
     }

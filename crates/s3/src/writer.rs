@@ -185,6 +185,17 @@ impl MultipartWriter {
         }
         Ok(size)
     }
+
+    /// A [`complete`](MultipartWriter::complete) that failed took effect all the same
+    /// (the caller sees the new object under the key): there is no upload left to abort,
+    /// and its journal entry goes.
+    pub fn completed_anyway(&self) {
+        let mut state = self.0.lock().unwrap();
+        state.done = true;
+        if let Some(claim) = state.claim.take() {
+            claim.clear();
+        }
+    }
 }
 
 impl State {

@@ -3,7 +3,8 @@
 //! place: a proxy's HTML page): nothing here panics or allocates beyond the input's size,
 //! and anything unexpected reads as absent (fuzz target `s3_answers`).
 
-/// The text of the first `<tag>...</tag>` in `xml`, entities decoded.
+/// The text of the first `<tag>...</tag>` in `xml` that holds text only, entities
+/// decoded.
 pub fn element(xml: &str, tag: &str) -> Option<String> {
     elements(xml, tag).next()
 }
