@@ -385,6 +385,12 @@ fn encrypted_publishes_serve_an_age_file_that_stock_age_decrypts() {
     let tar = dir.join("ev.tar");
     tool("age", &["-d", "-i", p(&key), "-o", p(&tar), p(&got)]);
     unpack_checked_bundle(&tar, &dir.join("x"));
+    // --publish serves instead of writing: an output beside it is refused, for a disk
+    // and for a VM alike.
+    for (address, what) in [("vd/e", "the export"), ("vm/ev", "the bundle")] {
+        let e = home.usage_fails(&["download", address, "--publish", "-o", p(&dir.join("o"))]);
+        assert!(e.contains(&format!("--publish serves {what}")), "{e}");
+    }
 }
 
 /// Waits until `path` (a fetch state file) records at least `bytes` written.

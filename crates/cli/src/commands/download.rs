@@ -106,22 +106,12 @@ pub fn run(args: Args) -> Result<()> {
     let address = Address::parse(&args.address)?;
     let (quiet, json) = (args.report.quiet, args.report.json());
     if args.publish.publish {
-        if args.output.is_some() {
-            usage!("--publish serves the export instead of writing it: drop -o");
-        }
-        let pool = args.pool.clone();
         let source = PublishSource::Volume {
             address,
-            pool,
+            pool: args.pool.clone(),
             format,
         };
-        return args.publish.run(
-            source,
-            args.zstd_level,
-            (&args.encrypt_to, &args.encrypt_to_file),
-            quiet,
-            json,
-        );
+        return publish(&args, "the export", source);
     }
     let output = args.output.clone().unwrap_or_default();
     let to_stdout = output == "-";
@@ -200,6 +190,20 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// `download vm/NAME|vms/NAME@SNAP`: the VM's config and disks as one bundle.
+/// `--publish`: serves `source` (`what`, for the refusal of `-o`) instead of writing it.
+fn publish(args: &Args, what: &str, source: PublishSource) -> Result<()> {
+    if args.output.is_some() {
+        usage!("--publish serves {what} instead of writing it: drop -o");
+    }
+    args.publish.run(
+        source,
+        args.zstd_level,
+        (&args.encrypt_to, &args.encrypt_to_file),
+        args.report.quiet,
+        args.report.json(),
+    )
+}
+
 fn download_vm(args: &Args, vm: String, snapshot: Option<String>) -> Result<()> {
     let this = match &snapshot {
         Some(s) => format!("vms/{vm}@{s}"),
@@ -217,21 +221,12 @@ fn download_vm(args: &Args, vm: String, snapshot: Option<String>) -> Result<()> 
     };
     let (quiet, json) = (args.report.quiet, args.report.json());
     if args.publish.publish {
-        if args.output.is_some() {
-            usage!("--publish serves the bundle instead of writing it: drop -o");
-        }
         let source = PublishSource::Vm {
             vm,
             snapshot,
             payload,
         };
-        return args.publish.run(
-            source,
-            args.zstd_level,
-            (&args.encrypt_to, &args.encrypt_to_file),
-            quiet,
-            json,
-        );
+        return publish(args, "the bundle", source);
     }
     let Some(output) = args.output.clone() else {
         usage!("give the bundle's file with -o FILE.tar (or -o - for stdout)");
